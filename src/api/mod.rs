@@ -1,2 +1,2 @@
-//! haloyd's HTTP API (bearer token, JSON, SSE progress and logs) and the matching client the CLI 
+//! haloyd's HTTP API (bearer token, JSON, SSE progress and logs) and the matching client the CLI
 //! uses.

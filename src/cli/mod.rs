@@ -1,2 +1,2 @@
-//! The `haloy` command line (clap): deploy, status, logs, stop, rollback, targets, 
+//! The `haloy` command line (clap): deploy, status, logs, stop, rollback, targets,
 //! validate-config, server, version, completion.

@@ -1,2 +1,2 @@
-//! Crash-safe persistence under state_dir: deployment history per app (resolved config + image 
+//! Crash-safe persistence under state_dir: deployment history per app (resolved config + image
 //! digest), the source for rollback targets.
