@@ -173,8 +173,14 @@ fn dotenv_files_feed_from_env() {
     std::fs::write(dir.path().join(".env"), "TOKEN=base\nOTHER=o\n").unwrap();
     std::fs::write(dir.path().join(".env.prod"), "TOKEN=prod\n").unwrap();
     let text = "name: a\nenv:\n  - name: T\n    from: {env: TOKEN}\n  - name: O\n    from: {env: OTHER}\ntargets:\n  prod:\n    server: p.example.com\n  dev:\n    server: d.example.com\n";
-    let (apps, _) =
-        resolve_text(text, Format::Yaml, "haloy.yaml", dir.path(), &HashMap::new()).unwrap();
+    let (apps, _) = resolve_text(
+        text,
+        Format::Yaml,
+        "haloy.yaml",
+        dir.path(),
+        &HashMap::new(),
+    )
+    .unwrap();
     assert_eq!(apps[0].env[0].value, "prod");
     assert_eq!(apps[1].env[0].value, "base");
     assert_eq!(apps[1].env[1].value, "o");
@@ -196,7 +202,10 @@ fn volumes_and_resources() {
     );
     assert_eq!(app.stop_timeout, 5);
     let err = resolve("name: a\nvolumes: ['./data:/data']\n").unwrap_err();
-    assert!(err[0].starts_with("haloy.yaml:2:11: volumes[0]: host path `./data`"), "{err:?}");
+    assert!(
+        err[0].starts_with("haloy.yaml:2:11: volumes[0]: host path `./data`"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -225,9 +234,16 @@ fn wrong_types() {
 
 #[test]
 fn json_and_toml_positions() {
-    let err = resolve_with("{\n  \"name\": \"a\",\n  \"replicas\": 0\n}", Format::Json, &HashMap::new())
-        .unwrap_err();
-    assert_eq!(err, ["haloy.yaml:3:15: replicas: 0 is out of range; must be between 1 and 1000"]);
+    let err = resolve_with(
+        "{\n  \"name\": \"a\",\n  \"replicas\": 0\n}",
+        Format::Json,
+        &HashMap::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:3:15: replicas: 0 is out of range; must be between 1 and 1000"]
+    );
     let err = resolve_with(
         "name = \"a\"\n[targets.prod]\nreplica = 2\n",
         Format::Toml,
