@@ -955,7 +955,7 @@ fn resolve_domains(
                     host.pos,
                     &host.path,
                     format!(
-                        "`{}` is listed more than once (first at {}:{})",
+                        "`{}` is listed more than once (first at {} as {})",
                         host.v, first.pos, first.path
                     ),
                 );
@@ -974,7 +974,7 @@ fn resolve_domains(
                 host.pos,
                 &host.path,
                 format!(
-                    "`{}` is also used by another target on the same server (at {}:{})",
+                    "`{}` is also used by another target on the same server (at {} as {})",
                     host.v, c.pos, c.path
                 ),
             );

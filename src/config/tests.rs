@@ -136,7 +136,7 @@ fn duplicate_domains_and_aliases() {
     )
     .unwrap_err();
     assert_eq!(err.len(), 2, "{err:?}");
-    assert!(err[0].starts_with("haloy.yaml:5:13: domains[1].domain: `a.example.com` is listed more than once (first at 3:13"));
+    assert!(err[0].starts_with("haloy.yaml:5:13: domains[1].domain: `a.example.com` is listed more than once (first at 3:13 as domains[0].domain)"));
     assert!(err[1].starts_with("haloy.yaml:6:15: domains[1].aliases[0]:"));
 }
 
