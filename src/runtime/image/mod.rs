@@ -41,3 +41,13 @@ impl ImageStore {
         Err(RuntimeError::NotImplemented("remove_unused_images"))
     }
 }
+
+/// Installs rustls' ring provider as the process default once (oci-client's reqwest is built
+/// without a provider of its own).
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Err means another part of the process installed one already: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
