@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod image;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
