@@ -32,7 +32,7 @@ pub fn log_files(dir: &Path, container_id: &str) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut files: Vec<PathBuf> = rotated.into_iter().map(|(_, p)| p).collect();
     let current = log_path(dir, container_id);
     if current.exists() {
