@@ -4,7 +4,11 @@
 //! is the seam the deploy logic uses; `ContainerdRuntime` is the real implementation.
 
 pub mod client;
+pub mod events;
 pub mod image;
+pub mod log_driver;
+pub mod logs;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
