@@ -57,6 +57,8 @@ struct Entry {
     next_retry: Option<SystemTime>,
     unused_since: Option<SystemTime>,
     force_renewal: bool,
+    /// ACME directory that issued `cert` (empty for operator files and unknown history).
+    issuer_directory: String,
 }
 
 impl Entry {
@@ -70,6 +72,7 @@ impl Entry {
             next_retry: None,
             unused_since: None,
             force_renewal: false,
+            issuer_directory: String::new(),
         }
     }
 
@@ -92,12 +95,21 @@ impl Entry {
     }
 
     /// Why a new order is due now, if it is.
-    fn renewal_reason(&self, now: SystemTime, renew_before: Duration) -> Option<&'static str> {
+    fn renewal_reason(
+        &self,
+        now: SystemTime,
+        renew_before: Duration,
+        directory: &str,
+    ) -> Option<&'static str> {
         let Some(cert) = &self.cert else {
             return Some("no certificate yet");
         };
         if self.force_renewal {
             return Some("renewal requested");
+        }
+        // E.g. staging → production: a staging certificate is not trusted by browsers.
+        if !self.issuer_directory.is_empty() && self.issuer_directory != directory {
+            return Some("issued by another ACME directory");
         }
         if cert.not_after.duration_since(now).unwrap_or_default() < renew_before {
             return Some("expires soon");
@@ -313,9 +325,18 @@ impl CertificateManager {
                 .entries
                 .entry(set.canonical.clone())
                 .or_insert_with(|| Entry::new(set.clone(), CertificateSource::Acme));
+            if entry.set != *set {
+                // New names deserve a fresh attempt; the old backoff was about other names.
+                entry.next_retry = None;
+                entry.failures = 0;
+            }
             entry.set = set.clone();
-            entry.unused_since = None;
-            let Some(reason) = entry.renewal_reason(now, self.settings.renew_before) else {
+            if entry.unused_since.take().is_some() {
+                self.persist_unused_since(&set.canonical, set, None);
+            }
+            let directory = self.acme.directory();
+            let Some(reason) = entry.renewal_reason(now, self.settings.renew_before, directory)
+            else {
                 return;
             };
             let backing_off = entry.next_retry.is_some_and(|at| at > now);
@@ -334,6 +355,7 @@ impl CertificateManager {
             Ok(cert) => {
                 tracing::info!(domain = %set.canonical, expires = ?cert.not_after, "certificate installed");
                 entry.record_success(cert);
+                entry.issuer_directory = self.acme.directory().to_string();
             }
             Err(err) => {
                 tracing::warn!(domain = %set.canonical, error = %err, "certificate order failed; keeping the current one");
@@ -387,6 +409,7 @@ impl CertificateManager {
                 .meta
                 .unused_since
                 .map(|s| UNIX_EPOCH + Duration::from_secs(s));
+            entry.issuer_directory = stored.meta.directory.clone();
             match load_pair(
                 &domain,
                 &stored.cert_path,
@@ -586,17 +609,26 @@ mod tests {
         let mut entry = Entry::new(set.clone(), CertificateSource::Acme);
         let now = SystemTime::now();
         assert_eq!(
-            entry.renewal_reason(now, 30 * DAY),
+            entry.renewal_reason(now, 30 * DAY, "https://ca/dir"),
             Some("no certificate yet")
         );
         entry.cert = Some(loaded(&["a.test", "www.a.test"], 60 * DAY));
-        assert_eq!(entry.renewal_reason(now, 30 * DAY), None);
+        assert_eq!(entry.renewal_reason(now, 30 * DAY, "https://ca/dir"), None);
         entry.cert = Some(loaded(&["a.test", "www.a.test"], 10 * DAY));
-        assert_eq!(entry.renewal_reason(now, 30 * DAY), Some("expires soon"));
+        assert_eq!(
+            entry.renewal_reason(now, 30 * DAY, "https://ca/dir"),
+            Some("expires soon")
+        );
         entry.cert = Some(loaded(&["a.test"], 60 * DAY));
         assert_eq!(
-            entry.renewal_reason(now, 30 * DAY),
+            entry.renewal_reason(now, 30 * DAY, "https://ca/dir"),
             Some("alias set changed")
+        );
+        entry.cert = Some(loaded(&["a.test", "www.a.test"], 60 * DAY));
+        entry.issuer_directory = "https://staging/dir".into();
+        assert_eq!(
+            entry.renewal_reason(now, 30 * DAY, "https://ca/dir"),
+            Some("issued by another ACME directory")
         );
     }
 
@@ -615,6 +647,65 @@ mod tests {
             .collect();
         assert_eq!(delays, [10, 20, 35, 35].map(Duration::from_secs));
         assert_eq!(entry.status().failures, 4);
+    }
+
+    #[tokio::test]
+    async fn unused_domain_is_kept_for_the_grace_period_then_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = TlsSettings::new(dir.path());
+        settings.removal_grace = Duration::from_secs(3600);
+        let store = CertStore::open(dir.path()).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["old.test".into()]).unwrap();
+        let meta = StoredMeta {
+            names: vec!["old.test".into()],
+            directory: settings.acme.directory().to_string(),
+            unused_since: None,
+        };
+        let key_pem = cert.signing_key.serialize_pem();
+        store
+            .save(
+                "old.test",
+                cert.cert.pem().as_bytes(),
+                key_pem.as_bytes(),
+                &meta,
+            )
+            .unwrap();
+
+        let manager = CertificateManager::new(settings.clone()).unwrap();
+        assert!(
+            manager.has_certificate("old.test"),
+            "stored certificate served at start"
+        );
+        let statuses = manager.ensure_certificates(&[]).await;
+        let since = statuses[0].unused_since.expect("grace period started");
+        assert!(
+            manager.has_certificate("old.test"),
+            "kept during the grace period"
+        );
+
+        // The grace clock survives a restart (persisted in meta.json)...
+        let restarted = CertificateManager::new(settings.clone()).unwrap();
+        let reloaded = restarted.status("old.test").unwrap().unused_since.unwrap();
+        assert_eq!(
+            reloaded.duration_since(UNIX_EPOCH).unwrap().as_secs(),
+            since.duration_since(UNIX_EPOCH).unwrap().as_secs()
+        );
+        // ...is reset when the domain is deployed again...
+        restarted
+            .ensure_certificates(&[DomainSet::new("old.test", &[])])
+            .await;
+        assert!(restarted.status("old.test").unwrap().unused_since.is_none());
+        assert_eq!(
+            store.load("old.test").unwrap().unwrap().meta.unused_since,
+            None
+        );
+        // ...and after the grace period the files go and the name is no longer served.
+        restarted.ensure_certificates(&[]).await;
+        restarted.retire_unused(&[], SystemTime::now() + Duration::from_secs(7200));
+        restarted.publish();
+        assert!(!restarted.has_certificate("old.test"));
+        assert!(restarted.statuses().is_empty());
+        assert!(store.load("old.test").unwrap().is_none());
     }
 
     #[tokio::test]
