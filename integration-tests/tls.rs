@@ -26,16 +26,26 @@ use tokio_rustls::client::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use haloy::proxy::tls_hooks::TlsHooks;
+use haloy::proxy::{AppRoute, Backend, DomainRoute, Proxy, ProxyConfig, Routes};
 use haloy::tls::{
     AcmeSettings, CertificateManager, CertificateStatus, DomainSet, TlsSettings, UnknownSni,
 };
 use pebble::Pebble;
 
-/// Pebble + a state dir + a CertificateManager + a challenge responder on Pebble's HTTP-01
-/// port + an HTTPS listener using the manager's `ServerConfig`. Stops everything on drop.
+/// What listens on Pebble's HTTP-01 port and on the HTTPS port.
+enum Frontend {
+    /// A bare challenge responder and an HTTPS echo server (no routing).
+    TestServers,
+    /// haloy's real reverse proxy (`serve_http` + `serve_https`) with these routes.
+    Proxy(Routes),
+}
+
+/// Pebble + a state dir + a CertificateManager + the frontend on Pebble's HTTP-01 port and
+/// on an HTTPS port using the manager's `ServerConfig`. Stops everything on drop.
 struct Rig {
     shutdown: CancellationToken,
     manager: Arc<CertificateManager>,
+    http_addr: SocketAddr,
     https_addr: SocketAddr,
     pebble_root: CertificateDer<'static>,
     settings: TlsSettings,
@@ -51,6 +61,10 @@ impl Drop for Rig {
 
 impl Rig {
     async fn start(configure: impl FnOnce(&mut TlsSettings)) -> Rig {
+        Rig::start_with(configure, Frontend::TestServers).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut TlsSettings), frontend: Frontend) -> Rig {
         let challenge_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http01_port = challenge_listener.local_addr().unwrap().port();
         let pebble = tokio::task::spawn_blocking(move || Pebble::start(http01_port))
@@ -71,16 +85,45 @@ impl Rig {
         let manager = CertificateManager::new(settings.clone()).unwrap();
         let shutdown = CancellationToken::new();
         let hooks: Arc<dyn TlsHooks> = manager.clone();
-        tokio::spawn(serve_challenges(
-            challenge_listener,
-            hooks,
-            shutdown.clone(),
-        ));
-        let https_addr = spawn_https(manager.server_config(), shutdown.clone()).await;
+        let http_addr = challenge_listener.local_addr().unwrap();
+        let https_addr = match frontend {
+            Frontend::TestServers => {
+                tokio::spawn(serve_challenges(
+                    challenge_listener,
+                    hooks,
+                    shutdown.clone(),
+                ));
+                spawn_https(manager.server_config(), shutdown.clone()).await
+            }
+            Frontend::Proxy(routes) => {
+                let https_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let https_addr = https_listener.local_addr().unwrap();
+                let config = ProxyConfig {
+                    https_port: https_addr.port(),
+                    ..ProxyConfig::default()
+                };
+                let proxy = Proxy::new(config, routes, Some(hooks));
+                let acceptor = tokio_rustls::TlsAcceptor::from(manager.server_config());
+                let (http_proxy, stop) = (proxy.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    http_proxy
+                        .serve_http(challenge_listener, stop.cancelled_owned())
+                        .await
+                });
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    proxy
+                        .serve_https(https_listener, acceptor, stop.cancelled_owned())
+                        .await
+                });
+                https_addr
+            }
+        };
         let pebble_root = pebble.issuing_root().await;
         Rig {
             shutdown,
             manager,
+            http_addr,
             https_addr,
             pebble_root,
             settings,
@@ -585,5 +628,149 @@ async fn unknown_sni_gets_a_self_signed_default_never_an_apps_certificate() {
     assert!(
         !contains(b"app.test"),
         "another app's certificate was served for an unknown name"
+    );
+}
+
+/// An HTTP/1.1 backend answering "backend <path>" (what the proxy forwards to).
+async fn spawn_backend(shutdown: CancellationToken) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => accepted.unwrap(),
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let body = format!("backend {}", request.uri().path());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// One plain-HTTP request: (status, Location header, body).
+async fn plain_get(addr: SocketAddr, host: &str, path: &str) -> (u16, Option<String>, String) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_proxy_http_serves_until_a_certificate_exists_then_redirects_to_https() {
+    let backend_stop = CancellationToken::new();
+    let _stop_backend = backend_stop.clone().drop_guard();
+    let backend_addr = spawn_backend(backend_stop).await;
+    let backend = Backend::new("task-1".into(), 0, backend_addr);
+    backend.set_ready(true);
+    let routes = Routes::new();
+    routes
+        .set_app(AppRoute {
+            app: "web".into(),
+            domains: vec![DomainRoute {
+                canonical: "app.test".into(),
+                aliases: vec!["www.app.test".into()],
+            }],
+            backends: vec![backend],
+        })
+        .unwrap();
+    let rig = Rig::start_with(|_| {}, Frontend::Proxy(routes)).await;
+    let https_port = rig.https_addr.port();
+
+    // No certificate yet: plain HTTP keeps serving the app (no redirect to a broken HTTPS);
+    // the alias still points at the canonical host, over http.
+    let (status, _, body) = plain_get(rig.http_addr, "app.test", "/before").await;
+    assert_eq!((status, body.as_str()), (200, "backend /before"));
+    let (status, location, _) = plain_get(rig.http_addr, "www.app.test", "/a?b=1").await;
+    assert_eq!(status, 301);
+    assert_eq!(location.as_deref(), Some("http://app.test/a?b=1"));
+
+    // Pebble validates through the proxy's port-80 challenge path.
+    let statuses = rig.manager.ensure_certificates(&[app_set()]).await;
+    rig.issued(&statuses, "app.test");
+
+    // Now port 80 redirects to HTTPS, aliases straight to the canonical host...
+    let (status, location, _) = plain_get(rig.http_addr, "app.test", "/x?y=1").await;
+    assert_eq!(status, 301);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("https://app.test:{https_port}/x?y=1").as_str())
+    );
+    let (status, location, _) = plain_get(rig.http_addr, "WWW.app.test", "/a?b=1").await;
+    assert_eq!(status, 301);
+    assert_eq!(
+        location.as_deref(),
+        Some(format!("https://app.test:{https_port}/a?b=1").as_str())
+    );
+    // ...except the ACME challenge path, which is never redirected.
+    let (status, location, _) = plain_get(
+        rig.http_addr,
+        "app.test",
+        "/.well-known/acme-challenge/unknown-token",
+    )
+    .await;
+    assert_eq!((status, location), (404, None));
+
+    // HTTPS: h2 from the client, proxied to the HTTP/1.1 backend.
+    let stream = tls_connect(
+        rig.https_addr,
+        "app.test",
+        rig.client(&[b"h2", b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, h2) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(h2);
+    let request = Request::get("https://app.test/over-h2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "backend /over-h2".as_bytes());
+
+    // HTTPS on the alias: its own name in the certificate, then 301 to the canonical host.
+    let stream = tls_connect(rig.https_addr, "www.app.test", rig.client(&[b"http/1.1"]))
+        .await
+        .unwrap();
+    let mut sender = http1_sender(stream).await;
+    let request = Request::get("/p")
+        .header("host", "www.app.test")
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 301);
+    assert_eq!(
+        response.headers()["location"].to_str().unwrap(),
+        format!("https://app.test:{https_port}/p")
     );
 }
