@@ -22,8 +22,8 @@ use tonic::Code;
 use super::log_driver::{log_uri, LogDriverConfig};
 use super::logs::{log_files, read_logs, remove_log_files};
 use super::spec::{
-    build_spec, resolve_user, resolve_volumes, spec_any, user_needs_lookup, write_task_files,
-    SpecInput,
+    build_spec, nofile_limit, resolve_user, resolve_volumes, spec_any, user_needs_lookup,
+    write_task_files, SpecInput,
 };
 use super::{
     labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
@@ -452,6 +452,7 @@ impl Tasks {
             resources: spec.resources,
             files: &files,
             volumes: &volumes,
+            nofile: nofile_limit(),
         };
         let oci = build_spec(&input).map_err(spec_err)?;
         spec_any(&oci).map_err(spec_err)
