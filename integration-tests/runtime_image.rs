@@ -213,6 +213,40 @@ async fn basic_auth_pull_needs_the_credentials() {
 }
 
 #[tokio::test]
+async fn bearer_token_challenge_pull_with_credentials() {
+    let registry = Registry::start_with_token_auth("ci-bot", "token-pass").await;
+    let rig = Rig::with_registry("img-bearer", registry).await;
+    let reference = rig
+        .registry
+        .push(&OciImage::fixture("web", "v1"), "team/web", "v1")
+        .await;
+
+    let err = rig
+        .runtime
+        .ensure_image(&request(&reference, PullPolicy::Always))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RuntimeError::Unauthorized { .. }), "{err}");
+
+    let mut req = request(&reference, PullPolicy::Always);
+    req.credentials = Some(RegistryCredentials {
+        username: "ci-bot".into(),
+        password: "token-pass".into(),
+    });
+    let info = rig.runtime.ensure_image(&req).await.unwrap();
+    assert_eq!(info.name, reference);
+
+    let log = &rig.registry.token_server().unwrap().log;
+    let requests = log.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|(user, scopes)| user == "ci-bot"
+            && scopes.contains(&"repository:team/web:pull".to_string())),
+        "a pull token was fetched with the credentials: {requests:?}"
+    );
+    rig.assert_no_leases().await;
+}
+
+#[tokio::test]
 async fn policy_always_twice_transfers_no_layer_the_second_time() {
     let rig = Rig::start("img-always").await;
     let v1 = OciImage::fixture("web", "v1");
