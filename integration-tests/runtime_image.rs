@@ -596,3 +596,43 @@ async fn remove_unused_images_keeps_what_the_app_still_uses() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn interrupted_pulls_leave_nothing_that_breaks_the_next_pull() {
+    let rig = Rig::start("img-interrupt").await;
+    let image = OciImage::fixture("web", "v1");
+    let reference = rig.registry.push(&image, "haloy-fixtures/web", "v1").await;
+    let always = request(&reference, PullPolicy::Always);
+
+    // Cancel the pull at many different points (the future is dropped mid-flight).
+    for delay_ms in [1u64, 3, 5, 10, 20, 40, 80] {
+        let attempt = rig.runtime.images().ensure(&always);
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(delay_ms), attempt).await;
+        // Each interrupted attempt left at most its lease: deleted in the background.
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !rig.leases().await.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rig.assert_no_leases().await;
+    // Only a complete pull creates the image record.
+    for name in rig.image_names().await {
+        let (info, _) = rig
+            .runtime
+            .images()
+            .ensure(&request(&name, PullPolicy::Never))
+            .await
+            .expect("a recorded image is complete");
+        assert!(rig.snapshot_exists(&info.chain_id).await);
+    }
+
+    let (info, _) = rig.runtime.images().ensure(&always).await.unwrap();
+    assert_eq!(info.digest, image.manifest.digest);
+    assert!(rig.snapshot_exists(&info.chain_id).await);
+    rig.assert_no_leases().await;
+    let snapshots = rig.snapshots().await;
+    assert!(
+        snapshots.iter().all(|s| s.starts_with("sha256:")),
+        "no half-applied unpack snapshot left: {snapshots:?}"
+    );
+}

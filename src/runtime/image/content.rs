@@ -250,10 +250,13 @@ impl<'a> BlobWriter<'a> {
 }
 
 /// A containerd lease: resources created with its id in the request metadata survive GC
-/// until it is deleted.
+/// until it is deleted. Dropped without `delete` (the pull's future was cancelled), it deletes
+/// itself in the background so nothing of the interrupted pull stays around.
 #[derive(Debug)]
 pub struct Lease {
     pub id: String,
+    client: Containerd,
+    deleted: bool,
 }
 
 impl Lease {
@@ -279,7 +282,11 @@ impl Lease {
             .create(request)
             .await
             .map_err(|s| client.rpc_error("Leases.Create", s))?;
-        Ok(Lease { id })
+        Ok(Lease {
+            id,
+            client: client.clone(),
+            deleted: false,
+        })
     }
 
     /// Puts an existing blob under this lease, so GC cannot take it while the pull runs.
@@ -300,12 +307,38 @@ impl Lease {
     }
 
     /// Deletes the lease; `sync` waits for the garbage collection it triggers.
-    pub async fn delete(self, client: &Containerd, sync: bool) -> Result<(), RuntimeError> {
-        let request = client.request(DeleteRequest { id: self.id, sync });
-        match client.leases().delete(request).await {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(client.rpc_error("Leases.Delete", status)),
+    pub async fn delete(mut self, sync: bool) -> Result<(), RuntimeError> {
+        self.deleted = true;
+        delete_lease(&self.client, &self.id, sync).await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
         }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime left: the lease's expiry label cleans up.
+        };
+        let client = self.client.clone();
+        let id = std::mem::take(&mut self.id);
+        runtime.spawn(async move {
+            if let Err(err) = delete_lease(&client, &id, true).await {
+                tracing::warn!(lease = %id, error = %err, "could not delete the lease of an interrupted pull");
+            }
+        });
+    }
+}
+
+async fn delete_lease(client: &Containerd, id: &str, sync: bool) -> Result<(), RuntimeError> {
+    let request = client.request(DeleteRequest {
+        id: id.to_string(),
+        sync,
+    });
+    match client.leases().delete(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::NotFound => Ok(()),
+        Err(status) => Err(client.rpc_error("Leases.Delete", status)),
     }
 }

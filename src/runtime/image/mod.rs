@@ -34,6 +34,9 @@ use manifest::{Descriptor, ImageConfigFile, Manifest};
 use reference::ImageRef;
 use registry::RegistrySession;
 
+/// Layers downloaded at the same time during a pull.
+const PARALLEL_LAYER_DOWNLOADS: usize = 3;
+
 /// What one `ensure`/`import` transferred (all zero when everything was cached).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PullReport {
@@ -177,7 +180,7 @@ impl ImageStore {
         let result = self
             .store_image(&lease, name, source, manifest, manifest_bytes, &mut report)
             .await;
-        let cleanup = lease.delete(&self.client, result.is_err()).await;
+        let cleanup = lease.delete(result.is_err()).await;
         let info = result?;
         cleanup?;
         Ok((info, report))
@@ -206,9 +209,8 @@ impl ImageStore {
             .last()
             .cloned()
             .ok_or_else(|| invalid("the image config lists no layers".to_string()))?;
-        for layer in &manifest.layers {
-            self.ensure_blob(lease, source, layer, report).await?;
-        }
+        self.ensure_layers(lease, source, &manifest.layers, report)
+            .await?;
         content::set_labels(
             &self.client,
             &manifest.config.digest,
@@ -285,16 +287,42 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Streams a layer into containerd unless it is there already.
+    /// Streams the layers into containerd, a few at a time, skipping those it has.
+    async fn ensure_layers(
+        &self,
+        lease: &Lease,
+        source: &BlobSource<'_>,
+        layers: &[Descriptor],
+        report: &mut PullReport,
+    ) -> Result<(), RuntimeError> {
+        // Futures collected first: a mapping closure inside the stream trips rustc's Send
+        // inference for the async-trait future.
+        let pending: Vec<_> = layers
+            .iter()
+            .map(|layer| self.ensure_blob(lease, source, layer))
+            .collect();
+        let mut transfers =
+            futures_util::stream::iter(pending).buffer_unordered(PARALLEL_LAYER_DOWNLOADS);
+        while let Some(written) = transfers.next().await {
+            if let Some(bytes) = written? {
+                report.blobs_fetched += 1;
+                report.bytes_fetched += bytes;
+            }
+        }
+        Ok(())
+    }
+
+    /// Streams one blob into containerd unless it is there already; returns the bytes
+    /// written, `None` when nothing was transferred.
     async fn ensure_blob(
         &self,
         lease: &Lease,
         source: &BlobSource<'_>,
         descriptor: &Descriptor,
-        report: &mut PullReport,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Option<u64>, RuntimeError> {
         if content::exists(&self.client, &descriptor.digest).await? {
-            return lease.add_content(&self.client, &descriptor.digest).await;
+            lease.add_content(&self.client, &descriptor.digest).await?;
+            return Ok(None);
         }
         let stream = source.open(descriptor).await?;
         let written = content::write_stream(
@@ -305,11 +333,7 @@ impl ImageStore {
             stream,
         )
         .await?;
-        if written > 0 {
-            report.blobs_fetched += 1;
-            report.bytes_fetched += written;
-        }
-        Ok(())
+        Ok((written > 0).then_some(written))
     }
 
     /// Creates the image record, or points an existing one at the new manifest (keeping its
@@ -432,7 +456,7 @@ impl ImageStore {
                 &chain_ids,
             )
             .await;
-            let cleanup = lease.delete(&self.client, result.is_err()).await;
+            let cleanup = lease.delete(result.is_err()).await;
             report.layers_unpacked = result?;
             cleanup?;
         }
