@@ -53,6 +53,12 @@ fn parse_args() -> anyhow::Result<Options> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let options = parse_args()?;
+    // Opt-in phase timings from the runtime's own logs: RUST_LOG=haloy=debug.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     let ctr = harness::require_binary("ctr", "containerd");
     let containerd = harness::Containerd::start().await;
     let registry = harness::Registry::start().await;
