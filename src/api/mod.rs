@@ -2,5 +2,5 @@
 //! uses.
 
 pub mod client;
-pub mod types;
 pub mod server;
+pub mod types;

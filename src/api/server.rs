@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use super::types::{
-    DeployRequest, DeployAccepted, ApiError, HealthResponse, RollbackRequest,
-    StopRequest, StopResponse, VersionResponse,
+    ApiError, DeployAccepted, DeployRequest, HealthResponse, RollbackRequest, StopRequest,
+    StopResponse, VersionResponse,
 };
 use crate::deploy::{DeployError, Deployer, LogsQuery};
 
@@ -58,7 +58,11 @@ impl ApiServer {
     }
 
     /// Serves until `shutdown` turns true; open SSE streams end with the process.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
@@ -107,7 +111,11 @@ impl ApiServer {
             );
         }
         if !self.authorized(&req) {
-            return error(StatusCode::UNAUTHORIZED, "missing or invalid API token", vec![]);
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API token",
+                vec![],
+            );
         }
         let response = self.route(req, &method, &path).await;
         info!(%method, %path, status = response.status().as_u16(), "api request");
@@ -146,7 +154,11 @@ impl ApiServer {
             (&Method::GET, ["v1", "apps"]) => json(StatusCode::OK, &self.deployer.status(None)),
             (&Method::GET, ["v1", "apps", app]) => match self.deployer.status(Some(app)).pop() {
                 Some(status) => json(StatusCode::OK, &status),
-                None => error(StatusCode::NOT_FOUND, &format!("app `{app}` is not deployed on this server"), vec![]),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("app `{app}` is not deployed on this server"),
+                    vec![],
+                ),
             },
             (&Method::GET, ["v1", "apps", app, "logs"]) => self.logs(app, &query).await,
             (&Method::POST, ["v1", "apps", app, "stop"]) => {
@@ -172,7 +184,11 @@ impl ApiServer {
                     Err(resp) => resp,
                 }
             }
-            _ => error(StatusCode::NOT_FOUND, &format!("no API endpoint {method} {path}"), vec![]),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                &format!("no API endpoint {method} {path}"),
+                vec![],
+            ),
         }
     }
 
@@ -186,7 +202,13 @@ impl ApiServer {
     fn deploy_events(&self, id: &str) -> Response<Body> {
         match self.deployer.events(id) {
             Some(events) => sse(events),
-            None => error(StatusCode::NOT_FOUND, &format!("no deployment `{id}` on this server (progress is kept until haloyd restarts)"), vec![]),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no deployment `{id}` on this server (progress is kept until haloyd restarts)"
+                ),
+                vec![],
+            ),
         }
     }
 
@@ -207,7 +229,12 @@ impl ApiServer {
             .stop(app, body.remove_containers, body.remove_volumes)
             .await
         {
-            Ok(stopped) => json(StatusCode::OK, &StopResponse { stopped: stopped as u32 }),
+            Ok(stopped) => json(
+                StatusCode::OK,
+                &StopResponse {
+                    stopped: stopped as u32,
+                },
+            ),
             Err(e) => deploy_error(e),
         }
     }
@@ -222,9 +249,20 @@ where
     let collected = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("cannot read request body: {e}"), vec![]))?;
-    serde_json::from_slice(&collected.to_bytes())
-        .map_err(|e| error(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {e}"), vec![]))
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read request body: {e}"),
+                vec![],
+            )
+        })?;
+    serde_json::from_slice(&collected.to_bytes()).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            vec![],
+        )
+    })
 }
 
 fn deploy_error(e: DeployError) -> Response<Body> {
@@ -255,11 +293,16 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|e| {
         format!("{{\"error\":\"cannot encode response: {e}\",\"problems\":[]}}").into_bytes()
     });
-    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed_unsync());
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -274,14 +317,26 @@ where
         let json = serde_json::to_string(&item).unwrap_or_else(|_| "{}".into());
         Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("data: {json}\n\n"))))
     });
-    let keepalive = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(SSE_KEEPALIVE))
-        .map(|_| Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))));
-    let merged = futures_util::stream::select(events.map(Some).chain(futures_util::stream::once(async { None })), keepalive.map(Some))
-        .take_while(|item| std::future::ready(item.is_some()))
-        .filter_map(std::future::ready);
+    let keepalive =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(SSE_KEEPALIVE))
+            .map(|_| Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))));
+    let merged = futures_util::stream::select(
+        events
+            .map(Some)
+            .chain(futures_util::stream::once(async { None })),
+        keepalive.map(Some),
+    )
+    .take_while(|item| std::future::ready(item.is_some()))
+    .filter_map(std::future::ready);
     let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(merged)));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
     response
 }

@@ -26,7 +26,11 @@ use haloy::tls::{AcmeSettings, CertificateManager, DomainSet, OperatorCertificat
 const DEFAULT_CONFIG: &str = "/etc/haloy/haloyd.yaml";
 
 #[derive(Parser)]
-#[command(name = "haloyd", version, about = "haloy's server daemon: containerd + CNI + reverse proxy")]
+#[command(
+    name = "haloyd",
+    version,
+    about = "haloy's server daemon: containerd + CNI + reverse proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn serve(config_path: &Path) -> Result<()> {
@@ -113,7 +120,11 @@ async fn run(config: ServerConfig) -> Result<()> {
     let tls = CertificateManager::new(tls_settings(&config)).context("cannot set up TLS")?;
     let routes = Routes::new();
     let hooks: Arc<dyn TlsHooks> = tls.clone();
-    let proxy = Arc::new(Proxy::new(proxy_config(&config)?, routes.clone(), Some(hooks)));
+    let proxy = Arc::new(Proxy::new(
+        proxy_config(&config)?,
+        routes.clone(),
+        Some(hooks),
+    ));
     let state = StateStore::open(&config.state_dir)?;
     let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
 
@@ -122,7 +133,10 @@ async fn run(config: ServerConfig) -> Result<()> {
     let https = bind(config.proxy.https_listen, "proxy.https_listen").await?;
     let api_listener = bind(config.api.listen, "api.listen").await?;
 
-    deployer.start().await.context("cannot recover running apps from containerd")?;
+    deployer
+        .start()
+        .await
+        .context("cannot recover running apps from containerd")?;
     if let Some(domain) = &config.api.domain {
         route_api_domain(&routes, domain, config.api.listen);
     }
@@ -141,11 +155,20 @@ async fn run(config: ServerConfig) -> Result<()> {
         let proxy = proxy.clone();
         let stop = shutdown.clone();
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-        tasks.spawn(async move { proxy.serve_https(https, acceptor, stop.cancelled_owned()).await });
+        tasks.spawn(async move {
+            proxy
+                .serve_https(https, acceptor, stop.cancelled_owned())
+                .await
+        });
     }
     tls.spawn_renewal_task(shutdown.clone());
     if config.acme.enabled || !config.acme.certificates.is_empty() {
-        tasks.spawn(follow_domains(deployer.clone(), tls.clone(), config.api.domain.clone(), shutdown.clone()));
+        tasks.spawn(follow_domains(
+            deployer.clone(),
+            tls.clone(),
+            config.api.domain.clone(),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(
         api = %config.api.listen,
@@ -197,7 +220,10 @@ fn read_token(path: &Path) -> Result<String> {
     })?;
     let token = token.trim().to_string();
     if token.is_empty() {
-        bail!("the API token file {} is empty; run `haloyd init --new-token`", path.display());
+        bail!(
+            "the API token file {} is empty; run `haloyd init --new-token`",
+            path.display()
+        );
     }
     Ok(token)
 }
@@ -342,9 +368,11 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
         .parent()
         .unwrap_or_else(|| Path::new("/etc/haloy"))
         .join("api-token");
-    for dir in [config_path.parent().unwrap_or(Path::new("/etc/haloy")), state_dir] {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+    for dir in [
+        config_path.parent().unwrap_or(Path::new("/etc/haloy")),
+        state_dir,
+    ] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if !config_path.exists() {
         let text = format!(

@@ -43,7 +43,11 @@ pub enum DeployError {
     #[error("app `{app}` has no deployment `{id}` (see `haloy rollback-targets`)")]
     UnknownDeployment { app: String, id: String },
     #[error("deployment `{id}` of `{app}` cannot be rolled back to: {reason}")]
-    NotRollbackable { app: String, id: String, reason: String },
+    NotRollbackable {
+        app: String,
+        id: String,
+        reason: String,
+    },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -103,7 +107,9 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     match value {
         "true" | "1" | "" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(format!("query parameter `{key}` must be true or false, got `{value}`")),
+        _ => Err(format!(
+            "query parameter `{key}` must be true or false, got `{value}`"
+        )),
     }
 }
 
@@ -223,10 +229,14 @@ impl Deployer {
             return Err(DeployError::InvalidConfig { problems });
         }
         let entry = self.entry(&app.name);
-        let guard = entry.lock.clone().try_lock_owned().map_err(|_| DeployError::Busy {
-            app: app.name.clone(),
-            deployment_id: entry.live_lock().in_progress.clone().unwrap_or_default(),
-        })?;
+        let guard = entry
+            .lock
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| DeployError::Busy {
+                app: app.name.clone(),
+                deployment_id: entry.live_lock().in_progress.clone().unwrap_or_default(),
+            })?;
         let deployment_id = ulid::Ulid::new().to_string();
         let image = app.image_reference();
         self.state.insert(DeploymentRecord {
@@ -256,7 +266,9 @@ impl Deployer {
         let hosts: Vec<&str> = app
             .domains
             .iter()
-            .flat_map(|d| std::iter::once(d.domain.as_str()).chain(d.aliases.iter().map(String::as_str)))
+            .flat_map(|d| {
+                std::iter::once(d.domain.as_str()).chain(d.aliases.iter().map(String::as_str))
+            })
             .collect();
         let mut problems = Vec::new();
         for other in self.entries().into_iter().filter(|e| e.name != app.name) {
@@ -278,7 +290,10 @@ impl Deployer {
         problems
     }
 
-    pub fn events(&self, deployment_id: &str) -> Option<impl Stream<Item = DeployEvent> + Send + 'static> {
+    pub fn events(
+        &self,
+        deployment_id: &str,
+    ) -> Option<impl Stream<Item = DeployEvent> + Send + 'static> {
         self.progress.subscribe(deployment_id)
     }
 
@@ -309,7 +324,10 @@ impl Deployer {
             StateError::UnknownDeployment { app, id } => DeployError::UnknownDeployment { app, id },
             other => DeployError::State(other),
         })?;
-        if !matches!(record.status, DeployStatus::Succeeded | DeployStatus::Superseded) {
+        if !matches!(
+            record.status,
+            DeployStatus::Succeeded | DeployStatus::Superseded
+        ) {
             return Err(DeployError::NotRollbackable {
                 app: app.to_string(),
                 id: id.to_string(),
@@ -356,7 +374,13 @@ impl Deployer {
             self.remove_named_volumes(app);
         }
         self.publish_routes(&entry);
-        tracing::info!(app, stopped, remove_containers, remove_volumes, "app stopped");
+        tracing::info!(
+            app,
+            stopped,
+            remove_containers,
+            remove_volumes,
+            "app stopped"
+        );
         Ok(stopped)
     }
 
@@ -365,7 +389,9 @@ impl Deployer {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => tracing::info!(app, path = %dir.display(), "named volumes removed"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(app, path = %dir.display(), error = %e, "cannot remove named volumes"),
+            Err(e) => {
+                tracing::warn!(app, path = %dir.display(), error = %e, "cannot remove named volumes")
+            }
         }
     }
 
@@ -482,7 +508,10 @@ impl Deployer {
         }
     }
 
-    pub(crate) fn find_replica(&self, container_id: &str) -> Option<(Arc<AppEntry>, Arc<LiveReplica>)> {
+    pub(crate) fn find_replica(
+        &self,
+        container_id: &str,
+    ) -> Option<(Arc<AppEntry>, Arc<LiveReplica>)> {
         self.entries().into_iter().find_map(|entry| {
             let replica = entry
                 .live_lock()

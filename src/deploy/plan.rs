@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::config::{HistoryStrategy, PullPolicy as ConfigPullPolicy, ResolvedApp, VolumeSpec};
 use crate::runtime::{
-    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources,
-    VolumeMount, VolumeSource,
+    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources, VolumeMount,
+    VolumeSource,
 };
 
 impl ResolvedApp {
@@ -19,6 +19,7 @@ impl ResolvedApp {
 
     pub fn image_request(&self) -> ImageRequest {
         ImageRequest {
+            app: Some(self.name.clone()),
             reference: self.image_reference(),
             pull_policy: match self.image.pull_policy {
                 ConfigPullPolicy::Always => PullPolicy::Always,
@@ -70,7 +71,12 @@ impl ResolvedApp {
         problems
     }
 
-    pub fn replica_spec(&self, deployment_id: &str, replica: u32, image: &ImageInfo) -> ReplicaSpec {
+    pub fn replica_spec(
+        &self,
+        deployment_id: &str,
+        replica: u32,
+        image: &ImageInfo,
+    ) -> ReplicaSpec {
         ReplicaSpec {
             app: self.name.clone(),
             deployment_id: deployment_id.to_string(),

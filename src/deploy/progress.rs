@@ -68,7 +68,10 @@ impl ProgressHub {
     }
 
     /// Past events followed by live ones; the stream ends after the `finished` event.
-    pub fn subscribe(&self, deployment_id: &str) -> Option<impl Stream<Item = DeployEvent> + Send + 'static> {
+    pub fn subscribe(
+        &self,
+        deployment_id: &str,
+    ) -> Option<impl Stream<Item = DeployEvent> + Send + 'static> {
         let hub = self.lock();
         let progress = hub.deployments.get(deployment_id)?;
         let past = progress.events.clone();
@@ -127,7 +130,13 @@ impl Reporter {
     pub fn step(&self, replica: Option<u32>, step: &str, message: impl Into<String>) {
         let message = message.into();
         tracing::info!(app = %self.app, deployment_id = %self.deployment_id, replica, step, "{message}");
-        self.publish(EventKind::Step, replica, Some(step.to_string()), message, None);
+        self.publish(
+            EventKind::Step,
+            replica,
+            Some(step.to_string()),
+            message,
+            None,
+        );
     }
 
     pub fn log(&self, replica: Option<u32>, message: impl Into<String>) {

@@ -35,7 +35,11 @@ async fn recover_app(
 ) -> Result<(), DeployError> {
     let Some(current) = deployer.state.current(app)? else {
         if !replicas.is_empty() {
-            tracing::warn!(app, count = replicas.len(), "containers without a deploy history are left alone");
+            tracing::warn!(
+                app,
+                count = replicas.len(),
+                "containers without a deploy history are left alone"
+            );
         }
         return Ok(());
     };
@@ -66,7 +70,7 @@ async fn recover_app(
             replica.set_monitor(Monitor::spawn(
                 replica.backend.clone(),
                 replica.spec.health_check_path.clone(),
-                deployer.settings.monitor.clone(),
+                deployer.settings.monitor,
             ));
         } else if stopped {
             replica.set_phase(Phase::Stopped);
@@ -74,12 +78,27 @@ async fn recover_app(
             replica.mark_exited();
             replica.set_phase(Phase::Exited);
             restarted += 1;
-            tokio::spawn(super::supervisor::restart(deployer.clone(), entry.clone(), replica));
+            tokio::spawn(super::supervisor::restart(
+                deployer.clone(),
+                entry.clone(),
+                replica,
+            ));
         }
     }
     deployer.publish_routes(&entry);
-    let serving = entry.live_lock().replicas.iter().filter(|r| r.in_rotation()).count();
-    tracing::info!(app, serving, restarted, stopped, "app recovered from containerd");
+    let serving = entry
+        .live_lock()
+        .replicas
+        .iter()
+        .filter(|r| r.in_rotation())
+        .count();
+    tracing::info!(
+        app,
+        serving,
+        restarted,
+        stopped,
+        "app recovered from containerd"
+    );
     Ok(())
 }
 
@@ -93,14 +112,22 @@ async fn live_replica(
         return None;
     };
     let image = local_image(deployer, record).await;
-    let spec = record.config.replica_spec(&info.deployment_id, info.replica, &image);
+    let spec = record
+        .config
+        .replica_spec(&info.deployment_id, info.replica, &image);
     let backend = Backend::new(
         info.container_id.clone(),
         info.replica,
         backend_addr(ip, info.port),
     );
     let min_ready = std::time::Duration::from_secs(u64::from(record.config.min_ready_seconds));
-    Some(LiveReplica::new(info.container_id.clone(), spec, min_ready, backend, 0))
+    Some(LiveReplica::new(
+        info.container_id.clone(),
+        spec,
+        min_ready,
+        backend,
+        0,
+    ))
 }
 
 /// The image is normally still in containerd; restarts need its config and chain id.
@@ -141,7 +168,11 @@ pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
             if gone && !replica.exit_expected() && !replica.has_exited() {
                 replica.mark_exited();
                 replica.set_phase(Phase::Exited);
-                tokio::spawn(super::supervisor::restart(deployer.clone(), entry.clone(), replica));
+                tokio::spawn(super::supervisor::restart(
+                    deployer.clone(),
+                    entry.clone(),
+                    replica,
+                ));
             }
         }
     }

@@ -138,7 +138,10 @@ impl LiveReplica {
 
     /// Dropping the handle stops the monitor task.
     pub fn stop_monitor(&self) {
-        self.monitor.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.monitor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 
     pub fn last_health(&self) -> Option<String> {
@@ -153,7 +156,10 @@ impl LiveReplica {
     /// Records a crash and returns how long to wait before restarting, and whether the
     /// replica now counts as crash-looping.
     pub fn record_crash(&self, previous: &[Instant]) -> (Duration, bool) {
-        let mut crashes = self.recent_crashes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut crashes = self
+            .recent_crashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         crashes.extend_from_slice(previous);
         crashes.push(Instant::now());
         crashes.retain(|t| t.elapsed() < CRASH_WINDOW);

@@ -56,7 +56,13 @@ pub(crate) async fn run(
             }
             let recorded = deployer
                 .state
-                .finish(&app.name, &id, DeployStatus::Succeeded, Some((image.name.clone(), image.digest.clone())), None)
+                .finish(
+                    &app.name,
+                    &id,
+                    DeployStatus::Succeeded,
+                    Some((image.name.clone(), image.digest.clone())),
+                    None,
+                )
                 .and_then(|()| deployer.state.set_stopped(&app.name, false));
             if let Err(e) = recorded {
                 tracing::error!(app = %app.name, error = %e, "deploy succeeded but its history could not be saved");
@@ -180,7 +186,14 @@ async fn restore(
 ) {
     let previous_min_ready = previous_config.as_ref().map_or(0, |c| c.min_ready_seconds);
     if !retired.is_empty() {
-        reporter.step(None, "restoring", format!("restoring {} replica(s) of the previous version", retired.len()));
+        reporter.step(
+            None,
+            "restoring",
+            format!(
+                "restoring {} replica(s) of the previous version",
+                retired.len()
+            ),
+        );
     }
     for spec in retired {
         match start_ready(deployer, entry, spec.clone(), previous_min_ready, reporter).await {
@@ -188,7 +201,10 @@ async fn restore(
             Err(failure) => reporter.step(
                 Some(spec.replica),
                 "restore_failed",
-                format!("could not restore the previous version: {}", failure.message),
+                format!(
+                    "could not restore the previous version: {}",
+                    failure.message
+                ),
             ),
         }
     }
@@ -251,13 +267,23 @@ pub(crate) async fn start_ready(
     reporter: &Reporter,
 ) -> Result<Arc<LiveReplica>, Failure> {
     let number = spec.replica;
-    reporter.step(Some(number), "starting", format!("starting replica {number}"));
+    reporter.step(
+        Some(number),
+        "starting",
+        format!("starting replica {number}"),
+    );
     let info = deployer.runtime.start_replica(&spec).await?;
     let Some(ip) = info.ip else {
-        let _ = deployer.runtime.stop_replica(&info.container_id, Duration::from_secs(1)).await;
+        let _ = deployer
+            .runtime
+            .stop_replica(&info.container_id, Duration::from_secs(1))
+            .await;
         let _ = deployer.runtime.remove_replica(&info.container_id).await;
         return Err(Failure {
-            message: format!("replica {number} ({}) got no IP address from CNI", info.container_id),
+            message: format!(
+                "replica {number} ({}) got no IP address from CNI",
+                info.container_id
+            ),
             logs: Vec::new(),
         });
     };
@@ -296,7 +322,11 @@ pub(crate) async fn admit_restarted(
         Err(failure) => {
             tracing::warn!(app = %entry.name, replica = replica.replica, "restarted replica not ready: {}", failure.message);
             replica.set_phase(Phase::Exited);
-            tokio::spawn(super::supervisor::restart(deployer.clone(), entry.clone(), replica.clone()));
+            tokio::spawn(super::supervisor::restart(
+                deployer.clone(),
+                entry.clone(),
+                replica.clone(),
+            ));
         }
     }
 }
@@ -336,7 +366,10 @@ async fn wait_ready(
         }
         Err(e) => {
             let logs = last_logs(deployer, &replica.container_id).await;
-            let message = format!("replica {number} ({}) did not become ready: {e}", replica.container_id);
+            let message = format!(
+                "replica {number} ({}) did not become ready: {e}",
+                replica.container_id
+            );
             reporter.step(Some(number), "failed", message.clone());
             Err(Failure { message, logs })
         }
@@ -354,13 +387,17 @@ fn enter_rotation(
     replica.set_monitor(Monitor::spawn(
         replica.backend.clone(),
         replica.spec.health_check_path.clone(),
-        deployer.settings.monitor.clone(),
+        deployer.settings.monitor,
     ));
     deployer.publish_routes(entry);
     reporter.step(
         Some(replica.replica),
         "in_rotation",
-        format!("replica {} ({}) is in rotation", replica.replica, replica.backend.addr()),
+        format!(
+            "replica {} ({}) is in rotation",
+            replica.replica,
+            replica.backend.addr()
+        ),
     );
 }
 
@@ -375,12 +412,24 @@ pub(crate) async fn retire(
     replica.set_in_rotation(false);
     replica.set_phase(Phase::Draining);
     deployer.publish_routes(entry);
-    reporter.step(Some(number), "draining", format!("draining {}", replica.container_id));
+    reporter.step(
+        Some(number),
+        "draining",
+        format!("draining {}", replica.container_id),
+    );
     replica.backend.drain(deployer.settings.drain_timeout).await;
     if let Err(e) = stop_replica(deployer, replica, true).await {
-        reporter.step(Some(number), "stop_failed", format!("{}: {e}", replica.container_id));
+        reporter.step(
+            Some(number),
+            "stop_failed",
+            format!("{}: {e}", replica.container_id),
+        );
     } else {
-        reporter.step(Some(number), "removed", format!("{} stopped and removed", replica.container_id));
+        reporter.step(
+            Some(number),
+            "removed",
+            format!("{} stopped and removed", replica.container_id),
+        );
     }
     entry
         .live_lock()
@@ -406,7 +455,10 @@ pub(crate) async fn stop_replica(
     }
     replica.set_phase(Phase::Stopped);
     if remove {
-        deployer.runtime.remove_replica(&replica.container_id).await?;
+        deployer
+            .runtime
+            .remove_replica(&replica.container_id)
+            .await?;
     }
     Ok(())
 }
@@ -454,7 +506,11 @@ async fn collect_old_images(deployer: &Deployer, app: &ResolvedApp) {
         .take(keep_count.max(1))
         .map(|r| r.image.clone())
         .collect();
-    if let Err(e) = deployer.runtime.remove_unused_images(&app.name, &keep).await {
+    if let Err(e) = deployer
+        .runtime
+        .remove_unused_images(&app.name, &keep)
+        .await
+    {
         tracing::warn!(app = %app.name, error = %e, "image cleanup failed");
     }
 }

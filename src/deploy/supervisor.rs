@@ -54,7 +54,11 @@ pub(crate) fn restart(
     Box::pin(restart_after_backoff(deployer, entry, crashed))
 }
 
-async fn restart_after_backoff(deployer: Arc<Deployer>, entry: Arc<AppEntry>, crashed: Arc<LiveReplica>) {
+async fn restart_after_backoff(
+    deployer: Arc<Deployer>,
+    entry: Arc<AppEntry>,
+    crashed: Arc<LiveReplica>,
+) {
     let (backoff, looping) = crashed.record_crash(&[]);
     if looping {
         crashed.set_phase(Phase::CrashLooping);

@@ -28,7 +28,9 @@ pub enum StateError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("deployment history {path} is corrupt ({source}); move it away to start a fresh history")]
+    #[error(
+        "deployment history {path} is corrupt ({source}); move it away to start a fresh history"
+    )]
     Corrupt {
         path: PathBuf,
         source: serde_json::Error,
@@ -208,7 +210,8 @@ impl StateStore {
                 for record in history.deployments.iter_mut() {
                     if record.status == DeployStatus::InProgress {
                         record.status = DeployStatus::Failed;
-                        record.message = Some("interrupted: haloyd stopped during the deploy".into());
+                        record.message =
+                            Some("interrupted: haloyd stopped during the deploy".into());
                     }
                 }
                 Ok(())
