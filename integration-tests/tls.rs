@@ -417,7 +417,28 @@ async fn issues_one_certificate_for_domain_and_alias_and_serves_it_by_sni_with_h
         .await
         .unwrap();
     assert_eq!(dns_names(&leaf(&stream)).len(), 3);
+
     assert_eq!(std::fs::read(&accounts[0]).unwrap(), account_before);
+
+    // An app with its own acme_email gets its own (persisted, 0600) account.
+    let app_account = accounts[0].clone();
+    let blog = DomainSet::new("blog.test", &[]).with_acme_email(Some("blog@blog.test"));
+    let grown = DomainSet::new("app.test", &["www.app.test", "api.app.test"]);
+    let statuses = rig.manager.ensure_certificates(&[grown, blog]).await;
+    rig.issued(&statuses, "blog.test");
+    let accounts: Vec<_> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("acme-account-")
+        })
+        .collect();
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    assert!(accounts.iter().all(|a| mode(a) == 0o600));
+    assert_eq!(std::fs::read(&app_account).unwrap(), account_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

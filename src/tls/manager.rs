@@ -366,7 +366,7 @@ impl CertificateManager {
 
     async fn order_and_store(&self, set: &DomainSet) -> Result<LoadedCertificate, TlsError> {
         let names = set.names();
-        let issued = self.acme.issue(&names).await?;
+        let issued = self.acme.issue(&names, set.acme_email.as_deref()).await?;
         let domain = &set.canonical;
         let cert_path = self.store.root().join(domain).join("cert.pem");
         // Validate before writing so a bad response never replaces a good file.

@@ -132,9 +132,11 @@ impl CertStore {
         }
     }
 
-    /// Account credentials are bound to one directory, so the file name hashes its URL.
-    pub fn account_path(&self, directory: &str) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(directory.as_bytes()));
+    /// Account credentials are bound to one directory and contact, so the file name hashes
+    /// both.
+    pub fn account_path(&self, directory: &str, email: Option<&str>) -> PathBuf {
+        let identity = format!("{directory}\n{}", email.unwrap_or(""));
+        let digest = hex::encode(Sha256::digest(identity.as_bytes()));
         self.root
             .join(format!("acme-account-{}.json", &digest[..16]))
     }
