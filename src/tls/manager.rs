@@ -131,10 +131,16 @@ impl Entry {
             .min(settings.retry_max);
         self.next_retry = Some(now + delay);
         self.last_error = Some(error);
+        // A forced renewal is a one-shot request; retries follow the normal rules.
+        self.force_renewal = false;
     }
 
     fn record_success(&mut self, cert: LoadedCertificate) {
         self.cert = Some(cert);
+        self.clear_failures();
+    }
+
+    fn clear_failures(&mut self) {
         self.last_error = None;
         self.failures = 0;
         self.next_retry = None;
@@ -232,7 +238,7 @@ impl CertificateManager {
         let _pass = self.pass.lock().await;
         let desired: Vec<DomainSet> = domains.iter().map(DomainSet::normalized).collect();
         lock(&self.state).desired = Some(desired.clone());
-        self.run_pass(&desired, false).await;
+        self.run_pass(&desired).await;
         self.statuses()
     }
 
@@ -240,19 +246,26 @@ impl CertificateManager {
     pub async fn force_renewal(&self, domain: &str) -> Result<CertificateStatus, TlsError> {
         let _pass = self.pass.lock().await;
         let domain = normalize_host(domain);
-        let desired = {
+        let set = {
             let mut state = lock(&self.state);
-            let Some(entry) = state.entries.get_mut(&domain) else {
-                return Err(TlsError::InvalidDomain {
-                    domain,
-                    reason: "no certificate is managed for this domain",
-                });
+            let entry = state.entries.get_mut(&domain);
+            let invalid = |reason| TlsError::InvalidDomain {
+                domain: domain.clone(),
+                reason,
             };
+            let entry =
+                entry.ok_or_else(|| invalid("no certificate is managed for this domain"))?;
+            if entry.source == CertificateSource::Operator {
+                return Err(invalid("its certificate comes from the operator's files"));
+            }
+            if entry.unused_since.is_some() {
+                return Err(invalid("no deployed app uses this domain"));
+            }
             entry.force_renewal = true;
-            entry.next_retry = None;
-            state.desired.clone().unwrap_or_default()
+            entry.set.clone()
         };
-        self.run_pass(&desired, true).await;
+        self.ensure_one(&set).await;
+        self.publish();
         let status = self.status(&domain);
         match status {
             Some(status) if status.last_error.is_none() => Ok(status),
@@ -286,7 +299,7 @@ impl CertificateManager {
                 let desired = lock(&manager.state).desired.clone();
                 if let Some(desired) = desired {
                     let _pass = manager.pass.lock().await;
-                    manager.run_pass(&desired, false).await;
+                    manager.run_pass(&desired).await;
                 }
             }
         })
@@ -297,27 +310,28 @@ impl CertificateManager {
         state
             .entries
             .values()
+            .filter(|entry| entry.unused_since.is_none())
             .filter_map(|entry| entry.next_retry)
             .map(|at| at.duration_since(now).unwrap_or_default())
             .chain(std::iter::once(self.settings.check_interval))
             .min()
             .unwrap_or(self.settings.check_interval)
-            .max(Duration::from_millis(10))
+            .max(Duration::from_millis(50))
     }
 
-    async fn run_pass(&self, desired: &[DomainSet], ignore_backoff: bool) {
+    async fn run_pass(&self, desired: &[DomainSet]) {
         self.retire_unused(desired, SystemTime::now());
         self.load_operator_certificates(desired);
         for set in desired {
             if self.is_operator_domain(&set.canonical) {
                 continue;
             }
-            self.ensure_one(set, ignore_backoff).await;
+            self.ensure_one(set).await;
         }
         self.publish();
     }
 
-    async fn ensure_one(&self, set: &DomainSet, ignore_backoff: bool) {
+    async fn ensure_one(&self, set: &DomainSet) {
         let now = SystemTime::now();
         let reason = {
             let mut state = lock(&self.state);
@@ -337,10 +351,13 @@ impl CertificateManager {
             let directory = self.acme.directory();
             let Some(reason) = entry.renewal_reason(now, self.settings.renew_before, directory)
             else {
+                // Nothing due (e.g. the names went back to what the certificate covers):
+                // stale errors and retries no longer apply.
+                entry.clear_failures();
                 return;
             };
             let backing_off = entry.next_retry.is_some_and(|at| at > now);
-            if backing_off && !ignore_backoff && !entry.force_renewal {
+            if backing_off && !entry.force_renewal {
                 return;
             }
             reason
