@@ -17,7 +17,7 @@ use super::certs::{load_pair, provider, self_signed_default, LoadedCertificate};
 use super::error::TlsError;
 use super::resolver::{CertMap, SniResolver};
 use super::settings::{normalize_host, DomainSet, OperatorCertificate, TlsSettings, UnknownSni};
-use super::store::{CertStore, StoredMeta};
+use super::store::{validate_domain, CertStore, StoredMeta};
 use crate::proxy::tls_hooks::TlsHooks;
 
 /// Where a domain's certificate comes from.
@@ -364,25 +364,32 @@ impl CertificateManager {
         };
         tracing::info!(domain = %set.canonical, aliases = ?set.aliases, reason, "ordering certificate");
         let result = self.order_and_store(set).await;
-        let mut state = lock(&self.state);
-        let Some(entry) = state.entries.get_mut(&set.canonical) else {
-            return;
-        };
-        match result {
-            Ok(cert) => {
-                tracing::info!(domain = %set.canonical, expires = ?cert.not_after, "certificate installed");
-                entry.record_success(cert);
-                entry.issuer_directory = self.acme.directory().to_string();
+        let installed = result.is_ok();
+        if let Some(entry) = lock(&self.state).entries.get_mut(&set.canonical) {
+            match result {
+                Ok(cert) => {
+                    tracing::info!(domain = %set.canonical, expires = ?cert.not_after, "certificate installed");
+                    entry.record_success(cert);
+                    entry.issuer_directory = self.acme.directory().to_string();
+                }
+                Err(err) => {
+                    tracing::warn!(domain = %set.canonical, error = %err, "certificate order failed; keeping the current one");
+                    entry.record_failure(err.to_string(), SystemTime::now(), &self.settings);
+                }
             }
-            Err(err) => {
-                tracing::warn!(domain = %set.canonical, error = %err, "certificate order failed; keeping the current one");
-                entry.record_failure(err.to_string(), SystemTime::now(), &self.settings);
-            }
+        }
+        // Serve it right away rather than after the other domains' orders.
+        if installed {
+            self.publish();
         }
     }
 
     async fn order_and_store(&self, set: &DomainSet) -> Result<LoadedCertificate, TlsError> {
         let names = set.names();
+        // Never spend a CA request (and rate limit) on a name that cannot be valid.
+        for name in &names {
+            validate_domain(name)?;
+        }
         let issued = self.acme.issue(&names, set.acme_email.as_deref()).await?;
         let domain = &set.canonical;
         let cert_path = self.store.root().join(domain).join("cert.pem");
@@ -411,8 +418,13 @@ impl CertificateManager {
     fn load_stored(&self) -> Result<(), TlsError> {
         let mut state = lock(&self.state);
         for domain in self.store.domains()? {
-            let Ok(Some(stored)) = self.store.load(&domain) else {
-                continue;
+            let stored = match self.store.load(&domain) {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(domain = %domain, error = %err, "cannot read stored certificate");
+                    continue;
+                }
             };
             let aliases: Vec<&str> = stored
                 .meta
@@ -723,6 +735,21 @@ mod tests {
         assert!(!restarted.has_certificate("old.test"));
         assert!(restarted.statuses().is_empty());
         assert!(store.load("old.test").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn invalid_name_fails_before_any_ca_request_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // Default settings point at Let's Encrypt: the test relies on no request being made.
+        let manager = CertificateManager::new(TlsSettings::new(dir.path())).unwrap();
+        let statuses = manager
+            .ensure_certificates(&[DomainSet::new("bad_name.test", &[])])
+            .await;
+        let error = statuses[0].last_error.clone().unwrap();
+        assert!(error.contains("bad_name.test"), "{error}");
+        assert_eq!(statuses[0].failures, 1);
+        assert!(statuses[0].next_retry.is_some());
+        assert!(!manager.has_certificate("bad_name.test"));
     }
 
     #[tokio::test]
