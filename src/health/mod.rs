@@ -37,7 +37,9 @@ pub struct ReadinessPolicy {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReadinessError {
     /// No passing check before the deadline.
-    #[error("replica at {addr} was not healthy on GET {path} within {deadline:?}; last check: {last}")]
+    #[error(
+        "replica at {addr} was not healthy on GET {path} within {deadline:?}; last check: {last}"
+    )]
     Deadline {
         /// Replica address.
         addr: SocketAddr,
@@ -93,7 +95,12 @@ pub async fn wait_ready(
         }
         let now = Instant::now();
         if now + backoff > deadline_at {
-            return Err(ReadinessError::Deadline { addr, path: path.to_string(), deadline: policy.deadline, last });
+            return Err(ReadinessError::Deadline {
+                addr,
+                path: path.to_string(),
+                deadline: policy.deadline,
+                last,
+            });
         }
         tracing::debug!(%addr, path, error = %last, ?backoff, "replica not healthy yet");
         if !sleep_while_alive(backoff, is_alive).await {
@@ -108,18 +115,32 @@ pub async fn wait_ready(
         return Ok(());
     }
     if window_end > deadline_at {
-        let last = format!("healthy, but min_ready {:?} ends after the deadline", policy.min_ready);
-        return Err(ReadinessError::Deadline { addr, path: path.to_string(), deadline: policy.deadline, last });
+        let last = format!(
+            "healthy, but min_ready {:?} ends after the deadline",
+            policy.min_ready
+        );
+        return Err(ReadinessError::Deadline {
+            addr,
+            path: path.to_string(),
+            deadline: policy.deadline,
+            last,
+        });
     }
     if !sleep_while_alive(window_end - now, is_alive).await {
-        return Err(ReadinessError::Exited { addr, last: "healthy, then exited during min_ready".into() });
+        return Err(ReadinessError::Exited {
+            addr,
+            last: "healthy, then exited during min_ready".into(),
+        });
     }
-    probe(addr, path, policy.attempt_timeout).await.map(|_| ()).map_err(|e| ReadinessError::Flapped {
-        addr,
-        path: path.to_string(),
-        min_ready: policy.min_ready,
-        last: e.to_string(),
-    })
+    probe(addr, path, policy.attempt_timeout)
+        .await
+        .map(|_| ())
+        .map_err(|e| ReadinessError::Flapped {
+            addr,
+            path: path.to_string(),
+            min_ready: policy.min_ready,
+            last: e.to_string(),
+        })
 }
 
 /// Sleep `dur`, returning false as soon as `is_alive` says the task is gone.
@@ -177,7 +198,11 @@ pub enum ProbeError {
 }
 
 /// One health request: GET `path` on a fresh connection; Ok(status) for 2xx/3xx.
-pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<StatusCode, ProbeError> {
+pub async fn probe(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<StatusCode, ProbeError> {
     match tokio::time::timeout(timeout, probe_once(addr, path)).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout { addr, timeout }),
@@ -185,23 +210,40 @@ pub async fn probe(addr: SocketAddr, path: &str, timeout: Duration) -> Result<St
 }
 
 async fn probe_once(addr: SocketAddr, path: &str) -> Result<StatusCode, ProbeError> {
-    let http_err = |e: hyper::Error| ProbeError::Http { addr, reason: e.to_string() };
-    let stream = TcpStream::connect(addr).await.map_err(|e| ProbeError::Connect { addr, reason: e.to_string() })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(http_err)?;
+    let http_err = |e: hyper::Error| ProbeError::Http {
+        addr,
+        reason: e.to_string(),
+    };
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| ProbeError::Connect {
+            addr,
+            reason: e.to_string(),
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http_err)?;
     let driver = tokio::spawn(conn);
     let req = Request::get(path)
         .header(header::HOST, addr.to_string())
         .header(header::USER_AGENT, "haloy-health/1")
         .header(header::CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| ProbeError::Http { addr, reason: format!("invalid health check path {path:?}: {e}") })?;
+        .map_err(|e| ProbeError::Http {
+            addr,
+            reason: format!("invalid health check path {path:?}: {e}"),
+        })?;
     let result = sender.send_request(req).await;
     driver.abort();
     let status = result.map_err(http_err)?.status();
     if status.is_success() || status.is_redirection() {
         Ok(status)
     } else {
-        Err(ProbeError::Status { addr, path: path.to_string(), status: status.as_u16() })
+        Err(ProbeError::Status {
+            addr,
+            path: path.to_string(),
+            status: status.as_u16(),
+        })
     }
 }
 
@@ -220,7 +262,12 @@ pub struct MonitorSettings {
 
 impl Default for MonitorSettings {
     fn default() -> Self {
-        Self { interval: Duration::from_secs(5), timeout: Duration::from_secs(2), fall: 3, rise: 2 }
+        Self {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            fall: 3,
+            rise: 2,
+        }
     }
 }
 
@@ -247,9 +294,18 @@ impl Monitor {
     /// Start checking `backend` every `settings.interval`; it leaves rotation after `fall`
     /// consecutive failures and comes back after `rise` consecutive successes (also after a
     /// [`Backend::mark_down`]). Stops when the handle is dropped or the backend drains.
-    pub fn spawn(backend: Arc<Backend>, path: impl Into<String>, settings: MonitorSettings) -> MonitorHandle {
+    pub fn spawn(
+        backend: Arc<Backend>,
+        path: impl Into<String>,
+        settings: MonitorSettings,
+    ) -> MonitorHandle {
         let last = Arc::new(Mutex::new(None));
-        let task = tokio::spawn(run_monitor(backend, path.into(), settings, Arc::clone(&last)));
+        let task = tokio::spawn(run_monitor(
+            backend,
+            path.into(),
+            settings,
+            Arc::clone(&last),
+        ));
         MonitorHandle { task, last }
     }
 }
@@ -303,8 +359,16 @@ impl RiseFall {
     }
 }
 
-async fn run_monitor(backend: Arc<Backend>, path: String, settings: MonitorSettings, last: Arc<Mutex<Option<HealthResult>>>) {
-    let mut state = RiseFall { saw_ready: backend.is_ready(), ..RiseFall::default() };
+async fn run_monitor(
+    backend: Arc<Backend>,
+    path: String,
+    settings: MonitorSettings,
+    last: Arc<Mutex<Option<HealthResult>>>,
+) {
+    let mut state = RiseFall {
+        saw_ready: backend.is_ready(),
+        ..RiseFall::default()
+    };
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -323,7 +387,13 @@ async fn run_monitor(backend: Arc<Backend>, path: String, settings: MonitorSetti
             tracing::info!(task_id = backend.id(), replica = backend.replica(), ready, detail = %detail, "health monitor flips readiness");
             backend.set_ready(ready);
         }
-        let snapshot = HealthResult { at: SystemTime::now(), ok, detail, successes: state.successes, failures: state.failures };
+        let snapshot = HealthResult {
+            at: SystemTime::now(),
+            ok,
+            detail,
+            successes: state.successes,
+            failures: state.failures,
+        };
         *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot);
     }
 }
@@ -334,8 +404,15 @@ mod tests {
 
     #[test]
     fn rise_fall_thresholds() {
-        let s = MonitorSettings { fall: 3, rise: 2, ..MonitorSettings::default() };
-        let mut rf = RiseFall { saw_ready: true, ..RiseFall::default() };
+        let s = MonitorSettings {
+            fall: 3,
+            rise: 2,
+            ..MonitorSettings::default()
+        };
+        let mut rf = RiseFall {
+            saw_ready: true,
+            ..RiseFall::default()
+        };
         assert_eq!(rf.record(false, true, &s), None);
         assert_eq!(rf.record(false, true, &s), None);
         assert_eq!(rf.record(false, true, &s), Some(false));
@@ -345,8 +422,15 @@ mod tests {
 
     #[test]
     fn mark_down_needs_rise_again() {
-        let s = MonitorSettings { fall: 3, rise: 2, ..MonitorSettings::default() };
-        let mut rf = RiseFall { saw_ready: true, ..RiseFall::default() };
+        let s = MonitorSettings {
+            fall: 3,
+            rise: 2,
+            ..MonitorSettings::default()
+        };
+        let mut rf = RiseFall {
+            saw_ready: true,
+            ..RiseFall::default()
+        };
         assert_eq!(rf.record(true, true, &s), None);
         assert_eq!(rf.record(true, true, &s), None);
         // marked down externally between checks

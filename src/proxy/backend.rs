@@ -13,8 +13,20 @@ use super::upstream::PooledConn;
 
 /// Upper bounds (in microseconds) of the latency histogram buckets; the last bucket is open.
 const LATENCY_BUCKETS_US: [u64; 14] = [
-    500, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 10_000_000, u64::MAX,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    10_000_000,
+    u64::MAX,
 ];
 
 /// Most idle keep-alive connections kept per backend; more are closed after use.
@@ -149,14 +161,19 @@ impl Backend {
     /// Stop sending new requests, wait until in-flight requests finished (or `timeout`), then
     /// close upgraded tunnels (WebSocket) to this backend and its idle pooled connections.
     /// Remove the backend from the route table before (or right after) calling this.
-    pub fn drain(self: &Arc<Self>, timeout: Duration) -> impl std::future::Future<Output = DrainOutcome> + Send + 'static {
+    pub fn drain(
+        self: &Arc<Self>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = DrainOutcome> + Send + 'static {
         let this = Arc::clone(self);
         this.draining.store(true, Ordering::Release);
         this.ready.store(false, Ordering::Release);
         async move {
             let outcome = match tokio::time::timeout(timeout, this.wait_no_in_flight()).await {
                 Ok(()) => DrainOutcome::Drained,
-                Err(_) => DrainOutcome::TimedOut { in_flight: this.counters.in_flight.load(Ordering::Acquire) },
+                Err(_) => DrainOutcome::TimedOut {
+                    in_flight: this.counters.in_flight.load(Ordering::Acquire),
+                },
             };
             this.tunnels_closed.cancel();
             this.idle_pool().clear();
@@ -178,7 +195,11 @@ impl Backend {
     /// A snapshot of the counters.
     pub fn stats(&self) -> BackendStats {
         let c = &self.counters;
-        let buckets: Vec<u64> = c.latency_buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let buckets: Vec<u64> = c
+            .latency_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = buckets.iter().sum();
         let sum_us = c.latency_sum_us.load(Ordering::Relaxed);
         BackendStats {
@@ -191,7 +212,11 @@ impl Backend {
             errors: c.errors.load(Ordering::Relaxed),
             in_flight: c.in_flight.load(Ordering::Relaxed),
             tunnels: c.tunnels.load(Ordering::Relaxed),
-            latency_mean_ms: if total == 0 { 0.0 } else { sum_us as f64 / total as f64 / 1000.0 },
+            latency_mean_ms: if total == 0 {
+                0.0
+            } else {
+                sum_us as f64 / total as f64 / 1000.0
+            },
             latency_p50_ms: percentile_ms(&buckets, total, 0.50),
             latency_p99_ms: percentile_ms(&buckets, total, 0.99),
         }
@@ -200,7 +225,9 @@ impl Backend {
     /// Count a request as started; the guard ends it when dropped (after the response body).
     pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.counters.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight { backend: Arc::clone(self) }
+        InFlight {
+            backend: Arc::clone(self),
+        }
     }
 
     /// Record a response head received after `elapsed`.
@@ -209,7 +236,10 @@ impl Backend {
         let c = &self.counters;
         c.requests.fetch_add(1, Ordering::Relaxed);
         c.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-        let idx = LATENCY_BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        let idx = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
         c.latency_buckets[idx].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -226,7 +256,9 @@ impl Backend {
     /// Count an upgraded tunnel while the guard lives.
     pub(crate) fn start_tunnel(self: &Arc<Self>) -> TunnelGuard {
         self.counters.tunnels.fetch_add(1, Ordering::Relaxed);
-        TunnelGuard { backend: Arc::clone(self) }
+        TunnelGuard {
+            backend: Arc::clone(self),
+        }
     }
 
     /// Take an idle pooled connection, most recently used first.
@@ -261,7 +293,11 @@ fn percentile_ms(buckets: &[u64], total: u64, q: f64) -> f64 {
         seen += count;
         if seen >= rank {
             let bound = LATENCY_BUCKETS_US[i];
-            let bound = if bound == u64::MAX { LATENCY_BUCKETS_US[i - 1] } else { bound };
+            let bound = if bound == u64::MAX {
+                LATENCY_BUCKETS_US[i - 1]
+            } else {
+                bound
+            };
             return bound as f64 / 1000.0;
         }
     }
@@ -282,7 +318,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let before = self.backend.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let before = self
+            .backend
+            .counters
+            .in_flight
+            .fetch_sub(1, Ordering::AcqRel);
         if before == 1 && self.backend.is_draining() {
             self.backend.drained.notify_waiters();
         }
@@ -297,7 +337,10 @@ pub(crate) struct TunnelGuard {
 
 impl Drop for TunnelGuard {
     fn drop(&mut self) {
-        self.backend.counters.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.backend
+            .counters
+            .tunnels
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

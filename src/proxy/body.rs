@@ -37,16 +37,22 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
-        Self { inner: Some(inner), limit, seen: 0 }
+        Self {
+            inner: Some(inner),
+            limit,
+            seen: 0,
+        }
     }
-
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
@@ -71,7 +77,10 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map(Body::size_hint).unwrap_or_else(|| SizeHint::with_exact(0))
+        self.inner
+            .as_ref()
+            .map(Body::size_hint)
+            .unwrap_or_else(|| SizeHint::with_exact(0))
     }
 }
 
@@ -100,9 +109,20 @@ impl ProxyBody {
     }
 
     /// Wrap a backend's body; `sender` (if reusable) goes back to the pool after the body ended.
-    pub(crate) fn upstream(body: Incoming, sender: Option<Sender>, in_flight: InFlight, active: ActiveRequest) -> Self {
+    pub(crate) fn upstream(
+        body: Incoming,
+        sender: Option<Sender>,
+        in_flight: InFlight,
+        active: ActiveRequest,
+    ) -> Self {
         let finished = body.is_end_stream();
-        ProxyBody::Upstream(Box::new(UpstreamResponse { body, finished, sender, in_flight, _active: active }))
+        ProxyBody::Upstream(Box::new(UpstreamResponse {
+            body,
+            finished,
+            sender,
+            in_flight,
+            _active: active,
+        }))
     }
 }
 
@@ -110,7 +130,10 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(up) => {
@@ -137,7 +160,9 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             ProxyBody::Upstream(up) => up.body.size_hint(),
         }
     }

@@ -26,11 +26,18 @@ type Outcome = (Response<ProxyBody>, Option<Arc<Backend>>);
 
 impl Shared {
     /// Answer one client request and write its access log line.
-    pub(crate) async fn handle(&self, req: Request<Incoming>, client: ClientInfo, active: ActiveRequest) -> Response<ProxyBody> {
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: ClientInfo,
+        active: ActiveRequest,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let host = headers::request_host(&req).map(|h| HeaderValue::from_str(h).ok()).unwrap_or_default();
+        let host = headers::request_host(&req)
+            .map(|h| HeaderValue::from_str(h).ok())
+            .unwrap_or_default();
         let (resp, backend) = self.route(req, client, host.clone(), active).await;
         tracing::info!(
             target: "haloy::access",
@@ -45,24 +52,45 @@ impl Shared {
         resp
     }
 
-    async fn route(&self, mut req: Request<Incoming>, client: ClientInfo, host: Option<HeaderValue>, active: ActiveRequest) -> Outcome {
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        client: ClientInfo,
+        host: Option<HeaderValue>,
+        active: ActiveRequest,
+    ) -> Outcome {
         if let Err(e) = headers::check_framing(&req) {
-            return (close_after(pages::error_page(StatusCode::BAD_REQUEST, &e.to_string())), None);
+            return (
+                close_after(pages::error_page(StatusCode::BAD_REQUEST, &e.to_string())),
+                None,
+            );
         }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
-                let answer = self.hooks.as_ref().and_then(|h| h.challenge_response(token));
+                let answer = self
+                    .hooks
+                    .as_ref()
+                    .and_then(|h| h.challenge_response(token));
                 return match answer {
                     Some(key_auth) => (pages::challenge(key_auth), None),
-                    None => (pages::error_page(StatusCode::NOT_FOUND, "No such ACME challenge."), None),
+                    None => (
+                        pages::error_page(StatusCode::NOT_FOUND, "No such ACME challenge."),
+                        None,
+                    ),
                 };
             }
         }
         let Some(host) = host else {
-            return (pages::error_page(StatusCode::NOT_FOUND, "The request names no host."), None);
+            return (
+                pages::error_page(StatusCode::NOT_FOUND, "The request names no host."),
+                None,
+            );
         };
         let Ok(host_str) = host.to_str() else {
-            return (pages::error_page(StatusCode::BAD_REQUEST, "The Host header is not valid."), None);
+            return (
+                pages::error_page(StatusCode::BAD_REQUEST, "The Host header is not valid."),
+                None,
+            );
         };
         let table = self.routes.load();
         match table.lookup(host_str) {
@@ -72,7 +100,10 @@ impl Shared {
             }
             Some(HostMatch::Alias(canonical)) => {
                 let https = client.https || self.has_certificate(canonical);
-                (pages::redirect(&self.location(https, canonical, &req)), None)
+                (
+                    pages::redirect(&self.location(https, canonical, &req)),
+                    None,
+                )
             }
             Some(HostMatch::App(app)) => {
                 if !client.https {
@@ -84,7 +115,10 @@ impl Shared {
                 if let Some(limit) = self.config.max_body_bytes {
                     if declared_length(&req).is_some_and(|len| len > limit) {
                         let msg = format!("The request body is larger than {limit} bytes.");
-                        return (close_after(pages::error_page(StatusCode::PAYLOAD_TOO_LARGE, &msg)), None);
+                        return (
+                            close_after(pages::error_page(StatusCode::PAYLOAD_TOO_LARGE, &msg)),
+                            None,
+                        );
                     }
                 }
                 let upgrade = headers::upgrade_requested(&req);
@@ -110,28 +144,54 @@ impl Shared {
     }
 
     /// Send `req` to the app's next ready backend; when connecting fails, once more to the next.
-    async fn forward(&self, app: &AppEntry, req: Request<UpstreamBody>, client_upgrade: Option<OnUpgrade>, active: ActiveRequest) -> Outcome {
+    async fn forward(
+        &self,
+        app: &AppEntry,
+        req: Request<UpstreamBody>,
+        client_upgrade: Option<OnUpgrade>,
+        active: ActiveRequest,
+    ) -> Outcome {
         let Some(first) = app.pick(None).cloned() else {
-            let msg = format!("App {} has no ready replica right now; try again shortly.", app.name());
-            return (pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg), None);
+            let msg = format!(
+                "App {} has no ready replica right now; try again shortly.",
+                app.name()
+            );
+            return (
+                pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg),
+                None,
+            );
         };
         let (backend, sender) = match self.acquire(&first).await {
             Ok(sender) => (first, sender),
             Err(e) => {
                 self.connect_failed(app, &first, &e);
                 let Some(second) = app.pick(Some(&first)).cloned() else {
-                    return (pages::error_page(StatusCode::BAD_GATEWAY, "The app's replica could not be reached."), Some(first));
+                    return (
+                        pages::error_page(
+                            StatusCode::BAD_GATEWAY,
+                            "The app's replica could not be reached.",
+                        ),
+                        Some(first),
+                    );
                 };
                 match self.acquire(&second).await {
                     Ok(sender) => (second, sender),
                     Err(e) => {
                         self.connect_failed(app, &second, &e);
-                        return (pages::error_page(StatusCode::BAD_GATEWAY, "The app's replicas could not be reached."), Some(second));
+                        return (
+                            pages::error_page(
+                                StatusCode::BAD_GATEWAY,
+                                "The app's replicas could not be reached.",
+                            ),
+                            Some(second),
+                        );
                     }
                 }
             }
         };
-        let resp = self.exchange(&backend, sender, req, client_upgrade, active).await;
+        let resp = self
+            .exchange(&backend, sender, req, client_upgrade, active)
+            .await;
         (resp, Some(backend))
     }
 
@@ -181,7 +241,10 @@ impl Shared {
                     Err(e) => {
                         backend.record_error();
                         tracing::warn!(task_id = backend.id(), error = %e, "backend reconnect failed");
-                        return pages::error_page(StatusCode::BAD_GATEWAY, "The app's replica could not be reached.");
+                        return pages::error_page(
+                            StatusCode::BAD_GATEWAY,
+                            "The app's replica could not be reached.",
+                        );
                     }
                 }
             }
@@ -199,8 +262,16 @@ impl Shared {
             }
             Err(_) => {
                 backend.record_error();
-                tracing::warn!(task_id = backend.id(), replica = backend.replica(), ?timeout, "backend response timed out");
-                return pages::error_page(StatusCode::GATEWAY_TIMEOUT, "The app did not answer in time.");
+                tracing::warn!(
+                    task_id = backend.id(),
+                    replica = backend.replica(),
+                    ?timeout,
+                    "backend response timed out"
+                );
+                return pages::error_page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "The app did not answer in time.",
+                );
             }
         };
         backend.record_response(sent_at.elapsed());
@@ -208,9 +279,16 @@ impl Shared {
         if switching {
             let Some(client_upgrade) = client_upgrade else {
                 backend.record_error();
-                return pages::error_page(StatusCode::BAD_GATEWAY, "The app switched protocols unasked.");
+                return pages::error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "The app switched protocols unasked.",
+                );
             };
-            spawn_tunnel(Arc::clone(backend), client_upgrade, hyper::upgrade::on(&mut resp));
+            spawn_tunnel(
+                Arc::clone(backend),
+                client_upgrade,
+                hyper::upgrade::on(&mut resp),
+            );
         }
         headers::prepare_response(resp.headers_mut(), switching);
         let reusable = (!switching).then_some(sender);
@@ -220,12 +298,18 @@ impl Shared {
 
 /// Content-Length of the request, when declared.
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// Ask hyper to close the client connection after this response (framing can't be trusted).
 fn close_after(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     resp
 }
 

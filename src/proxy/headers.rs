@@ -48,19 +48,28 @@ pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
         if headers.contains_key(header::CONTENT_LENGTH) {
             return Err(FramingError::LengthAndChunked);
         }
-        let single_chunked = te.next().is_none() && first.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked");
+        let single_chunked = te.next().is_none()
+            && first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
         if !single_chunked {
             return Err(FramingError::BadTransferEncoding);
         }
     }
     let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
     if let Some(first) = cl.next() {
-        let valid = cl.next().is_none() && !first.is_empty() && first.as_bytes().iter().all(u8::is_ascii_digit);
+        let valid = cl.next().is_none()
+            && !first.is_empty()
+            && first.as_bytes().iter().all(u8::is_ascii_digit);
         if !valid {
             return Err(FramingError::BadContentLength);
         }
     }
-    if req.version() == Version::HTTP_11 && !headers.contains_key(header::HOST) && req.uri().authority().is_none() {
+    if req.version() == Version::HTTP_11
+        && !headers.contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
         return Err(FramingError::MissingHost);
     }
     Ok(())
@@ -70,7 +79,10 @@ pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
 pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {
         Some(a) => Some(a.as_str()),
-        None => req.headers().get(header::HOST).and_then(|h| h.to_str().ok()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
     }
 }
 
@@ -119,8 +131,17 @@ pub(crate) struct ClientInfo {
 }
 
 /// Rewrite a client request into the HTTP/1.1 request the backend gets.
-pub(crate) fn prepare_request<B>(req: &mut Request<B>, client: ClientInfo, host: &HeaderValue, upgrade: bool) {
-    let upgrade_value = if upgrade { req.headers().get(header::UPGRADE).cloned() } else { None };
+pub(crate) fn prepare_request<B>(
+    req: &mut Request<B>,
+    client: ClientInfo,
+    host: &HeaderValue,
+    upgrade: bool,
+) {
+    let upgrade_value = if upgrade {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     let http2 = req.version() == Version::HTTP_2;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
@@ -129,7 +150,10 @@ pub(crate) fn prepare_request<B>(req: &mut Request<B>, client: ClientInfo, host:
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
     set_forwarded_for(headers, client);
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(if client.https { "https" } else { "http" }));
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if client.https { "https" } else { "http" }),
+    );
     headers.insert(&X_FORWARDED_HOST, host.clone());
     headers.remove(&X_REAL_IP);
     if http2 {
@@ -144,11 +168,19 @@ pub(crate) fn prepare_request<B>(req: &mut Request<B>, client: ClientInfo, host:
 fn set_forwarded_for(headers: &mut HeaderMap, client: ClientInfo) {
     let peer = client.peer.to_string();
     let existing: Vec<&str> = if client.peer_trusted {
-        headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect()
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
     } else {
         Vec::new()
     };
-    let value = if existing.is_empty() { peer } else { format!("{}, {peer}", existing.join(", ")) };
+    let value = if existing.is_empty() {
+        peer
+    } else {
+        format!("{}, {peer}", existing.join(", "))
+    };
     match HeaderValue::from_str(&value) {
         Ok(v) => {
             headers.insert(&X_FORWARDED_FOR, v);
@@ -165,7 +197,11 @@ fn join_cookies(headers: &mut HeaderMap) {
     if cookies.next().is_none() || cookies.next().is_none() {
         return;
     }
-    let joined: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    let joined: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
         headers.insert(header::COOKIE, v);
     }
@@ -192,7 +228,11 @@ fn to_origin_form<B>(req: &mut Request<B>) {
 
 /// Clean a backend's response headers for the client.
 pub(crate) fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
-    let upgrade = if switching_protocols { headers.get(header::UPGRADE).cloned() } else { None };
+    let upgrade = if switching_protocols {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
         headers.insert(header::UPGRADE, protocol);
@@ -205,7 +245,11 @@ mod tests {
     use super::*;
 
     fn client(trusted: bool) -> ClientInfo {
-        ClientInfo { peer: "10.0.0.9".parse().unwrap(), peer_trusted: trusted, https: false }
+        ClientInfo {
+            peer: "10.0.0.9".parse().unwrap(),
+            peer_trusted: trusted,
+            https: false,
+        }
     }
 
     #[test]
@@ -234,7 +278,12 @@ mod tests {
 
     #[test]
     fn forwarded_for_trust() {
-        let build = || Request::builder().header("x-forwarded-for", "6.6.6.6").body(()).unwrap();
+        let build = || {
+            Request::builder()
+                .header("x-forwarded-for", "6.6.6.6")
+                .body(())
+                .unwrap()
+        };
         let host = HeaderValue::from_static("a.com");
         let mut untrusted = build();
         prepare_request(&mut untrusted, client(false), &host, false);
@@ -246,7 +295,11 @@ mod tests {
 
     #[test]
     fn framing_checks() {
-        let ok = Request::builder().header("host", "a").header("content-length", "3").body(()).unwrap();
+        let ok = Request::builder()
+            .header("host", "a")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
         assert_eq!(check_framing(&ok), Ok(()));
         let both = Request::builder()
             .header("host", "a")
@@ -255,8 +308,15 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(check_framing(&both), Err(FramingError::LengthAndChunked));
-        let twice = Request::builder().header("host", "a").header("transfer-encoding", "chunked, chunked").body(()).unwrap();
-        assert_eq!(check_framing(&twice), Err(FramingError::BadTransferEncoding));
+        let twice = Request::builder()
+            .header("host", "a")
+            .header("transfer-encoding", "chunked, chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            check_framing(&twice),
+            Err(FramingError::BadTransferEncoding)
+        );
         let no_host = Request::builder().body(()).unwrap();
         assert_eq!(check_framing(&no_host), Err(FramingError::MissingHost));
     }

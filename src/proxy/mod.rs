@@ -118,8 +118,12 @@ impl IpCidr {
             v4 => v4,
         };
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(&net.octets(), &ip.octets(), self.prefix),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
             _ => false,
         }
     }
@@ -143,7 +147,10 @@ impl FromStr for IpCidr {
     fn from_str(s: &str) -> Result<Self, ProxyError> {
         let bad = || ProxyError::BadTrustedProxy(s.to_string());
         let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (a.parse::<IpAddr>().map_err(|_| bad())?, Some(p.parse::<u8>().map_err(|_| bad())?)),
+            Some((a, p)) => (
+                a.parse::<IpAddr>().map_err(|_| bad())?,
+                Some(p.parse::<u8>().map_err(|_| bad())?),
+            ),
             None => (s.trim().parse::<IpAddr>().map_err(|_| bad())?, None),
         };
         let max = if addr.is_ipv4() { 32 } else { 128 };

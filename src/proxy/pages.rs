@@ -17,7 +17,10 @@ pub(crate) fn error_page(status: StatusCode, detail: &str) -> Response<ProxyBody
     let mut resp = Response::new(ProxyBody::local(Bytes::from(html)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -29,20 +32,27 @@ pub(crate) fn redirect(location: &str) -> Response<ProxyBody> {
             let mut resp = Response::new(ProxyBody::local(Bytes::new()));
             *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
             resp.headers_mut().insert(header::LOCATION, value);
-            resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
             resp
         }
-        Err(_) => error_page(StatusCode::BAD_REQUEST, "The request target cannot be redirected."),
+        Err(_) => error_page(
+            StatusCode::BAD_REQUEST,
+            "The request target cannot be redirected.",
+        ),
     }
 }
 
 /// 200 text/plain with the ACME key authorization.
 pub(crate) fn challenge(key_authorization: String) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::local(Bytes::from(key_authorization)));
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     resp
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

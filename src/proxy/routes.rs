@@ -64,7 +64,9 @@ pub struct RouteTable {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RouteError {
     /// Two apps claim the same host.
-    #[error("domain {host} of app {app} is already used by app {owner}; remove it from one of them")]
+    #[error(
+        "domain {host} of app {app} is already used by app {owner}; remove it from one of them"
+    )]
     DomainTaken {
         /// The contested host.
         host: String,
@@ -98,7 +100,11 @@ impl RouteTable {
         self.apps.keys().map(String::as_str)
     }
 
-    fn with_app(&self, route: AppRoute, cursor: Arc<AtomicUsize>) -> Result<RouteTable, RouteError> {
+    fn with_app(
+        &self,
+        route: AppRoute,
+        cursor: Arc<AtomicUsize>,
+    ) -> Result<RouteTable, RouteError> {
         let mut hosts: HashMap<String, HostEntry> = HashMap::with_capacity(self.hosts.len() + 4);
         for (host, entry) in &self.hosts {
             let owner = match entry {
@@ -111,17 +117,37 @@ impl RouteTable {
         }
         for domain in &route.domains {
             let canonical = normalize_host(&domain.canonical).into_owned();
-            claim(&mut hosts, &canonical, &route.app, HostEntry::App(route.app.clone()), self)?;
+            claim(
+                &mut hosts,
+                &canonical,
+                &route.app,
+                HostEntry::App(route.app.clone()),
+                self,
+            )?;
             for alias in &domain.aliases {
                 let alias = normalize_host(alias).into_owned();
-                claim(&mut hosts, &alias, &route.app, HostEntry::Alias(canonical.clone()), self)?;
+                claim(
+                    &mut hosts,
+                    &alias,
+                    &route.app,
+                    HostEntry::Alias(canonical.clone()),
+                    self,
+                )?;
             }
         }
         let mut apps: HashMap<String, AppEntry> = self
             .apps
             .iter()
             .filter(|(name, _)| **name != route.app)
-            .map(|(name, e)| (name.clone(), AppEntry { route: e.route.clone(), cursor: Arc::clone(&e.cursor) }))
+            .map(|(name, e)| {
+                (
+                    name.clone(),
+                    AppEntry {
+                        route: e.route.clone(),
+                        cursor: Arc::clone(&e.cursor),
+                    },
+                )
+            })
             .collect();
         apps.insert(route.app.clone(), AppEntry { route, cursor });
         Ok(RouteTable { apps, hosts })
@@ -139,7 +165,15 @@ impl RouteTable {
             .apps
             .iter()
             .filter(|(name, _)| name.as_str() != app)
-            .map(|(name, e)| (name.clone(), AppEntry { route: e.route.clone(), cursor: Arc::clone(&e.cursor) }))
+            .map(|(name, e)| {
+                (
+                    name.clone(),
+                    AppEntry {
+                        route: e.route.clone(),
+                        cursor: Arc::clone(&e.cursor),
+                    },
+                )
+            })
             .collect();
         let hosts = self
             .hosts
@@ -174,7 +208,11 @@ fn claim(
             HostEntry::Alias(c) => old.owner_of(c).cloned().unwrap_or_else(|| app.to_string()),
         };
         if owner != app {
-            return Err(RouteError::DomainTaken { host: host.to_string(), app: app.to_string(), owner });
+            return Err(RouteError::DomainTaken {
+                host: host.to_string(),
+                app: app.to_string(),
+                owner,
+            });
         }
         // The same app listing a host twice (e.g. alias == canonical): first claim wins.
         return Ok(());
@@ -187,7 +225,8 @@ impl AppEntry {
     /// The next ready backend in round-robin order, skipping `exclude` (the one that just
     /// failed to connect) and not-ready ones.
     pub(crate) fn pick(&self, exclude: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
-        let eligible = |b: &&Arc<Backend>| b.is_ready() && exclude.is_none_or(|x| !Arc::ptr_eq(x, b));
+        let eligible =
+            |b: &&Arc<Backend>| b.is_ready() && exclude.is_none_or(|x| !Arc::ptr_eq(x, b));
         let backends = &self.route.backends;
         // Count first so not-ready backends do not skew the rotation towards their neighbours.
         let count = backends.iter().filter(eligible).count();
@@ -196,7 +235,11 @@ impl AppEntry {
         }
         let nth = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
         // Readiness may flip between the two passes; fall back to any eligible backend.
-        backends.iter().filter(eligible).nth(nth).or_else(|| backends.iter().find(eligible))
+        backends
+            .iter()
+            .filter(eligible)
+            .nth(nth)
+            .or_else(|| backends.iter().find(eligible))
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -253,7 +296,11 @@ impl Routes {
     pub fn set_app(&self, route: AppRoute) -> Result<(), RouteError> {
         let _w = self.lock_writer();
         let current = self.table.load();
-        let cursor = current.apps.get(&route.app).map(|e| Arc::clone(&e.cursor)).unwrap_or_default();
+        let cursor = current
+            .apps
+            .get(&route.app)
+            .map(|e| Arc::clone(&e.cursor))
+            .unwrap_or_default();
         let next = current.with_app(route, cursor)?;
         self.table.store(Arc::new(next));
         Ok(())
@@ -272,8 +319,14 @@ impl Routes {
     pub fn set_backends(&self, app: &str, backends: Vec<Arc<Backend>>) -> Result<(), RouteError> {
         let _w = self.lock_writer();
         let current = self.table.load();
-        let entry = current.apps.get(app).ok_or_else(|| RouteError::UnknownApp(app.to_string()))?;
-        let route = AppRoute { backends, ..entry.route.clone() };
+        let entry = current
+            .apps
+            .get(app)
+            .ok_or_else(|| RouteError::UnknownApp(app.to_string()))?;
+        let route = AppRoute {
+            backends,
+            ..entry.route.clone()
+        };
         let next = current.with_app(route, Arc::clone(&entry.cursor))?;
         self.table.store(Arc::new(next));
         Ok(())
@@ -299,7 +352,12 @@ mod tests {
         b
     }
 
-    fn route(app: &str, canonical: &str, aliases: &[&str], backends: Vec<Arc<Backend>>) -> AppRoute {
+    fn route(
+        app: &str,
+        canonical: &str,
+        aliases: &[&str],
+        backends: Vec<Arc<Backend>>,
+    ) -> AppRoute {
         AppRoute {
             app: app.into(),
             domains: vec![DomainRoute {
@@ -322,18 +380,32 @@ mod tests {
     #[test]
     fn lookup_app_and_alias() {
         let routes = Routes::new();
-        routes.set_app(route("web", "example.com", &["www.example.com"], vec![backend(1)])).unwrap();
+        routes
+            .set_app(route(
+                "web",
+                "example.com",
+                &["www.example.com"],
+                vec![backend(1)],
+            ))
+            .unwrap();
         let t = routes.load();
         assert!(matches!(t.lookup("EXAMPLE.com:80"), Some(HostMatch::App(e)) if e.name() == "web"));
-        assert!(matches!(t.lookup("www.example.com."), Some(HostMatch::Alias("example.com"))));
+        assert!(matches!(
+            t.lookup("www.example.com."),
+            Some(HostMatch::Alias("example.com"))
+        ));
         assert!(t.lookup("other.com").is_none());
     }
 
     #[test]
     fn domain_conflict_rejected_and_table_unchanged() {
         let routes = Routes::new();
-        routes.set_app(route("a", "a.com", &["shared.com"], vec![])).unwrap();
-        let err = routes.set_app(route("b", "shared.com", &[], vec![])).unwrap_err();
+        routes
+            .set_app(route("a", "a.com", &["shared.com"], vec![]))
+            .unwrap();
+        let err = routes
+            .set_app(route("b", "shared.com", &[], vec![]))
+            .unwrap_err();
         assert!(matches!(err, RouteError::DomainTaken { ref owner, .. } if owner == "a"));
         assert!(routes.app("b").is_none());
     }
@@ -341,7 +413,9 @@ mod tests {
     #[test]
     fn replacing_app_drops_old_hosts_and_remove_clears() {
         let routes = Routes::new();
-        routes.set_app(route("a", "old.com", &["alias.com"], vec![])).unwrap();
+        routes
+            .set_app(route("a", "old.com", &["alias.com"], vec![]))
+            .unwrap();
         routes.set_app(route("a", "new.com", &[], vec![])).unwrap();
         let t = routes.load();
         assert!(t.lookup("old.com").is_none());
@@ -356,9 +430,13 @@ mod tests {
         let (b1, b2, b3) = (backend(1), backend(2), backend(3));
         b2.set_ready(false);
         let routes = Routes::new();
-        routes.set_app(route("a", "a.com", &[], vec![b1.clone(), b2, b3.clone()])).unwrap();
+        routes
+            .set_app(route("a", "a.com", &[], vec![b1.clone(), b2, b3.clone()]))
+            .unwrap();
         let t = routes.load();
-        let Some(HostMatch::App(entry)) = t.lookup("a.com") else { panic!() };
+        let Some(HostMatch::App(entry)) = t.lookup("a.com") else {
+            panic!()
+        };
         let mut counts = [0; 4];
         for _ in 0..300 {
             counts[entry.pick(None).unwrap().addr().port() as usize] += 1;
@@ -371,6 +449,9 @@ mod tests {
     #[test]
     fn set_backends_requires_known_app() {
         let routes = Routes::new();
-        assert_eq!(routes.set_backends("x", vec![]), Err(RouteError::UnknownApp("x".into())));
+        assert_eq!(
+            routes.set_backends("x", vec![]),
+            Err(RouteError::UnknownApp("x".into()))
+        );
     }
 }

@@ -43,7 +43,9 @@ pub(crate) struct Shared {
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Proxy").field("config", &self.shared.config).finish_non_exhaustive()
+        f.debug_struct("Proxy")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +55,15 @@ impl Proxy {
     pub fn new(config: ProxyConfig, routes: Routes, hooks: Option<Arc<dyn TlsHooks>>) -> Self {
         let builder = connection_builder(&config);
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
-        Proxy { shared: Arc::new(Shared { config, routes, hooks, builder, connections }) }
+        Proxy {
+            shared: Arc::new(Shared {
+                config,
+                routes,
+                hooks,
+                builder,
+                connections,
+            }),
+        }
     }
 
     /// The route table this proxy reads.
@@ -65,7 +75,11 @@ impl Proxy {
     /// until `shutdown` resolves; then stop accepting and give open connections up to
     /// `drain_timeout` to finish. Accept errors (e.g. out of file descriptors) are logged and
     /// retried, never fatal.
-    pub async fn serve_http(&self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) {
+    pub async fn serve_http(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
         self.accept_loop(listener, None, shutdown).await;
     }
 
@@ -162,6 +176,18 @@ struct ClientConn {
 impl ClientConn {
     async fn serve_plain(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
+        // hyper's header timer starts only once it has detected the protocol, so a client that
+        // sends nothing at all would otherwise hold its connection slot until the idle timeout.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(
+            self.shared.config.header_read_timeout,
+            stream.peek(&mut first),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
         self.serve(TokioIo::new(stream), false).await;
     }
 
@@ -180,7 +206,11 @@ impl ClientConn {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer_ip = self.peer.ip();
-        let client = ClientInfo { peer: peer_ip, peer_trusted: self.shared.config.is_trusted(peer_ip), https };
+        let client = ClientInfo {
+            peer: peer_ip,
+            peer_trusted: self.shared.config.is_trusted(peer_ip),
+            https,
+        };
         let activity = Arc::new(ConnActivity::new());
         let shared = Arc::clone(&self.shared);
         let svc_activity = Arc::clone(&activity);
@@ -189,7 +219,10 @@ impl ClientConn {
             let active = ActiveRequest::start(&svc_activity);
             async move { Ok::<_, Infallible>(shared.handle(req, client, active).await) }
         });
-        let conn = self.shared.builder.serve_connection_with_upgrades(io, service);
+        let conn = self
+            .shared
+            .builder
+            .serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         let idle = activity.idle_watch(self.shared.config.idle_timeout);
         tokio::pin!(idle);
@@ -222,7 +255,12 @@ pub(crate) struct ConnActivity {
 
 impl ConnActivity {
     fn new() -> Self {
-        Self { started: Instant::now(), active: AtomicUsize::new(0), last_done_ms: AtomicU64::new(0), changed: Notify::new() }
+        Self {
+            started: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -240,7 +278,9 @@ impl ConnActivity {
                 }
                 continue;
             }
-            let idle_for = self.now_ms().saturating_sub(self.last_done_ms.load(Ordering::Acquire));
+            let idle_for = self
+                .now_ms()
+                .saturating_sub(self.last_done_ms.load(Ordering::Acquire));
             if idle_for >= timeout_ms {
                 return;
             }

@@ -22,7 +22,10 @@ pub(crate) struct PooledConn {
 
 impl PooledConn {
     pub(crate) fn new(sender: Sender) -> Self {
-        Self { sender, idle_since: Instant::now() }
+        Self {
+            sender,
+            idle_since: Instant::now(),
+        }
     }
 
     pub(crate) fn idle_since(&self) -> Instant {
@@ -42,11 +45,17 @@ impl PooledConn {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     #[error("connecting to backend {addr} failed: {source}")]
-    Io { addr: SocketAddr, source: std::io::Error },
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("connecting to backend {addr} timed out after {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error("HTTP/1.1 handshake with backend {addr} failed: {source}")]
-    Handshake { addr: SocketAddr, source: hyper::Error },
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
 }
 
 impl ConnectError {
