@@ -795,3 +795,40 @@ async fn through_the_proxy_http_serves_until_a_certificate_exists_then_redirects
         format!("https://app.test:{https_port}/p")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_task_renews_a_certificate_inside_the_renewal_window() {
+    // Pebble issues 5-year certificates; a 6-year window makes every one "about to expire".
+    let rig = Rig::start(|settings| {
+        settings.renew_before = Duration::from_secs(6 * 365 * 86_400);
+        settings.check_interval = Duration::from_millis(300);
+    })
+    .await;
+    let statuses = rig.manager.ensure_certificates(&[app_set()]).await;
+    let first = rig.issued(&statuses, "app.test");
+    let stream = tls_connect(rig.https_addr, "app.test", rig.client(&[]))
+        .await
+        .unwrap();
+    let first_leaf = leaf(&stream);
+
+    let task = rig.manager.spawn_renewal_task(rig.shutdown.clone());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stream = tls_connect(rig.https_addr, "www.app.test", rig.client(&[]))
+            .await
+            .unwrap();
+        if leaf(&stream) != first_leaf {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never renewed\n{}",
+            rig.pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed = rig.manager.status("app.test").unwrap();
+    assert!(renewed.expires >= first.expires && renewed.last_error.is_none());
+    rig.shutdown.cancel();
+    task.await.unwrap();
+}

@@ -299,7 +299,12 @@ impl CertificateManager {
                 let desired = lock(&manager.state).desired.clone();
                 if let Some(desired) = desired {
                     let _pass = manager.pass.lock().await;
-                    manager.run_pass(&desired).await;
+                    // Shutdown must not wait for a slow CA; an abandoned order is harmless
+                    // (its challenge tokens are withdrawn on drop, files are written whole).
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = manager.run_pass(&desired) => {}
+                    }
                 }
             }
         })
