@@ -347,12 +347,17 @@ async fn follow_domains(
         let mut sets: Vec<DomainSet> = deployer
             .domain_sets()
             .into_iter()
-            .map(|(canonical, aliases)| DomainSet { canonical, aliases })
+            .map(|(canonical, aliases, acme_email)| DomainSet {
+                canonical,
+                aliases,
+                acme_email,
+            })
             .collect();
         if let Some(domain) = &api_domain {
             sets.push(DomainSet {
                 canonical: domain.clone(),
                 aliases: Vec::new(),
+                acme_email: None,
             });
         }
         tls.ensure_certificates(&sets).await;
