@@ -147,8 +147,9 @@ async fn rolling(
     reporter: &Reporter,
 ) -> Result<(), Failure> {
     let previous_config = entry.live_lock().config.clone();
-    let (serving, idle): (Vec<_>, Vec<_>) =
-        current_replicas(entry).into_iter().partition(|r| r.in_rotation());
+    let (serving, idle): (Vec<_>, Vec<_>) = current_replicas(entry)
+        .into_iter()
+        .partition(|r| r.in_rotation());
     // Replicas that serve nothing (stopped app, crashed) have no traffic to protect.
     for replica in &idle {
         retire(deployer, entry, replica, reporter).await;
