@@ -183,7 +183,11 @@ fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
                 }
             }
             "targets" => {
-                for e in dec.free_map(v, "targets") {
+                let entries = dec.free_map(v, "targets");
+                if entries.is_empty() && matches!(v.value, super::tree::Value::Map(_)) {
+                    dec.problem(v.pos, "targets", "has no targets; remove it or add one");
+                }
+                for e in entries {
                     let path = join("targets", &e.key);
                     let layer = decode_layer(dec, &e.value, &path);
                     root.targets.push((e.key.clone(), layer));
@@ -227,7 +231,17 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
                     }
                 })
         }
-        "server" => l.server = dec.word(v, path),
+        "server" => {
+            l.server = dec
+                .word(v, path)
+                .and_then(|s| match values::check_server(&s) {
+                    Ok(()) => Some(s),
+                    Err(e) => {
+                        dec.problem(v.pos, path, e);
+                        None
+                    }
+                })
+        }
         "api_token" => l.api_token = decode_source(dec, v, path),
         "image" => l.image = decode_image(dec, v, path),
         "image_key" => l.image_key = dec.word(v, path).map(sp),
