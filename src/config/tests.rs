@@ -263,3 +263,26 @@ fn missing_name() {
     let err = resolve("replicas: 2\n").unwrap_err();
     assert_eq!(err, ["haloy.yaml:1:1: name: missing required key `name`"]);
 }
+
+#[test]
+fn root_only_keys_in_a_target() {
+    let err = resolve("name: a\ntargets:\n  p:\n    images: {}\n").unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:4:5: targets.p.images: `images` is only allowed at the top level"]
+    );
+}
+
+#[test]
+fn target_names_are_checked() {
+    let err = resolve("targets:\n  \"bad key\":\n    server: a.example.com\n").unwrap_err();
+    assert!(
+        err[0].starts_with("haloy.yaml:2:3: targets.bad key: `bad key` is not a valid app name"),
+        "{err:?}"
+    );
+    let err = resolve("name: app\ntargets:\n  a: {}\n  b: {}\n").unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:4:3: targets.b: app `app` on the same server is already deployed by target `a`; give this target its own `name` or `server`"]
+    );
+}
