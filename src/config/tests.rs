@@ -286,3 +286,25 @@ fn target_names_are_checked() {
         ["haloy.yaml:4:3: targets.b: app `app` on the same server is already deployed by target `a`; give this target its own `name` or `server`"]
     );
 }
+
+#[test]
+fn arbitrary_input_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let pieces = [
+        "name", ": ", "\n", "  ", "- ", "{", "}", "[", "]", "\"", "'", ",", "=", "targets", "env",
+        "${A}", "value", "from", "é", "\t", "#", "&a ", "*a", "<<", "0x", "1.5", "[[x]]", "\\u12",
+        "domains", "domain", "image", ":", "-", "null", "true",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3000 {
+        let n = rng.random_range(0..40);
+        let text: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        for format in [Format::Yaml, Format::Json, Format::Toml] {
+            let _ = resolve_text(&text, format, "f", dir.path(), &HashMap::new());
+        }
+        let _ = ServerConfig::parse(&text, "f");
+    }
+}

@@ -47,7 +47,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Validates an RFC 1123 host name and returns it lowercased.
 pub fn normalize_hostname(text: &str) -> Result<String, String> {
-    let host = text.trim().to_ascii_lowercase();
+    // One trailing dot is the fully-qualified spelling of the same name.
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
     if host.is_empty() {
         return Err("host name must not be empty".into());
     }
@@ -267,6 +268,10 @@ mod tests {
         assert!(normalize_hostname("a..com").is_err());
         assert!(normalize_hostname(&"a".repeat(64)).is_err());
         assert!(normalize_hostname("demo.localhost").is_ok());
+        assert_eq!(
+            normalize_hostname("a.example.com.").unwrap(),
+            "a.example.com"
+        );
     }
 
     #[test]
