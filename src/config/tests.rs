@@ -308,3 +308,23 @@ fn arbitrary_input_never_panics() {
         let _ = ServerConfig::parse(&text, "f");
     }
 }
+
+#[test]
+fn resolved_app_round_trips_as_json() {
+    let env = HashMap::from([("PW".to_string(), "pw".to_string())]);
+    let apps = resolve_with(
+        "name: a\napi_token: secret-token\nimage:\n  repository: ghcr.io/o/a\n  tag: v1\n  registry:\n    username: u\n    password: {from: {env: PW}}\nvolumes: ['/srv:/srv:ro', 'data:/data']\nresources: {memory: 1G, cpus: 2}\n",
+        Format::Yaml,
+        &env,
+    )
+    .unwrap();
+    let json = serde_json::to_string(&apps[0]).unwrap();
+    assert!(!json.contains("secret-token"));
+    assert!(json.contains(r#""kind":"bind""#), "{json}");
+    let back: ResolvedApp = serde_json::from_str(&json).unwrap();
+    let mut expected = apps[0].clone();
+    expected.api_token = None;
+    assert_eq!(back, expected);
+    assert_eq!(back.image.registry.unwrap().server, "ghcr.io");
+    assert!(!format!("{:?}", apps[0]).contains("secret-token"));
+}
