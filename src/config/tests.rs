@@ -328,3 +328,34 @@ fn resolved_app_round_trips_as_json() {
     assert_eq!(back.image.registry.unwrap().server, "ghcr.io");
     assert!(!format!("{:?}", apps[0]).contains("secret-token"));
 }
+
+#[test]
+fn resolved_apps_validate_themselves() {
+    let apps = resolve(
+        "name: a\nimage: r/a:v1\ndomains: [{domain: a.example.com}]\nvolumes: ['data:/data']\n",
+    )
+    .unwrap();
+    assert!(apps[0].problems().is_empty(), "{:?}", apps[0].problems());
+    let mut bad = apps[0].clone();
+    bad.replicas = 0;
+    bad.health_check_path = "x".into();
+    bad.domains.push(DomainSpec {
+        domain: "a.example.com".into(),
+        aliases: vec!["Bad_Host".into()],
+    });
+    bad.volumes.push(VolumeSpec::Bind {
+        host: "rel/path".into(),
+        container: "/x".into(),
+        read_only: false,
+    });
+    assert_eq!(
+        bad.problems(),
+        [
+            "replicas: 0 is out of range; must be between 1 and 1000",
+            "health_check_path: `x` must start with `/`",
+            "domains[1].domain: `a.example.com` is listed more than once",
+            "domains[1].aliases[0]: `Bad_Host` is not a valid host name (character `_` is not allowed; use letters, digits, `-` and `.`)",
+            "volumes[1]: host path `rel/path` in `rel/path:/x` is relative; bind mounts need an absolute path (or use a bare name for a named volume)",
+        ]
+    );
+}
