@@ -2,4 +2,5 @@
 //! uses.
 
 pub mod client;
+pub mod server;
 pub mod types;

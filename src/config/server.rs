@@ -97,6 +97,8 @@ pub struct StaticCertificate {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AcmeConfig {
+    /// Order certificates for deployed domains. Off: HTTPS only for `certificates` files.
+    pub enabled: bool,
     pub directory_url: String,
     pub staging: bool,
     pub email: Option<String>,
@@ -232,6 +234,7 @@ impl Default for ServerConfig {
             run_dir: PathBuf::from("/run/haloy"),
             registries: RegistriesConfig::default(),
             acme: AcmeConfig {
+                enabled: true,
                 directory_url: LETSENCRYPT_DIRECTORY.into(),
                 staging: false,
                 email: None,
@@ -584,6 +587,7 @@ fn decode_network(dec: &mut Decoder, v: &Node, c: &mut NetworkConfig) -> Option<
 
 fn decode_acme(dec: &mut Decoder, v: &Node, c: &mut AcmeConfig) {
     let keys = [
+        "enabled",
         "directory_url",
         "staging",
         "email",
@@ -606,6 +610,7 @@ fn decode_acme(dec: &mut Decoder, v: &Node, c: &mut AcmeConfig) {
                     }
                 }
             }
+            "enabled" => set(&mut c.enabled, dec.bool(v, &p)),
             "staging" => set(&mut c.staging, dec.bool(v, &p)),
             "email" => c.email = dec.word(v, &p),
             "ca_bundle" => c.ca_bundle = abs_path(dec, v, &p),

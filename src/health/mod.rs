@@ -82,6 +82,18 @@ pub async fn wait_ready(
     policy: ReadinessPolicy,
     is_alive: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), ReadinessError> {
+    wait_ready_observed(addr, path, policy, is_alive, &|| {}).await
+}
+
+/// [`wait_ready`], calling `on_healthy` once the first check passed (the replica is then only
+/// waiting out `min_ready`), so status can tell the two waits apart.
+pub async fn wait_ready_observed(
+    addr: SocketAddr,
+    path: &str,
+    policy: ReadinessPolicy,
+    is_alive: &(dyn Fn() -> bool + Sync),
+    on_healthy: &(dyn Fn() + Sync),
+) -> Result<(), ReadinessError> {
     let deadline_at = Instant::now() + policy.deadline;
     let mut backoff = INITIAL_BACKOFF;
     let mut last = String::from("no check ran yet");
@@ -108,6 +120,7 @@ pub async fn wait_ready(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+    on_healthy();
     let window_end = policy.started_at + policy.min_ready;
     let now = Instant::now();
     if window_end <= now {

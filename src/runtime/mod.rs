@@ -9,6 +9,7 @@ pub mod image;
 pub mod log_driver;
 pub mod logs;
 pub mod spec;
+pub mod task;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -34,8 +35,8 @@ pub mod labels {
     pub const REPLICA: &str = "dev.haloy.replica";
     pub const PORT: &str = "dev.haloy.port";
     pub const IMAGE: &str = "dev.haloy.image";
-    /// On image records: the app whose history keeps the image (for `remove_unused_images`).
-    pub const IMAGE_APP: &str = "dev.haloy.app";
+    /// Prefix of the image-record labels `dev.haloy.app/<app>` naming the apps that use it.
+    pub const IMAGE_APP_PREFIX: &str = "dev.haloy.app/";
 }
 
 /// Errors of the runtime module; each names what a user needs to act on.
@@ -108,6 +109,8 @@ pub enum RuntimeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("network settings: {0}")]
+    NetworkSettings(crate::network::NetworkError),
     #[error("not implemented yet: {0}")]
     NotImplemented(&'static str),
 }
@@ -146,6 +149,21 @@ pub struct ImageRequest {
     pub reference: String,
     pub pull_policy: PullPolicy,
     pub credentials: Option<RegistryCredentials>,
+    /// The app that uses the image: recorded on the image so `remove_unused_images` can tell
+    /// which images belong to which app.
+    pub app: Option<String>,
+}
+
+impl ImageRequest {
+    /// A request for `reference` with the given policy, no credentials, no app.
+    pub fn new(reference: impl Into<String>, pull_policy: PullPolicy) -> ImageRequest {
+        ImageRequest {
+            reference: reference.into(),
+            pull_policy,
+            credentials: None,
+            app: None,
+        }
+    }
 }
 
 /// The parts of the image config a container spec is built from.
@@ -301,6 +319,10 @@ pub struct RuntimeConfig {
     pub namespace: String,
     /// Registries (`host[:port]`) that may be reached over plain HTTP. Loopback always may.
     pub insecure_registries: Vec<String>,
+    /// CNI plugins, bridge, subnet and state dirs of the task network.
+    pub network: crate::network::CniSettings,
+    /// State dir, log dir/rotation and log driver binary of the replicas.
+    pub tasks: task::TaskSettings,
 }
 
 impl RuntimeConfig {
@@ -309,6 +331,8 @@ impl RuntimeConfig {
             socket: socket.into(),
             namespace: DEFAULT_NAMESPACE.to_string(),
             insecure_registries: Vec::new(),
+            network: Default::default(),
+            tasks: Default::default(),
         }
     }
 }
@@ -319,19 +343,36 @@ pub struct ContainerdRuntime {
     pub(crate) images: ImageStore,
     pub(crate) exits: broadcast::Sender<TaskExit>,
     pub(crate) config: Arc<RuntimeConfig>,
+    pub(crate) tasks: task::Tasks,
+    /// Keeps the exit-event subscription alive as long as the runtime.
+    pub(crate) _exit_watcher: events::ExitWatcher,
 }
 
 impl ContainerdRuntime {
     /// Connects to containerd and creates the namespace.
     pub async fn connect(config: RuntimeConfig) -> Result<ContainerdRuntime, RuntimeError> {
+        let network = crate::network::CniNetwork::new(config.network.clone())
+            .map_err(RuntimeError::NetworkSettings)?;
+        Self::connect_with_network(config, Arc::new(network)).await
+    }
+
+    /// Like `connect`, with another `Network` implementation for the replicas.
+    pub async fn connect_with_network(
+        config: RuntimeConfig,
+        network: Arc<dyn crate::network::Network>,
+    ) -> Result<ContainerdRuntime, RuntimeError> {
         let client = Containerd::connect(&config.socket, &config.namespace).await?;
         let images = ImageStore::new(client.clone(), config.insecure_registries.clone());
         let (exits, _) = broadcast::channel(1024);
+        let tasks = task::Tasks::new(client.clone(), network, config.tasks.clone());
+        let exit_watcher = events::ExitWatcher::spawn(client.clone(), exits.clone());
         Ok(ContainerdRuntime {
             client,
             images,
             exits,
             config: Arc::new(config),
+            tasks,
+            _exit_watcher: exit_watcher,
         })
     }
 
@@ -355,25 +396,25 @@ impl Runtime for ContainerdRuntime {
         self.images.ensure(req).await.map(|(info, _report)| info)
     }
 
-    // The replica methods below are filled in by the tasks/network work (spec.rs, task.rs, ...).
-    async fn start_replica(&self, _spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
-        Err(RuntimeError::NotImplemented("start_replica"))
+    // The replica methods live in task.rs.
+    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
+        self.tasks.start(spec).await
     }
 
     async fn stop_replica(
         &self,
-        _container_id: &str,
-        _timeout: Duration,
+        container_id: &str,
+        timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        Err(RuntimeError::NotImplemented("stop_replica"))
+        self.tasks.stop(container_id, timeout).await
     }
 
-    async fn remove_replica(&self, _container_id: &str) -> Result<(), RuntimeError> {
-        Err(RuntimeError::NotImplemented("remove_replica"))
+    async fn remove_replica(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.tasks.remove(container_id).await
     }
 
-    async fn list_replicas(&self, _app: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError> {
-        Err(RuntimeError::NotImplemented("list_replicas"))
+    async fn list_replicas(&self, app: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError> {
+        self.tasks.list(app).await
     }
 
     fn subscribe_exits(&self) -> broadcast::Receiver<TaskExit> {
@@ -382,11 +423,11 @@ impl Runtime for ContainerdRuntime {
 
     async fn logs(
         &self,
-        _container_id: &str,
-        _tail: Option<usize>,
-        _follow: bool,
+        container_id: &str,
+        tail: Option<usize>,
+        follow: bool,
     ) -> Result<LogStream, RuntimeError> {
-        Err(RuntimeError::NotImplemented("logs"))
+        self.tasks.logs(container_id, tail, follow).await
     }
 
     async fn remove_unused_images(&self, app: &str, keep: &[String]) -> Result<(), RuntimeError> {

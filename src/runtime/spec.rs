@@ -24,8 +24,8 @@ use super::{ImageConfig, Resources, VolumeMount, VolumeSource};
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Open-file limit of every task: enough for busy servers, below every kernel's nr_open.
-const NOFILE_LIMIT: u64 = 65536;
+/// Open-file limit of every task when the host allows it: enough for busy servers.
+pub const NOFILE_LIMIT: u64 = 65536;
 /// CFS period the CPU quota is expressed in (the kernel's and Docker's default).
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -93,6 +93,24 @@ pub struct SpecInput<'a> {
     pub resources: Resources,
     pub files: &'a TaskFiles,
     pub volumes: &'a [ResolvedVolume],
+    /// RLIMIT_NOFILE (soft = hard); see `nofile_limit`.
+    pub nofile: u64,
+}
+
+/// `NOFILE_LIMIT`, lowered to this process's hard limit: runc cannot raise a task above the
+/// limit containerd runs with unless it has CAP_SYS_RESOURCE, and then task creation fails.
+pub fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok {
+        NOFILE_LIMIT.min(limit.rlim_max)
+    } else {
+        1024
+    }
 }
 
 /// Docker's default capability set (also containerd's `defaultUnixCaps`).
@@ -596,8 +614,8 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .build()?;
     let nofile = PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
-        .hard(NOFILE_LIMIT)
-        .soft(NOFILE_LIMIT)
+        .hard(input.nofile)
+        .soft(input.nofile)
         .build()?;
     let cwd = input
         .image
@@ -699,6 +717,7 @@ mod tests {
             resources,
             files: &files,
             volumes,
+            nofile: NOFILE_LIMIT,
         })
         .unwrap()
     }
