@@ -10,6 +10,7 @@
 pub mod containerd;
 pub mod images;
 pub mod registry;
+pub mod token_server;
 
 pub use containerd::Containerd;
 pub use images::{Fixture, OciImage, FIXTURES};

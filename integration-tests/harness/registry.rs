@@ -13,6 +13,7 @@ use oci_client::{Client, Reference};
 use tempfile::TempDir;
 
 use super::images::{index_of, Blob, OciImage, FIXTURES};
+use super::token_server::{self, TokenServer};
 use super::{free_port, require_binary, stop_child};
 
 /// Repository prefix of the test images.
@@ -23,17 +24,38 @@ pub struct Registry {
     dir: TempDir,
     addr: String,
     credentials: Option<(String, String)>,
+    token_server: Option<TokenServer>,
+}
+
+/// How the registry authenticates clients.
+enum AuthMode {
+    Anonymous,
+    /// htpasswd basic auth.
+    Basic(String, String),
+    /// Bearer tokens from a token server that takes these basic credentials.
+    Token(String, String),
 }
 
 impl Registry {
     /// Starts an anonymous registry.
     pub async fn start() -> Registry {
-        Registry::spawn(None).await
+        Registry::spawn(AuthMode::Anonymous).await
     }
 
     /// Starts a registry that requires basic auth with `user`/`password`.
     pub async fn start_with_htpasswd(user: &str, password: &str) -> Registry {
-        Registry::spawn(Some((user.to_string(), password.to_string()))).await
+        Registry::spawn(AuthMode::Basic(user.to_string(), password.to_string())).await
+    }
+
+    /// Starts a registry that challenges for bearer tokens (Docker Hub style), issued by an
+    /// in-process token server to `user`/`password`.
+    pub async fn start_with_token_auth(user: &str, password: &str) -> Registry {
+        Registry::spawn(AuthMode::Token(user.to_string(), password.to_string())).await
+    }
+
+    /// The token server of a registry started with `start_with_token_auth`.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token_server.as_ref()
     }
 
     /// `127.0.0.1:PORT`.
@@ -91,23 +113,38 @@ impl Registry {
         }
     }
 
-    async fn spawn(credentials: Option<(String, String)>) -> Registry {
+    async fn spawn(mode: AuthMode) -> Registry {
         let binary = require_binary("docker-registry", "docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("haloy-reg-")
             .tempdir()
             .expect("registry temp dir");
         let addr = format!("127.0.0.1:{}", free_port());
-        let auth = match &credentials {
-            Some((user, password)) => {
+        let mut token_server = None;
+        let (auth, credentials) = match mode {
+            AuthMode::Anonymous => (String::new(), None),
+            AuthMode::Basic(user, password) => {
                 let htpasswd = dir.path().join("htpasswd");
-                write_htpasswd(&htpasswd, user, password);
-                format!(
+                write_htpasswd(&htpasswd, &user, &password);
+                let auth = format!(
                     "auth:\n  htpasswd:\n    realm: haloy-test\n    path: {}\n",
                     htpasswd.display()
-                )
+                );
+                (auth, Some((user, password)))
             }
-            None => String::new(),
+            AuthMode::Token(user, password) => {
+                let bundle = dir.path().join("token-ca.pem");
+                let server = TokenServer::start(&user, &password, &bundle).await;
+                let auth = format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    server.realm(),
+                    token_server::SERVICE,
+                    token_server::ISSUER,
+                    bundle.display()
+                );
+                token_server = Some(server);
+                (auth, Some((user, password)))
+            }
         };
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
@@ -129,6 +166,7 @@ impl Registry {
             dir,
             addr,
             credentials,
+            token_server,
         };
         registry.wait_until_answering().await;
         registry

@@ -35,8 +35,8 @@ pub mod labels {
     pub const REPLICA: &str = "dev.haloy.replica";
     pub const PORT: &str = "dev.haloy.port";
     pub const IMAGE: &str = "dev.haloy.image";
-    /// On image records: the app whose history keeps the image (for `remove_unused_images`).
-    pub const IMAGE_APP: &str = "dev.haloy.app";
+    /// Prefix of the image-record labels `dev.haloy.app/<app>` naming the apps that use it.
+    pub const IMAGE_APP_PREFIX: &str = "dev.haloy.app/";
 }
 
 /// Errors of the runtime module; each names what a user needs to act on.
@@ -149,6 +149,21 @@ pub struct ImageRequest {
     pub reference: String,
     pub pull_policy: PullPolicy,
     pub credentials: Option<RegistryCredentials>,
+    /// The app that uses the image: recorded on the image so `remove_unused_images` can tell
+    /// which images belong to which app.
+    pub app: Option<String>,
+}
+
+impl ImageRequest {
+    /// A request for `reference` with the given policy, no credentials, no app.
+    pub fn new(reference: impl Into<String>, pull_policy: PullPolicy) -> ImageRequest {
+        ImageRequest {
+            reference: reference.into(),
+            pull_policy,
+            credentials: None,
+            app: None,
+        }
+    }
 }
 
 /// The parts of the image config a container spec is built from.
