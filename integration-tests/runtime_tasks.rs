@@ -1,7 +1,8 @@
-//! Replica tasks on a real (private) containerd with runc and the CNI plugins: start replicas
-//! of the fixture images on a private bridge, reach them over HTTP, watch exits, stop with
-//! SIGKILL escalation, read logs written by the `binary://` log driver (haloyd itself), and
-//! check that teardown leaves no container, task, snapshot, lease, netns, IPAM lease or veth.
+//! Replica tasks on a real (private) containerd with runc and the CNI plugins: pull fixture
+//! images from a private registry, start replicas on a private bridge, reach them over HTTP,
+//! watch exits, stop with SIGKILL escalation, read logs written by the `binary://` log driver
+//! (haloyd itself), and check that teardown leaves no container, task, snapshot, lease, netns,
+//! IPAM lease or veth.
 
 #[path = "harness/mod.rs"]
 mod harness;
@@ -21,8 +22,8 @@ use futures_util::StreamExt;
 use haloy::network::{CniNetwork, CniSettings, Network};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{
-    ContainerdRuntime, ImageInfo, LogStreamKind, ReplicaSpec, ReplicaState, Resources, Runtime,
-    RuntimeConfig, TaskExit,
+    ContainerdRuntime, ImageInfo, ImageRequest, LogStreamKind, PullPolicy, ReplicaSpec,
+    ReplicaState, Resources, Runtime, RuntimeConfig, TaskExit,
 };
 use harness::images::OciImage;
 
@@ -31,6 +32,7 @@ const CNI_DIR: &str = "/usr/lib/cni";
 /// A private containerd, bridge, subnet, namespace and state/log dirs; all removed on drop.
 struct Rig {
     containerd: harness::Containerd,
+    registry: harness::Registry,
     runtime: Option<ContainerdRuntime>,
     network: Arc<CniNetwork>,
     config: RuntimeConfig,
@@ -45,6 +47,7 @@ impl Rig {
             "{CNI_DIR}/bridge missing: install the Debian package containernetworking-plugins"
         );
         let containerd = harness::Containerd::start().await;
+        let registry = harness::Registry::start().await;
         let dir = tempfile::Builder::new()
             .prefix("haloy-tasks-")
             .tempdir()
@@ -77,6 +80,7 @@ impl Rig {
             .unwrap();
         Rig {
             containerd,
+            registry,
             runtime: Some(runtime),
             network,
             config,
@@ -88,49 +92,20 @@ impl Rig {
         self.runtime.as_ref().unwrap()
     }
 
-    /// Makes fixture `name` present and unpacked in this containerd.
+    /// Pushes fixture `name` to the rig's registry and pulls it through the runtime.
     async fn image(&self, name: &str) -> ImageInfo {
-        let image = OciImage::fixture(name, "v1");
-        let reference = format!("test.local/haloy-fixtures/{name}:v1");
-        let archive = self.dir.path().join(format!("{name}.tar"));
-        image.write_oci_archive(&archive, "v1");
-        let ctr = harness::require_binary("ctr", "containerd");
-        let out = std::process::Command::new(ctr)
-            .arg("--address")
-            .arg(self.containerd.socket())
-            .args(["-n", &self.config.namespace, "images", "import"])
-            .args(["--snapshotter", "overlayfs", "--base-name"])
-            .arg(format!("test.local/haloy-fixtures/{name}"))
-            .arg(&archive)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctr import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = {
-            let config: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
-            config["config"]["Env"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect()
-        };
-        ImageInfo {
-            name: reference,
-            digest: image.manifest.digest.clone(),
-            config: haloy::runtime::ImageConfig {
-                entrypoint: vec![],
-                cmd: vec!["sh".into(), "/app/start.sh".into()],
-                env,
-                working_dir: Some("/app".into()),
-                user: None,
-                exposed_ports: vec!["8080/tcp".into()],
-            },
-            chain_id: image.chain_id(),
-        }
+        let reference = self
+            .registry
+            .push(
+                &OciImage::fixture(name, "v1"),
+                &format!("haloy-fixtures/{name}"),
+                "v1",
+            )
+            .await;
+        self.runtime()
+            .ensure_image(&ImageRequest::new(&reference, PullPolicy::IfMissing))
+            .await
+            .unwrap()
     }
 
     fn replica(&self, image: &ImageInfo, app: &str, replica: u32) -> ReplicaSpec {
