@@ -621,3 +621,140 @@ async fn chatty_logs_come_back_in_order_and_keep_flowing_without_a_reader() {
     ));
     rig.assert_nothing_left().await;
 }
+
+/// Prints what the spec gave it, then idles. Runs as `nobody` (looked up in the image).
+const SPEC_PROBE: &str = r#"
+trap 'exit 0' TERM
+id
+echo "hostname=$(cat /etc/hostname)"
+echo "hosts=$(tail -n 1 /etc/hosts)"
+echo "env GREETING=$GREETING HALOY_REPLICA_ID=$HALOY_REPLICA_ID"
+echo "volume=$(cat /data/from-host.txt)"
+if touch /config/probe 2>/dev/null; then echo "config writable"; else echo "config read-only"; fi
+echo "cwd=$(pwd)"
+echo done
+while true; do sleep 1; done
+"#;
+
+fn cgroup_value(parent: &str, id: &str, v1: (&str, &str), v2: &str) -> String {
+    let parent = parent.trim_start_matches('/');
+    let v1_path = Path::new("/sys/fs/cgroup")
+        .join(v1.0)
+        .join(parent)
+        .join(id)
+        .join(v1.1);
+    let v2_path = Path::new("/sys/fs/cgroup").join(parent).join(id).join(v2);
+    std::fs::read_to_string(&v1_path)
+        .or_else(|_| std::fs::read_to_string(&v2_path))
+        .unwrap_or_else(|e| panic!("{} / {}: {e}", v1_path.display(), v2_path.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_applies_user_env_etc_files_volumes_and_limits() {
+    use harness::images::{base_layer, single_file_layer};
+    let rig = Rig::start("spec").await;
+    let config = serde_json::json!({
+        "Env": ["PATH=/bin"],
+        "Cmd": ["sh", "/app/start.sh"],
+        "WorkingDir": "/app",
+        "User": "nobody",
+    });
+    let probe = OciImage::from_layers(
+        vec![
+            base_layer().clone(),
+            single_file_layer("app/start.sh", SPEC_PROBE.as_bytes()),
+        ],
+        config,
+        std::env::consts::ARCH,
+    );
+    let reference = rig
+        .registry
+        .push(&probe, "haloy-fixtures/spec-probe", "v1")
+        .await;
+    let image = rig
+        .runtime()
+        .ensure_image(&ImageRequest::new(&reference, PullPolicy::IfMissing))
+        .await
+        .unwrap();
+
+    // Named volume content prepared on the host; a bind mount that nobody could write if rw.
+    let named = rig.config.tasks.state_dir.join("volumes/probe/data");
+    std::fs::create_dir_all(&named).unwrap();
+    std::fs::write(named.join("from-host.txt"), "kept on host").unwrap();
+    let bind = rig.dir.path().join("config-dir");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::set_permissions(&bind, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    let mut spec = rig.replica(&image, "probe", 1);
+    spec.volumes = vec![
+        haloy::runtime::VolumeMount {
+            source: haloy::runtime::VolumeSource::Named("data".into()),
+            target: "/data".into(),
+            read_only: false,
+        },
+        haloy::runtime::VolumeMount {
+            source: haloy::runtime::VolumeSource::Bind(bind.clone()),
+            target: "/config".into(),
+            read_only: true,
+        },
+    ];
+    spec.resources = Resources {
+        memory_bytes: Some(64 * 1024 * 1024),
+        cpus: Some(0.5),
+    };
+    let replica = rig.runtime().start_replica(&spec).await.unwrap();
+    let id = replica.container_id.clone();
+
+    let mut follow = rig.runtime().logs(&id, None, true).await.unwrap();
+    let mut lines = Vec::new();
+    while lines.last().map(String::as_str) != Some("done") {
+        let line = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .unwrap_or_else(|_| panic!("probe did not finish: {lines:?}"))
+            .unwrap()
+            .unwrap();
+        lines.push(line.line);
+    }
+    drop(follow);
+    let ip = replica.ip.unwrap().to_string();
+    for expected in [
+        "uid=65534(nobody) gid=65534(nogroup)".to_string(),
+        "hostname=probe-1".to_string(),
+        format!("hosts={ip}\tprobe-1"),
+        "env GREETING=hello HALOY_REPLICA_ID=1".to_string(),
+        "volume=kept on host".to_string(),
+        "config read-only".to_string(),
+        "cwd=/app".to_string(),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&expected)),
+            "{expected:?} not in {lines:?}"
+        );
+    }
+    assert!(!bind.join("probe").exists());
+
+    let parent = &rig.config.tasks.cgroup_parent;
+    let memory = cgroup_value(
+        parent,
+        &id,
+        ("memory", "memory.limit_in_bytes"),
+        "memory.max",
+    );
+    assert_eq!(memory, "67108864");
+    let quota = cgroup_value(parent, &id, ("cpu", "cpu.cfs_quota_us"), "cpu.max");
+    assert!(
+        quota == "50000" || quota == "50000 100000",
+        "cpu quota {quota}"
+    );
+
+    rig.runtime()
+        .stop_replica(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    rig.runtime().remove_replica(&id).await.unwrap();
+    rig.assert_nothing_left().await;
+    // Named volumes outlive their replicas.
+    assert!(named.join("from-host.txt").exists());
+}
