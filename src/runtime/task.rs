@@ -216,8 +216,16 @@ impl Tasks {
                 source,
             })?,
         };
+        // The shim runs the driver from its own working directory: relative paths break there.
+        let absolute = |path: &Path| {
+            std::path::absolute(path).map_err(|source| RuntimeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let binary = absolute(&binary)?;
         let config = LogDriverConfig {
-            dir: self.settings.log_dir.clone(),
+            dir: absolute(&self.settings.log_dir)?,
             max_size: self.settings.log_max_size,
             max_files: self.settings.log_max_files,
         };
