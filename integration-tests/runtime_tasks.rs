@@ -632,6 +632,7 @@ echo "env GREETING=$GREETING HALOY_REPLICA_ID=$HALOY_REPLICA_ID"
 echo "volume=$(cat /data/from-host.txt)"
 if touch /config/probe 2>/dev/null; then echo "config writable"; else echo "config read-only"; fi
 echo "cwd=$(pwd)"
+httpd -f -p 80 -h /tmp &
 echo done
 while true; do sleep 1; done
 "#;
@@ -734,6 +735,20 @@ async fn spec_applies_user_env_etc_files_volumes_and_limits() {
         );
     }
     assert!(!bind.join("probe").exists());
+    // Docker's net.ipv4.ip_unprivileged_port_start=0: nobody may listen on port 80.
+    let ip_addr = replica.ip.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let answer = tokio::task::spawn_blocking(move || http_get(ip_addr, 80, "/"))
+            .await
+            .unwrap();
+        match answer {
+            Ok((status, _)) => break status,
+            Err(err) if Instant::now() > deadline => panic!("port 80 as nobody: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(status > 0);
 
     let parent = &rig.config.tasks.cgroup_parent;
     let memory = cgroup_value(
