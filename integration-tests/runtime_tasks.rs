@@ -773,3 +773,31 @@ async fn spec_applies_user_env_etc_files_volumes_and_limits() {
     // Named volumes outlive their replicas.
     assert!(named.join("from-host.txt").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_leaves_nothing_and_an_interrupted_start_is_recovered() {
+    let rig = Rig::start("fail").await;
+    let image = rig.image("web").await;
+
+    // Fails after network, snapshot and lease exist (the volume is checked while building the spec).
+    let mut bad = rig.replica(&image, "fail", 1);
+    bad.volumes = vec![haloy::runtime::VolumeMount {
+        source: haloy::runtime::VolumeSource::Bind("relative/path".into()),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    let err = rig.runtime().start_replica(&bad).await.unwrap_err();
+    assert!(err.to_string().contains("relative/path"), "{err}");
+    rig.assert_nothing_left().await;
+
+    // A namespace left by a start that died before creating its container does not block
+    // the same replica id later.
+    let good = rig.replica(&image, "fail", 1);
+    let id = haloy::runtime::task::container_id(&good.app, &good.deployment_id, good.replica);
+    rig.network.attach(&id).await.unwrap();
+    let replica = rig.runtime().start_replica(&good).await.unwrap();
+    assert_eq!(replica.container_id, id);
+    wait_http(replica.ip.unwrap(), "/health").await;
+    rig.runtime().remove_replica(&id).await.unwrap();
+    rig.assert_nothing_left().await;
+}

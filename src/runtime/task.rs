@@ -29,7 +29,7 @@ use super::{
     labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
     RuntimeError, SNAPSHOTTER,
 };
-use crate::network::{Attachment, Network};
+use crate::network::{Attachment, Network, NetworkError};
 
 /// The shim every replica runs under.
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
@@ -235,14 +235,7 @@ impl Tasks {
     /// Network, snapshot, container, task; on failure everything made so far is removed.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
         let id = container_id(&spec.app, &spec.deployment_id, spec.replica);
-        let attachment = self
-            .network
-            .attach(&id)
-            .await
-            .map_err(|e| RuntimeError::Network {
-                container_id: id.clone(),
-                reason: e.to_string(),
-            })?;
+        let attachment = self.attach_network(&id).await?;
         match self.create_and_start(spec, &id, &attachment).await {
             Ok(info) => {
                 tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = %attachment.ip, "replica started");
@@ -254,6 +247,28 @@ impl Tasks {
                 }
                 Err(err)
             }
+        }
+    }
+
+    /// CNI ADD; a namespace left by an interrupted earlier start of the same id (no container
+    /// exists for it) is torn down and the attach retried once.
+    async fn attach_network(&self, id: &str) -> Result<Attachment, RuntimeError> {
+        let network_error = |e: NetworkError| RuntimeError::Network {
+            container_id: id.to_string(),
+            reason: e.to_string(),
+        };
+        match self.network.attach(id).await {
+            Err(NetworkError::AlreadyAttached { .. })
+                if self.get_container(id).await?.is_none() =>
+            {
+                tracing::warn!(
+                    task_id = id,
+                    "removing the network left by an interrupted start"
+                );
+                self.network.detach(id).await.map_err(network_error)?;
+                self.network.attach(id).await.map_err(network_error)
+            }
+            result => result.map_err(network_error),
         }
     }
 
