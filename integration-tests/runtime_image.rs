@@ -636,3 +636,103 @@ async fn interrupted_pulls_leave_nothing_that_breaks_the_next_pull() {
         "no half-applied unpack snapshot left: {snapshots:?}"
     );
 }
+
+/// Import an OCI archive (no registry involved) and run a replica of it on a private bridge.
+#[tokio::test]
+async fn imported_archive_runs_as_a_replica() {
+    use haloy::runtime::{ReplicaSpec, Resources};
+    use std::path::PathBuf;
+    harness::require_binary("ip", "iproute2");
+    assert!(
+        std::path::Path::new("/usr/lib/cni/bridge").is_file(),
+        "/usr/lib/cni/bridge missing: install the Debian package containernetworking-plugins"
+    );
+    let containerd = Containerd::start().await;
+    let dir = tempfile::Builder::new()
+        .prefix("haloy-imgrun-")
+        .tempdir()
+        .unwrap();
+    let suffix: u32 = rand::random::<u32>() & 0xff_ffff;
+    let mut config = RuntimeConfig::new(containerd.socket());
+    config.namespace = "img-run".into();
+    config.network = haloy::network::CniSettings {
+        plugin_dirs: vec![PathBuf::from("/usr/lib/cni")],
+        network_name: format!("hli-{suffix:06x}"),
+        bridge: format!("hli{suffix:06x}"),
+        subnet: format!("10.253.{}.0/24", rand::random::<u8>()),
+        ipam_data_dir: dir.path().join("ipam"),
+        netns_dir: dir.path().join("netns"),
+        cache_dir: dir.path().join("cni-cache"),
+        conflist_template: None,
+    };
+    config.tasks = haloy::runtime::task::TaskSettings {
+        state_dir: dir.path().join("state"),
+        log_dir: dir.path().join("logs"),
+        log_max_size: 1 << 20,
+        log_max_files: 2,
+        log_driver_binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_haloyd"))),
+        cgroup_parent: format!("/haloy-test-imgrun-{suffix:06x}"),
+    };
+    let _bridge = BridgeGuard(config.network.bridge.clone());
+    let runtime = ContainerdRuntime::connect(config).await.unwrap();
+
+    let archive = dir.path().join("web.oci.tar");
+    OciImage::fixture("web", "v5").write_oci_archive(&archive, "v5");
+    let imported = runtime
+        .images()
+        .import_archive(&archive, Some("local/web"))
+        .await
+        .unwrap();
+    let image = imported[0].0.clone();
+    assert_eq!(image.name, "docker.io/local/web:v5");
+
+    let spec = ReplicaSpec {
+        app: "imported".into(),
+        deployment_id: "01IMPORTED".into(),
+        replica: 1,
+        image,
+        env: vec![],
+        port: 8080,
+        health_check_path: "/health".into(),
+        domains: vec![],
+        labels: Default::default(),
+        volumes: vec![],
+        resources: Resources::default(),
+        stop_timeout: std::time::Duration::from_secs(2),
+    };
+    let replica = runtime.start_replica(&spec).await.unwrap();
+    let ip = replica.ip.expect("replica has an IP");
+    let addr = format!("{ip}:8080");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut page = None;
+    while std::time::Instant::now() < deadline {
+        if harness::registry::http_status(&addr, "/health") == Some(200) {
+            page = harness::registry::http_body(&addr, "/version.txt");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let page = page.expect("the imported image serves /health");
+    assert!(page.contains("version=v5"), "{page}");
+
+    runtime
+        .stop_replica(&replica.container_id, std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    runtime.remove_replica(&replica.container_id).await.unwrap();
+    assert!(runtime.list_replicas(None).await.unwrap().is_empty());
+    drop(runtime);
+    harness::unmount_all_under(dir.path());
+}
+
+/// Deletes the test's bridge at the end (also on panic).
+struct BridgeGuard(String);
+
+impl Drop for BridgeGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -279,6 +279,17 @@ fn write_htpasswd(path: &Path, user: &str, password: &str) {
     std::fs::write(path, output.stdout).expect("write htpasswd file");
 }
 
+/// The body of a plain HTTP/1.0 GET to a loopback or test-owned address, if it answered 200.
+pub fn http_body(addr: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split_whitespace().nth(1)? == "200").then(|| body.to_string())
+}
+
 /// The status code of a plain HTTP/1.0 GET to a loopback address, if anything answered.
 pub fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
