@@ -384,12 +384,16 @@ fn drive(args: &[String]) -> Result<(), LogDriverError> {
     let stdout = inherited_fd(STDOUT_FD, "CONTAINER_STDOUT")?;
     let stderr = inherited_fd(STDERR_FD, "CONTAINER_STDERR")?;
     let ready = inherited_fd(READY_FD, "CONTAINER_WAIT")?;
-    let mut writer = RotatingWriter::open(&config, &container_id)?;
+    // Without a log file the pipes are still drained: a task must never block on (or die
+    // from) output nobody reads.
+    let mut writer = RotatingWriter::open(&config, &container_id)
+        .inspect_err(|err| eprintln!("haloyd log driver: {err}; discarding output"))
+        .ok();
     // Closing the wait pipe tells the shim we are ready; it blocks Tasks.Create until then.
     drop(ready);
 
     let written = pump(stdout, stderr, |record| {
-        if let Err(err) = writer.write(&record) {
+        if let Some(Err(err)) = writer.as_mut().map(|w| w.write(&record)) {
             eprintln!("haloyd log driver: writing {container_id}: {err}");
         }
     });
