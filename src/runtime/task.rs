@@ -245,7 +245,7 @@ impl Tasks {
                 if let Err(cleanup) = self.remove(&id).await {
                     tracing::warn!(task_id = %id, error = %cleanup, "cleanup after failed start failed");
                 }
-                Err(err)
+                Err(naming_container(err, &id))
             }
         }
     }
@@ -684,6 +684,14 @@ impl Tasks {
             });
         }
         Ok(read_logs(&self.settings.log_dir, id, tail, follow))
+    }
+}
+
+/// containerd's own failures (e.g. runc refusing the spec) get the container id in front.
+fn naming_container(err: RuntimeError, id: &str) -> RuntimeError {
+    match err {
+        RuntimeError::Rpc { .. } => container_error(id, err),
+        other => other,
     }
 }
 
