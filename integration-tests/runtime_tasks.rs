@@ -42,6 +42,8 @@ struct Rig {
 impl Rig {
     async fn start(tag: &str) -> Rig {
         harness::require_binary("ip", "iproute2");
+        // The bridge plugin's ipMasq and the firewall plugin call iptables.
+        harness::require_binary("iptables", "iptables");
         assert!(
             Path::new(CNI_DIR).join("bridge").is_file(),
             "{CNI_DIR}/bridge missing: install the Debian package containernetworking-plugins"
