@@ -1,5 +1,183 @@
 //! The in-process reverse proxy on :80/:443: host routing from an atomically swapped route
 //! table, round-robin over ready backends, upstream pooling, header hygiene, upgrades, limits,
 //! draining, per-backend counters. Never talks to containerd.
+//!
+//! Wiring, as haloyd does it:
+//! ```no_run
+//! # async fn wire() -> std::io::Result<()> {
+//! use haloy::proxy::{AppRoute, Backend, DomainRoute, Proxy, ProxyConfig, Routes};
+//! let routes = Routes::new();
+//! let backend = Backend::new("task-id".into(), 0, "10.88.0.5:8080".parse().unwrap());
+//! backend.set_ready(true); // after health::wait_ready passed
+//! routes
+//!     .set_app(AppRoute {
+//!         app: "web".into(),
+//!         domains: vec![DomainRoute { canonical: "example.com".into(), aliases: vec!["www.example.com".into()] }],
+//!         backends: vec![backend],
+//!     })
+//!     .expect("no domain conflict");
+//! let proxy = Proxy::new(ProxyConfig::default(), routes.clone(), None);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:80").await?;
+//! proxy.serve_http(listener, std::future::pending()).await;
+//! # Ok(()) }
+//! ```
 
+mod backend;
+mod body;
+mod handler;
+mod headers;
+mod pages;
+mod routes;
+mod server;
 pub mod tls_hooks;
+mod upstream;
+
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use backend::{Backend, BackendStats, DrainOutcome};
+pub use routes::{AppRoute, DomainRoute, RouteError, RouteTable, Routes};
+pub use server::Proxy;
+pub use tls_hooks::TlsHooks;
+
+/// Errors at the proxy's configuration boundary.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProxyError {
+    /// A `trusted_proxies` entry is neither an IP nor a CIDR.
+    #[error("trusted proxy `{0}` is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)")]
+    BadTrustedProxy(String),
+}
+
+/// Limits and timeouts of the proxy. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Time a client has to send complete request headers (slowloris guard). For HTTP/1 it
+    /// also bounds how long a keep-alive connection may sit idle between requests. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections (no request in progress) are closed after this. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Time a backend has to send its response head; 504 when hit. Default 60 s.
+    pub backend_response_timeout: Duration,
+    /// Time to open a TCP connection to a backend before trying the next one. Default 3 s.
+    pub connect_timeout: Duration,
+    /// Idle pooled upstream connections older than this are not reused (kept below the 5 s
+    /// keep-alive of common app servers so a reused connection is rarely closed under us).
+    /// Default 4 s.
+    pub upstream_idle_timeout: Duration,
+    /// Largest request head accepted; 431 beyond it. hyper enforces at least 8192. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Largest request body forwarded; 413 beyond it. Default: unlimited.
+    pub max_body_bytes: Option<u64>,
+    /// Concurrent client connections; further ones wait in the listen backlog. Default 10 000.
+    pub max_connections: usize,
+    /// On shutdown, how long open connections get to finish. Default 30 s.
+    pub drain_timeout: Duration,
+    /// Peers whose X-Forwarded-For is kept (and appended to). Default: none.
+    pub trusted_proxies: Vec<IpCidr>,
+    /// Port used in HTTP→HTTPS redirects (omitted from the URL when 443). Default 443.
+    pub https_port: u16,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            backend_response_timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(3),
+            upstream_idle_timeout: Duration::from_secs(4),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: None,
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            https_port: 443,
+        }
+    }
+}
+
+impl ProxyConfig {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (`192.0.2.1`, `::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpCidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpCidr {
+    /// True when `ip` is inside this network (IPv4-mapped IPv6 peers match IPv4 networks).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let full = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        (a[full] & mask) == (b[full] & mask)
+    }
+}
+
+impl FromStr for IpCidr {
+    type Err = ProxyError;
+
+    fn from_str(s: &str) -> Result<Self, ProxyError> {
+        let bad = || ProxyError::BadTrustedProxy(s.to_string());
+        let (addr, prefix) = match s.trim().split_once('/') {
+            Some((a, p)) => (
+                a.parse::<IpAddr>().map_err(|_| bad())?,
+                Some(p.parse::<u8>().map_err(|_| bad())?),
+            ),
+            None => (s.trim().parse::<IpAddr>().map_err(|_| bad())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(IpCidr { addr, prefix })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parsing_and_matching() {
+        let net: IpCidr = "10.1.0.0/16".parse().unwrap();
+        assert!(net.contains("10.1.200.3".parse().unwrap()));
+        assert!(!net.contains("10.2.0.1".parse().unwrap()));
+        assert!(net.contains("::ffff:10.1.0.9".parse().unwrap()));
+        let odd: IpCidr = "192.168.0.0/23".parse().unwrap();
+        assert!(odd.contains("192.168.1.7".parse().unwrap()));
+        assert!(!odd.contains("192.168.2.7".parse().unwrap()));
+        let one: IpCidr = "::1".parse().unwrap();
+        assert!(one.contains("::1".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<IpCidr>().is_err());
+        assert!("nope".parse::<IpCidr>().is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! Header hygiene in both directions: hop-by-hop and Connection-named headers stripped,
+//! X-Forwarded-* set from what the proxy saw, X-Real-IP removed, HTTP/2 requests turned into
+//! valid HTTP/1.1 (Host from :authority, cookies joined, origin-form URI), and the framing
+//! checks that keep request smuggling out.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Uri, Version};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies still see).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Why a request is refused before anything is forwarded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum FramingError {
+    #[error("request has both Content-Length and Transfer-Encoding")]
+    LengthAndChunked,
+    #[error("Transfer-Encoding must be exactly `chunked`")]
+    BadTransferEncoding,
+    #[error("Content-Length is not a single valid number")]
+    BadContentLength,
+    #[error("HTTP/1.1 request without Host header")]
+    MissingHost,
+}
+
+/// Reject requests whose framing could be read two ways by the proxy and the backend.
+/// (hyper already rejects obs-fold, differing duplicate Content-Length and TE on HTTP/1.0.)
+pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
+    let headers = req.headers();
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(FramingError::LengthAndChunked);
+        }
+        let single_chunked = te.next().is_none()
+            && first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked");
+        if !single_chunked {
+            return Err(FramingError::BadTransferEncoding);
+        }
+    }
+    let mut cl = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = cl.next() {
+        let valid = cl.next().is_none()
+            && !first.is_empty()
+            && first.as_bytes().iter().all(u8::is_ascii_digit);
+        if !valid {
+            return Err(FramingError::BadContentLength);
+        }
+    }
+    if req.version() == Version::HTTP_11
+        && !headers.contains_key(header::HOST)
+        && req.uri().authority().is_none()
+    {
+        return Err(FramingError::MissingHost);
+    }
+    Ok(())
+}
+
+/// The requested host as sent: URI authority (HTTP/2, absolute-form) or Host header.
+pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok()),
+    }
+}
+
+/// True when the client asks to switch protocols (HTTP/1.1 `Connection: upgrade`).
+pub(crate) fn upgrade_requested<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has_token(req.headers(), "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove hop-by-hop headers and every header the Connection header names.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| n != header::HOST)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What the proxy knows about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientInfo {
+    pub(crate) peer: IpAddr,
+    pub(crate) peer_trusted: bool,
+    pub(crate) https: bool,
+}
+
+/// Rewrite a client request into the HTTP/1.1 request the backend gets.
+pub(crate) fn prepare_request<B>(
+    req: &mut Request<B>,
+    client: ClientInfo,
+    host: &HeaderValue,
+    upgrade: bool,
+) {
+    let upgrade_value = if upgrade {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    let http2 = req.version() == Version::HTTP_2;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade_value {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    set_forwarded_for(headers, client);
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if client.https { "https" } else { "http" }),
+    );
+    headers.insert(&X_FORWARDED_HOST, host.clone());
+    headers.remove(&X_REAL_IP);
+    if http2 {
+        headers.insert(header::HOST, host.clone());
+        join_cookies(headers);
+    }
+    normalize_content_length(headers);
+    to_origin_form(req);
+    *req.version_mut() = Version::HTTP_11;
+}
+
+fn set_forwarded_for(headers: &mut HeaderMap, client: ClientInfo) {
+    let peer = client.peer.to_string();
+    let existing: Vec<&str> = if client.peer_trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let value = if existing.is_empty() {
+        peer
+    } else {
+        format!("{}, {peer}", existing.join(", "))
+    };
+    match HeaderValue::from_str(&value) {
+        Ok(v) => {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+        Err(_) => {
+            headers.remove(&X_FORWARDED_FOR);
+        }
+    }
+}
+
+/// HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    if cookies.next().is_none() || cookies.next().is_none() {
+        return;
+    }
+    let joined: Vec<&str> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Collapse repeated identical Content-Length fields into one.
+fn normalize_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(first), Some(_)) = (values.next(), values.next()) {
+        let first = first.clone();
+        headers.insert(header::CONTENT_LENGTH, first);
+    }
+}
+
+fn to_origin_form<B>(req: &mut Request<B>) {
+    if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+        return;
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = path.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Clean a backend's response headers for the client.
+pub(crate) fn prepare_response(headers: &mut HeaderMap, switching_protocols: bool) {
+    let upgrade = if switching_protocols {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(trusted: bool) -> ClientInfo {
+        ClientInfo {
+            peer: "10.0.0.9".parse().unwrap(),
+            peer_trusted: trusted,
+            https: false,
+        }
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut req = Request::builder()
+            .uri("/x")
+            .header("connection", "keep-alive, x-secret, host")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("host", "a.com")
+            .header("x-real-ip", "1.2.3.4")
+            .body(())
+            .unwrap();
+        let host = HeaderValue::from_static("a.com");
+        prepare_request(&mut req, client(false), &host, false);
+        let h = req.headers();
+        for gone in ["connection", "x-secret", "keep-alive", "te", "x-real-ip"] {
+            assert!(!h.contains_key(gone), "{gone} kept");
+        }
+        assert_eq!(h["host"], "a.com");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "a.com");
+    }
+
+    #[test]
+    fn forwarded_for_trust() {
+        let build = || {
+            Request::builder()
+                .header("x-forwarded-for", "6.6.6.6")
+                .body(())
+                .unwrap()
+        };
+        let host = HeaderValue::from_static("a.com");
+        let mut untrusted = build();
+        prepare_request(&mut untrusted, client(false), &host, false);
+        assert_eq!(untrusted.headers()["x-forwarded-for"], "10.0.0.9");
+        let mut trusted = build();
+        prepare_request(&mut trusted, client(true), &host, false);
+        assert_eq!(trusted.headers()["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
+    }
+
+    #[test]
+    fn framing_checks() {
+        let ok = Request::builder()
+            .header("host", "a")
+            .header("content-length", "3")
+            .body(())
+            .unwrap();
+        assert_eq!(check_framing(&ok), Ok(()));
+        let both = Request::builder()
+            .header("host", "a")
+            .header("content-length", "3")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(check_framing(&both), Err(FramingError::LengthAndChunked));
+        let twice = Request::builder()
+            .header("host", "a")
+            .header("transfer-encoding", "chunked, chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            check_framing(&twice),
+            Err(FramingError::BadTransferEncoding)
+        );
+        let no_host = Request::builder().body(()).unwrap();
+        assert_eq!(check_framing(&no_host), Err(FramingError::MissingHost));
+    }
+
+    #[test]
+    fn http2_request_becomes_http11() {
+        let mut req = Request::builder()
+            .version(Version::HTTP_2)
+            .uri("https://a.com/p?q=1")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        let host = HeaderValue::from_static("a.com");
+        prepare_request(&mut req, client(false), &host, false);
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.uri(), "/p?q=1");
+        assert_eq!(req.headers()["host"], "a.com");
+        assert_eq!(req.headers()["cookie"], "a=1; b=2");
+    }
+}

@@ -1,0 +1,350 @@
+//! Listeners and client connections: accept loop with the connection limit, TLS handshake,
+//! hyper's auto (HTTP/1.1 + HTTP/2) connection with header timeout and size limit, the idle
+//! keep-alive watchdog and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::headers::ClientInfo;
+use super::routes::Routes;
+use super::tls_hooks::TlsHooks;
+use super::ProxyConfig;
+
+/// hyper refuses read buffers smaller than this.
+const MIN_HEADER_BUFFER: usize = 8192;
+
+/// The reverse proxy. Cheap to clone; every listener shares routes, limits and hooks.
+#[derive(Clone)]
+pub struct Proxy {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) routes: Routes,
+    pub(crate) hooks: Option<Arc<dyn TlsHooks>>,
+    builder: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// A proxy serving `routes`. `hooks` (from the tls module) answers ACME challenges and tells
+    /// which hosts have a certificate so port 80 redirects them to HTTPS; `None` serves plain HTTP.
+    pub fn new(config: ProxyConfig, routes: Routes, hooks: Option<Arc<dyn TlsHooks>>) -> Self {
+        let builder = connection_builder(&config);
+        let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        Proxy {
+            shared: Arc::new(Shared {
+                config,
+                routes,
+                hooks,
+                builder,
+                connections,
+            }),
+        }
+    }
+
+    /// The route table this proxy reads.
+    pub fn routes(&self) -> &Routes {
+        &self.shared.routes
+    }
+
+    /// Serve plain HTTP (port 80: ACME challenges, HTTPS redirects, proxying) on `listener`
+    /// until `shutdown` resolves; then stop accepting and give open connections up to
+    /// `drain_timeout` to finish. Accept errors (e.g. out of file descriptors) are logged and
+    /// retried, never fatal.
+    pub async fn serve_http(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        self.accept_loop(listener, None, shutdown).await;
+    }
+
+    /// Serve HTTPS on `listener` with `acceptor` (built by the tls module: SNI resolver, ALPN
+    /// `h2` + `http/1.1`). HTTP/2 clients are proxied to the HTTP/1.1 backends. Shutdown as
+    /// [`Proxy::serve_http`]. A TLS handshake must finish within `header_read_timeout`.
+    pub async fn serve_https(
+        &self,
+        listener: TcpListener,
+        acceptor: tokio_rustls::TlsAcceptor,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        self.accept_loop(listener, Some(acceptor), shutdown).await;
+    }
+
+    async fn accept_loop(
+        &self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let local = listener.local_addr().ok();
+        let stop = CancellationToken::new();
+        let open = Arc::new(OpenConnections::default());
+        tokio::pin!(shutdown);
+        tracing::info!(addr = ?local, https = tls.is_some(), "proxy listening");
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                p = Arc::clone(&self.shared.connections).acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(addr = ?local, error = %e, "accept failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let conn = ClientConn {
+                shared: Arc::clone(&self.shared),
+                peer,
+                stop: stop.clone(),
+                _permit: permit,
+                _open: open.enter(),
+            };
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    None => conn.serve_plain(stream).await,
+                    Some(acceptor) => conn.serve_tls(stream, acceptor).await,
+                }
+            });
+        }
+        drop(listener);
+        stop.cancel();
+        let drained = open.wait_zero(self.shared.config.drain_timeout).await;
+        tracing::info!(addr = ?local, drained, "proxy listener stopped");
+    }
+}
+
+fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BUFFER))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    builder
+}
+
+/// One accepted client connection.
+struct ClientConn {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    stop: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+    _open: OpenGuard,
+}
+
+impl ClientConn {
+    async fn serve_plain(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        // hyper's header timer starts only once it has detected the protocol, so a client that
+        // sends nothing at all would otherwise hold its connection slot until the idle timeout.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(
+            self.shared.config.header_read_timeout,
+            stream.peek(&mut first),
+        )
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return,
+        }
+        self.serve(TokioIo::new(stream), false).await;
+    }
+
+    async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
+        let _ = stream.set_nodelay(true);
+        let timeout = self.shared.config.header_read_timeout;
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => self.serve(TokioIo::new(tls), true).await,
+            Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<I>(self, io: TokioIo<I>, https: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer_ip = self.peer.ip();
+        let client = ClientInfo {
+            peer: peer_ip,
+            peer_trusted: self.shared.config.is_trusted(peer_ip),
+            https,
+        };
+        let activity = Arc::new(ConnActivity::new());
+        let shared = Arc::clone(&self.shared);
+        let svc_activity = Arc::clone(&activity);
+        let service = service_fn(move |req: Request<Incoming>| {
+            let shared = Arc::clone(&shared);
+            let active = ActiveRequest::start(&svc_activity);
+            async move { Ok::<_, Infallible>(shared.handle(req, client, active).await) }
+        });
+        let conn = self
+            .shared
+            .builder
+            .serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let idle = activity.idle_watch(self.shared.config.idle_timeout);
+        tokio::pin!(idle);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = self.stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+            _ = &mut idle => {
+                tracing::debug!(peer = %self.peer, "closing idle keep-alive connection");
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(peer = %self.peer, error = %e, "client connection ended with error");
+        }
+    }
+}
+
+/// Per-connection request activity, for the idle keep-alive timeout.
+#[derive(Debug)]
+pub(crate) struct ConnActivity {
+    started: Instant,
+    active: AtomicUsize,
+    last_done_ms: AtomicU64,
+    changed: Notify,
+}
+
+impl ConnActivity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
+            changed: Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Resolves once the connection had no request in progress for `timeout`.
+    async fn idle_watch(&self, timeout: Duration) {
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            if self.active.load(Ordering::Acquire) > 0 {
+                let changed = self.changed.notified();
+                if self.active.load(Ordering::Acquire) > 0 {
+                    changed.await;
+                }
+                continue;
+            }
+            let idle_for = self
+                .now_ms()
+                .saturating_sub(self.last_done_ms.load(Ordering::Acquire));
+            if idle_for >= timeout_ms {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(timeout_ms - idle_for)).await;
+        }
+    }
+}
+
+/// Marks a request as in progress on its client connection until dropped (after the body).
+#[derive(Debug)]
+pub(crate) struct ActiveRequest(Arc<ConnActivity>);
+
+impl ActiveRequest {
+    fn start(activity: &Arc<ConnActivity>) -> Self {
+        activity.active.fetch_add(1, Ordering::AcqRel);
+        ActiveRequest(Arc::clone(activity))
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.last_done_ms.store(a.now_ms(), Ordering::Release);
+        if a.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            a.changed.notify_waiters();
+        }
+    }
+}
+
+/// Counts a listener's open connections so shutdown can wait for them.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    count: AtomicUsize,
+    zero: Notify,
+}
+
+impl OpenConnections {
+    fn enter(self: &Arc<Self>) -> OpenGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(Arc::clone(self))
+    }
+
+    /// True when every connection closed within `timeout`.
+    async fn wait_zero(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let zero = self.zero.notified();
+                if self.count.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                zero.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+#[derive(Debug)]
+struct OpenGuard(Arc<OpenConnections>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero.notify_waiters();
+        }
+    }
+}
