@@ -29,7 +29,7 @@ use super::{
     labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
     RuntimeError, SNAPSHOTTER,
 };
-use crate::network::{Attachment, Network};
+use crate::network::{Attachment, Network, NetworkError};
 
 /// The shim every replica runs under.
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
@@ -216,8 +216,16 @@ impl Tasks {
                 source,
             })?,
         };
+        // The shim runs the driver from its own working directory: relative paths break there.
+        let absolute = |path: &Path| {
+            std::path::absolute(path).map_err(|source| RuntimeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let binary = absolute(&binary)?;
         let config = LogDriverConfig {
-            dir: self.settings.log_dir.clone(),
+            dir: absolute(&self.settings.log_dir)?,
             max_size: self.settings.log_max_size,
             max_files: self.settings.log_max_files,
         };
@@ -227,14 +235,7 @@ impl Tasks {
     /// Network, snapshot, container, task; on failure everything made so far is removed.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
         let id = container_id(&spec.app, &spec.deployment_id, spec.replica);
-        let attachment = self
-            .network
-            .attach(&id)
-            .await
-            .map_err(|e| RuntimeError::Network {
-                container_id: id.clone(),
-                reason: e.to_string(),
-            })?;
+        let attachment = self.attach_network(&id).await?;
         match self.create_and_start(spec, &id, &attachment).await {
             Ok(info) => {
                 tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = %attachment.ip, "replica started");
@@ -244,8 +245,30 @@ impl Tasks {
                 if let Err(cleanup) = self.remove(&id).await {
                     tracing::warn!(task_id = %id, error = %cleanup, "cleanup after failed start failed");
                 }
-                Err(err)
+                Err(naming_container(err, &id))
             }
+        }
+    }
+
+    /// CNI ADD; a namespace left by an interrupted earlier start of the same id (no container
+    /// exists for it) is torn down and the attach retried once.
+    async fn attach_network(&self, id: &str) -> Result<Attachment, RuntimeError> {
+        let network_error = |e: NetworkError| RuntimeError::Network {
+            container_id: id.to_string(),
+            reason: e.to_string(),
+        };
+        match self.network.attach(id).await {
+            Err(NetworkError::AlreadyAttached { .. })
+                if self.get_container(id).await?.is_none() =>
+            {
+                tracing::warn!(
+                    task_id = id,
+                    "removing the network left by an interrupted start"
+                );
+                self.network.detach(id).await.map_err(network_error)?;
+                self.network.attach(id).await.map_err(network_error)
+            }
+            result => result.map_err(network_error),
         }
     }
 
@@ -661,6 +684,14 @@ impl Tasks {
             });
         }
         Ok(read_logs(&self.settings.log_dir, id, tail, follow))
+    }
+}
+
+/// containerd's own failures (e.g. runc refusing the spec) get the container id in front.
+fn naming_container(err: RuntimeError, id: &str) -> RuntimeError {
+    match err {
+        RuntimeError::Rpc { .. } => container_error(id, err),
+        other => other,
     }
 }
 
