@@ -106,7 +106,7 @@ PIDS+=($!)
 cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 10000
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s
