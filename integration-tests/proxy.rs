@@ -1160,17 +1160,27 @@ fn tls_pair(host: &str) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnecto
         .with_root_certificates(roots)
         .with_no_client_auth();
     client.alpn_protocols = vec![b"h2".to_vec()];
-    (tokio_rustls::TlsAcceptor::from(Arc::new(server)), tokio_rustls::TlsConnector::from(Arc::new(client)))
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_over_tls_is_proxied_to_http11_backend() {
-    let rb = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await;
+    let rb = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        .await;
     let (acceptor, connector) = tls_pair("tls.test");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
-    route(&routes, "web", "tls.test", &["www.tls.test"], vec![ready_backend(0, rb.addr)]);
+    route(
+        &routes,
+        "web",
+        "tls.test",
+        &["www.tls.test"],
+        vec![ready_backend(0, rb.addr)],
+    );
     let proxy = Proxy::new(ProxyConfig::default(), routes, None);
     let (_stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -1185,8 +1195,12 @@ async fn http2_over_tls_is_proxied_to_http11_backend() {
     let name = rustls_pki_types::ServerName::try_from("tls.test").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let req = Request::get("https://tls.test/p?q=1")
         .header("cookie", "a=1")
@@ -1194,15 +1208,27 @@ async fn http2_over_tls_is_proxied_to_http11_backend() {
         .body(Empty::<Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
-    assert_eq!((resp.version(), resp.status()), (hyper::Version::HTTP_2, StatusCode::OK));
-    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "hello");
+    assert_eq!(
+        (resp.version(), resp.status()),
+        (hyper::Version::HTTP_2, StatusCode::OK)
+    );
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "hello"
+    );
     let got = rb.requests().join("").to_ascii_lowercase();
     assert!(got.starts_with("get /p?q=1 http/1.1\r\n"), "{got}");
-    for want in ["host: tls.test", "x-forwarded-proto: https", "cookie: a=1; b=2"] {
+    for want in [
+        "host: tls.test",
+        "x-forwarded-proto: https",
+        "cookie: a=1; b=2",
+    ] {
         assert!(got.contains(want), "{want} missing: {got}");
     }
 
-    let alias = Request::get("https://www.tls.test/x").body(Empty::<Bytes>::new()).unwrap();
+    let alias = Request::get("https://www.tls.test/x")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
     let resp = sender.send_request(alias).await.unwrap();
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://tls.test/x");
