@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::backend::Backend;
+use super::backend::{Backend, InFlight};
 use super::body::{BodyError, ProxyBody, UpstreamBody};
 use super::headers::{self, ClientInfo};
 use super::pages;
@@ -35,9 +35,7 @@ impl Shared {
         let started = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let host = headers::request_host(&req)
-            .map(|h| HeaderValue::from_str(h).ok())
-            .unwrap_or_default();
+        let host = headers::request_host_value(&req);
         let (resp, backend) = self.route(req, client, host.clone(), active).await;
         tracing::info!(
             target: "haloy::access",
@@ -161,36 +159,38 @@ impl Shared {
                 None,
             );
         };
-        let (backend, sender) = match self.acquire(&first).await {
-            Ok(sender) => (first, sender),
+        // Counted in flight from the pick on, so a drain starting now waits for this request.
+        let first_flight = first.start_request();
+        let (in_flight, sender) = match self.acquire(&first).await {
+            Ok(sender) => (first_flight, sender),
             Err(e) => {
+                drop(first_flight);
                 self.connect_failed(app, &first, &e);
                 let Some(second) = app.pick(Some(&first)).cloned() else {
-                    return (
-                        pages::error_page(
-                            StatusCode::BAD_GATEWAY,
-                            "The app's replica could not be reached.",
-                        ),
-                        Some(first),
+                    let page = pages::error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "The app's replica could not be reached.",
                     );
+                    return (page, Some(first));
                 };
+                let second_flight = second.start_request();
                 match self.acquire(&second).await {
-                    Ok(sender) => (second, sender),
+                    Ok(sender) => (second_flight, sender),
                     Err(e) => {
+                        drop(second_flight);
                         self.connect_failed(app, &second, &e);
-                        return (
-                            pages::error_page(
-                                StatusCode::BAD_GATEWAY,
-                                "The app's replicas could not be reached.",
-                            ),
-                            Some(second),
+                        let page = pages::error_page(
+                            StatusCode::BAD_GATEWAY,
+                            "The app's replicas could not be reached.",
                         );
+                        return (page, Some(second));
                     }
                 }
             }
         };
+        let backend = Arc::clone(in_flight.backend());
         let resp = self
-            .exchange(&backend, sender, req, client_upgrade, active)
+            .exchange(in_flight, sender, req, client_upgrade, active)
             .await;
         (resp, Some(backend))
     }
@@ -220,13 +220,13 @@ impl Shared {
 
     async fn exchange(
         &self,
-        backend: &Arc<Backend>,
+        in_flight: InFlight,
         mut sender: Sender,
         req: Request<UpstreamBody>,
         client_upgrade: Option<OnUpgrade>,
         active: ActiveRequest,
     ) -> Response<ProxyBody> {
-        let in_flight = backend.start_request();
+        let backend = &Arc::clone(in_flight.backend());
         let sent_at = Instant::now();
         let timeout = self.config.backend_response_timeout;
         let mut attempt = tokio::time::timeout(timeout, sender.try_send_request(req)).await;

@@ -75,14 +75,12 @@ pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     Ok(())
 }
 
-/// The requested host as sent: URI authority (HTTP/2, absolute-form) or Host header.
-pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+/// The requested host as a header value: a cheap clone of Host for HTTP/1.1 origin-form
+/// requests, built from the URI authority for HTTP/2 and absolute-form requests.
+pub(crate) fn request_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     match req.uri().authority() {
-        Some(a) => Some(a.as_str()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok()),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
     }
 }
 
