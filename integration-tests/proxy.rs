@@ -1233,3 +1233,60 @@ async fn http2_over_tls_is_proxied_to_http11_backend() {
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://tls.test/x");
 }
+
+// ---------------------------------------------------------------- upstream keep-alive race
+
+/// A keep-alive backend that answers the first request on each connection and silently drops
+/// the connection when a second one arrives (an app server closing an idle connection just as
+/// the proxy reuses it).
+async fn one_shot_keepalive_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let _ = stream.read(&mut buf).await;
+                // Dropped without answering the second request.
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_request_on_stale_pooled_connection_is_resent() {
+    let (addr, conns) = one_shot_keepalive_backend().await;
+    let config = ProxyConfig {
+        upstream_idle_timeout: Duration::from_secs(30),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(config, None).await;
+    route(
+        &proxy.routes,
+        "web",
+        "stale.test",
+        &[],
+        vec![ready_backend(0, addr)],
+    );
+    assert_eq!(get(proxy.addr, "stale.test", "/").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get(proxy.addr, "stale.test", "/again").await;
+    assert_eq!((r.status().as_u16(), r.body().as_ref()), (200, &b"ok"[..]));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+}

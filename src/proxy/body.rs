@@ -36,6 +36,15 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// A body with no bytes (a replayed bodiless request).
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: None,
+            seen: 0,
+        }
+    }
+
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
         Self {
             inner: Some(inner),

@@ -4,10 +4,10 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -162,7 +162,7 @@ impl Shared {
         // Counted in flight from the pick on, so a drain starting now waits for this request.
         let first_flight = first.start_request();
         let (in_flight, sender) = match self.acquire(&first).await {
-            Ok(sender) => (first_flight, sender),
+            Ok(conn) => (first_flight, conn),
             Err(e) => {
                 drop(first_flight);
                 self.connect_failed(app, &first, &e);
@@ -175,7 +175,7 @@ impl Shared {
                 };
                 let second_flight = second.start_request();
                 match self.acquire(&second).await {
-                    Ok(sender) => (second_flight, sender),
+                    Ok(conn) => (second_flight, conn),
                     Err(e) => {
                         drop(second_flight);
                         self.connect_failed(app, &second, &e);
@@ -204,35 +204,47 @@ impl Shared {
     }
 
     /// A ready upstream connection: a pooled one if any is still usable, else a new one.
-    async fn acquire(&self, backend: &Arc<Backend>) -> Result<Sender, ConnectError> {
+    /// For a pooled one, also when it went idle.
+    async fn acquire(
+        &self,
+        backend: &Arc<Backend>,
+    ) -> Result<(Sender, Option<Instant>), ConnectError> {
         let cutoff = Instant::now().checked_sub(self.config.upstream_idle_timeout);
         while let Some(conn) = backend.checkout() {
             if conn.is_closed() || cutoff.is_some_and(|c| conn.idle_since() < c) {
                 continue;
             }
+            let idle_since = conn.idle_since();
             let mut sender = conn.into_sender();
             if sender.ready().await.is_ok() {
-                return Ok(sender);
+                return Ok((sender, Some(idle_since)));
             }
         }
-        upstream::connect(backend.addr(), self.config.connect_timeout).await
+        let sender = upstream::connect(backend.addr(), self.config.connect_timeout).await?;
+        Ok((sender, None))
     }
 
     async fn exchange(
         &self,
         in_flight: InFlight,
-        mut sender: Sender,
+        (mut sender, idle_since): (Sender, Option<Instant>),
         req: Request<UpstreamBody>,
         client_upgrade: Option<OnUpgrade>,
         active: ActiveRequest,
     ) -> Response<ProxyBody> {
         let backend = &Arc::clone(in_flight.backend());
+        // A connection idle for a while may be closed by the backend just as we write to it;
+        // a bodiless idempotent request can then be sent again on a fresh connection.
+        let mut replay = idle_since
+            .filter(|t| t.elapsed() >= STALE_AFTER)
+            .and_then(|_| replayable_copy(&req));
         let sent_at = Instant::now();
         let timeout = self.config.backend_response_timeout;
         let mut attempt = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
-        // A pooled connection that closed just before we wrote hands the request back untouched.
         if let Ok(Err(ref mut e)) = attempt {
-            if let Some(req) = e.take_message() {
+            // A pooled connection that closed before we wrote hands the request back untouched.
+            if let Some(req) = e.take_message().or_else(|| replay.take()) {
+                tracing::debug!(task_id = backend.id(), error = %e.error(), "resending on a fresh upstream connection");
                 match upstream::connect(backend.addr(), self.config.connect_timeout).await {
                     Ok(fresh) => {
                         sender = fresh;
@@ -294,6 +306,23 @@ impl Shared {
         let reusable = (!switching).then_some(sender);
         resp.map(|body| ProxyBody::upstream(body, reusable, in_flight, active))
     }
+}
+
+/// Pooled connections idle at least this long get a replay copy of bodiless idempotent requests.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// A copy of `req` to resend when it is a GET/HEAD/OPTIONS without body.
+fn replayable_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(UpstreamBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// Content-Length of the request, when declared.
