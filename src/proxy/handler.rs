@@ -121,7 +121,7 @@ impl Shared {
                 }
                 let upgrade = headers::upgrade_requested(&req);
                 let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-                headers::prepare_request(&mut req, client, &host, upgrade);
+                headers::prepare_request(&mut req, &client, &host, upgrade);
                 let req = req.map(|body| UpstreamBody::new(body, self.config.max_body_bytes));
                 self.forward(app, req, client_upgrade, active).await
             }
