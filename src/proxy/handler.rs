@@ -63,6 +63,12 @@ impl Shared {
                 None,
             );
         }
+        if req.method() == Method::CONNECT {
+            // A reverse proxy is no forward proxy: never open arbitrary tunnels.
+            let page =
+                pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported.");
+            return (close_after(page), None);
+        }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
                 let answer = self

@@ -159,6 +159,8 @@ pub(crate) fn prepare_request<B>(
         None
     };
     let http2 = req.version() == Version::HTTP_2;
+    // HTTP/2 and absolute-form requests name the host in the URI; the backend gets it as Host.
+    let host_from_uri = req.uri().authority().is_some();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade_value {
@@ -172,8 +174,10 @@ pub(crate) fn prepare_request<B>(
     );
     headers.insert(&X_FORWARDED_HOST, host.clone());
     headers.remove(&X_REAL_IP);
-    if http2 {
+    if host_from_uri {
         headers.insert(header::HOST, host.clone());
+    }
+    if http2 {
         join_cookies(headers);
     }
     normalize_content_length(headers);
@@ -320,6 +324,19 @@ mod tests {
         );
         let no_host = Request::builder().body(()).unwrap();
         assert_eq!(check_framing(&no_host), Err(FramingError::MissingHost));
+    }
+
+    #[test]
+    fn absolute_form_host_wins() {
+        let mut req = Request::builder()
+            .uri("http://a.com/x")
+            .header("host", "b.com")
+            .body(())
+            .unwrap();
+        let host = HeaderValue::from_static("a.com");
+        prepare_request(&mut req, &client(false), &host, false);
+        assert_eq!(req.uri(), "/x");
+        assert_eq!(req.headers()["host"], "a.com");
     }
 
     #[test]
