@@ -564,6 +564,13 @@ async fn unknown_host_404_no_replica_503_alias_301_https_redirect_acme() {
     )
     .await;
     assert_eq!(r.status(), 404);
+
+    let connect = raw(
+        proxy.addr,
+        b"CONNECT plain.test:443 HTTP/1.1\r\nHost: plain.test:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&connect), 405, "{connect}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
