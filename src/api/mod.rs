@@ -1,2 +1,6 @@
 //! haloyd's HTTP API (bearer token, JSON, SSE progress and logs) and the matching client the CLI
 //! uses.
+
+pub mod client;
+pub mod server;
+pub mod types;

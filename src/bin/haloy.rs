@@ -1,1 +1,30 @@
-fn main() {}
+//! `haloy`, the CLI: parses the command line and runs it on a small tokio runtime. Config
+//! problems are printed one per line (`FILE:LINE:COL: KEY.PATH: …`); every failure exits 1.
+
+use clap::Parser;
+use haloy::cli::{run, Cli};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            for line in e.report_lines() {
+                eprintln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

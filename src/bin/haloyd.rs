@@ -1,1 +1,430 @@
-fn main() {}
+//! `haloyd`, the daemon on each server: `serve` wires config → runtime → proxy → deployer →
+//! API and runs until SIGTERM; `init` prepares a fresh server; the hidden log-driver mode is
+//! what containerd's shim runs to keep each task's output.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use haloy::api::server::ApiServer;
+use haloy::config::server::ServerConfig;
+use haloy::deploy::{DeploySettings, Deployer};
+use haloy::health::MonitorSettings;
+use haloy::network::CniSettings;
+use haloy::proxy::{self, Proxy, Routes, TlsHooks};
+use haloy::runtime::task::TaskSettings;
+use haloy::runtime::{log_driver, ContainerdRuntime, Runtime, RuntimeConfig};
+use haloy::state::StateStore;
+use haloy::tls::{AcmeSettings, CertificateManager, DomainSet, OperatorCertificate, TlsSettings};
+
+const DEFAULT_CONFIG: &str = "/etc/haloy/haloyd.yaml";
+
+#[derive(Parser)]
+#[command(
+    name = "haloyd",
+    version,
+    about = "haloy's server daemon: containerd + CNI + reverse proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Server config (YAML; every key optional).
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Write a server config, create the data directories and a fresh API token.
+    Init {
+        /// Where to write the server config.
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Directory for haloyd's state (history, certificates, logs, volumes).
+        #[arg(long, default_value = "/var/lib/haloy")]
+        state_dir: PathBuf,
+        /// Replace an existing API token.
+        #[arg(long)]
+        new_token: bool,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if log_driver::is_invocation(&args) {
+        return ExitCode::from(u8::try_from(log_driver::run(&args)).unwrap_or(1));
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(&config),
+        Command::Init {
+            config,
+            state_dir,
+            new_token,
+        } => init(&config, &state_dir, new_token),
+        Command::Version => {
+            println!("haloyd {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("haloyd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+fn serve(config_path: &Path) -> Result<()> {
+    let config = ServerConfig::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: ServerConfig) -> Result<()> {
+    let token = read_token(&config.api.token_file)?;
+    for dir in [&config.state_dir, &config.run_dir] {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let runtime: Arc<dyn Runtime> = Arc::new(
+        ContainerdRuntime::connect(runtime_config(&config)?)
+            .await
+            .context("cannot use containerd")?,
+    );
+    let tls = CertificateManager::new(tls_settings(&config)).context("cannot set up TLS")?;
+    let routes = Routes::new();
+    let hooks: Arc<dyn TlsHooks> = tls.clone();
+    let proxy = Arc::new(Proxy::new(
+        proxy_config(&config)?,
+        routes.clone(),
+        Some(hooks),
+    ));
+    let state = StateStore::open(&config.state_dir)?;
+    let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
+
+    // Bind everything before recovering, so a port conflict fails fast and loudly.
+    let http = bind(config.proxy.http_listen, "proxy.http_listen").await?;
+    let https = bind(config.proxy.https_listen, "proxy.https_listen").await?;
+    let api_listener = bind(config.api.listen, "api.listen").await?;
+
+    deployer
+        .start()
+        .await
+        .context("cannot recover running apps from containerd")?;
+    if let Some(domain) = &config.api.domain {
+        route_api_domain(&routes, domain, config.api.listen);
+    }
+
+    let shutdown = CancellationToken::new();
+    let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
+    let api = ApiServer::new(deployer.clone(), token);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(api.serve(api_listener, api_stop_rx));
+    {
+        let proxy = proxy.clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move { proxy.serve_http(http, stop.cancelled_owned()).await });
+    }
+    {
+        let proxy = proxy.clone();
+        let stop = shutdown.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+        tasks.spawn(async move {
+            proxy
+                .serve_https(https, acceptor, stop.cancelled_owned())
+                .await
+        });
+    }
+    tls.spawn_renewal_task(shutdown.clone());
+    if config.acme.enabled || !config.acme.certificates.is_empty() {
+        tasks.spawn(follow_domains(
+            deployer.clone(),
+            tls.clone(),
+            config.api.domain.clone(),
+            shutdown.clone(),
+        ));
+    }
+    tracing::info!(
+        api = %config.api.listen,
+        http = %config.proxy.http_listen,
+        https = %config.proxy.https_listen,
+        "haloyd ready"
+    );
+    wait_for_signal().await;
+    tracing::info!("shutting down; replicas keep running under containerd");
+    shutdown.cancel();
+    let _ = api_stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (server config `{key}`)"))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM; stop haloyd with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn read_token(path: &Path) -> Result<String> {
+    if let Ok(token) = std::env::var("HALOY_API_TOKEN") {
+        if !token.trim().is_empty() {
+            return Ok(token.trim().to_string());
+        }
+    }
+    let token = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the API token from {} (server config `api.token_file`); run `haloyd init` to create one",
+            path.display()
+        )
+    })?;
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!(
+            "the API token file {} is empty; run `haloyd init --new-token`",
+            path.display()
+        );
+    }
+    Ok(token)
+}
+
+fn runtime_config(config: &ServerConfig) -> Result<RuntimeConfig> {
+    let mut runtime = RuntimeConfig::new(&config.containerd.address);
+    runtime.namespace = config.containerd.namespace.clone();
+    runtime.insecure_registries = config.registries.insecure.clone();
+    runtime.tasks = TaskSettings {
+        state_dir: config.state_dir.clone(),
+        log_dir: config.state_dir.join("logs"),
+        log_max_size: config.logs.max_size,
+        log_max_files: config.logs.max_files,
+        ..TaskSettings::default()
+    };
+    // Namespaces, IPAM leases and cached CNI results live under run_dir: a reboot wipes
+    // them together with the tasks they belonged to.
+    let run = &config.run_dir;
+    runtime.network = CniSettings {
+        plugin_dirs: vec![config.network.cni_bin_dir.clone()],
+        bridge: config.network.bridge.clone(),
+        subnet: config.network.subnet.to_string(),
+        ipam_data_dir: run.join("cni/ipam"),
+        netns_dir: run.join("netns"),
+        cache_dir: run.join("cni/results"),
+        conflist_template: Some(config.network.cni_conf_dir.join("haloy.conflist"))
+            .filter(|p| p.is_file()),
+        ..CniSettings::default()
+    };
+    Ok(runtime)
+}
+
+fn proxy_config(config: &ServerConfig) -> Result<proxy::ProxyConfig> {
+    let p = &config.proxy;
+    let trusted = p
+        .trusted_proxies
+        .iter()
+        .map(|c| c.to_string().parse())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("proxy.trusted_proxies: {e}"))?;
+    Ok(proxy::ProxyConfig {
+        header_read_timeout: p.header_read_timeout,
+        idle_timeout: p.idle_timeout,
+        backend_response_timeout: p.backend_response_timeout,
+        max_header_bytes: usize::try_from(p.max_header_bytes).unwrap_or(usize::MAX),
+        max_body_bytes: p.max_body_bytes,
+        max_connections: p.max_connections as usize,
+        drain_timeout: p.drain_timeout,
+        trusted_proxies: trusted,
+        https_port: p.https_listen.port(),
+        ..proxy::ProxyConfig::default()
+    })
+}
+
+fn tls_settings(config: &ServerConfig) -> TlsSettings {
+    let mut settings = TlsSettings::new(&config.state_dir);
+    settings.acme = AcmeSettings {
+        directory_url: Some(config.acme.directory_url.clone()),
+        staging: config.acme.staging,
+        email: config.acme.email.clone(),
+        ca_bundle: config.acme.ca_bundle.clone(),
+    };
+    settings.unknown_sni = match config.acme.unknown_sni {
+        haloy::config::server::UnknownSni::Refuse => haloy::tls::UnknownSni::Refuse,
+        haloy::config::server::UnknownSni::SelfSigned => haloy::tls::UnknownSni::SelfSigned,
+    };
+    settings.certificates = config
+        .acme
+        .certificates
+        .iter()
+        .map(|c| OperatorCertificate {
+            domain: c.domain.clone(),
+            cert_file: c.cert_file.clone(),
+            key_file: c.key_file.clone(),
+        })
+        .collect();
+    settings
+}
+
+fn deploy_settings(config: &ServerConfig) -> DeploySettings {
+    DeploySettings {
+        deploy_timeout: config.deploy.timeout,
+        health_attempt_timeout: config.health_monitor.timeout,
+        monitor: MonitorSettings {
+            interval: config.health_monitor.interval,
+            timeout: config.health_monitor.timeout,
+            fall: config.health_monitor.fall,
+            rise: config.health_monitor.rise,
+        },
+        drain_timeout: config.proxy.drain_timeout,
+        volumes_dir: config.state_dir.join("volumes"),
+    }
+}
+
+/// The API on `api.domain` is just another route: the proxy forwards it to the API listener.
+fn route_api_domain(routes: &Routes, domain: &str, api: SocketAddr) {
+    let backend = proxy::Backend::new("haloyd-api".into(), 0, api);
+    backend.set_ready(true);
+    let route = proxy::AppRoute {
+        app: "haloyd-api".into(),
+        domains: vec![proxy::DomainRoute {
+            canonical: domain.to_string(),
+            aliases: Vec::new(),
+        }],
+        backends: vec![backend],
+    };
+    if let Err(e) = routes.set_app(route) {
+        tracing::error!(domain, error = %e, "cannot route the API domain");
+    }
+}
+
+/// Keeps certificates in line with the deployed domains (and the API domain).
+async fn follow_domains(
+    deployer: Arc<Deployer>,
+    tls: Arc<CertificateManager>,
+    api_domain: Option<String>,
+    shutdown: CancellationToken,
+) {
+    let mut changes = deployer.subscribe_changes();
+    loop {
+        let mut sets: Vec<DomainSet> = deployer
+            .domain_sets()
+            .into_iter()
+            .map(|(canonical, aliases, acme_email)| DomainSet {
+                canonical,
+                aliases,
+                acme_email,
+            })
+            .collect();
+        if let Some(domain) = &api_domain {
+            sets.push(DomainSet {
+                canonical: domain.clone(),
+                aliases: Vec::new(),
+                acme_email: None,
+            });
+        }
+        tls.ensure_certificates(&sets).await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
+    let token_file = config_path
+        .parent()
+        .unwrap_or_else(|| Path::new("/etc/haloy"))
+        .join("api-token");
+    for dir in [
+        config_path.parent().unwrap_or(Path::new("/etc/haloy")),
+        state_dir,
+    ] {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    if !config_path.exists() {
+        let text = format!(
+            "# haloyd server config; every key is optional (see README.md).\n\
+             state_dir: {state}\n\
+             api:\n  listen: 127.0.0.1:9922\n  token_file: {token}\n\
+             # acme:\n#   email: you@example.com\n",
+            state = state_dir.display(),
+            token = token_file.display()
+        );
+        write_private(config_path, text.as_bytes(), 0o644)?;
+        println!("wrote {}", config_path.display());
+    } else {
+        println!("kept existing {}", config_path.display());
+    }
+    if new_token || !token_file.exists() {
+        let token = fresh_token();
+        write_private(&token_file, format!("{token}\n").as_bytes(), 0o600)?;
+        println!("wrote a new API token to {}", token_file.display());
+    }
+    println!(
+        "next: haloyd serve --config {}   then on your laptop: haloy server add <url> $(cat {})",
+        config_path.display(),
+        token_file.display()
+    );
+    Ok(())
+}
+
+fn fresh_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

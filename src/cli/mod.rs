@@ -1,2 +1,252 @@
 //! The `haloy` command line (clap): deploy, status, logs, stop, rollback, targets,
 //! validate-config, server, version, completion.
+
+pub mod local;
+pub mod remote;
+pub mod servers;
+
+use crate::api::client::ClientError;
+use crate::config::ConfigError;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const SERVER_HELP: &str = "\
+Server addresses:
+  `server:` in haloy.yaml (and the URL of `haloy server add`) may be
+    - a URL (http://… or https://…), used as is;
+    - an IP address or `localhost`, with an optional port: haloyd's plain-HTTP API,
+      http://HOST:9922 unless a port is given;
+    - any other host name, with an optional port: HTTPS through haloyd's api.domain,
+      https://HOST[:PORT].
+  The API token is taken from `api_token` in haloy.yaml, else HALOY_API_TOKEN, else the token
+  stored with `haloy server add` for that URL.
+
+Config files:
+  haloy.yaml, haloy.yml, haloy.json or haloy.toml in the current folder, or -c PATH (a file or a
+  folder). `from: {env: VAR}` reads the environment, then .env.<target>, .env.local and .env next
+  to the config file.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "haloy",
+    version,
+    about = "Deploy web apps to plain Linux servers running haloyd",
+    after_long_help = SERVER_HELP
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Clone, Args, Default)]
+pub struct CommonArgs {
+    /// Config file, or a folder holding haloy.yaml/yml/json/toml
+    #[arg(short = 'c', long = "config", global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Targets to act on, comma separated
+    #[arg(
+        short = 't',
+        long = "targets",
+        global = true,
+        value_delimiter = ',',
+        value_name = "A,B"
+    )]
+    pub targets: Vec<String>,
+    /// Act on every target
+    #[arg(short = 'a', long = "all", global = true)]
+    pub all: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Deploy the app (targets on different servers deploy in parallel)
+    #[command(after_long_help = SERVER_HELP)]
+    Deploy,
+    /// Show the app's deployment and replicas
+    Status {
+        /// Print a JSON array with one status object per target
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the app's logs (first replica unless --all-containers)
+    Logs {
+        /// Merge the logs of all replicas, each line prefixed with `[replica N]`
+        #[arg(long)]
+        all_containers: bool,
+        /// Logs of one container id
+        #[arg(long, value_name = "ID", conflicts_with = "all_containers")]
+        container: Option<String>,
+        /// Lines of history to show first
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        tail: u32,
+        /// Print the history and exit instead of following new lines
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Stop all replicas (the app then answers 503)
+    Stop {
+        /// Also delete the containers and their snapshots
+        #[arg(long)]
+        remove_containers: bool,
+        /// Also delete named volumes (needs --remove-containers)
+        #[arg(long, requires = "remove_containers")]
+        remove_volumes: bool,
+    },
+    /// Redeploy a previous deployment's config and image
+    Rollback {
+        /// A deployment id from `haloy rollback-targets`
+        deployment_id: String,
+    },
+    /// List previous deployments that can be rolled back to
+    RollbackTargets,
+    /// List the targets of the config file
+    Targets,
+    /// Check the config file and show what it resolves to
+    ValidateConfig {
+        /// Print the fully resolved config (secrets hidden)
+        #[arg(long)]
+        show_resolved_config: bool,
+        /// Print a JSON array with one object per resolved target
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage stored haloyd servers and their API tokens
+    #[command(after_long_help = SERVER_HELP)]
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+    },
+    /// Print the version
+    Version,
+    /// Print a shell completion script
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Store a server URL and its API token (in $XDG_CONFIG_HOME/haloy/client.yaml, mode 0600)
+    Add { url: String, token: String },
+    /// List stored servers
+    List,
+    /// Forget a stored server
+    Delete { url: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Some targets failed; their errors were already printed.
+    #[error("{failed} of {total} targets failed")]
+    TargetsFailed { failed: usize, total: usize },
+}
+
+impl CliError {
+    /// Lines for stderr: config problems bare (`FILE:LINE:COL: …`), others prefixed `error:`.
+    pub fn report_lines(&self) -> Vec<String> {
+        match self {
+            CliError::Config(ConfigError::Invalid(p)) => {
+                let mut lines = p.lines();
+                let n = lines.len();
+                lines.push(format!(
+                    "error: the config has {n} problem{}",
+                    if n == 1 { "" } else { "s" }
+                ));
+                lines
+            }
+            other => vec![format!("error: {other}")],
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let common = &cli.common;
+    match &cli.command {
+        Command::Deploy => remote::deploy(common).await,
+        Command::Status { json } => remote::status(common, *json).await,
+        Command::Logs {
+            all_containers,
+            container,
+            tail,
+            no_follow,
+        } => {
+            let query = crate::api::types::LogsQuery {
+                tail: *tail,
+                follow: !no_follow,
+                all: *all_containers,
+                container: container.clone(),
+            };
+            remote::logs(common, query).await
+        }
+        Command::Stop {
+            remove_containers,
+            remove_volumes,
+        } => {
+            let req = crate::api::types::StopRequest {
+                remove_containers: *remove_containers,
+                remove_volumes: *remove_volumes,
+            };
+            remote::stop(common, req).await
+        }
+        Command::Rollback { deployment_id } => remote::rollback(common, deployment_id).await,
+        Command::RollbackTargets => remote::rollback_targets(common).await,
+        Command::Targets => local::targets(common),
+        Command::ValidateConfig {
+            show_resolved_config,
+            json,
+        } => local::validate_config(common, *show_resolved_config, *json),
+        Command::Server { command } => local::server(command),
+        Command::Version => {
+            println!("haloy {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "haloy", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn common_flags_work_after_the_command() {
+        let cli = Cli::try_parse_from(["haloy", "deploy", "-t", "a,b", "-c", "x.yaml"]).unwrap();
+        assert_eq!(cli.common.targets, ["a", "b"]);
+        assert_eq!(cli.common.config, Some(PathBuf::from("x.yaml")));
+        assert!(Cli::try_parse_from(["haloy", "stop", "--remove-volumes"]).is_err());
+        let cli = Cli::try_parse_from(["haloy", "logs"]).unwrap();
+        match cli.command {
+            Command::Logs {
+                tail, no_follow, ..
+            } => assert_eq!((tail, no_follow), (100, false)),
+            _ => panic!(),
+        }
+    }
+}

@@ -1,2 +1,569 @@
-//! Rollouts: rolling and replace strategies, per-app deploy lock, rollback, stop, crash restarts
-//! with backoff, and the reconciliation that rebuilds routes from containerd after a haloyd restart.
+//! Rollouts: rolling and replace strategies, per-app deploy lock, rollback, stop, crash
+//! restarts with backoff, and the reconciliation that rebuilds routes from containerd after a
+//! haloyd restart. This is the only module that moves replicas in and out of the proxy's
+//! rotation; it talks to containerd only through the `Runtime` trait.
+
+mod plan;
+mod preflight;
+mod progress;
+mod recovery;
+mod replica;
+mod rollout;
+mod supervisor;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+
+pub use progress::{now_rfc3339, ProgressHub, Reporter};
+pub use replica::{LiveReplica, Phase};
+
+use crate::api::types::{
+    AppStatus, DeployEvent, DeploymentSummary, LogLine as WireLogLine, LogStream, ReplicaState,
+    ReplicaStatus,
+};
+use crate::config::{DeploymentStrategy, ResolvedApp};
+use crate::health::MonitorSettings;
+use crate::proxy::{AppRoute, DomainRoute, Routes};
+use crate::runtime::{LogStreamKind, Runtime, RuntimeError};
+use crate::state::{DeployStatus, DeploymentRecord, StateError, StateStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("invalid app config: {}", problems.join("; "))]
+    InvalidConfig { problems: Vec<String> },
+    #[error("a deploy of `{app}` is already in progress ({deployment_id}); wait for it to finish")]
+    Busy { app: String, deployment_id: String },
+    #[error("app `{0}` is not deployed on this server")]
+    UnknownApp(String),
+    #[error("app `{app}` has no deployment `{id}` (see `haloy rollback-targets`)")]
+    UnknownDeployment { app: String, id: String },
+    #[error("deployment `{id}` of `{app}` cannot be rolled back to: {reason}")]
+    NotRollbackable {
+        app: String,
+        id: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Settings from haloyd's server config that shape every rollout.
+#[derive(Debug, Clone)]
+pub struct DeploySettings {
+    /// A new replica that is not ready within this time fails the deploy.
+    pub deploy_timeout: Duration,
+    /// One health-check request may take this long.
+    pub health_attempt_timeout: Duration,
+    pub monitor: MonitorSettings,
+    /// In-flight requests of a replica leaving rotation get this long to finish.
+    pub drain_timeout: Duration,
+    /// Root of named volumes: `<volumes_dir>/<app>/<name>`.
+    pub volumes_dir: PathBuf,
+}
+
+/// Log query of `GET /v1/apps/{app}/logs`.
+#[derive(Debug, Clone)]
+pub struct LogsQuery {
+    pub tail: Option<usize>,
+    pub follow: bool,
+    pub all: bool,
+    pub container: Option<String>,
+}
+
+impl LogsQuery {
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let mut q = LogsQuery {
+            tail: Some(100),
+            follow: true,
+            all: false,
+            container: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "tail" => {
+                    q.tail = Some(value.parse().map_err(|_| {
+                        format!("query parameter `tail` must be a number, got `{value}`")
+                    })?)
+                }
+                "follow" => q.follow = parse_bool(key, value)?,
+                "all" => q.all = parse_bool(key, value)?,
+                "container" => q.container = Some(value.to_string()),
+                other => return Err(format!("unknown query parameter `{other}`")),
+            }
+        }
+        Ok(q)
+    }
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!(
+            "query parameter `{key}` must be true or false, got `{value}`"
+        )),
+    }
+}
+
+/// Live state of one app. Its `lock` serialises deploys, rollbacks and stops of the app.
+pub(crate) struct AppEntry {
+    pub name: String,
+    pub lock: Arc<tokio::sync::Mutex<()>>,
+    pub live: Mutex<LiveApp>,
+}
+
+#[derive(Default)]
+pub(crate) struct LiveApp {
+    pub config: Option<ResolvedApp>,
+    pub deployment_id: Option<String>,
+    pub image: Option<String>,
+    pub digest: Option<String>,
+    pub replicas: Vec<Arc<LiveReplica>>,
+    pub in_progress: Option<String>,
+    pub stopped: bool,
+}
+
+pub struct Deployer {
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) routes: Routes,
+    pub(crate) state: StateStore,
+    pub(crate) progress: Arc<ProgressHub>,
+    pub(crate) settings: DeploySettings,
+    apps: Mutex<HashMap<String, Arc<AppEntry>>>,
+    /// Bumped whenever the set of deployed domains may have changed (TLS follows it).
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Deployer {
+    pub fn new(
+        runtime: Arc<dyn Runtime>,
+        routes: Routes,
+        state: StateStore,
+        settings: DeploySettings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            routes,
+            state,
+            progress: Arc::new(ProgressHub::default()),
+            settings,
+            apps: Mutex::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Fires after deploys, stops and recovery; read `domain_sets` then.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    pub(crate) fn notify_changed(&self) {
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    /// Every deployed app's domains as (canonical, aliases, the app's `acme_email`).
+    pub fn domain_sets(&self) -> Vec<(String, Vec<String>, Option<String>)> {
+        self.entries()
+            .iter()
+            .filter_map(|e| e.live_lock().config.clone())
+            .flat_map(|c| {
+                let email = c.acme_email.clone();
+                c.domains
+                    .into_iter()
+                    .map(move |d| (d.domain, d.aliases, email.clone()))
+            })
+            .collect()
+    }
+
+    /// Rebuilds live state from containerd and the history, then watches task exits.
+    pub async fn start(self: &Arc<Self>) -> Result<(), DeployError> {
+        self.state.fail_interrupted()?;
+        recovery::recover(self).await?;
+        supervisor::spawn(self.clone());
+        self.notify_changed();
+        Ok(())
+    }
+
+    pub(crate) fn entry(&self, app: &str) -> Arc<AppEntry> {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        apps.entry(app.to_string())
+            .or_insert_with(|| {
+                Arc::new(AppEntry {
+                    name: app.to_string(),
+                    lock: Arc::new(tokio::sync::Mutex::new(())),
+                    live: Mutex::new(LiveApp::default()),
+                })
+            })
+            .clone()
+    }
+
+    fn existing_entry(&self, app: &str) -> Option<Arc<AppEntry>> {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(app)
+            .cloned()
+    }
+
+    pub(crate) fn entries(&self) -> Vec<Arc<AppEntry>> {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries: Vec<_> = apps.values().cloned().collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries
+    }
+
+    /// Validates, records and starts a rollout; returns its id at once. The rollout runs in
+    /// its own task and reports through `events`.
+    pub async fn deploy(
+        self: &Arc<Self>,
+        app: ResolvedApp,
+        rollback_of: Option<String>,
+    ) -> Result<String, DeployError> {
+        let mut problems = app.validate_for_deploy();
+        problems.extend(self.domain_conflicts(&app));
+        if !problems.is_empty() {
+            return Err(DeployError::InvalidConfig { problems });
+        }
+        let entry = self.entry(&app.name);
+        let guard = entry
+            .lock
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| DeployError::Busy {
+                app: app.name.clone(),
+                deployment_id: entry.live_lock().in_progress.clone().unwrap_or_default(),
+            })?;
+        let deployment_id = ulid::Ulid::new().to_string();
+        let image = app.image_reference();
+        self.state.insert(DeploymentRecord {
+            id: deployment_id.clone(),
+            app: app.name.clone(),
+            created_at: now_rfc3339(),
+            config: app.clone(),
+            image: image.clone(),
+            digest: None,
+            status: DeployStatus::InProgress,
+            message: None,
+            rollback_of,
+        })?;
+        entry.live_lock().in_progress = Some(deployment_id.clone());
+        let reporter = self.progress.start(&deployment_id, &app.name);
+        let deployer = self.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            rollout::run(&deployer, &entry, app, reporter).await;
+            entry.live_lock().in_progress = None;
+        });
+        Ok(deployment_id)
+    }
+
+    /// Hosts of `app` that another app on this server already serves.
+    fn domain_conflicts(&self, app: &ResolvedApp) -> Vec<String> {
+        let hosts: Vec<&str> = app
+            .domains
+            .iter()
+            .flat_map(|d| {
+                std::iter::once(d.domain.as_str()).chain(d.aliases.iter().map(String::as_str))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for other in self.entries().into_iter().filter(|e| e.name != app.name) {
+            let live = other.live_lock();
+            let Some(config) = live.config.as_ref() else {
+                continue;
+            };
+            for d in &config.domains {
+                for host in std::iter::once(&d.domain).chain(&d.aliases) {
+                    if hosts.contains(&host.as_str()) {
+                        problems.push(format!(
+                            "domains: `{host}` is already served by app `{}` on this server",
+                            other.name
+                        ));
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    pub fn events(
+        &self,
+        deployment_id: &str,
+    ) -> Option<impl Stream<Item = DeployEvent> + Send + 'static> {
+        self.progress.subscribe(deployment_id)
+    }
+
+    pub fn rollback_targets(&self, app: &str) -> Result<Vec<DeploymentSummary>, DeployError> {
+        let history = self.state.history(app)?;
+        if history.is_empty() {
+            return Err(DeployError::UnknownApp(app.to_string()));
+        }
+        let current = self.state.current(app)?.map(|r| r.id);
+        Ok(history
+            .iter()
+            .rev()
+            .filter(|r| matches!(r.status, DeployStatus::Succeeded | DeployStatus::Superseded))
+            .map(|r| DeploymentSummary {
+                deployment_id: r.id.clone(),
+                created_at: r.created_at.clone(),
+                image: r.image.clone(),
+                digest: r.digest.clone(),
+                replicas: r.config.replicas,
+                current: Some(&r.id) == current.as_ref(),
+            })
+            .collect())
+    }
+
+    /// Redeploys an earlier deployment's config, pinned to the image digest it ran.
+    pub async fn rollback(self: &Arc<Self>, app: &str, id: &str) -> Result<String, DeployError> {
+        let record = self.state.get(app, id).map_err(|e| match e {
+            StateError::UnknownDeployment { app, id } => DeployError::UnknownDeployment { app, id },
+            other => DeployError::State(other),
+        })?;
+        if !matches!(
+            record.status,
+            DeployStatus::Succeeded | DeployStatus::Superseded
+        ) {
+            return Err(DeployError::NotRollbackable {
+                app: app.to_string(),
+                id: id.to_string(),
+                reason: "it never finished successfully".into(),
+            });
+        }
+        let mut config = record.config.clone();
+        // The image was kept on the server for exactly this; never wait on a registry.
+        config.image.pull_policy = crate::config::PullPolicy::IfMissing;
+        self.deploy(config, Some(id.to_string())).await
+    }
+
+    /// Takes every replica out of rotation (the app then answers 503), stops them, and
+    /// removes containers (and named volumes) when asked.
+    pub async fn stop(
+        &self,
+        app: &str,
+        remove_containers: bool,
+        remove_volumes: bool,
+    ) -> Result<usize, DeployError> {
+        let entry = self
+            .existing_entry(app)
+            .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
+        let _guard = entry.lock.lock().await;
+        let replicas = {
+            let mut live = entry.live_lock();
+            live.stopped = true;
+            live.replicas.clone()
+        };
+        for replica in &replicas {
+            replica.set_in_rotation(false);
+        }
+        self.publish_routes(&entry);
+        let mut stopped = 0;
+        for replica in &replicas {
+            rollout::stop_replica(self, replica, remove_containers).await?;
+            stopped += 1;
+        }
+        if remove_containers {
+            entry.live_lock().replicas.clear();
+        }
+        self.state.set_stopped(app, true)?;
+        if remove_volumes {
+            self.remove_named_volumes(app);
+        }
+        self.publish_routes(&entry);
+        tracing::info!(
+            app,
+            stopped,
+            remove_containers,
+            remove_volumes,
+            "app stopped"
+        );
+        Ok(stopped)
+    }
+
+    fn remove_named_volumes(&self, app: &str) {
+        let dir = self.settings.volumes_dir.join(app);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => tracing::info!(app, path = %dir.display(), "named volumes removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(app, path = %dir.display(), error = %e, "cannot remove named volumes")
+            }
+        }
+    }
+
+    pub fn status(&self, app: Option<&str>) -> Vec<AppStatus> {
+        self.entries()
+            .into_iter()
+            .filter(|e| app.is_none_or(|a| a == e.name))
+            .filter_map(|e| self.app_status(&e))
+            .collect()
+    }
+
+    fn app_status(&self, entry: &AppEntry) -> Option<AppStatus> {
+        let live = entry.live_lock();
+        let config = live.config.as_ref()?;
+        let mut replicas: Vec<ReplicaStatus> = live
+            .replicas
+            .iter()
+            .map(|r| replica_status(r, live.stopped))
+            .collect();
+        replicas.sort_by_key(|r| r.replica);
+        Some(AppStatus {
+            name: entry.name.clone(),
+            deployment_id: live.deployment_id.clone().unwrap_or_default(),
+            image: live.image.clone().unwrap_or_default(),
+            digest: live.digest.clone(),
+            strategy: match config.deployment_strategy {
+                DeploymentStrategy::Rolling => "rolling".into(),
+                DeploymentStrategy::Replace => "replace".into(),
+            },
+            domains: config.domains.iter().map(|d| d.domain.clone()).collect(),
+            replicas,
+        })
+    }
+
+    /// Log lines of one replica (the first by default), of a given container, or of all
+    /// replicas merged as they arrive.
+    pub async fn logs(
+        &self,
+        app: &str,
+        query: LogsQuery,
+    ) -> Result<impl Stream<Item = WireLogLine> + Send + 'static, DeployError> {
+        let entry = self
+            .existing_entry(app)
+            .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
+        let mut replicas = entry.live_lock().replicas.clone();
+        replicas.sort_by_key(|r| r.replica);
+        let chosen: Vec<_> = match (&query.container, query.all) {
+            (Some(id), _) => replicas
+                .into_iter()
+                .filter(|r| &r.container_id == id || r.container_id.starts_with(id.as_str()))
+                .collect(),
+            (None, true) => replicas,
+            (None, false) => replicas.into_iter().take(1).collect(),
+        };
+        if chosen.is_empty() {
+            return Err(DeployError::UnknownApp(format!(
+                "{app} (no replica matches; see `haloy status`)"
+            )));
+        }
+        let mut streams = Vec::new();
+        for replica in chosen {
+            let lines = self
+                .runtime
+                .logs(&replica.container_id, query.tail, query.follow)
+                .await?;
+            let number = replica.replica;
+            let container_id = replica.container_id.clone();
+            streams.push(Box::pin(lines.filter_map(move |line| {
+                let container_id = container_id.clone();
+                async move {
+                    let line = line.ok()?;
+                    Some(WireLogLine {
+                        replica: number,
+                        container_id,
+                        stream: match line.stream {
+                            LogStreamKind::Stdout => LogStream::Stdout,
+                            LogStreamKind::Stderr => LogStream::Stderr,
+                        },
+                        time: system_time_rfc3339(line.time),
+                        line: line.line,
+                    })
+                }
+            })));
+        }
+        Ok(futures_util::stream::select_all(streams))
+    }
+
+    /// Publishes the app's current rotation to the proxy as one atomic swap.
+    pub(crate) fn publish_routes(&self, entry: &AppEntry) {
+        let live = entry.live_lock();
+        let Some(config) = live.config.as_ref() else {
+            return;
+        };
+        let backends = live
+            .replicas
+            .iter()
+            .filter(|r| r.in_rotation())
+            .map(|r| r.backend.clone())
+            .collect();
+        let published = self.routes.set_app(AppRoute {
+            app: entry.name.clone(),
+            domains: config
+                .domains
+                .iter()
+                .map(|d| DomainRoute {
+                    canonical: d.domain.clone(),
+                    aliases: d.aliases.clone(),
+                })
+                .collect(),
+            backends,
+        });
+        if let Err(e) = published {
+            tracing::error!(app = %entry.name, error = %e, "route not published");
+        }
+    }
+
+    pub(crate) fn find_replica(
+        &self,
+        container_id: &str,
+    ) -> Option<(Arc<AppEntry>, Arc<LiveReplica>)> {
+        self.entries().into_iter().find_map(|entry| {
+            let replica = entry
+                .live_lock()
+                .replicas
+                .iter()
+                .find(|r| r.container_id == container_id)
+                .cloned()?;
+            Some((entry, replica))
+        })
+    }
+}
+
+impl AppEntry {
+    pub(crate) fn live_lock(&self) -> std::sync::MutexGuard<'_, LiveApp> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn replica_status(replica: &LiveReplica, app_stopped: bool) -> ReplicaStatus {
+    let stats = replica.backend.stats();
+    let phase = replica.phase();
+    let state = if phase == Phase::Ready && !replica.backend.is_ready() {
+        ReplicaState::Unhealthy
+    } else if app_stopped && phase != Phase::CrashLooping {
+        ReplicaState::Stopped
+    } else {
+        phase.wire_state()
+    };
+    ReplicaStatus {
+        replica: replica.replica,
+        container_id: replica.container_id.clone(),
+        state,
+        ip: Some(replica.backend.addr().ip().to_string()),
+        uptime_seconds: replica.uptime().as_secs(),
+        restarts: replica.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        last_health: replica.last_health(),
+        requests: stats.requests,
+        errors: stats.errors,
+        in_flight: stats.in_flight,
+    }
+}
+
+pub(crate) fn backend_addr(ip: std::net::IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+fn system_time_rfc3339(t: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

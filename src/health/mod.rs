@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 
 use crate::proxy::Backend;
 
-/// First wait between failed readiness attempts; doubles up to [`MAX_BACKOFF`].
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// First wait between failed readiness attempts; doubles up to [`MAX_BACKOFF`]. Short,
+/// because a fresh task usually binds its port within milliseconds of starting and every
+/// extra wait here is added to each replica of a rolling deploy.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between failed readiness attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// How often a waiting readiness gate asks `is_alive`.
@@ -82,6 +84,18 @@ pub async fn wait_ready(
     policy: ReadinessPolicy,
     is_alive: &(dyn Fn() -> bool + Sync),
 ) -> Result<(), ReadinessError> {
+    wait_ready_observed(addr, path, policy, is_alive, &|| {}).await
+}
+
+/// [`wait_ready`], calling `on_healthy` once the first check passed (the replica is then only
+/// waiting out `min_ready`), so status can tell the two waits apart.
+pub async fn wait_ready_observed(
+    addr: SocketAddr,
+    path: &str,
+    policy: ReadinessPolicy,
+    is_alive: &(dyn Fn() -> bool + Sync),
+    on_healthy: &(dyn Fn() + Sync),
+) -> Result<(), ReadinessError> {
     let deadline_at = Instant::now() + policy.deadline;
     let mut backoff = INITIAL_BACKOFF;
     let mut last = String::from("no check ran yet");
@@ -108,6 +122,7 @@ pub async fn wait_ready(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+    on_healthy();
     let window_end = policy.started_at + policy.min_ready;
     let now = Instant::now();
     if window_end <= now {

@@ -1,2 +1,136 @@
 //! Per-task network namespaces and the standard CNI plugins (ADD/DEL of the conflist in cni/),
 //! returning each task's IP. The `Network` trait is the seam; teardown is idempotent.
+//!
+//! `CniNetwork` is the real implementation: `netns` creates/removes the namespaces (nix, no `ip`
+//! shell-out), `cni` renders the conflist and executes the plugin binaries. Both sit behind small
+//! traits (`NetnsOps`, `PluginExec`) so the ADD/DEL logic is unit-tested without root.
+
+mod cni;
+mod netns;
+
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+pub use cni::{CniNetwork, CniSettings, PluginExec, PluginOutput, ProcessPluginExec};
+pub use netns::{HostNetns, NetnsOps};
+
+/// What a task needs to know about its network once CNI ADD succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Bind-mounted network namespace, handed to the OCI spec.
+    pub netns_path: PathBuf,
+    /// The task's address on the bridge (what the proxy connects to).
+    pub ip: IpAddr,
+    pub gateway: Option<IpAddr>,
+    /// Interface name inside the namespace (`eth0`).
+    pub interface: String,
+}
+
+/// Gives each task id its own network namespace with an address, and takes it away again.
+#[async_trait]
+pub trait Network: Send + Sync {
+    /// Creates the namespace for `id` and runs CNI ADD; on failure nothing is left behind.
+    async fn attach(&self, id: &str) -> Result<Attachment, NetworkError>;
+    /// Runs CNI DEL and removes the namespace. Succeeds when `id` is already gone.
+    async fn detach(&self, id: &str) -> Result<(), NetworkError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("invalid task id {id:?} for the network: use 1-128 letters, digits, '-', '_' or '.' (not starting with '.')")]
+    InvalidId { id: String },
+    #[error("invalid network setting {key}: {reason}")]
+    InvalidSettings { key: &'static str, reason: String },
+    #[error("CNI plugin {plugin:?} not found in {dirs}: install the Debian package containernetworking-plugins or set the CNI plugin directory")]
+    PluginNotFound { plugin: String, dirs: String },
+    #[error("CNI plugin {plugin} ({command}) for {id} failed with code {code}: {msg}{}", details_suffix(.details))]
+    Plugin {
+        plugin: String,
+        command: &'static str,
+        id: String,
+        code: u32,
+        msg: String,
+        details: String,
+    },
+    #[error("could not run CNI plugin {path}: {source}")]
+    Exec { path: PathBuf, source: io::Error },
+    #[error("CNI plugin {plugin} ({command}) for {id} did not finish within {seconds} s")]
+    Timeout {
+        plugin: String,
+        command: &'static str,
+        id: String,
+        seconds: u64,
+    },
+    #[error("CNI plugin {plugin} returned an unusable result for {id}: {reason}")]
+    BadResult {
+        plugin: String,
+        id: String,
+        reason: String,
+    },
+    #[error("network {id} is already attached (namespace {path} exists); detach it first")]
+    AlreadyAttached { id: String, path: PathBuf },
+    #[error("network namespace {path}: {action} failed: {source}")]
+    Netns {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+    #[error("CNI state file {path}: {source}")]
+    State { path: PathBuf, source: io::Error },
+}
+
+fn details_suffix(details: &str) -> String {
+    if details.is_empty() {
+        String::new()
+    } else {
+        format!(" ({details})")
+    }
+}
+
+/// Task ids become file names and CNI_CONTAINERID, so only a safe alphabet is allowed.
+pub fn validate_id(id: &str) -> Result<(), NetworkError> {
+    let ok_len = !id.is_empty() && id.len() <= 128;
+    let ok_chars = id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok_len && ok_chars && !id.starts_with('.') {
+        Ok(())
+    } else {
+        Err(NetworkError::InvalidId { id: id.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_path_characters_are_refused() {
+        assert!(validate_id("web-1.abc_DEF").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {
+            assert!(
+                matches!(validate_id(bad), Err(NetworkError::InvalidId { .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn plugin_error_message_names_plugin_and_details() {
+        let err = NetworkError::Plugin {
+            plugin: "bridge".into(),
+            command: "ADD",
+            id: "t1".into(),
+            code: 11,
+            msg: "failed to allocate".into(),
+            details: "no IP addresses available".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "CNI plugin bridge (ADD) for t1 failed with code 11: failed to allocate (no IP addresses available)"
+        );
+    }
+}

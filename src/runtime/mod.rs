@@ -1,4 +1,436 @@
 //! Everything that talks to containerd over gRPC: connection (namespace metadata, reconnect),
 //! client-side image pull/import into the content store and overlayfs snapshots, containers with OCI
 //! runtime specs, tasks, stop/kill, the exit-event subscription, per-task logs. The `Runtime` trait
-//! is the seam the deploy logic uses.
+//! is the seam the deploy logic uses; `ContainerdRuntime` is the real implementation.
+
+pub mod client;
+pub mod events;
+pub mod image;
+pub mod log_driver;
+pub mod logs;
+pub mod spec;
+pub mod task;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use futures_util::Stream;
+use tokio::sync::broadcast;
+
+pub use client::{Containerd, DEFAULT_NAMESPACE};
+pub use image::{ImageStore, PullReport};
+
+/// Snapshotter every image is unpacked into and every container's rootfs comes from.
+pub const SNAPSHOTTER: &str = "overlayfs";
+
+/// Label keys on containers; enough to rebuild all running state from containerd alone.
+pub mod labels {
+    pub const APP: &str = "dev.haloy.app";
+    pub const DEPLOYMENT_ID: &str = "dev.haloy.deployment-id";
+    pub const REPLICA: &str = "dev.haloy.replica";
+    pub const PORT: &str = "dev.haloy.port";
+    pub const IMAGE: &str = "dev.haloy.image";
+    /// Prefix of the image-record labels `dev.haloy.app/<app>` naming the apps that use it.
+    pub const IMAGE_APP_PREFIX: &str = "dev.haloy.app/";
+}
+
+/// Errors of the runtime module; each names what a user needs to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("containerd socket {path} does not exist: is containerd running and is `runtime.socket` in the haloyd config right?")]
+    SocketMissing { path: PathBuf },
+    #[error("containerd at {path} is not answering: {reason}")]
+    NotAnswering { path: PathBuf, reason: String },
+    #[error("lost the connection to containerd at {path} during {operation}: {reason}")]
+    Unavailable {
+        path: PathBuf,
+        operation: &'static str,
+        reason: String,
+    },
+    #[error("containerd namespace `{namespace}` is not a valid name")]
+    InvalidNamespace { namespace: String },
+    #[error("containerd {operation} failed ({code:?}): {message}")]
+    Rpc {
+        operation: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+    #[error("invalid image reference `{reference}`: {reason}")]
+    InvalidReference { reference: String, reason: String },
+    #[error("image `{reference}` not found in registry {registry}: {reason}")]
+    ImageNotFound {
+        reference: String,
+        registry: String,
+        reason: String,
+    },
+    #[error("registry {registry} refused the credentials for `{reference}`: {reason}")]
+    Unauthorized {
+        reference: String,
+        registry: String,
+        reason: String,
+    },
+    #[error("pulling `{reference}` from {registry} failed: {reason}")]
+    Registry {
+        reference: String,
+        registry: String,
+        reason: String,
+    },
+    #[error("image `{reference}` has no linux/{arch} variant (available: {available}); build or push one for this server's architecture")]
+    NoMatchingPlatform {
+        reference: String,
+        arch: String,
+        available: String,
+    },
+    #[error("image `{reference}` is not present locally and pull_policy is `never`")]
+    ImageNotPresent { reference: String },
+    #[error("image `{reference}` is malformed: {reason}")]
+    InvalidImage { reference: String, reason: String },
+    #[error("image archive {path}: {reason}")]
+    Archive { path: PathBuf, reason: String },
+    #[error("container {container_id} not found")]
+    ContainerNotFound { container_id: String },
+    #[error("container {container_id}: {reason}")]
+    Container {
+        container_id: String,
+        reason: String,
+    },
+    #[error("network setup for container {container_id} failed: {reason}")]
+    Network {
+        container_id: String,
+        reason: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("network settings: {0}")]
+    NetworkSettings(crate::network::NetworkError),
+    #[error("not implemented yet: {0}")]
+    NotImplemented(&'static str),
+}
+
+/// When to contact the registry for an image (Haloy's `image.pull_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Resolve the tag every time; download only when the manifest digest changed.
+    Always,
+    /// Use the local image when present; pull otherwise.
+    #[default]
+    IfMissing,
+    /// Never contact a registry; the image must have been pulled or imported before.
+    Never,
+}
+
+/// Registry credentials from the app config's `image.registry`. Debug never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What the deploy logic asks for: an image reference and how to get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRequest {
+    pub reference: String,
+    pub pull_policy: PullPolicy,
+    pub credentials: Option<RegistryCredentials>,
+    /// The app that uses the image: recorded on the image so `remove_unused_images` can tell
+    /// which images belong to which app.
+    pub app: Option<String>,
+}
+
+impl ImageRequest {
+    /// A request for `reference` with the given policy, no credentials, no app.
+    pub fn new(reference: impl Into<String>, pull_policy: PullPolicy) -> ImageRequest {
+        ImageRequest {
+            reference: reference.into(),
+            pull_policy,
+            credentials: None,
+            app: None,
+        }
+    }
+}
+
+/// The parts of the image config a container spec is built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries, as in the image config.
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    /// `8080/tcp` style entries.
+    pub exposed_ports: Vec<String>,
+}
+
+/// A local image, unpacked and ready to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Normalized name, e.g. `docker.io/library/nginx:latest`.
+    pub name: String,
+    /// Digest of the platform manifest (not of an index).
+    pub digest: String,
+    pub config: ImageConfig,
+    /// Chain ID of the top layer: the committed snapshot a container's rootfs is prepared from.
+    pub chain_id: String,
+}
+
+/// Memory/CPU limits of one replica (`resources` in haloy.yaml).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Resources {
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+}
+
+/// Where a volume's data lives on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// An absolute host path, bind-mounted.
+    Bind(PathBuf),
+    /// A named volume that haloyd keeps under its data dir.
+    Named(String),
+}
+
+/// One `volumes:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub source: VolumeSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Everything needed to create and start one replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaSpec {
+    pub app: String,
+    pub deployment_id: String,
+    pub replica: u32,
+    pub image: ImageInfo,
+    pub env: Vec<(String, String)>,
+    pub port: u16,
+    pub health_check_path: String,
+    pub domains: Vec<String>,
+    /// Extra labels beside the `dev.haloy.*` ones.
+    pub labels: BTreeMap<String, String>,
+    pub volumes: Vec<VolumeMount>,
+    pub resources: Resources,
+    pub stop_timeout: Duration,
+}
+
+/// Task state as containerd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Running,
+    Created,
+    Stopped,
+    Paused,
+    Unknown,
+}
+
+/// A replica container as found in containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub container_id: String,
+    pub app: String,
+    pub deployment_id: String,
+    pub replica: u32,
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    pub labels: BTreeMap<String, String>,
+    pub state: ReplicaState,
+    pub pid: Option<u32>,
+    pub exit_code: Option<u32>,
+}
+
+/// A task exit as delivered by containerd's event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskExit {
+    pub container_id: String,
+    pub exit_status: u32,
+    pub exited_at: SystemTime,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStreamKind {
+    Stdout,
+    Stderr,
+}
+
+/// One line of task output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub time: SystemTime,
+    pub stream: LogStreamKind,
+    pub line: String,
+}
+
+/// Log lines of one task, oldest first; ends unless `follow` was asked for.
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + Send>>;
+
+/// What the deploy logic needs from a container runtime. Object safe, so tests can put a fake
+/// behind `Arc<dyn Runtime>`.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Makes the image present and unpacked according to the pull policy.
+    async fn ensure_image(&self, req: &ImageRequest) -> Result<ImageInfo, RuntimeError>;
+    /// Network namespace + CNI, snapshot, container, started task.
+    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError>;
+    /// SIGTERM, SIGKILL after `timeout`, then delete the task.
+    async fn stop_replica(&self, container_id: &str, timeout: Duration)
+        -> Result<(), RuntimeError>;
+    /// Snapshot, container, CNI DEL, netns. Idempotent.
+    async fn remove_replica(&self, container_id: &str) -> Result<(), RuntimeError>;
+    /// Replicas found by `dev.haloy.*` labels, optionally of one app, with their task state.
+    async fn list_replicas(&self, app: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError>;
+    /// Task exits of this runtime's containers, as they happen.
+    fn subscribe_exits(&self) -> broadcast::Receiver<TaskExit>;
+    /// Output of a task: the last `tail` lines (all when `None`), then new ones if `follow`.
+    async fn logs(
+        &self,
+        container_id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError>;
+    /// Deletes the app's images that are not in `keep` (image names as in `ImageInfo::name`).
+    async fn remove_unused_images(&self, app: &str, keep: &[String]) -> Result<(), RuntimeError>;
+}
+
+/// Settings of the real runtime (from haloyd's server config).
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub socket: PathBuf,
+    pub namespace: String,
+    /// Registries (`host[:port]`) that may be reached over plain HTTP. Loopback always may.
+    pub insecure_registries: Vec<String>,
+    /// CNI plugins, bridge, subnet and state dirs of the task network.
+    pub network: crate::network::CniSettings,
+    /// State dir, log dir/rotation and log driver binary of the replicas.
+    pub tasks: task::TaskSettings,
+}
+
+impl RuntimeConfig {
+    pub fn new(socket: impl Into<PathBuf>) -> RuntimeConfig {
+        RuntimeConfig {
+            socket: socket.into(),
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            insecure_registries: Vec::new(),
+            network: Default::default(),
+            tasks: Default::default(),
+        }
+    }
+}
+
+/// The real runtime: containerd over gRPC (and CNI for networking).
+pub struct ContainerdRuntime {
+    pub(crate) client: Containerd,
+    pub(crate) images: ImageStore,
+    pub(crate) exits: broadcast::Sender<TaskExit>,
+    pub(crate) config: Arc<RuntimeConfig>,
+    pub(crate) tasks: task::Tasks,
+    /// Keeps the exit-event subscription alive as long as the runtime.
+    pub(crate) _exit_watcher: events::ExitWatcher,
+}
+
+impl ContainerdRuntime {
+    /// Connects to containerd and creates the namespace.
+    pub async fn connect(config: RuntimeConfig) -> Result<ContainerdRuntime, RuntimeError> {
+        let network = crate::network::CniNetwork::new(config.network.clone())
+            .map_err(RuntimeError::NetworkSettings)?;
+        Self::connect_with_network(config, Arc::new(network)).await
+    }
+
+    /// Like `connect`, with another `Network` implementation for the replicas.
+    pub async fn connect_with_network(
+        config: RuntimeConfig,
+        network: Arc<dyn crate::network::Network>,
+    ) -> Result<ContainerdRuntime, RuntimeError> {
+        let client = Containerd::connect(&config.socket, &config.namespace).await?;
+        let images = ImageStore::new(client.clone(), config.insecure_registries.clone());
+        let (exits, _) = broadcast::channel(1024);
+        let tasks = task::Tasks::new(client.clone(), network, config.tasks.clone());
+        let exit_watcher = events::ExitWatcher::spawn(client.clone(), exits.clone());
+        Ok(ContainerdRuntime {
+            client,
+            images,
+            exits,
+            config: Arc::new(config),
+            tasks,
+            _exit_watcher: exit_watcher,
+        })
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &Containerd {
+        &self.client
+    }
+
+    /// Image pulls/imports with transfer reports (used by tests and benchmarks).
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+}
+
+#[async_trait]
+impl Runtime for ContainerdRuntime {
+    async fn ensure_image(&self, req: &ImageRequest) -> Result<ImageInfo, RuntimeError> {
+        self.images.ensure(req).await.map(|(info, _report)| info)
+    }
+
+    // The replica methods live in task.rs.
+    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
+        self.tasks.start(spec).await
+    }
+
+    async fn stop_replica(
+        &self,
+        container_id: &str,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.tasks.stop(container_id, timeout).await
+    }
+
+    async fn remove_replica(&self, container_id: &str) -> Result<(), RuntimeError> {
+        self.tasks.remove(container_id).await
+    }
+
+    async fn list_replicas(&self, app: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError> {
+        self.tasks.list(app).await
+    }
+
+    fn subscribe_exits(&self) -> broadcast::Receiver<TaskExit> {
+        self.exits.subscribe()
+    }
+
+    async fn logs(
+        &self,
+        container_id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        self.tasks.logs(container_id, tail, follow).await
+    }
+
+    async fn remove_unused_images(&self, app: &str, keep: &[String]) -> Result<(), RuntimeError> {
+        self.images.remove_unused(app, keep).await
+    }
+}

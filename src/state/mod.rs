@@ -1,2 +1,274 @@
-//! Crash-safe persistence under state_dir: deployment history per app (resolved config + image
-//! digest), the source for rollback targets.
+//! Crash-safe persistence under `state_dir`: the deployment history of every app (the
+//! resolved config and image digest of each deploy), which is what `rollback` and
+//! `rollback-targets` read. The *running* truth is never stored here: it lives in containerd
+//! labels, so a lost or stale history file can never make haloyd route to the wrong replicas.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ResolvedApp;
+
+/// How many records per app are kept on disk, whatever the app's image history setting says;
+/// bounds the file size for apps deployed many times a day.
+const MAX_RECORDS_PER_APP: usize = 50;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read deployment history {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "deployment history {path} is corrupt ({source}); move it away to start a fresh history"
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write deployment history {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("app `{app}` has no deployment `{id}`")]
+    UnknownDeployment { app: String, id: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStatus {
+    InProgress,
+    Succeeded,
+    Failed,
+    /// A later deploy replaced it; it stays a rollback target while its image is kept.
+    Superseded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: String,
+    pub app: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub config: ResolvedApp,
+    /// The image reference that was deployed (`repo:tag`).
+    pub image: String,
+    /// The manifest digest actually pulled; rollback pins it.
+    pub digest: Option<String>,
+    pub status: DeployStatus,
+    pub message: Option<String>,
+    /// Set when this deploy was a rollback to an earlier one.
+    pub rollback_of: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct AppHistory {
+    /// Oldest first.
+    deployments: Vec<DeploymentRecord>,
+    /// Set by `haloy stop`, cleared by the next successful deploy: a stopped app is not
+    /// restarted when haloyd starts again.
+    #[serde(default)]
+    stopped: bool,
+}
+
+/// Deployment history, one JSON file per app, each write atomic and durable.
+pub struct StateStore {
+    dir: PathBuf,
+    /// Serialises read-modify-write cycles; never held across an await.
+    write_lock: Mutex<()>,
+}
+
+impl StateStore {
+    pub fn open(state_dir: &Path) -> Result<Self, StateError> {
+        let dir = state_dir.join("deployments");
+        fs::create_dir_all(&dir).map_err(|source| StateError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            dir,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// All records of `app`, oldest first.
+    pub fn history(&self, app: &str) -> Result<Vec<DeploymentRecord>, StateError> {
+        Ok(self.load(app)?.deployments)
+    }
+
+    pub fn get(&self, app: &str, id: &str) -> Result<DeploymentRecord, StateError> {
+        self.history(app)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StateError::UnknownDeployment {
+                app: app.to_string(),
+                id: id.to_string(),
+            })
+    }
+
+    /// The newest successful deployment: what is (or should be) running.
+    pub fn current(&self, app: &str) -> Result<Option<DeploymentRecord>, StateError> {
+        Ok(self
+            .history(app)?
+            .into_iter()
+            .rev()
+            .find(|r| r.status == DeployStatus::Succeeded))
+    }
+
+    /// Names of every app with a history file.
+    pub fn apps(&self) -> Result<Vec<String>, StateError> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| StateError::Read {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut apps: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        apps.sort();
+        Ok(apps)
+    }
+
+    pub fn insert(&self, record: DeploymentRecord) -> Result<(), StateError> {
+        let app = record.app.clone();
+        self.modify(&app, |history| {
+            history.deployments.push(record);
+            let excess = history
+                .deployments
+                .len()
+                .saturating_sub(MAX_RECORDS_PER_APP);
+            history.deployments.drain(..excess);
+            Ok(())
+        })
+    }
+
+    /// Marks `id` finished; on success every earlier successful deploy becomes `Superseded`.
+    /// `pulled` is the (normalized image name, manifest digest) the deploy ran.
+    pub fn finish(
+        &self,
+        app: &str,
+        id: &str,
+        status: DeployStatus,
+        pulled: Option<(String, String)>,
+        message: Option<String>,
+    ) -> Result<(), StateError> {
+        self.modify(app, |history| {
+            let index = history
+                .deployments
+                .iter()
+                .position(|r| r.id == id)
+                .ok_or_else(|| StateError::UnknownDeployment {
+                    app: app.to_string(),
+                    id: id.to_string(),
+                })?;
+            if status == DeployStatus::Succeeded {
+                for earlier in history.deployments.iter_mut() {
+                    if earlier.status == DeployStatus::Succeeded {
+                        earlier.status = DeployStatus::Superseded;
+                    }
+                }
+            }
+            let record = &mut history.deployments[index];
+            record.status = status;
+            if let Some((image, digest)) = pulled {
+                record.image = image;
+                record.digest = Some(digest);
+            }
+            record.message = message;
+            Ok(())
+        })
+    }
+
+    pub fn is_stopped(&self, app: &str) -> Result<bool, StateError> {
+        Ok(self.load(app)?.stopped)
+    }
+
+    pub fn set_stopped(&self, app: &str, stopped: bool) -> Result<(), StateError> {
+        self.modify(app, |history| {
+            history.stopped = stopped;
+            Ok(())
+        })
+    }
+
+    /// Deploys still marked in progress were cut short by a haloyd crash.
+    pub fn fail_interrupted(&self) -> Result<(), StateError> {
+        for app in self.apps()? {
+            self.modify(&app, |history| {
+                for record in history.deployments.iter_mut() {
+                    if record.status == DeployStatus::InProgress {
+                        record.status = DeployStatus::Failed;
+                        record.message =
+                            Some("interrupted: haloyd stopped during the deploy".into());
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn path(&self, app: &str) -> PathBuf {
+        self.dir.join(format!("{app}.json"))
+    }
+
+    fn load(&self, app: &str) -> Result<AppHistory, StateError> {
+        let path = self.path(app);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| StateError::Corrupt { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AppHistory::default()),
+            Err(source) => Err(StateError::Read { path, source }),
+        }
+    }
+
+    fn modify(
+        &self,
+        app: &str,
+        change: impl FnOnce(&mut AppHistory) -> Result<(), StateError>,
+    ) -> Result<(), StateError> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut history = self.load(app)?;
+        change(&mut history)?;
+        let json = serde_json::to_vec_pretty(&history).map_err(|source| StateError::Corrupt {
+            path: self.path(app),
+            source,
+        })?;
+        write_atomic(&self.path(app), &json)
+    }
+}
+
+/// Write to a temp file in the same directory, fsync it, rename over the target, fsync the
+/// directory: after a crash the file is either the old or the new version, never a mix.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
+        std::process::id()
+    ));
+    {
+        let mut file = File::create(&tmp).map_err(err)?;
+        file.write_all(contents).map_err(err)?;
+        file.sync_all().map_err(err)?;
+    }
+    fs::rename(&tmp, path).map_err(err)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+    Ok(())
+}

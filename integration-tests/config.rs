@@ -1,0 +1,519 @@
+//! Runs the real `haloy` binary on the examples and on broken config files: `validate-config
+//! --json` must resolve the examples exactly (replicas per target, merged env, defaults) and every
+//! bad file must exit 1 with `FILE:LINE:COL: KEY.PATH: …` lines on stderr. Also covers
+//! `targets`, `server add/list/delete` (0600 file) and the "which server failed" messages.
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+/// Runs haloy with a private config home and no token in the environment.
+fn haloy(args: &[&str], home: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_haloy"))
+        .args(args)
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("HALOY_API_TOKEN")
+        .output()
+        .expect("run haloy")
+}
+
+fn validate_json(dir: &Path) -> Value {
+    let home = tempfile::tempdir().unwrap();
+    let out = haloy(
+        &["validate-config", "--json", "-c", dir.to_str().unwrap()],
+        home.path(),
+    );
+    assert!(
+        out.status.success(),
+        "validate-config failed for {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON value")
+}
+
+/// Writes `text` as `name` in a fresh folder, runs validate-config, expects exit 1 and returns
+/// (stderr lines, file path).
+fn invalid(name: &str, text: &str) -> (Vec<String>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = haloy(
+        &["validate-config", "--json", "-c", file.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(1), "expected exit 1 for:\n{text}");
+    assert!(out.stdout.is_empty(), "nothing on stdout when invalid");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let path = file.display().to_string();
+    (stderr.lines().map(str::to_string).collect(), path)
+}
+
+fn app(
+    target: Value,
+    name: &str,
+    server: Value,
+    image: (&str, &str),
+    replicas: u32,
+    extra: Value,
+) -> Value {
+    let mut v = json!({
+        "target": target,
+        "name": name,
+        "server": server,
+        "image": {"repository": image.0, "tag": image.1},
+        "replicas": replicas,
+        "port": "8080",
+        "health_check_path": "/",
+        "min_ready_seconds": 0,
+        "deployment_strategy": "rolling",
+        "domains": [],
+        "env": [],
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    v
+}
+
+fn domain(d: &str) -> Value {
+    json!([{"domain": d, "aliases": []}])
+}
+
+#[test]
+fn basic_scaling_example() {
+    assert_eq!(
+        validate_json(&examples().join("basic-scaling")),
+        json!([app(
+            Value::Null,
+            "my-scalable-app",
+            Value::Null,
+            ("my-org/my-app", "1.2.0"),
+            3,
+            json!({"domains": domain("api.example.com")})
+        )])
+    );
+}
+
+#[test]
+fn environments_example_resolves_each_target() {
+    let expected: Vec<Value> = [
+        ("production", "prod.haloy.com", 10, "my-app.com"),
+        ("staging", "staging.haloy.com", 2, "staging.my-app.com"),
+        ("development", "dev.haloy.com", 1, "dev.my-app.com"),
+    ]
+    .iter()
+    .map(|(t, server, replicas, d)| {
+        app(
+            json!(t),
+            "my-app",
+            json!(server),
+            // No image in the docs' example: the app name is the repository (to be built).
+            ("my-app", "latest"),
+            *replicas,
+            json!({"domains": domain(d)}),
+        )
+    })
+    .collect();
+    assert_eq!(
+        validate_json(&examples().join("environments")),
+        Value::Array(expected)
+    );
+}
+
+#[test]
+fn high_availability_example() {
+    assert_eq!(
+        validate_json(&examples().join("high-availability")),
+        json!([app(
+            Value::Null,
+            "critical-app",
+            Value::Null,
+            ("my-org/critical-app", "v2.0.0"),
+            3,
+            json!({"health_check_path": "/health", "domains": domain("critical-app.com")})
+        )])
+    );
+}
+
+#[test]
+fn geographic_example_merges_env_by_name() {
+    let expected: Vec<Value> = [
+        ("us-east", 5, "us.global-app.com", "us-east-1"),
+        ("eu-west", 3, "eu.global-app.com", "eu-west-1"),
+        ("ap-south", 2, "ap.global-app.com", "ap-south-1"),
+    ]
+    .iter()
+    .map(|(t, replicas, d, region)| {
+        app(
+            json!(t),
+            "global-app",
+            json!(format!("{t}.haloy.com")),
+            ("my-org/global-app", "3.1.0"),
+            *replicas,
+            json!({
+                "health_check_path": "/health",
+                "domains": domain(d),
+                "env": [
+                    {"name": "LOG_LEVEL", "value": "info"},
+                    {"name": "REGION", "value": region},
+                ],
+            }),
+        )
+    })
+    .collect();
+    assert_eq!(
+        validate_json(&examples().join("geographic")),
+        Value::Array(expected)
+    );
+}
+
+#[test]
+fn stateless_example() {
+    assert_eq!(
+        validate_json(&examples().join("stateless")),
+        json!([app(
+            Value::Null,
+            "stateless-api",
+            Value::Null,
+            ("stateless-api", "latest"),
+            10,
+            json!({"env": [
+                {"name": "REDIS_URL", "value": "redis://redis-server:6379"},
+                {"name": "S3_BUCKET", "value": "my-app-uploads"},
+            ]})
+        )])
+    );
+}
+
+#[test]
+fn health_checks_example() {
+    assert_eq!(
+        validate_json(&examples().join("health-checks")),
+        json!([app(
+            Value::Null,
+            "my-app",
+            Value::Null,
+            ("my-app", "latest"),
+            5,
+            json!({"health_check_path": "/health", "min_ready_seconds": 10})
+        )])
+    );
+}
+
+#[test]
+fn local_demo_example() {
+    assert_eq!(
+        validate_json(&examples().join("local-demo")),
+        json!([app(
+            Value::Null,
+            "demo",
+            json!("127.0.0.1:9922"),
+            ("127.0.0.1:5000/haloy-fixtures/web", "v1"),
+            3,
+            json!({"health_check_path": "/health", "domains": domain("demo.localhost")})
+        )])
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_closest() {
+    let (lines, f) = invalid("haloy.yaml", "name: a\nhelth_check_path: /x\n");
+    assert_eq!(
+        lines[0],
+        format!("{f}:2:1: helth_check_path: unknown key `helth_check_path`; did you mean `health_check_path`?")
+    );
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\ntargets:\n  production:\n    replica: 3\n",
+    );
+    assert_eq!(
+        lines[0],
+        format!(
+            "{f}:4:5: targets.production.replica: unknown key `replica`; did you mean `replicas`?"
+        )
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\ntargets:\n  production:\n    replicas: three\n",
+    );
+    assert_eq!(
+        lines[0],
+        format!("{f}:4:15: targets.production.replicas: expected an integer, found a string")
+    );
+}
+
+#[test]
+fn out_of_range_values() {
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\nreplicas: 0\nport: \"70000\"\nmin_ready_seconds: 601\nhealth_check_path: health\n",
+    );
+    assert_eq!(
+        lines[..4],
+        [
+            format!("{f}:2:11: replicas: 0 is out of range; must be between 1 and 1000"),
+            format!("{f}:3:7: port: 70000 is out of range; must be between 1 and 65535"),
+            format!("{f}:4:20: min_ready_seconds: 601 is out of range; must be between 0 and 600"),
+            format!("{f}:5:20: health_check_path: `health` must start with `/`"),
+        ]
+    );
+    assert_eq!(lines[4], "error: the config has 4 problems");
+}
+
+#[test]
+fn duplicate_domain_and_alias() {
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\ndomains:\n  - domain: app.example.com\n    aliases: [www.example.com]\n  - domain: APP.example.com\n  - domain: other.example.com\n    aliases: [www.example.com]\n",
+    );
+    assert!(lines[0].starts_with(&format!(
+        "{f}:5:13: domains[1].domain: `app.example.com` is listed more than once"
+    )));
+    assert!(lines[1].starts_with(&format!(
+        "{f}:7:15: domains[2].aliases[0]: `www.example.com` is listed more than once"
+    )));
+}
+
+#[test]
+fn bad_hostname() {
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\ndomains:\n  - domain: -bad.example.com\n",
+    );
+    assert!(
+        lines[0].starts_with(&format!(
+            "{f}:3:13: domains[0].domain: `-bad.example.com` is not a valid host name"
+        )),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn relative_volume() {
+    let (lines, f) = invalid("haloy.yaml", "name: a\nvolumes:\n  - data/x:/data\n");
+    assert!(
+        lines[0].starts_with(&format!("{f}:3:5: volumes[0]: host path `data/x`")),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("relative"));
+}
+
+#[test]
+fn env_cycle() {
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\nenv:\n  - name: A\n    value: x${B}\n  - name: B\n    value: ${C}\n  - name: C\n    value: ${A}\n",
+    );
+    assert_eq!(
+        lines[0],
+        format!("{f}:7:5: env[2]: env references form a cycle: A -> B -> C -> A")
+    );
+}
+
+#[test]
+fn several_problems_at_once() {
+    let (lines, f) = invalid(
+        "haloy.yaml",
+        "name: a\nreplicas: -1\ndeployment_strategy: rolling-update\ntargets:\n  prod:\n    port: http\n    domians: []\n",
+    );
+    assert_eq!(
+        lines,
+        [
+            format!("{f}:2:11: replicas: -1 is out of range; must be between 1 and 1000"),
+            format!("{f}:3:22: deployment_strategy: `rolling-update` is not valid; expected one of `rolling`, `replace`; did you mean `rolling`?"),
+            format!("{f}:6:11: targets.prod.port: expected an integer, found a string"),
+            format!("{f}:7:5: targets.prod.domians: unknown key `domians`; did you mean `domains`?"),
+            "error: the config has 4 problems".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn json_file_positions() {
+    let (lines, f) = invalid(
+        "haloy.json",
+        "{\n  \"name\": \"a\",\n  \"replicas\": 0,\n  \"healthCheckPat\": \"/x\"\n}\n",
+    );
+    assert_eq!(
+        lines[..2],
+        [
+            format!("{f}:3:15: replicas: 0 is out of range; must be between 1 and 1000"),
+            format!("{f}:4:3: healthCheckPat: unknown key `healthCheckPat`; did you mean `health_check_path`?"),
+        ]
+    );
+    let (lines, f) = invalid("haloy.json", "{\n  \"name\": \"a\",\n}\n");
+    assert!(
+        lines[0].starts_with(&format!("{f}:3:1: syntax error")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn toml_file_positions() {
+    let (lines, f) = invalid(
+        "haloy.toml",
+        "name = \"a\"\nreplicas = 2\n\n[targets.prod]\nreplicas = 0\nmin_ready_secs = 5\n",
+    );
+    assert_eq!(
+        lines[..2],
+        [
+            format!("{f}:5:12: targets.prod.replicas: 0 is out of range; must be between 1 and 1000"),
+            format!("{f}:6:1: targets.prod.min_ready_secs: unknown key `min_ready_secs`; did you mean `min_ready_seconds`?"),
+        ]
+    );
+}
+
+#[test]
+fn json_and_toml_files_resolve_like_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.toml"),
+        "name = \"t\"\nimage = \"r/t:v1\"\nport = 9000\n[[env]]\nname = \"A\"\nvalue = \"1\"\n",
+    )
+    .unwrap();
+    let v = validate_json(dir.path());
+    assert_eq!(v[0]["port"], "9000");
+    assert_eq!(v[0]["env"], json!([{"name": "A", "value": "1"}]));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.json"),
+        r#"{"name": "j", "image": {"repository": "r/j", "tag": "v2"}, "replicas": 2, "healthCheckPath": "/up"}"#,
+    )
+    .unwrap();
+    let v = validate_json(dir.path());
+    assert_eq!(v[0]["image"], json!({"repository": "r/j", "tag": "v2"}));
+    assert_eq!(v[0]["health_check_path"], "/up");
+}
+
+#[test]
+fn dotenv_files_and_from_env() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "DB_HOST=db.internal\nDB_PASS=base\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(".env.prod"), "DB_PASS=prod-secret\n").unwrap();
+    std::fs::write(
+        dir.path().join("haloy.yaml"),
+        "name: a\nenv:\n  - name: PASS\n    from: {env: DB_PASS}\n  - name: URL\n    value: postgres://u:${PASS}@${DB_HOST}/x\ntargets:\n  prod:\n    server: p.example.com\n  dev:\n    server: d.example.com\n",
+    )
+    .unwrap();
+    let v = validate_json(dir.path());
+    assert_eq!(
+        v[0]["env"][1]["value"],
+        "postgres://u:prod-secret@db.internal/x"
+    );
+    assert_eq!(v[1]["env"][1]["value"], "postgres://u:base@db.internal/x");
+}
+
+#[test]
+fn targets_command_and_selection() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = examples().join("environments");
+    let out = haloy(&["targets", "-c", dir.to_str().unwrap()], home.path());
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("production"), "{stdout}");
+    assert!(stdout
+        .lines()
+        .any(|l| l.starts_with("staging") && l.contains("staging.haloy.com")));
+
+    let out = haloy(
+        &[
+            "validate-config",
+            "--json",
+            "-t",
+            "staging",
+            "-c",
+            dir.to_str().unwrap(),
+        ],
+        home.path(),
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["replicas"], 2);
+
+    let out = haloy(
+        &["deploy", "-t", "stagin", "-c", dir.to_str().unwrap()],
+        home.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean `staging`?"), "{stderr}");
+
+    let out = haloy(&["deploy", "-c", dir.to_str().unwrap()], home.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("use -a for all"));
+}
+
+#[test]
+fn server_store_is_private_and_round_trips() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().unwrap();
+    let out = haloy(&["server", "add", "127.0.0.1", "tok-1"], home.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = home.path().join("haloy/client.yaml");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let stored: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(
+        stored,
+        json!({"servers": {"http://127.0.0.1:9922": "tok-1"}})
+    );
+    let out = haloy(&["server", "list"], home.path());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "http://127.0.0.1:9922"
+    );
+    let out = haloy(&["server", "delete", "http://127.0.0.1:9922"], home.path());
+    assert!(out.status.success());
+    let out = haloy(&["server", "list"], home.path());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no servers stored"));
+}
+
+#[test]
+fn unreachable_server_is_named() {
+    // A port that was free a moment ago: nobody listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.yaml"),
+        format!("name: a\nimage: r/a:v1\nserver: 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_haloy"))
+        .args(["deploy", "-c", dir.path().to_str().unwrap()])
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("HALOY_API_TOKEN", "t")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach haloyd at http://127.0.0.1:{port}: connection refused"
+        )),
+        "{stderr}"
+    );
+    let out = haloy(&["status", "-c", dir.path().to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no API token for"));
+}

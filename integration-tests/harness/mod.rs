@@ -1,0 +1,82 @@
+//! Shared integration-test rig: a private containerd, a local `docker-registry`, and OCI test
+//! images built in-process from /bin/busybox (busybox-static). Everything a test starts is torn
+//! down when its guard drops (also on panic): only the child processes started here are
+//! signalled, by PID, and their temp dirs are unmounted and removed.
+//!
+//! Include with `#[path = "harness/mod.rs"] mod harness;`. A missing binary fails the test with
+//! the Debian package that provides it.
+#![allow(dead_code, unused_imports)]
+
+pub mod containerd;
+pub mod images;
+pub mod registry;
+pub mod token_server;
+
+pub use containerd::Containerd;
+pub use images::{Fixture, OciImage, FIXTURES};
+pub use registry::Registry;
+
+use std::path::{Path, PathBuf};
+
+/// Returns the absolute path of `binary`, or panics naming the Debian package to install.
+pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
+    let candidates = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ];
+    for dir in candidates {
+        let path = Path::new(dir).join(binary);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "`{binary}` not found: install the Debian package `{debian_package}` (apt-get install -y {debian_package})"
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Lazily unmounts every mount point at or below `dir` (deepest first), e.g. overlay rootfs
+/// mounts a killed containerd left behind, so the directory can be removed.
+pub fn unmount_all_under(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut points: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Sends SIGTERM to a child we started, waits up to `grace`, then SIGKILLs it; reaps it.
+pub fn stop_child(child: &mut std::process::Child, grace: std::time::Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,638 @@
+//! Replica tasks on a real (private) containerd with runc and the CNI plugins: start replicas
+//! of the fixture images on a private bridge, reach them over HTTP, watch exits, stop with
+//! SIGKILL escalation, read logs written by the `binary://` log driver (haloyd itself), and
+//! check that teardown leaves no container, task, snapshot, lease, netns, IPAM lease or veth.
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
+use containerd_client::services::v1::{
+    ListContainersRequest, ListRequest as ListLeasesRequest, ListTasksRequest,
+};
+use futures_util::StreamExt;
+use haloy::network::{CniNetwork, CniSettings, Network};
+use haloy::runtime::task::TaskSettings;
+use haloy::runtime::{
+    ContainerdRuntime, ImageInfo, LogStreamKind, ReplicaSpec, ReplicaState, Resources, Runtime,
+    RuntimeConfig, TaskExit,
+};
+use harness::images::OciImage;
+
+const CNI_DIR: &str = "/usr/lib/cni";
+
+/// A private containerd, bridge, subnet, namespace and state/log dirs; all removed on drop.
+struct Rig {
+    containerd: harness::Containerd,
+    runtime: Option<ContainerdRuntime>,
+    network: Arc<CniNetwork>,
+    config: RuntimeConfig,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(tag: &str) -> Rig {
+        harness::require_binary("ip", "iproute2");
+        assert!(
+            Path::new(CNI_DIR).join("bridge").is_file(),
+            "{CNI_DIR}/bridge missing: install the Debian package containernetworking-plugins"
+        );
+        let containerd = harness::Containerd::start().await;
+        let dir = tempfile::Builder::new()
+            .prefix("haloy-tasks-")
+            .tempdir()
+            .unwrap();
+        let suffix: u32 = rand::random::<u32>() & 0xff_ffff;
+        let network_settings = CniSettings {
+            plugin_dirs: vec![PathBuf::from(CNI_DIR)],
+            network_name: format!("hlt-{tag}-{suffix:06x}"),
+            bridge: format!("hlr{suffix:06x}"),
+            subnet: format!("10.251.{}.0/24", rand::random::<u8>()),
+            ipam_data_dir: dir.path().join("ipam"),
+            netns_dir: dir.path().join("netns"),
+            cache_dir: dir.path().join("cni-cache"),
+            conflist_template: None,
+        };
+        let mut config = RuntimeConfig::new(containerd.socket());
+        config.namespace = format!("hlt-{tag}");
+        config.network = network_settings.clone();
+        config.tasks = TaskSettings {
+            state_dir: dir.path().join("state"),
+            log_dir: dir.path().join("logs"),
+            log_max_size: 1024 * 1024,
+            log_max_files: 3,
+            log_driver_binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_haloyd"))),
+            cgroup_parent: format!("/haloy-test-{tag}-{suffix:06x}"),
+        };
+        let network = Arc::new(CniNetwork::new(network_settings).unwrap());
+        let runtime = ContainerdRuntime::connect_with_network(config.clone(), network.clone())
+            .await
+            .unwrap();
+        Rig {
+            containerd,
+            runtime: Some(runtime),
+            network,
+            config,
+            dir,
+        }
+    }
+
+    fn runtime(&self) -> &ContainerdRuntime {
+        self.runtime.as_ref().unwrap()
+    }
+
+    /// Makes fixture `name` present and unpacked in this containerd.
+    async fn image(&self, name: &str) -> ImageInfo {
+        let image = OciImage::fixture(name, "v1");
+        let reference = format!("test.local/haloy-fixtures/{name}:v1");
+        let archive = self.dir.path().join(format!("{name}.tar"));
+        image.write_oci_archive(&archive, "v1");
+        let ctr = harness::require_binary("ctr", "containerd");
+        let out = std::process::Command::new(ctr)
+            .arg("--address")
+            .arg(self.containerd.socket())
+            .args(["-n", &self.config.namespace, "images", "import"])
+            .args(["--snapshotter", "overlayfs", "--base-name"])
+            .arg(format!("test.local/haloy-fixtures/{name}"))
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctr import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = {
+            let config: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
+            config["config"]["Env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        ImageInfo {
+            name: reference,
+            digest: image.manifest.digest.clone(),
+            config: haloy::runtime::ImageConfig {
+                entrypoint: vec![],
+                cmd: vec!["sh".into(), "/app/start.sh".into()],
+                env,
+                working_dir: Some("/app".into()),
+                user: None,
+                exposed_ports: vec!["8080/tcp".into()],
+            },
+            chain_id: image.chain_id(),
+        }
+    }
+
+    fn replica(&self, image: &ImageInfo, app: &str, replica: u32) -> ReplicaSpec {
+        ReplicaSpec {
+            app: app.to_string(),
+            deployment_id: "01TESTDEPLOY".into(),
+            replica,
+            image: image.clone(),
+            env: vec![("GREETING".into(), "hello".into())],
+            port: 8080,
+            health_check_path: "/health".into(),
+            domains: vec![format!("{app}.example.test")],
+            labels: Default::default(),
+            volumes: vec![],
+            resources: Resources::default(),
+            stop_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn netns_files(&self) -> Vec<PathBuf> {
+        read_dir_paths(&self.config.network.netns_dir)
+    }
+
+    fn ipam_leases(&self) -> Vec<PathBuf> {
+        let dir = self
+            .config
+            .network
+            .ipam_data_dir
+            .join(&self.config.network.network_name);
+        read_dir_paths(&dir)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.parse::<IpAddr>().is_ok())
+            })
+            .collect()
+    }
+
+    fn bridge_ports(&self) -> Vec<PathBuf> {
+        read_dir_paths(
+            &Path::new("/sys/class/net")
+                .join(&self.config.network.bridge)
+                .join("brif"),
+        )
+    }
+
+    /// Everything a replica creates is gone; image snapshots (committed) may stay.
+    async fn assert_nothing_left(&self) {
+        let client = self.runtime().client();
+        let containers = client
+            .containers()
+            .list(client.request(ListContainersRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+        assert!(containers.is_empty(), "containers left: {containers:?}");
+        let tasks = client
+            .tasks()
+            .list(client.request(ListTasksRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks;
+        assert!(tasks.is_empty(), "tasks left: {tasks:?}");
+        let mut stream = client
+            .snapshots()
+            .list(client.request(ListSnapshotsRequest {
+                snapshotter: "overlayfs".into(),
+                filters: vec![],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut active = Vec::new();
+        while let Some(batch) = stream.message().await.unwrap() {
+            // Kind 2 = active: a container's writable layer. Committed (3) = image layers.
+            active.extend(
+                batch
+                    .info
+                    .into_iter()
+                    .filter(|i| i.kind != 3)
+                    .map(|i| i.name),
+            );
+        }
+        assert!(active.is_empty(), "non-image snapshots left: {active:?}");
+        let leases = client
+            .leases()
+            .list(client.request(ListLeasesRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .leases;
+        assert!(leases.is_empty(), "leases left: {leases:?}");
+        assert_eq!(
+            self.netns_files(),
+            Vec::<PathBuf>::new(),
+            "netns files left"
+        );
+        assert_eq!(
+            self.ipam_leases(),
+            Vec::<PathBuf>::new(),
+            "IPAM leases left"
+        );
+        assert_eq!(
+            self.bridge_ports(),
+            Vec::<PathBuf>::new(),
+            "veths left on the bridge"
+        );
+        let task_dirs = read_dir_paths(&self.config.tasks.state_dir.join("tasks"));
+        assert!(task_dirs.is_empty(), "task state dirs left: {task_dirs:?}");
+        let logs = read_dir_paths(&self.config.tasks.log_dir);
+        assert!(logs.is_empty(), "log files left: {logs:?}");
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // Remove replicas through the runtime (also after a failed assertion), then the rest.
+        if let Some(runtime) = self.runtime.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                rt.block_on(async {
+                    if let Ok(replicas) = runtime.list_replicas(None).await {
+                        for replica in replicas {
+                            let _ = runtime.remove_replica(&replica.container_id).await;
+                        }
+                    }
+                });
+            })
+            .join();
+        }
+        for netns in self.netns_files() {
+            let id = netns.file_name().unwrap().to_string_lossy().into_owned();
+            let network = self.network.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Runtime::new().unwrap();
+                let _ = rt.block_on(network.detach(&id));
+            })
+            .join();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.config.network.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        harness::unmount_all_under(self.dir.path());
+    }
+}
+
+fn read_dir_paths(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default()
+}
+
+/// GET `path` over plain HTTP/1.0; returns (status, body).
+fn http_get(ip: IpAddr, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut conn = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls until the task's HTTP server answers (it needs a moment after Tasks.Start).
+async fn wait_http(ip: IpAddr, path: &str) -> (u16, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let path = path.to_string();
+    loop {
+        let p = path.clone();
+        let result = tokio::task::spawn_blocking(move || http_get(ip, 8080, &p))
+            .await
+            .unwrap();
+        match result {
+            Ok(answer) => return answer,
+            Err(err) if Instant::now() > deadline => panic!("GET http://{ip}:8080{path}: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn next_exit_of(
+    exits: &mut tokio::sync::broadcast::Receiver<TaskExit>,
+    container_id: &str,
+    limit: Duration,
+) -> Option<TaskExit> {
+    tokio::time::timeout(limit, async {
+        loop {
+            match exits.recv().await {
+                Ok(exit) if exit.container_id == container_id => return exit,
+                Ok(_) => continue,
+                Err(err) => panic!("exit channel: {err}"),
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
+    let rig = Rig::start("three").await;
+    let image = rig.image("web").await;
+    let mut started = Vec::new();
+    for replica in 1..=3 {
+        let spec = rig.replica(&image, "web", replica);
+        started.push(rig.runtime().start_replica(&spec).await.unwrap());
+    }
+    let ips: HashSet<IpAddr> = started.iter().map(|r| r.ip.unwrap()).collect();
+    assert_eq!(ips.len(), 3, "{started:?}");
+    let prefix = rig
+        .config
+        .network
+        .subnet
+        .rsplit_once(".0/")
+        .unwrap()
+        .0
+        .to_string();
+    for replica in &started {
+        let ip = replica.ip.unwrap();
+        assert!(
+            ip.to_string().starts_with(&prefix),
+            "{ip} not in {prefix}.0/24"
+        );
+        let (status, body) = wait_http(ip, "/health").await;
+        assert_eq!(
+            (status, body.trim()),
+            (200, "ok"),
+            "replica {}",
+            replica.replica
+        );
+        let (_, version) = wait_http(ip, "/version.txt").await;
+        assert!(
+            version.contains(&format!("replica={}", replica.replica)),
+            "HALOY_REPLICA_ID not in the task env: {version}"
+        );
+        assert!(
+            version.contains(&format!("hostname=web-{}", replica.replica)),
+            "{version}"
+        );
+    }
+
+    let listed = rig.runtime().list_replicas(Some("web")).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for (info, start) in listed.iter().zip(&started) {
+        assert_eq!(info.container_id, start.container_id);
+        assert_eq!(info.state, ReplicaState::Running);
+        assert_eq!(info.ip, start.ip);
+        assert_eq!(info.port, 8080);
+        assert!(info.pid.is_some());
+        assert_eq!(info.labels["dev.haloy.health-path"], "/health");
+    }
+    assert!(rig
+        .runtime()
+        .list_replicas(Some("other"))
+        .await
+        .unwrap()
+        .is_empty());
+
+    for replica in &started {
+        rig.runtime()
+            .stop_replica(&replica.container_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let info = &rig.runtime().list_replicas(Some("web")).await.unwrap();
+        let me = info
+            .iter()
+            .find(|i| i.container_id == replica.container_id)
+            .unwrap();
+        assert_eq!(me.state, ReplicaState::Stopped);
+        rig.runtime()
+            .remove_replica(&replica.container_id)
+            .await
+            .unwrap();
+        // Idempotent: a second stop and remove find nothing and succeed.
+        rig.runtime()
+            .stop_replica(&replica.container_id, Duration::from_secs(5))
+            .await
+            .unwrap();
+        rig.runtime()
+            .remove_replica(&replica.container_id)
+            .await
+            .unwrap();
+    }
+    rig.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_from_outside_reaches_the_exit_channel_also_after_containerd_restart() {
+    let mut rig = Rig::start("exit").await;
+    let image = rig.image("web").await;
+    let mut exits = rig.runtime().subscribe_exits();
+
+    let first = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "exit", 1))
+        .await
+        .unwrap();
+    wait_http(first.ip.unwrap(), "/health").await;
+    let pid = rig.runtime().list_replicas(Some("exit")).await.unwrap()[0]
+        .pid
+        .unwrap();
+    let killed_at = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exit = next_exit_of(&mut exits, &first.container_id, Duration::from_secs(1))
+        .await
+        .unwrap_or_else(|| panic!("no exit event within 1 s of SIGKILL"));
+    assert_eq!(exit.exit_status, 137);
+    assert!(killed_at.elapsed() <= Duration::from_secs(1));
+    rig.runtime()
+        .remove_replica(&first.container_id)
+        .await
+        .unwrap();
+
+    // containerd restarts: the subscription is made again and exits keep arriving.
+    let second = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "exit", 2))
+        .await
+        .unwrap();
+    wait_http(second.ip.unwrap(), "/health").await;
+    rig.containerd.restart().await;
+    // The watcher resubscribes with backoff (starting at 100 ms) once containerd is back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = rig.runtime().list_replicas(Some("exit")).await.unwrap()[0]
+        .pid
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let exit = next_exit_of(&mut exits, &second.container_id, Duration::from_secs(1)).await;
+    assert_eq!(
+        exit.map(|e| e.exit_status),
+        Some(137),
+        "no exit event after restart"
+    );
+    rig.runtime()
+        .remove_replica(&second.container_id)
+        .await
+        .unwrap();
+    rig.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
+    let rig = Rig::start("sigterm").await;
+    let image = rig.image("ignore-sigterm").await;
+    let mut exits = rig.runtime().subscribe_exits();
+    let replica = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "stubborn", 1))
+        .await
+        .unwrap();
+    wait_http(replica.ip.unwrap(), "/health").await;
+
+    let stop_timeout = Duration::from_secs(2);
+    let began = Instant::now();
+    rig.runtime()
+        .stop_replica(&replica.container_id, stop_timeout)
+        .await
+        .unwrap();
+    assert!(
+        began.elapsed() >= stop_timeout,
+        "stop returned before stop_timeout"
+    );
+    let exit = next_exit_of(&mut exits, &replica.container_id, Duration::from_secs(5))
+        .await
+        .expect("exit event");
+    assert_eq!(exit.exit_status, 137, "not ended by SIGKILL");
+
+    let lines: Vec<String> = rig
+        .runtime()
+        .logs(&replica.container_id, None, false)
+        .await
+        .unwrap()
+        .map(|l| l.unwrap().line)
+        .collect()
+        .await;
+    assert!(
+        lines.iter().any(|l| l.contains("got SIGTERM, ignoring it")),
+        "SIGTERM was not delivered first: {lines:?}"
+    );
+    rig.runtime()
+        .remove_replica(&replica.container_id)
+        .await
+        .unwrap();
+    rig.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatty_logs_come_back_in_order_and_keep_flowing_without_a_reader() {
+    let mut rig = Rig::start("logs").await;
+    let image = rig.image("chatty").await;
+    let replica = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "chatty", 1))
+        .await
+        .unwrap();
+    let id = replica.container_id.clone();
+    wait_http(replica.ip.unwrap(), "/health").await;
+
+    // haloyd's side goes away entirely: the log driver is the shim's child, not ours.
+    let runtime = rig.runtime.take().unwrap();
+    drop(runtime);
+    let log_file = rig.config.tasks.log_dir.join(format!("{id}.log"));
+    let size_before = std::fs::metadata(&log_file).map(|m| m.len()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let size_after = std::fs::metadata(&log_file).unwrap().len();
+    assert!(
+        size_after > size_before,
+        "nothing written while no reader: {size_before} -> {size_after}"
+    );
+
+    let network: Arc<dyn Network> = rig.network.clone();
+    rig.runtime = Some(
+        ContainerdRuntime::connect_with_network(rig.config.clone(), network)
+            .await
+            .unwrap(),
+    );
+    let lines: Vec<_> = rig
+        .runtime()
+        .logs(&id, None, false)
+        .await
+        .unwrap()
+        .map(|l| l.unwrap())
+        .collect()
+        .await;
+    let numbered: Vec<_> = lines
+        .iter()
+        .filter(|l| l.line.starts_with("line "))
+        .collect();
+    assert!(numbered.len() >= 10, "{lines:?}");
+    for (i, line) in numbered.iter().enumerate() {
+        let n = i + 1;
+        let (expected_text, expected_stream) = if n % 2 == 1 {
+            (format!("line {n} stdout"), LogStreamKind::Stdout)
+        } else {
+            (format!("line {n} stderr"), LogStreamKind::Stderr)
+        };
+        assert_eq!(line.line, expected_text);
+        assert_eq!(line.stream, expected_stream, "{}", line.line);
+    }
+    for pair in lines.windows(2) {
+        assert!(pair[0].time <= pair[1].time, "timestamps out of order");
+    }
+
+    let last = rig
+        .runtime()
+        .logs(&id, Some(2), false)
+        .await
+        .unwrap()
+        .map(|l| l.unwrap().line)
+        .collect::<Vec<_>>()
+        .await;
+    assert_eq!(last.len(), 2);
+
+    // Follow: after the tail, new lines arrive as the task writes them.
+    let mut follow = rig.runtime().logs(&id, Some(1), true).await.unwrap();
+    let first = follow.next().await.unwrap().unwrap().line;
+    let first_n: usize = first.split_whitespace().nth(1).unwrap().parse().unwrap();
+    for k in 1..=5 {
+        let next = tokio::time::timeout(Duration::from_secs(5), follow.next())
+            .await
+            .expect("follow got no new line")
+            .unwrap()
+            .unwrap();
+        let n: usize = next
+            .line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(n, first_n + k, "{}", next.line);
+    }
+    drop(follow);
+
+    rig.runtime()
+        .stop_replica(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    rig.runtime().remove_replica(&id).await.unwrap();
+    assert!(matches!(
+        rig.runtime().logs(&id, None, false).await,
+        Err(haloy::runtime::RuntimeError::ContainerNotFound { .. })
+    ));
+    rig.assert_nothing_left().await;
+}

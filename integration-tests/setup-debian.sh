@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs everything haloy needs to build, run and test on a fresh Debian 12 machine (as root).
+# Idempotent: safe to run again.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends \
+    containerd runc containernetworking-plugins iproute2 iptables \
+    docker-registry pebble busybox-static protobuf-compiler apache2-utils \
+    wrk nginx-light haproxy curl ca-certificates gcc pkg-config
+# Debian starts some daemons on install where an init system exists; haloy's tests run their
+# own private instances, so the packaged services must not hold ports 80/443/5000.
+for svc in nginx haproxy docker-registry containerd; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+        systemctl stop "$svc" || true
+    fi
+done
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust (rustup) first" >&2
+    exit 1
+fi

@@ -1,0 +1,342 @@
+//! haloyd's HTTP API server: bearer-token auth (constant-time compare), JSON bodies, and
+//! Server-Sent Events for deploy progress and logs. It only translates HTTP to calls on the
+//! `deploy::Deployer`; no rollout logic lives here.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::types::{
+    ApiError, DeployAccepted, DeployRequest, HealthResponse, RollbackRequest, StopRequest,
+    StopResponse, VersionResponse,
+};
+use crate::deploy::{DeployError, Deployer, LogsQuery};
+
+/// Deploy bodies carry a resolved config; anything this large is not one.
+const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiServerError {
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct ApiServer {
+    deployer: Arc<Deployer>,
+    token: String,
+}
+
+impl ApiServer {
+    pub fn new(deployer: Arc<Deployer>, token: String) -> Arc<Self> {
+        Arc::new(Self { deployer, token })
+    }
+
+    pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiServerError> {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ApiServerError::Bind { addr, source })
+    }
+
+    /// Serves until `shutdown` turns true; open SSE streams end with the process.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.changed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    warn!(error = %e, "api accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let server = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(%peer, error = %e, "api connection ended");
+                }
+            });
+        }
+    }
+
+    /// Entry point usable by the proxy too, when the API is served on `api.domain`.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+    {
+        let path = req.uri().path().to_string();
+        let method = req.method().clone();
+        if method == Method::GET && path == "/health" {
+            return json(
+                StatusCode::OK,
+                &HealthResponse {
+                    status: "ok".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+            );
+        }
+        if !self.authorized(&req) {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API token",
+                vec![],
+            );
+        }
+        let response = self.route(req, &method, &path).await;
+        info!(%method, %path, status = response.status().as_u16(), "api request");
+        response
+    }
+
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(presented) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        !self.token.is_empty() && bool::from(presented.as_bytes().ct_eq(self.token.as_bytes()))
+    }
+
+    async fn route<B>(&self, req: Request<B>, method: &Method, path: &str) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+    {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let query = req.uri().query().unwrap_or("").to_string();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["v1", "version"]) => json(
+                StatusCode::OK,
+                &VersionResponse {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                },
+            ),
+            (&Method::POST, ["v1", "deploy"]) => match read_json::<DeployRequest, B>(req).await {
+                Ok(body) => self.deploy(body).await,
+                Err(resp) => resp,
+            },
+            (&Method::GET, ["v1", "deployments", id, "events"]) => self.deploy_events(id),
+            (&Method::GET, ["v1", "apps"]) => json(StatusCode::OK, &self.deployer.status(None)),
+            (&Method::GET, ["v1", "apps", app]) => match self.deployer.status(Some(app)).pop() {
+                Some(status) => json(StatusCode::OK, &status),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    &format!("app `{app}` is not deployed on this server"),
+                    vec![],
+                ),
+            },
+            (&Method::GET, ["v1", "apps", app, "logs"]) => self.logs(app, &query).await,
+            (&Method::POST, ["v1", "apps", app, "stop"]) => {
+                let app = app.to_string();
+                match read_json::<StopRequest, B>(req).await {
+                    Ok(body) => self.stop(&app, body).await,
+                    Err(resp) => resp,
+                }
+            }
+            (&Method::GET, ["v1", "apps", app, "rollback-targets"]) => {
+                match self.deployer.rollback_targets(app) {
+                    Ok(targets) => json(StatusCode::OK, &targets),
+                    Err(e) => deploy_error(e),
+                }
+            }
+            (&Method::POST, ["v1", "apps", app, "rollback"]) => {
+                let app = app.to_string();
+                match read_json::<RollbackRequest, B>(req).await {
+                    Ok(body) => match self.deployer.rollback(&app, &body.deployment_id).await {
+                        Ok(id) => json(StatusCode::ACCEPTED, &DeployAccepted { deployment_id: id }),
+                        Err(e) => deploy_error(e),
+                    },
+                    Err(resp) => resp,
+                }
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                &format!("no API endpoint {method} {path}"),
+                vec![],
+            ),
+        }
+    }
+
+    async fn deploy(&self, body: DeployRequest) -> Response<Body> {
+        match self.deployer.deploy(body.app, None).await {
+            Ok(id) => json(StatusCode::ACCEPTED, &DeployAccepted { deployment_id: id }),
+            Err(e) => deploy_error(e),
+        }
+    }
+
+    fn deploy_events(&self, id: &str) -> Response<Body> {
+        match self.deployer.events(id) {
+            Some(events) => sse(events),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no deployment `{id}` on this server (progress is kept until haloyd restarts)"
+                ),
+                vec![],
+            ),
+        }
+    }
+
+    async fn logs(&self, app: &str, query: &str) -> Response<Body> {
+        let query = match LogsQuery::parse(query) {
+            Ok(q) => q,
+            Err(msg) => return error(StatusCode::BAD_REQUEST, &msg, vec![]),
+        };
+        match self.deployer.logs(app, query).await {
+            Ok(lines) => sse(lines),
+            Err(e) => deploy_error(e),
+        }
+    }
+
+    async fn stop(&self, app: &str, body: StopRequest) -> Response<Body> {
+        match self
+            .deployer
+            .stop(app, body.remove_containers, body.remove_volumes)
+            .await
+        {
+            Ok(stopped) => json(
+                StatusCode::OK,
+                &StopResponse {
+                    stopped: stopped as u32,
+                },
+            ),
+            Err(e) => deploy_error(e),
+        }
+    }
+}
+
+async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
+where
+    T: serde::de::DeserializeOwned,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
+{
+    let collected = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read request body: {e}"),
+                vec![],
+            )
+        })?;
+    serde_json::from_slice(&collected.to_bytes()).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON body: {e}"),
+            vec![],
+        )
+    })
+}
+
+fn deploy_error(e: DeployError) -> Response<Body> {
+    let status = match &e {
+        DeployError::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
+        DeployError::UnknownApp(_) | DeployError::UnknownDeployment { .. } => StatusCode::NOT_FOUND,
+        DeployError::Busy { .. } => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let problems = match &e {
+        DeployError::InvalidConfig { problems } => problems.clone(),
+        _ => vec![],
+    };
+    error(status, &e.to_string(), problems)
+}
+
+fn error(status: StatusCode, message: &str, problems: Vec<String>) -> Response<Body> {
+    json(
+        status,
+        &ApiError {
+            error: message.to_string(),
+            problems,
+        },
+    )
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|e| {
+        format!("{{\"error\":\"cannot encode response: {e}\",\"problems\":[]}}").into_bytes()
+    });
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Each item becomes one `data:` event; a comment line every few seconds keeps idle
+/// connections (and proxies in between) from timing out.
+fn sse<S, T>(items: S) -> Response<Body>
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Serialize + Send + 'static,
+{
+    let events = items.map(|item| {
+        let json = serde_json::to_string(&item).unwrap_or_else(|_| "{}".into());
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from(format!("data: {json}\n\n"))))
+    });
+    let keepalive =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(SSE_KEEPALIVE))
+            .map(|_| Ok(Frame::data(Bytes::from_static(b": keep-alive\n\n"))));
+    let merged = futures_util::stream::select(
+        events
+            .map(Some)
+            .chain(futures_util::stream::once(async { None })),
+        keepalive.map(Some),
+    )
+    .take_while(|item| std::future::ready(item.is_some()))
+    .filter_map(std::future::ready);
+    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(merged)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    response
+}

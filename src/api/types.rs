@@ -1,0 +1,292 @@
+//! Wire types of haloyd's HTTP API, shared by the server (src/api) and the CLI client.
+//!
+//! All bodies are JSON; every `/v1/*` request carries `Authorization: Bearer <token>`.
+//!
+//! | method | path | request | success |
+//! |---|---|---|---|
+//! | GET | `/health` (no auth) | – | 200 [`HealthResponse`] |
+//! | GET | `/v1/version` | – | 200 [`VersionResponse`] |
+//! | POST | `/v1/deploy` | [`DeployRequest`] | 202 [`DeployAccepted`] |
+//! | GET | `/v1/deployments/{id}/events` | – | 200 `text/event-stream`, each `data:` line a [`DeployEvent`] |
+//! | GET | `/v1/apps` | – | 200 `[AppStatus]` |
+//! | GET | `/v1/apps/{name}` | – | 200 [`AppStatus`] |
+//! | GET | `/v1/apps/{name}/logs?tail=N&follow=bool&all=bool&container=ID` ([`LogsQuery`]) | – | 200 `text/event-stream` of [`LogLine`] |
+//! | POST | `/v1/apps/{name}/stop` | [`StopRequest`] | 200 [`StopResponse`] |
+//! | GET | `/v1/apps/{name}/rollback-targets` | – | 200 `[DeploymentSummary]` |
+//! | POST | `/v1/apps/{name}/rollback` | [`RollbackRequest`] | 202 [`DeployAccepted`] |
+//!
+//! Every failure (4xx/5xx) has an [`ApiError`] body. Deployment ids are ULID strings; times are
+//! RFC 3339 strings in UTC.
+
+use crate::config::ResolvedApp;
+use serde::{Deserialize, Serialize};
+
+/// `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// Always "ok".
+    pub status: String,
+    pub version: String,
+}
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionResponse {
+    pub version: String,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// One-line summary, e.g. "invalid app config" or "unauthorized".
+    pub error: String,
+    /// Individual problems (config validation lines), possibly empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// `POST /v1/deploy`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub app: ResolvedApp,
+}
+
+/// 202 answer of deploy and rollback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployAccepted {
+    /// ULID of the new deployment; follow it at `/v1/deployments/{id}/events`.
+    pub deployment_id: String,
+}
+
+/// Kind of a [`DeployEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A replica moved to a new step (`step` is set).
+    Step,
+    /// A free-form progress or log line.
+    Log,
+    /// The deployment ended; `ok` says how. Always the last event of a stream.
+    Finished,
+}
+
+/// Well-known values of [`DeployEvent::step`]; haloyd may send others.
+pub mod steps {
+    pub const PULLING: &str = "pulling";
+    pub const STARTING: &str = "starting";
+    pub const WAITING_HEALTH: &str = "waiting_health";
+    pub const WAITING_MIN_READY: &str = "waiting_min_ready";
+    pub const IN_ROTATION: &str = "in_rotation";
+    pub const DRAINING: &str = "draining";
+    pub const STOPPED: &str = "stopped";
+    pub const REMOVED: &str = "removed";
+    pub const FAILED: &str = "failed";
+}
+
+/// One server-sent event of a deployment's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployEvent {
+    pub deployment_id: String,
+    /// App name.
+    pub app: String,
+    /// RFC 3339.
+    pub time: String,
+    pub kind: EventKind,
+    /// 1-based replica index the event is about, if any.
+    #[serde(default)]
+    pub replica: Option<u32>,
+    /// See [`steps`]; set for `kind: step`.
+    #[serde(default)]
+    pub step: Option<String>,
+    pub message: String,
+    /// Set on `kind: finished` only: true when the deployment succeeded.
+    #[serde(default)]
+    pub ok: Option<bool>,
+}
+
+/// State of one replica in [`ReplicaStatus`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaState {
+    Starting,
+    WaitingMinReady,
+    Ready,
+    Unhealthy,
+    Draining,
+    Exited,
+    CrashLooping,
+    Stopped,
+}
+
+impl ReplicaState {
+    /// Human wording for tables ("waiting min_ready", "crash-looping").
+    pub fn label(self) -> &'static str {
+        match self {
+            ReplicaState::Starting => "starting",
+            ReplicaState::WaitingMinReady => "waiting min_ready",
+            ReplicaState::Ready => "ready",
+            ReplicaState::Unhealthy => "unhealthy",
+            ReplicaState::Draining => "draining",
+            ReplicaState::Exited => "exited",
+            ReplicaState::CrashLooping => "crash-looping",
+            ReplicaState::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// 1-based replica index.
+    pub replica: u32,
+    pub container_id: String,
+    pub state: ReplicaState,
+    pub ip: Option<String>,
+    pub uptime_seconds: u64,
+    pub restarts: u32,
+    /// Last health check result, e.g. "200 OK in 3ms" or "connection refused".
+    pub last_health: Option<String>,
+    /// Requests served through the proxy.
+    pub requests: u64,
+    /// Requests that ended in a proxy error (502/504...).
+    pub errors: u64,
+    pub in_flight: u64,
+}
+
+/// `GET /v1/apps/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    /// Current deployment (ULID).
+    pub deployment_id: String,
+    /// `repository:tag`.
+    pub image: String,
+    /// `sha256:...` of the image manifest, when known.
+    pub digest: Option<String>,
+    /// "rolling" or "replace".
+    pub strategy: String,
+    pub domains: Vec<String>,
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// Query of `GET /v1/apps/{name}/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    /// Lines of history per replica before following (default 100).
+    pub tail: u32,
+    /// Keep the stream open for new lines.
+    pub follow: bool,
+    /// All replicas merged; otherwise the first replica (or `container`).
+    pub all: bool,
+    /// One container id.
+    pub container: Option<String>,
+}
+
+impl LogsQuery {
+    /// `tail=100&follow=true&all=false[&container=ID]`.
+    pub fn to_query_string(&self) -> String {
+        let mut q = format!("tail={}&follow={}&all={}", self.tail, self.follow, self.all);
+        if let Some(c) = &self.container {
+            q.push_str("&container=");
+            q.push_str(&percent_encode(c));
+        }
+        q
+    }
+}
+
+/// Percent-encodes everything but unreserved characters (for path segments and query values).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+}
+
+/// One server-sent event of `GET /v1/apps/{name}/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub replica: u32,
+    pub container_id: String,
+    pub stream: LogStream,
+    /// RFC 3339.
+    pub time: String,
+    /// Without the trailing newline.
+    pub line: String,
+}
+
+/// `POST /v1/apps/{name}/stop`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StopRequest {
+    /// Also delete containers and snapshots.
+    pub remove_containers: bool,
+    /// Also delete named volumes (only with `remove_containers`).
+    pub remove_volumes: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopResponse {
+    /// Replicas stopped.
+    pub stopped: u32,
+}
+
+/// One entry of `GET /v1/apps/{name}/rollback-targets`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentSummary {
+    pub deployment_id: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// `repository:tag`.
+    pub image: String,
+    pub digest: Option<String>,
+    pub replicas: u32,
+    /// True for the deployment that is running now.
+    pub current: bool,
+}
+
+/// `POST /v1/apps/{name}/rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub deployment_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_wire_format() {
+        let ev: DeployEvent = serde_json::from_str(
+            r#"{"deployment_id":"01J","app":"web","time":"2026-01-01T00:00:00Z","kind":"step","replica":2,"step":"in_rotation","message":"ready"}"#,
+        )
+        .unwrap();
+        assert_eq!(ev.kind, EventKind::Step);
+        assert_eq!(ev.ok, None);
+        let json = serde_json::to_value(ReplicaState::WaitingMinReady).unwrap();
+        assert_eq!(json, "waiting_min_ready");
+    }
+
+    #[test]
+    fn logs_query_string() {
+        let q = LogsQuery {
+            tail: 5,
+            follow: false,
+            all: true,
+            container: Some("a b".into()),
+        };
+        assert_eq!(
+            q.to_query_string(),
+            "tail=5&follow=false&all=true&container=a%20b"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! Commands that need no server: `validate-config`, `targets`, `server add/list/delete`, and
+//! the target selection (`-t`, `-a`) shared with the remote commands.
+
+use super::servers::{self, ClientConfig};
+use super::{CliError, CommonArgs, ServerCommand};
+use crate::config::{
+    load_deploy_config, DeployConfig, DeploymentStrategy, DomainSpec, EnvVar, ResolvedApp,
+    SecretString,
+};
+use serde::Serialize;
+use std::process::ExitCode;
+
+/// Loads the config and picks the apps the command acts on. `require_choice` makes a file with
+/// several targets demand `-t` or `-a` (deploys); otherwise all targets are taken.
+pub fn select_apps(
+    common: &CommonArgs,
+    require_choice: bool,
+) -> Result<(DeployConfig, Vec<ResolvedApp>), CliError> {
+    let cfg = load_deploy_config(common.config.as_deref())?;
+    let file = cfg.file.display().to_string();
+    if !cfg.has_targets {
+        if !common.targets.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{file} has no `targets:`; drop -t/--targets"
+            )));
+        }
+        let apps = cfg.apps.clone();
+        return Ok((cfg, apps));
+    }
+    let keys: Vec<&str> = cfg
+        .apps
+        .iter()
+        .filter_map(|a| a.target.as_deref())
+        .collect();
+    if !common.targets.is_empty() {
+        let mut picked = Vec::new();
+        for wanted in &common.targets {
+            let Some(app) = cfg
+                .apps
+                .iter()
+                .find(|a| a.target.as_deref() == Some(wanted))
+            else {
+                let mut msg = format!(
+                    "target `{wanted}` is not in {file} (targets: {})",
+                    keys.join(", ")
+                );
+                if let Some(s) = crate::config::decode::suggest(wanted, &keys) {
+                    msg.push_str(&format!("; did you mean `{s}`?"));
+                }
+                return Err(CliError::Usage(msg));
+            };
+            if !picked.iter().any(|p: &ResolvedApp| p.target == app.target) {
+                picked.push(app.clone());
+            }
+        }
+        return Ok((cfg, picked));
+    }
+    if common.all || !require_choice || cfg.apps.len() == 1 {
+        let apps = cfg.apps.clone();
+        return Ok((cfg, apps));
+    }
+    Err(CliError::Usage(format!(
+        "{file} has {} targets ({}); pick some with -t {} or use -a for all",
+        keys.len(),
+        keys.join(", "),
+        keys.first().copied().unwrap_or("NAME")
+    )))
+}
+
+#[derive(Serialize)]
+struct ImageView<'a> {
+    repository: &'a str,
+    tag: &'a str,
+}
+
+/// The `validate-config --json` object: exactly these keys, port as a string.
+#[derive(Serialize)]
+struct ValidateView<'a> {
+    target: Option<&'a str>,
+    name: &'a str,
+    server: Option<&'a str>,
+    image: ImageView<'a>,
+    replicas: u32,
+    port: String,
+    health_check_path: &'a str,
+    min_ready_seconds: u32,
+    deployment_strategy: DeploymentStrategy,
+    domains: &'a [DomainSpec],
+    env: &'a [EnvVar],
+}
+
+fn view(app: &ResolvedApp) -> ValidateView<'_> {
+    ValidateView {
+        target: app.target.as_deref(),
+        name: &app.name,
+        server: app.server.as_deref(),
+        image: ImageView {
+            repository: &app.image.repository,
+            tag: &app.image.tag,
+        },
+        replicas: app.replicas,
+        port: app.port.to_string(),
+        health_check_path: &app.health_check_path,
+        min_ready_seconds: app.min_ready_seconds,
+        deployment_strategy: app.deployment_strategy,
+        domains: &app.domains,
+        env: &app.env,
+    }
+}
+
+/// A copy safe to print: registry passwords replaced (api_token is never serialized).
+fn redacted(app: &ResolvedApp) -> ResolvedApp {
+    let mut app = app.clone();
+    if let Some(reg) = app.image.registry.as_mut() {
+        reg.password = SecretString::new("<hidden>");
+    }
+    app
+}
+
+pub fn validate_config(
+    common: &CommonArgs,
+    show_resolved: bool,
+    json: bool,
+) -> Result<ExitCode, CliError> {
+    let (cfg, apps) = select_apps(common, false)?;
+    if json {
+        let views: Vec<ValidateView<'_>> = apps.iter().map(view).collect();
+        let text = serde_json::to_string_pretty(&views)
+            .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?;
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if show_resolved {
+        let safe: Vec<ResolvedApp> = apps.iter().map(redacted).collect();
+        let text = serde_yaml::to_string(&safe)
+            .map_err(|e| CliError::Usage(format!("cannot encode YAML: {e}")))?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let labels: Vec<&str> = apps.iter().map(ResolvedApp::label).collect();
+    println!(
+        "{} is valid ({} app{}: {})",
+        cfg.file.display(),
+        apps.len(),
+        if apps.len() == 1 { "" } else { "s" },
+        labels.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn targets(common: &CommonArgs) -> Result<ExitCode, CliError> {
+    let cfg = load_deploy_config(common.config.as_deref())?;
+    if !cfg.has_targets {
+        let name = cfg.apps.first().map_or("", |a| a.name.as_str());
+        println!(
+            "{} has no targets; it deploys one app: {name}",
+            cfg.file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<[String; 5]> = cfg
+        .apps
+        .iter()
+        .map(|a| {
+            [
+                a.label().to_string(),
+                a.name.clone(),
+                a.server.clone().unwrap_or_else(|| "-".into()),
+                a.replicas.to_string(),
+                a.domains
+                    .iter()
+                    .map(|d| d.domain.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    print_table(&["TARGET", "NAME", "SERVER", "REPLICAS", "DOMAINS"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints left-aligned columns.
+pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == N {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
+    let path = servers::client_config_path()?;
+    let mut store = ClientConfig::load(&path)?;
+    match command {
+        ServerCommand::Add { url, token } => {
+            let url = servers::server_url(url)?;
+            if token.trim().is_empty() {
+                return Err(CliError::Usage("the token must not be empty".into()));
+            }
+            store.servers.insert(url.clone(), token.trim().to_string());
+            store.save(&path)?;
+            println!("stored {url} in {}", path.display());
+        }
+        ServerCommand::List => {
+            if store.servers.is_empty() {
+                println!("no servers stored (add one with `haloy server add <url> <token>`)");
+            }
+            for url in store.servers.keys() {
+                println!("{url}");
+            }
+        }
+        ServerCommand::Delete { url } => {
+            let normalized = servers::server_url(url)?;
+            let removed = store
+                .servers
+                .remove(&normalized)
+                .or_else(|| store.servers.remove(url));
+            if removed.is_none() {
+                return Err(CliError::Usage(format!(
+                    "{normalized} is not stored in {}",
+                    path.display()
+                )));
+            }
+            store.save(&path)?;
+            println!("removed {normalized}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

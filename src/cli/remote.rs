@@ -1,0 +1,449 @@
+//! Commands that talk to haloyd: deploy (parallel over targets, with a line-per-step progress
+//! view and a summary), status, logs, stop, rollback and rollback-targets.
+
+use super::local::{print_table, select_apps};
+use super::servers::{self, ClientConfig};
+use super::{CliError, CommonArgs};
+use crate::api::client::ApiClient;
+use crate::api::types::*;
+use crate::config::ResolvedApp;
+use futures_util::future::join_all;
+use std::process::ExitCode;
+
+/// One selected app and the client for its server.
+struct Remote {
+    app: ResolvedApp,
+    client: ApiClient,
+}
+
+impl Remote {
+    fn label(&self) -> &str {
+        self.app.label()
+    }
+
+    /// Prints every line of `text` prefixed with `[label]` on stderr.
+    fn eprint(&self, text: &str) {
+        for line in text.lines() {
+            eprintln!("[{}] {line}", self.label());
+        }
+    }
+}
+
+fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
+    let store = ClientConfig::load(&servers::client_config_path()?)?;
+    apps.into_iter()
+        .map(|app| {
+            let server = match (&app.server, store.servers.len()) {
+                (Some(s), _) => s.clone(),
+                (None, 1) => store.servers.keys().next().cloned().unwrap_or_default(),
+                (None, _) => {
+                    return Err(CliError::Usage(format!(
+                        "[{}] no `server` in the config and {} servers stored; add `server:` to haloy.yaml",
+                        app.label(),
+                        store.servers.len()
+                    )))
+                }
+            };
+            let url = servers::server_url(&server)?;
+            let token = servers::token_for(app.api_token.as_ref(), &url, &store).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "[{}] no API token for {url}: set `api_token` in haloy.yaml, export {}, or run `haloy server add {url} <token>`",
+                    app.label(),
+                    servers::TOKEN_ENV
+                ))
+            })?;
+            let client = ApiClient::new(&url, Some(token))?;
+            Ok(Remote { app, client })
+        })
+        .collect()
+}
+
+/// Success, or the number of failed targets as an error.
+fn outcome(failed: usize, total: usize) -> Result<ExitCode, CliError> {
+    if failed == 0 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::TargetsFailed { failed, total })
+    }
+}
+
+pub async fn deploy(common: &CommonArgs) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(deploy_one)).await;
+    print_summary(&remotes, &results);
+    outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
+}
+
+async fn deploy_one(r: &Remote) -> Result<String, String> {
+    let app = &r.app;
+    println!(
+        "[{}] deploying {} ({}, {} replica{}, {}) to {}",
+        r.label(),
+        app.name,
+        app.image.reference(),
+        app.replicas,
+        if app.replicas == 1 { "" } else { "s" },
+        serde_json::to_value(app.deployment_strategy)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        r.client.url()
+    );
+    let accepted = r.client.deploy(app).await.map_err(|e| {
+        let msg = e.to_string();
+        r.eprint(&format!("error: {msg}"));
+        msg
+    })?;
+    println!("[{}] deployment {}", r.label(), accepted.deployment_id);
+    follow_deployment(r, &accepted.deployment_id).await
+}
+
+/// Prints the progress events of a deployment until it finishes.
+async fn follow_deployment(r: &Remote, id: &str) -> Result<String, String> {
+    let fail = |msg: String| {
+        r.eprint(&format!("error: {msg}"));
+        msg
+    };
+    let mut stream = r
+        .client
+        .deploy_events(id)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    loop {
+        match stream.next::<DeployEvent>().await {
+            Ok(Some(ev)) => {
+                print_event(r.label(), &ev);
+                if ev.kind == EventKind::Finished {
+                    return if ev.ok == Some(true) {
+                        Ok(id.to_string())
+                    } else {
+                        Err(ev.message)
+                    };
+                }
+            }
+            Ok(None) => {
+                return Err(fail(format!(
+                    "haloyd at {} closed the progress stream of {id} before it finished; see `haloy status`",
+                    r.client.url()
+                )))
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+    }
+}
+
+fn print_event(label: &str, ev: &DeployEvent) {
+    let replica = ev
+        .replica
+        .map(|n| format!("replica {n}: "))
+        .unwrap_or_default();
+    match ev.kind {
+        EventKind::Step => {
+            let step = ev.step.as_deref().unwrap_or("step").replace('_', " ");
+            if ev.message.is_empty() {
+                println!("[{label}] {replica}{step}");
+            } else {
+                println!("[{label}] {replica}{step}: {}", ev.message);
+            }
+        }
+        EventKind::Log => {
+            for line in ev.message.lines() {
+                println!("[{label}] {replica}{line}");
+            }
+        }
+        EventKind::Finished => {
+            let word = if ev.ok == Some(true) {
+                "succeeded"
+            } else {
+                "FAILED"
+            };
+            let mut lines = ev.message.lines();
+            println!(
+                "[{label}] deployment {word}: {}",
+                lines.next().unwrap_or_default()
+            );
+            for line in lines {
+                println!("[{label}]   {line}");
+            }
+        }
+    }
+}
+
+fn print_summary(remotes: &[Remote], results: &[Result<String, String>]) {
+    println!();
+    println!("Summary:");
+    for (r, res) in remotes.iter().zip(results) {
+        match res {
+            Ok(id) => println!(
+                "  {:<16} ok      deployment {id} on {}",
+                r.label(),
+                r.client.url()
+            ),
+            Err(e) => println!(
+                "  {:<16} FAILED  {}",
+                r.label(),
+                e.lines().next().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+pub async fn status(common: &CommonArgs, json: bool) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, false)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(|r| r.client.app(&r.app.name))).await;
+    let mut statuses = Vec::new();
+    let mut failed = 0;
+    for (r, res) in remotes.iter().zip(results) {
+        match res {
+            Ok(s) => statuses.push((r, s)),
+            Err(e) => {
+                failed += 1;
+                let msg = if e.status() == Some(404) {
+                    format!("app `{}` is not deployed on {}", r.app.name, r.client.url())
+                } else {
+                    e.to_string()
+                };
+                r.eprint(&format!("error: {msg}"));
+            }
+        }
+    }
+    if json {
+        let list: Vec<&AppStatus> = statuses.iter().map(|(_, s)| s).collect();
+        let text = serde_json::to_string_pretty(&list)
+            .map_err(|e| CliError::Usage(format!("cannot encode JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        for (i, (r, s)) in statuses.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            print_status(r, s);
+        }
+    }
+    outcome(failed, remotes.len())
+}
+
+fn print_status(r: &Remote, s: &AppStatus) {
+    let target = r
+        .app
+        .target
+        .as_deref()
+        .map(|t| format!(" (target {t})"))
+        .unwrap_or_default();
+    println!("app {}{target} on {}", s.name, r.client.url());
+    println!("  deployment  {}", s.deployment_id);
+    match &s.digest {
+        Some(d) => println!("  image       {} ({d})", s.image),
+        None => println!("  image       {}", s.image),
+    }
+    println!("  strategy    {}", s.strategy);
+    let domains = if s.domains.is_empty() {
+        "-".to_string()
+    } else {
+        s.domains.join(", ")
+    };
+    println!("  domains     {domains}");
+    let rows: Vec<[String; 9]> = s
+        .replicas
+        .iter()
+        .map(|rep| {
+            [
+                rep.replica.to_string(),
+                rep.state.label().to_string(),
+                rep.ip.clone().unwrap_or_else(|| "-".into()),
+                human_duration(rep.uptime_seconds),
+                rep.restarts.to_string(),
+                rep.requests.to_string(),
+                rep.errors.to_string(),
+                rep.container_id.chars().take(12).collect(),
+                rep.last_health.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "  REPLICA",
+            "STATE",
+            "IP",
+            "UPTIME",
+            "RESTARTS",
+            "REQUESTS",
+            "ERRORS",
+            "CONTAINER",
+            "HEALTH",
+        ],
+        &rows
+            .into_iter()
+            .map(|mut row| {
+                row[0] = format!("  {}", row[0]);
+                row
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// `3d4h`, `2h5m`, `3m12s`, `45s`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+pub async fn logs(common: &CommonArgs, query: LogsQuery) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let many = remotes.len() > 1;
+    let results = join_all(remotes.iter().map(|r| logs_one(r, &query, many))).await;
+    let failed = results.iter().filter(|ok| !**ok).count();
+    outcome(failed, remotes.len())
+}
+
+async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
+    let mut stream = match r.client.logs(&r.app.name, query).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.eprint(&format!("error: {e}"));
+            return false;
+        }
+    };
+    let target = if prefix_target {
+        format!("[{}] ", r.label())
+    } else {
+        String::new()
+    };
+    loop {
+        match stream.next::<LogLine>().await {
+            Ok(Some(line)) => {
+                let replica = if query.all {
+                    format!("[replica {}] ", line.replica)
+                } else {
+                    String::new()
+                };
+                match line.stream {
+                    LogStream::Stdout => println!("{target}{replica}{}", line.line),
+                    LogStream::Stderr => eprintln!("{target}{replica}{}", line.line),
+                }
+            }
+            Ok(None) => return true,
+            Err(e) => {
+                r.eprint(&format!("error: {e}"));
+                return false;
+            }
+        }
+    }
+}
+
+pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(|r| r.client.stop(&r.app.name, &req))).await;
+    let mut failed = 0;
+    for (r, res) in remotes.iter().zip(results) {
+        match res {
+            Ok(s) => println!(
+                "[{}] stopped {} replica{} of {} on {}{}",
+                r.label(),
+                s.stopped,
+                if s.stopped == 1 { "" } else { "s" },
+                r.app.name,
+                r.client.url(),
+                if req.remove_containers {
+                    " (containers removed)"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => {
+                failed += 1;
+                r.eprint(&format!("error: {e}"));
+            }
+        }
+    }
+    outcome(failed, remotes.len())
+}
+
+pub async fn rollback_targets(common: &CommonArgs) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(
+        remotes
+            .iter()
+            .map(|r| r.client.rollback_targets(&r.app.name)),
+    )
+    .await;
+    let mut failed = 0;
+    for (r, res) in remotes.iter().zip(results) {
+        match res {
+            Ok(list) => {
+                println!("[{}] {} on {}", r.label(), r.app.name, r.client.url());
+                let rows: Vec<[String; 5]> = list
+                    .iter()
+                    .map(|d| {
+                        [
+                            d.deployment_id.clone(),
+                            d.created_at.clone(),
+                            d.image.clone(),
+                            d.replicas.to_string(),
+                            if d.current {
+                                "current".into()
+                            } else {
+                                String::new()
+                            },
+                        ]
+                    })
+                    .collect();
+                print_table(&["DEPLOYMENT", "CREATED", "IMAGE", "REPLICAS", ""], &rows);
+            }
+            Err(e) => {
+                failed += 1;
+                r.eprint(&format!("error: {e}"));
+            }
+        }
+    }
+    outcome(failed, remotes.len())
+}
+
+pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(|r| async move {
+        println!(
+            "[{}] rolling {} back to {deployment_id}",
+            r.label(),
+            r.app.name
+        );
+        let accepted = r
+            .client
+            .rollback(&r.app.name, deployment_id)
+            .await
+            .map_err(|e| {
+                let msg = e.to_string();
+                r.eprint(&format!("error: {msg}"));
+                msg
+            })?;
+        println!("[{}] deployment {}", r.label(), accepted.deployment_id);
+        follow_deployment(r, &accepted.deployment_id).await
+    }))
+    .await;
+    print_summary(&remotes, &results);
+    outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(45), "45s");
+        assert_eq!(human_duration(192), "3m12s");
+        assert_eq!(human_duration(7500), "2h5m");
+        assert_eq!(human_duration(90000), "1d1h");
+    }
+}

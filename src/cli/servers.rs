@@ -1,0 +1,191 @@
+//! Where the CLI sends requests and with which token: turning `server:` values into API URLs,
+//! the stored `{servers: {url: token}}` file ($XDG_CONFIG_HOME/haloy/client.yaml, mode 0600), and
+//! the token lookup order (api_token in haloy.yaml, then HALOY_API_TOKEN, then the stored token).
+
+use super::CliError;
+use crate::config::SecretString;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Port of haloyd's plain-HTTP API.
+pub const DEFAULT_API_PORT: u16 = 9922;
+/// Environment variable holding an API token (for CI).
+pub const TOKEN_ENV: &str = "HALOY_API_TOKEN";
+
+/// Turns a `server:` value into an API base URL:
+/// a URL (`http://…`, `https://…`) is used as is; an IP address or `localhost`, with or without
+/// a port, means haloyd's plain-HTTP API (`http://HOST:9922` by default); any other host name
+/// means HTTPS through haloyd's `api.domain` (`https://HOST[:PORT]`).
+pub fn server_url(server: &str) -> Result<String, CliError> {
+    let s = server.trim().trim_end_matches('/');
+    if s.starts_with("http://") || s.starts_with("https://") {
+        return Ok(s.to_string());
+    }
+    if s.is_empty() || s.contains('/') || s.contains("://") {
+        return Err(CliError::Usage(format!(
+            "`{server}` is not a server address; write a host, host:port or http(s):// URL"
+        )));
+    }
+    let (host, port) = split_host_port(s)?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let is_local = bare == "localhost" || bare.parse::<IpAddr>().is_ok();
+    let host_part = if bare.contains(':') {
+        format!("[{bare}]")
+    } else {
+        bare.to_string()
+    };
+    Ok(match (is_local, port) {
+        (true, p) => format!("http://{host_part}:{}", p.unwrap_or(DEFAULT_API_PORT)),
+        (false, Some(p)) => format!("https://{host_part}:{p}"),
+        (false, None) => format!("https://{host_part}"),
+    })
+}
+
+fn split_host_port(s: &str) -> Result<(&str, Option<u16>), CliError> {
+    let bad_port = |p: &str| CliError::Usage(format!("invalid port `{p}` in server `{s}`"));
+    if s.starts_with('[') {
+        return match s.rsplit_once("]:") {
+            Some((h, p)) => Ok((&s[..h.len() + 1], Some(p.parse().map_err(|_| bad_port(p))?))),
+            None => Ok((s, None)),
+        };
+    }
+    // A bare IPv6 address has several colons and no port.
+    if s.matches(':').count() > 1 {
+        return Ok((s, None));
+    }
+    match s.split_once(':') {
+        Some((h, p)) => Ok((h, Some(p.parse().map_err(|_| bad_port(p))?))),
+        None => Ok((s, None)),
+    }
+}
+
+/// The stored servers and tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClientConfig {
+    #[serde(default)]
+    pub servers: BTreeMap<String, String>,
+}
+
+/// `$XDG_CONFIG_HOME/haloy/client.yaml`, or `~/.config/haloy/client.yaml`.
+pub fn client_config_path() -> Result<PathBuf, CliError> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| dirs::home_dir().map(|h| h.join(".config")))
+        .ok_or_else(|| {
+            CliError::Usage("cannot find the config folder: set XDG_CONFIG_HOME or HOME".into())
+        })?;
+    Ok(base.join("haloy").join("client.yaml"))
+}
+
+impl ClientConfig {
+    pub fn load(path: &Path) -> Result<ClientConfig, CliError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => Ok(ClientConfig::default()),
+            Ok(text) => serde_yaml::from_str(&text).map_err(|e| {
+                CliError::Usage(format!(
+                    "{} is not a valid client config: {e}",
+                    path.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
+            Err(source) => Err(CliError::Io {
+                action: "read",
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes atomically with mode 0600 (the file holds tokens).
+    pub fn save(&self, path: &Path) -> Result<(), CliError> {
+        let io_err = |action: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |source| CliError::Io {
+                action,
+                path: p,
+                source,
+            }
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err("create", dir))?;
+        let text = serde_yaml::to_string(self)
+            .map_err(|e| CliError::Usage(format!("cannot encode client config: {e}")))?;
+        let tmp = path.with_extension("yaml.tmp");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io_err("write", &tmp))?;
+        file.write_all(text.as_bytes())
+            .and_then(|_| file.sync_all())
+            .map_err(io_err("write", &tmp))?;
+        std::fs::rename(&tmp, path).map_err(io_err("replace", path))
+    }
+}
+
+/// Picks the token for `url`: the app's `api_token`, then HALOY_API_TOKEN, then the stored one.
+pub fn token_for(
+    app_token: Option<&SecretString>,
+    url: &str,
+    store: &ClientConfig,
+) -> Option<SecretString> {
+    if let Some(t) = app_token {
+        return Some(t.clone());
+    }
+    if let Some(t) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()) {
+        return Some(SecretString::new(t));
+    }
+    store.servers.get(url).map(SecretString::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_values_become_urls() {
+        assert_eq!(server_url("127.0.0.1").unwrap(), "http://127.0.0.1:9922");
+        assert_eq!(
+            server_url("127.0.0.1:9000").unwrap(),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(server_url("localhost").unwrap(), "http://localhost:9922");
+        assert_eq!(server_url("::1").unwrap(), "http://[::1]:9922");
+        assert_eq!(server_url("[::1]:7").unwrap(), "http://[::1]:7");
+        assert_eq!(
+            server_url("prod.haloy.com").unwrap(),
+            "https://prod.haloy.com"
+        );
+        assert_eq!(
+            server_url("prod.haloy.com:8443").unwrap(),
+            "https://prod.haloy.com:8443"
+        );
+        assert_eq!(server_url("http://x:1/").unwrap(), "http://x:1");
+        assert!(server_url("x:notaport").is_err());
+    }
+
+    #[test]
+    fn store_round_trip_with_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haloy/client.yaml");
+        let mut c = ClientConfig::default();
+        c.servers
+            .insert("http://127.0.0.1:9922".into(), "tok".into());
+        c.save(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(ClientConfig::load(&path).unwrap(), c);
+    }
+}

@@ -1,0 +1,345 @@
+//! Typed reading of the positioned tree with problem collection: every wrong type, unknown key
+//! (with a "did you mean" suggestion), out-of-range value or bad enum choice becomes one
+//! `Problem` with file:line:column and key path, and decoding carries on so that all problems of a
+//! file are reported at once.
+
+use super::tree::{Entry, Format, Node, Pos, Value};
+use std::fmt;
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    pub file: String,
+    pub pos: Pos,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}:{}: {}", self.file, self.pos, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.file, self.pos, self.path, self.message
+            )
+        }
+    }
+}
+
+/// Every problem of one load, sorted by position, one per line when displayed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    /// Sorts by position and drops exact duplicates (root values are checked once per target).
+    pub fn normalize(&mut self) {
+        self.0.sort();
+        self.0.dedup();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `a.b` style key paths.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `a[3]` style key paths.
+pub fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// The closest known key, if it is close enough to be a plausible typo.
+pub fn suggest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+    let limit = (unknown.chars().count() / 3).max(1);
+    known
+        .iter()
+        .map(|k| {
+            let dist = strsim::damerau_levenshtein(unknown, k);
+            let close = dist <= limit || strsim::jaro_winkler(unknown, k) >= 0.85;
+            (dist, *k, close)
+        })
+        .filter(|(_, _, close)| *close)
+        .min_by_key(|(dist, _, _)| *dist)
+        .map(|(_, k, _)| k)
+}
+
+fn camel_to_snake(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads values out of a tree, collecting problems.
+pub struct Decoder {
+    file: String,
+    format: Format,
+    pub problems: Vec<Problem>,
+}
+
+impl Decoder {
+    pub fn new(file: impl Into<String>, format: Format) -> Decoder {
+        Decoder {
+            file: file.into(),
+            format,
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    pub fn problem(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            pos,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn wrong_type(&mut self, node: &Node, path: &str, expected: &str) {
+        let msg = format!("expected {expected}, found {}", node.type_name());
+        self.problem(node.pos, path, msg);
+    }
+
+    /// The entries of a map whose keys are all in `known` (null values count as unset). Unknown
+    /// and repeated keys are reported. In JSON files Haloy's camelCase spelling is accepted too.
+    pub fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+    ) -> Vec<(String, &'n Entry)> {
+        let Value::Map(entries) = &node.value else {
+            self.wrong_type(node, path, "a map");
+            return Vec::new();
+        };
+        let mut out: Vec<(String, &Entry)> = Vec::new();
+        for entry in entries {
+            let key = self.canonical_key(&entry.key, known);
+            let key_path = join(path, &entry.key);
+            if !known.contains(&key.as_str()) {
+                let mut msg = format!("unknown key `{}`", entry.key);
+                if let Some(s) = suggest(&entry.key, known) {
+                    msg.push_str(&format!("; did you mean `{s}`?"));
+                }
+                self.problem(entry.key_pos, &key_path, msg);
+                continue;
+            }
+            if out.iter().any(|(k, _)| *k == key) {
+                self.problem(entry.key_pos, &key_path, "key is given more than once");
+                continue;
+            }
+            if entry.value.value != Value::Null {
+                out.push((key, entry));
+            }
+        }
+        out
+    }
+
+    fn canonical_key(&self, key: &str, known: &[&str]) -> String {
+        if self.format == Format::Json && !known.contains(&key) {
+            let snake = camel_to_snake(key);
+            if known.contains(&snake.as_str()) {
+                return snake;
+            }
+        }
+        key.to_string()
+    }
+
+    /// Entries of a map with free-form keys (targets, images).
+    pub fn free_map<'n>(&mut self, node: &'n Node, path: &str) -> &'n [Entry] {
+        match &node.value {
+            Value::Map(entries) => entries,
+            _ => {
+                self.wrong_type(node, path, "a map");
+                &[]
+            }
+        }
+    }
+
+    pub fn seq<'n>(&mut self, node: &'n Node, path: &str) -> &'n [Node] {
+        match &node.value {
+            Value::Seq(items) => items,
+            _ => {
+                self.wrong_type(node, path, "a list");
+                &[]
+            }
+        }
+    }
+
+    /// A string; numbers and booleans are accepted with their source spelling.
+    pub fn string(&mut self, node: &Node, path: &str) -> Option<String> {
+        let text = node.scalar_text();
+        if text.is_none() {
+            self.wrong_type(node, path, "a string");
+        }
+        text
+    }
+
+    /// A string that must not be empty or contain whitespace.
+    pub fn word(&mut self, node: &Node, path: &str) -> Option<String> {
+        let s = self.string(node, path)?;
+        if s.trim().is_empty() {
+            self.problem(node.pos, path, "must not be empty");
+            return None;
+        }
+        if s.chars().any(char::is_whitespace) {
+            self.problem(node.pos, path, format!("`{s}` must not contain whitespace"));
+            return None;
+        }
+        Some(s)
+    }
+
+    pub fn string_list(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let items = self.seq(node, path);
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.string(item, &index(path, i)))
+            .collect()
+    }
+
+    pub fn bool(&mut self, node: &Node, path: &str) -> Option<bool> {
+        match node.value {
+            Value::Bool(b) => Some(b),
+            _ => {
+                self.wrong_type(node, path, "true or false");
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`; a string holding digits is accepted (e.g. `port: "8080"`).
+    pub fn int_in(&mut self, node: &Node, path: &str, min: i64, max: i64) -> Option<i64> {
+        let value = match &node.value {
+            Value::Int(i) => *i,
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => *f as i64,
+            Value::Str(s) if s.trim().parse::<i64>().is_ok() => s.trim().parse::<i64>().ok()?,
+            _ => {
+                self.wrong_type(node, path, "an integer");
+                return None;
+            }
+        };
+        if value < min || value > max {
+            let msg = if max == i64::MAX {
+                format!("{value} is out of range; must be at least {min}")
+            } else {
+                format!("{value} is out of range; must be between {min} and {max}")
+            };
+            self.problem(node.pos, path, msg);
+            return None;
+        }
+        Some(value)
+    }
+
+    pub fn float(&mut self, node: &Node, path: &str) -> Option<f64> {
+        match &node.value {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Str(s) if s.trim().parse::<f64>().is_ok() => s.trim().parse().ok(),
+            _ => {
+                self.wrong_type(node, path, "a number");
+                None
+            }
+        }
+    }
+
+    /// One of a fixed set of words.
+    pub fn choice(&mut self, node: &Node, path: &str, allowed: &[&str]) -> Option<String> {
+        let s = self.string(node, path)?;
+        if allowed.contains(&s.as_str()) {
+            return Some(s);
+        }
+        let list = allowed
+            .iter()
+            .map(|a| format!("`{a}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut msg = format!("`{s}` is not valid; expected one of {list}");
+        if let Some(hint) = suggest(&s, allowed) {
+            msg.push_str(&format!("; did you mean `{hint}`?"));
+        }
+        self.problem(node.pos, path, msg);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tree::parse;
+
+    #[test]
+    fn unknown_key_suggests_closest() {
+        let doc = parse(Format::Yaml, "helth_check_path: /x\nzzz: 1\n").unwrap();
+        let mut d = Decoder::new("f.yaml", Format::Yaml);
+        d.map(&doc, "", &["health_check_path", "name"]);
+        assert_eq!(
+            d.problems[0].to_string(),
+            "f.yaml:1:1: helth_check_path: unknown key `helth_check_path`; did you mean `health_check_path`?"
+        );
+        assert_eq!(
+            d.problems[1].to_string(),
+            "f.yaml:2:1: zzz: unknown key `zzz`"
+        );
+    }
+
+    #[test]
+    fn json_accepts_camel_case() {
+        let doc = parse(Format::Json, "{\"healthCheckPath\": \"/x\"}").unwrap();
+        let mut d = Decoder::new("f.json", Format::Json);
+        let entries = d.map(&doc, "", &["health_check_path"]);
+        assert_eq!(entries[0].0, "health_check_path");
+        assert!(d.problems.is_empty());
+    }
+
+    #[test]
+    fn int_range_and_type() {
+        let doc = parse(Format::Yaml, "[0, \"80\", abc]").unwrap();
+        let Value::Seq(items) = &doc.value else {
+            panic!()
+        };
+        let mut d = Decoder::new("f", Format::Yaml);
+        assert_eq!(d.int_in(&items[0], "a", 1, 10), None);
+        assert_eq!(d.int_in(&items[1], "b", 1, 100), Some(80));
+        assert_eq!(d.int_in(&items[2], "c", 1, 10), None);
+        assert!(d.problems[0].message.contains("between 1 and 10"));
+        assert_eq!(d.problems[1].message, "expected an integer, found a string");
+    }
+}

@@ -1,0 +1,205 @@
+//! The resolved, validated per-target app config (`ResolvedApp`) that the CLI sends to haloyd as
+//! JSON inside `POST /v1/deploy`. Every default is already applied and every value source is
+//! resolved, so haloyd never re-reads haloy.yaml.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A string that must never show up in logs or debug output (API tokens, registry passwords).
+/// It serializes as the plain string because haloyd needs e.g. the registry password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretString(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStrategy {
+    /// Replace replicas one at a time, keeping N-1 serving.
+    #[default]
+    Rolling,
+    /// Stop all old replicas, then start all new ones.
+    Replace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NamingStrategy {
+    /// Containers are named `<app>-<deployment id>-<replica>`.
+    #[default]
+    Dynamic,
+    /// One container named after the app (requires `replace` and one replica).
+    Static,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PullPolicy {
+    #[default]
+    Always,
+    IfMissing,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryStrategy {
+    /// Keep the last `count` images on the server for rollback.
+    #[default]
+    Local,
+    /// Rely on immutable registry tags for rollback.
+    Registry,
+    /// No rollback.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    Database,
+    Service,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageHistory {
+    pub strategy: HistoryStrategy,
+    /// How many deployments to keep for rollback.
+    pub count: u32,
+    pub pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// Registry host (explicit, or taken from the repository, `docker.io` by default).
+    pub server: String,
+    pub username: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BuildConfig {
+    pub context: Option<String>,
+    pub dockerfile: Option<String>,
+    pub platform: Option<String>,
+    pub args: Vec<EnvVar>,
+    pub push: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedImage {
+    /// e.g. `127.0.0.1:5000/haloy-fixtures/web` (no tag).
+    pub repository: String,
+    /// Defaults to `latest`.
+    pub tag: String,
+    pub pull_policy: PullPolicy,
+    pub registry: Option<RegistryAuth>,
+    pub history: ImageHistory,
+    /// True when the image is to be built locally (image omitted, `build: true` or
+    /// `build_config`); building is not implemented yet.
+    pub build: bool,
+    pub build_config: Option<BuildConfig>,
+}
+
+impl ResolvedImage {
+    /// `repository:tag`.
+    pub fn reference(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainSpec {
+    /// Canonical host name, lowercase.
+    pub domain: String,
+    /// Hosts that redirect to / also serve the canonical domain, lowercase.
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+}
+
+/// A parsed `volumes:` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VolumeSpec {
+    /// `/abs/host/path:/container/path[:ro]`
+    Bind {
+        host: String,
+        container: String,
+        read_only: bool,
+    },
+    /// `name:/container/path[:ro]`, a volume haloyd manages under its state dir.
+    Named {
+        name: String,
+        container: String,
+        read_only: bool,
+    },
+}
+
+/// Per-replica limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    /// Memory limit in bytes (`"512Mi"`, `"1G"` and plain numbers are accepted in the file).
+    pub memory_bytes: Option<u64>,
+    /// CPU limit in cores, e.g. 0.5.
+    pub cpus: Option<f64>,
+}
+
+/// One deployable app for one target, fully resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedApp {
+    /// The key under `targets:`, `None` for a file without targets.
+    pub target: Option<String>,
+    pub name: String,
+    /// As written in the file (host, host:port or URL); the CLI turns it into an API URL.
+    pub server: Option<String>,
+    /// Resolved `api_token`; used by the CLI only and never serialized.
+    #[serde(skip)]
+    pub api_token: Option<SecretString>,
+    pub image: ResolvedImage,
+    pub replicas: u32,
+    pub port: u16,
+    pub health_check_path: String,
+    pub min_ready_seconds: u32,
+    pub deployment_strategy: DeploymentStrategy,
+    pub naming_strategy: NamingStrategy,
+    pub domains: Vec<DomainSpec>,
+    pub env: Vec<EnvVar>,
+    pub volumes: Vec<VolumeSpec>,
+    pub network: Option<String>,
+    /// Hooks are kept for compatibility but not run yet.
+    pub pre_deploy: Vec<String>,
+    pub post_deploy: Vec<String>,
+    pub global_pre_deploy: Vec<String>,
+    pub global_post_deploy: Vec<String>,
+    pub protected: bool,
+    pub preset: Option<Preset>,
+    pub acme_email: Option<String>,
+    pub resources: Option<Resources>,
+    /// Seconds between SIGTERM and SIGKILL when a replica is stopped.
+    pub stop_timeout: u32,
+}
+
+impl ResolvedApp {
+    /// A short label for progress output: the target key, or the app name.
+    pub fn label(&self) -> &str {
+        self.target.as_deref().unwrap_or(&self.name)
+    }
+}

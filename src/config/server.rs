@@ -1,0 +1,752 @@
+//! haloyd's server config (YAML). Every key is optional, so an empty file works; unknown keys,
+//! wrong types and bad values are reported like haloy.yaml problems (file:line:col: key: what).
+//! Every path and address a test needs to make private is a key.
+
+use super::decode::{index, join, Decoder, Problems};
+use super::tree::{self, Format, Node, Value};
+use super::values;
+use super::ConfigError;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const LETSENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING_DIRECTORY: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub api: ApiConfig,
+    pub containerd: ContainerdConfig,
+    pub proxy: ProxyConfig,
+    pub network: NetworkConfig,
+    /// Deployment history, volumes, certificates (default /var/lib/haloy).
+    pub state_dir: PathBuf,
+    /// Runtime files: sockets, pid files, per-task scratch (default /run/haloy).
+    pub run_dir: PathBuf,
+    pub registries: RegistriesConfig,
+    pub acme: AcmeConfig,
+    pub health_monitor: HealthMonitorConfig,
+    pub deploy: DeploySettings,
+    pub logs: LogsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// Plain-HTTP listener (default 127.0.0.1:9922).
+    pub listen: SocketAddr,
+    /// Host name under which the proxy also serves the API over HTTPS.
+    pub domain: Option<String>,
+    /// File holding the bearer token (default `<state_dir>/api-token`).
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerdConfig {
+    pub address: PathBuf,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub http_listen: SocketAddr,
+    pub https_listen: SocketAddr,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub backend_response_timeout: Duration,
+    pub max_header_bytes: u64,
+    /// `None` = unlimited.
+    pub max_body_bytes: Option<u64>,
+    pub max_connections: u32,
+    pub drain_timeout: Duration,
+    /// Peers whose X-Forwarded-For is trusted.
+    pub trusted_proxies: Vec<IpCidr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetworkConfig {
+    pub subnet: IpCidr,
+    /// Bridge device name (at most 15 characters).
+    pub bridge: String,
+    pub cni_bin_dir: PathBuf,
+    /// Where haloyd writes its CNI conflist (default `<state_dir>/cni`).
+    pub cni_conf_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RegistriesConfig {
+    /// `host:port` registries allowed over plain HTTP.
+    pub insecure: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownSni {
+    /// Abort the TLS handshake for host names without a certificate.
+    #[default]
+    Refuse,
+    /// Answer with a self-signed certificate.
+    SelfSigned,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticCertificate {
+    pub domain: String,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// Order certificates for deployed domains. Off: HTTPS only for `certificates` files.
+    pub enabled: bool,
+    pub directory_url: String,
+    pub staging: bool,
+    pub email: Option<String>,
+    /// Extra CA certificates (PEM) to trust for the ACME directory, e.g. Pebble's.
+    pub ca_bundle: Option<PathBuf>,
+    pub unknown_sni: UnknownSni,
+    pub certificates: Vec<StaticCertificate>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthMonitorConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures before a replica leaves rotation.
+    pub fall: u32,
+    /// Consecutive successes before it comes back.
+    pub rise: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploySettings {
+    /// How long a new replica may take to become ready.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogsConfig {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+/// An IP network like `10.89.0.0/16` (a bare IP is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpCidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpCidr {
+    pub fn parse(text: &str) -> Result<IpCidr, String> {
+        let (ip, prefix) = match text.split_once('/') {
+            Some((ip, p)) => (ip, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{text}` has an invalid prefix length"))?,
+        };
+        Ok(IpCidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(*ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(*ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn default_cni_bin_dir() -> PathBuf {
+    ["/usr/lib/cni", "/opt/cni/bin"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/cni"))
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let state_dir = PathBuf::from("/var/lib/haloy");
+        ServerConfig {
+            api: ApiConfig {
+                listen: addr("127.0.0.1:9922"),
+                domain: None,
+                token_file: state_dir.join("api-token"),
+            },
+            containerd: ContainerdConfig {
+                address: PathBuf::from("/run/containerd/containerd.sock"),
+                namespace: "haloy".into(),
+            },
+            proxy: ProxyConfig {
+                http_listen: addr("0.0.0.0:80"),
+                https_listen: addr("0.0.0.0:443"),
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                backend_response_timeout: Duration::from_secs(60),
+                max_header_bytes: 64 * 1024,
+                max_body_bytes: None,
+                max_connections: 10_000,
+                drain_timeout: Duration::from_secs(30),
+                trusted_proxies: Vec::new(),
+            },
+            network: NetworkConfig {
+                subnet: IpCidr {
+                    addr: IpAddr::from([10, 89, 0, 0]),
+                    prefix: 16,
+                },
+                bridge: "haloy0".into(),
+                cni_bin_dir: default_cni_bin_dir(),
+                cni_conf_dir: state_dir.join("cni"),
+            },
+            run_dir: PathBuf::from("/run/haloy"),
+            registries: RegistriesConfig::default(),
+            acme: AcmeConfig {
+                enabled: true,
+                directory_url: LETSENCRYPT_DIRECTORY.into(),
+                staging: false,
+                email: None,
+                ca_bundle: None,
+                unknown_sni: UnknownSni::Refuse,
+                certificates: Vec::new(),
+            },
+            health_monitor: HealthMonitorConfig {
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+                fall: 3,
+                rise: 2,
+            },
+            deploy: DeploySettings {
+                timeout: Duration::from_secs(300),
+            },
+            logs: LogsConfig {
+                max_size: 10 << 20,
+                max_files: 3,
+            },
+            state_dir,
+        }
+    }
+}
+
+const ROOT_KEYS: &[&str] = &[
+    "api",
+    "containerd",
+    "proxy",
+    "network",
+    "state_dir",
+    "run_dir",
+    "registries",
+    "acme",
+    "health_monitor",
+    "deploy",
+    "logs",
+];
+
+impl ServerConfig {
+    /// Reads and validates the YAML file at `path`.
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        ServerConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses YAML text; `label` names the file in messages.
+    pub fn parse(text: &str, label: &str) -> Result<ServerConfig, ConfigError> {
+        let mut dec = Decoder::new(label, Format::Yaml);
+        let node = match tree::parse(Format::Yaml, text) {
+            Ok(n) => n,
+            Err(e) => {
+                dec.problem(e.pos, "", format!("syntax error: {}", e.message));
+                return Err(ConfigError::Invalid(Problems(dec.problems)));
+            }
+        };
+        let cfg = decode_server(&mut dec, &node);
+        if dec.problems.is_empty() {
+            Ok(cfg)
+        } else {
+            let mut p = Problems(dec.problems);
+            p.normalize();
+            Err(ConfigError::Invalid(p))
+        }
+    }
+}
+
+fn decode_server(dec: &mut Decoder, node: &Node) -> ServerConfig {
+    let mut c = ServerConfig::default();
+    if node.value == Value::Null {
+        return c;
+    }
+    let mut token_file = None;
+    let mut cni_conf_dir = None;
+    for (key, e) in dec.map(node, "", ROOT_KEYS) {
+        let v = &e.value;
+        match key.as_str() {
+            "api" => token_file = decode_api(dec, v, &mut c.api),
+            "containerd" => decode_containerd(dec, v, &mut c.containerd),
+            "proxy" => decode_proxy(dec, v, &mut c.proxy),
+            "network" => cni_conf_dir = decode_network(dec, v, &mut c.network),
+            "state_dir" => set(&mut c.state_dir, abs_path(dec, v, &key)),
+            "run_dir" => set(&mut c.run_dir, abs_path(dec, v, &key)),
+            "registries" => {
+                for (k, e) in dec.map(v, &key, &["insecure"]) {
+                    c.registries.insecure = host_ports(dec, &e.value, &join(&key, &k));
+                }
+            }
+            "acme" => decode_acme(dec, v, &mut c.acme),
+            "health_monitor" => decode_health(dec, v, &mut c.health_monitor),
+            "deploy" => {
+                for (k, e) in dec.map(v, &key, &["timeout"]) {
+                    set(
+                        &mut c.deploy.timeout,
+                        duration(dec, &e.value, &join(&key, &k)),
+                    );
+                }
+            }
+            "logs" => decode_logs(dec, v, &mut c.logs),
+            _ => {}
+        }
+    }
+    // Paths that default to places under state_dir follow a custom state_dir.
+    c.api.token_file = token_file.unwrap_or_else(|| c.state_dir.join("api-token"));
+    c.network.cni_conf_dir = cni_conf_dir.unwrap_or_else(|| c.state_dir.join("cni"));
+    c
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn abs_path(dec: &mut Decoder, v: &Node, path: &str) -> Option<PathBuf> {
+    let s = dec.word(v, path)?;
+    if !s.starts_with('/') {
+        dec.problem(v.pos, path, format!("`{s}` must be an absolute path"));
+        return None;
+    }
+    Some(PathBuf::from(s))
+}
+
+fn socket_addr(dec: &mut Decoder, v: &Node, path: &str) -> Option<SocketAddr> {
+    let s = dec.word(v, path)?;
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            dec.problem(
+                v.pos,
+                path,
+                format!("`{s}` is not an IP:port address (e.g. `127.0.0.1:9922` or `[::]:443`)"),
+            );
+            None
+        }
+    }
+}
+
+fn duration(dec: &mut Decoder, v: &Node, path: &str) -> Option<Duration> {
+    let s = dec.string(v, path)?;
+    // A bare number means seconds.
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    match values::parse_duration(&s) {
+        Ok(d) => Some(d),
+        Err(m) => {
+            dec.problem(v.pos, path, m);
+            None
+        }
+    }
+}
+
+fn byte_size(dec: &mut Decoder, v: &Node, path: &str) -> Option<u64> {
+    let s = dec.string(v, path)?;
+    match values::parse_byte_size(&s) {
+        Ok(b) => Some(b),
+        Err(m) => {
+            dec.problem(v.pos, path, m);
+            None
+        }
+    }
+}
+
+fn cidr(dec: &mut Decoder, v: &Node, path: &str) -> Option<IpCidr> {
+    let s = dec.word(v, path)?;
+    match IpCidr::parse(&s) {
+        Ok(c) => Some(c),
+        Err(m) => {
+            dec.problem(v.pos, path, m);
+            None
+        }
+    }
+}
+
+fn host_ports(dec: &mut Decoder, v: &Node, path: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, item) in dec.seq(v, path).iter().enumerate() {
+        let p = index(path, i);
+        let Some(s) = dec.word(item, &p) else {
+            continue;
+        };
+        let valid = s
+            .rsplit_once(':')
+            .is_some_and(|(h, port)| !h.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if valid {
+            out.push(s);
+        } else {
+            dec.problem(item.pos, &p, format!("`{s}` must be `host:port`"));
+        }
+    }
+    out
+}
+
+fn decode_api(dec: &mut Decoder, v: &Node, api: &mut ApiConfig) -> Option<PathBuf> {
+    let mut token_file = None;
+    for (k, e) in dec.map(v, "api", &["listen", "domain", "token_file"]) {
+        let p = join("api", &k);
+        match k.as_str() {
+            "listen" => set(&mut api.listen, socket_addr(dec, &e.value, &p)),
+            "domain" => {
+                if let Some(s) = dec.word(&e.value, &p) {
+                    match values::normalize_hostname(&s) {
+                        Ok(h) => api.domain = Some(h),
+                        Err(m) => dec.problem(e.value.pos, &p, m),
+                    }
+                }
+            }
+            _ => token_file = abs_path(dec, &e.value, &p),
+        }
+    }
+    token_file
+}
+
+fn decode_containerd(dec: &mut Decoder, v: &Node, c: &mut ContainerdConfig) {
+    for (k, e) in dec.map(v, "containerd", &["address", "namespace"]) {
+        let p = join("containerd", &k);
+        match k.as_str() {
+            "address" => set(
+                &mut c.address,
+                dec.word(&e.value, &p)
+                    .map(|s| PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s))),
+            ),
+            _ => set(&mut c.namespace, dec.word(&e.value, &p)),
+        }
+    }
+}
+
+fn decode_proxy(dec: &mut Decoder, v: &Node, c: &mut ProxyConfig) {
+    let keys = [
+        "http_listen",
+        "https_listen",
+        "header_read_timeout",
+        "idle_timeout",
+        "backend_response_timeout",
+        "max_header_bytes",
+        "max_body_bytes",
+        "max_connections",
+        "drain_timeout",
+        "trusted_proxies",
+    ];
+    for (k, e) in dec.map(v, "proxy", &keys) {
+        let p = join("proxy", &k);
+        let v = &e.value;
+        match k.as_str() {
+            "http_listen" => set(&mut c.http_listen, socket_addr(dec, v, &p)),
+            "https_listen" => set(&mut c.https_listen, socket_addr(dec, v, &p)),
+            "header_read_timeout" => set(&mut c.header_read_timeout, duration(dec, v, &p)),
+            "idle_timeout" => set(&mut c.idle_timeout, duration(dec, v, &p)),
+            "backend_response_timeout" => {
+                set(&mut c.backend_response_timeout, duration(dec, v, &p))
+            }
+            "max_header_bytes" => set(&mut c.max_header_bytes, byte_size(dec, v, &p)),
+            "max_body_bytes" => c.max_body_bytes = byte_size(dec, v, &p),
+            "max_connections" => set(
+                &mut c.max_connections,
+                dec.int_in(v, &p, 1, 10_000_000).map(|n| n as u32),
+            ),
+            "drain_timeout" => set(&mut c.drain_timeout, duration(dec, v, &p)),
+            _ => {
+                c.trusted_proxies = dec
+                    .seq(v, &p)
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| cidr(dec, item, &index(&p, i)))
+                    .collect()
+            }
+        }
+    }
+}
+
+fn decode_network(dec: &mut Decoder, v: &Node, c: &mut NetworkConfig) -> Option<PathBuf> {
+    let mut conf_dir = None;
+    for (k, e) in dec.map(
+        v,
+        "network",
+        &["subnet", "bridge", "cni_bin_dir", "cni_conf_dir"],
+    ) {
+        let p = join("network", &k);
+        let v = &e.value;
+        match k.as_str() {
+            "subnet" => set(&mut c.subnet, cidr(dec, v, &p)),
+            "bridge" => {
+                if let Some(b) = dec.word(v, &p) {
+                    if b.len() > 15 {
+                        dec.problem(v.pos, &p, format!("`{b}` is longer than 15 characters"));
+                    } else {
+                        c.bridge = b;
+                    }
+                }
+            }
+            "cni_bin_dir" => set(&mut c.cni_bin_dir, abs_path(dec, v, &p)),
+            _ => conf_dir = abs_path(dec, v, &p),
+        }
+    }
+    conf_dir
+}
+
+fn decode_acme(dec: &mut Decoder, v: &Node, c: &mut AcmeConfig) {
+    let keys = [
+        "enabled",
+        "directory_url",
+        "staging",
+        "email",
+        "ca_bundle",
+        "unknown_sni",
+        "certificates",
+    ];
+    let mut explicit_url = false;
+    for (k, e) in dec.map(v, "acme", &keys) {
+        let p = join("acme", &k);
+        let v = &e.value;
+        match k.as_str() {
+            "directory_url" => {
+                if let Some(u) = dec.word(v, &p) {
+                    if u.starts_with("https://") || u.starts_with("http://") {
+                        c.directory_url = u;
+                        explicit_url = true;
+                    } else {
+                        dec.problem(v.pos, &p, format!("`{u}` is not an http(s) URL"));
+                    }
+                }
+            }
+            "enabled" => set(&mut c.enabled, dec.bool(v, &p)),
+            "staging" => set(&mut c.staging, dec.bool(v, &p)),
+            "email" => c.email = dec.word(v, &p),
+            "ca_bundle" => c.ca_bundle = abs_path(dec, v, &p),
+            "unknown_sni" => {
+                c.unknown_sni = match dec.choice(v, &p, &["refuse", "self_signed"]).as_deref() {
+                    Some("self_signed") => UnknownSni::SelfSigned,
+                    _ => UnknownSni::Refuse,
+                }
+            }
+            _ => c.certificates = decode_certificates(dec, v, &p),
+        }
+    }
+    if c.staging && !explicit_url {
+        c.directory_url = LETSENCRYPT_STAGING_DIRECTORY.into();
+    }
+}
+
+fn decode_certificates(dec: &mut Decoder, v: &Node, path: &str) -> Vec<StaticCertificate> {
+    let mut out = Vec::new();
+    for (i, item) in dec.seq(v, path).iter().enumerate() {
+        let p = index(path, i);
+        let entries = dec.map(item, &p, &["domain", "cert_file", "key_file"]);
+        let mut domain = None;
+        let mut cert = None;
+        let mut key = None;
+        for (k, e) in &entries {
+            let kp = join(&p, k);
+            match k.as_str() {
+                "domain" => {
+                    if let Some(s) = dec.word(&e.value, &kp) {
+                        match values::normalize_hostname(&s) {
+                            Ok(h) => domain = Some(h),
+                            Err(m) => dec.problem(e.value.pos, &kp, m),
+                        }
+                    }
+                }
+                "cert_file" => cert = abs_path(dec, &e.value, &kp),
+                _ => key = abs_path(dec, &e.value, &kp),
+            }
+        }
+        for (name, missing) in [
+            ("domain", domain.is_none()),
+            ("cert_file", cert.is_none()),
+            ("key_file", key.is_none()),
+        ] {
+            if missing && !entries.iter().any(|(k, _)| k == name) {
+                dec.problem(item.pos, &p, format!("missing `{name}`"));
+            }
+        }
+        if let (Some(domain), Some(cert_file), Some(key_file)) = (domain, cert, key) {
+            out.push(StaticCertificate {
+                domain,
+                cert_file,
+                key_file,
+            });
+        }
+    }
+    out
+}
+
+fn decode_health(dec: &mut Decoder, v: &Node, c: &mut HealthMonitorConfig) {
+    for (k, e) in dec.map(
+        v,
+        "health_monitor",
+        &["interval", "timeout", "fall", "rise"],
+    ) {
+        let p = join("health_monitor", &k);
+        let v = &e.value;
+        match k.as_str() {
+            "interval" => set(&mut c.interval, duration(dec, v, &p)),
+            "timeout" => set(&mut c.timeout, duration(dec, v, &p)),
+            "fall" => set(&mut c.fall, dec.int_in(v, &p, 1, 100).map(|n| n as u32)),
+            _ => set(&mut c.rise, dec.int_in(v, &p, 1, 100).map(|n| n as u32)),
+        }
+    }
+}
+
+fn decode_logs(dec: &mut Decoder, v: &Node, c: &mut LogsConfig) {
+    for (k, e) in dec.map(v, "logs", &["max_size", "max_files"]) {
+        let p = join("logs", &k);
+        match k.as_str() {
+            "max_size" => set(&mut c.max_size, byte_size(dec, &e.value, &p)),
+            _ => set(
+                &mut c.max_files,
+                dec.int_in(&e.value, &p, 1, 1000).map(|n| n as u32),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = ServerConfig::parse("", "haloyd.yaml").unwrap();
+        assert_eq!(c, ServerConfig::default());
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:9922");
+        assert_eq!(c.containerd.namespace, "haloy");
+        assert_eq!(c.proxy.max_header_bytes, 65536);
+        assert_eq!(c.network.subnet.to_string(), "10.89.0.0/16");
+        assert_eq!(c.health_monitor.fall, 3);
+        assert_eq!(c.deploy.timeout, Duration::from_secs(300));
+        assert_eq!(c.logs.max_size, 10 << 20);
+        assert_eq!(c.api.token_file, PathBuf::from("/var/lib/haloy/api-token"));
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+api: {listen: "127.0.0.1:0", domain: API.example.com, token_file: /t/token}
+containerd: {address: /t/containerd.sock, namespace: test-ns}
+proxy:
+  http_listen: "127.0.0.1:8080"
+  https_listen: "127.0.0.1:8443"
+  header_read_timeout: 500ms
+  idle_timeout: 2m
+  backend_response_timeout: 30s
+  max_header_bytes: 32KiB
+  max_body_bytes: 10Mi
+  max_connections: 50
+  drain_timeout: 1s
+  trusted_proxies: [10.0.0.0/8, 127.0.0.1]
+network: {subnet: 10.201.0.0/24, bridge: hl-test0, cni_bin_dir: /usr/lib/cni, cni_conf_dir: /t/cni}
+state_dir: /t/state
+run_dir: /t/run
+registries: {insecure: ["127.0.0.1:5000"]}
+acme:
+  directory_url: https://127.0.0.1:14000/dir
+  email: ops@example.com
+  ca_bundle: /t/pebble.pem
+  unknown_sni: self_signed
+  certificates: [{domain: a.example.com, cert_file: /t/a.crt, key_file: /t/a.key}]
+health_monitor: {interval: 1s, timeout: 200ms, fall: 2, rise: 1}
+deploy: {timeout: 90s}
+logs: {max_size: 1Mi, max_files: 2}
+"#;
+        let c = ServerConfig::parse(text, "haloyd.yaml").unwrap();
+        assert_eq!(c.api.domain.as_deref(), Some("api.example.com"));
+        assert_eq!(c.proxy.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(c.proxy.max_body_bytes, Some(10 << 20));
+        assert!(c.proxy.trusted_proxies[0].contains(&"10.1.2.3".parse().unwrap()));
+        assert!(!c.proxy.trusted_proxies[1].contains(&"127.0.0.2".parse().unwrap()));
+        assert_eq!(c.network.bridge, "hl-test0");
+        assert_eq!(c.network.cni_conf_dir, PathBuf::from("/t/cni"));
+        assert_eq!(c.state_dir, PathBuf::from("/t/state"));
+        assert_eq!(c.acme.unknown_sni, UnknownSni::SelfSigned);
+        assert_eq!(c.acme.certificates.len(), 1);
+        assert_eq!(c.health_monitor.timeout, Duration::from_millis(200));
+        assert_eq!(c.deploy.timeout, Duration::from_secs(90));
+        assert_eq!(c.logs.max_files, 2);
+    }
+
+    #[test]
+    fn token_file_follows_state_dir() {
+        let c = ServerConfig::parse("state_dir: /srv/haloy\n", "f").unwrap();
+        assert_eq!(c.api.token_file, PathBuf::from("/srv/haloy/api-token"));
+        assert_eq!(c.network.cni_conf_dir, PathBuf::from("/srv/haloy/cni"));
+    }
+
+    #[test]
+    fn staging_switches_directory() {
+        let c = ServerConfig::parse("acme: {staging: true}\n", "f").unwrap();
+        assert_eq!(c.acme.directory_url, LETSENCRYPT_STAGING_DIRECTORY);
+    }
+
+    #[test]
+    fn problems_are_positioned() {
+        let err = ServerConfig::parse(
+            "api:\n  listn: 1.2.3.4:5\nproxy:\n  idle_timeout: soon\nnetwork:\n  bridge: a-very-long-bridge-name\nstate_dir: relative/dir\n",
+            "haloyd.yaml",
+        )
+        .unwrap_err();
+        let lines = err.lines();
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "haloyd.yaml:2:3: api.listn: unknown key `listn`; did you mean `listen`?"
+        );
+        assert!(
+            lines[1].starts_with("haloyd.yaml:4:17: proxy.idle_timeout: `soon` is not a duration")
+        );
+        assert!(lines[2].starts_with("haloyd.yaml:6:11: network.bridge:"));
+        assert!(lines[3]
+            .starts_with("haloyd.yaml:7:12: state_dir: `relative/dir` must be an absolute path"));
+    }
+}

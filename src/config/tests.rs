@@ -1,0 +1,265 @@
+//! Unit tests of deploy config resolution (merging, defaults, value sources, problems).
+
+use super::*;
+
+fn resolve(text: &str) -> Result<Vec<ResolvedApp>, Vec<String>> {
+    resolve_with(text, Format::Yaml, &HashMap::new())
+}
+
+fn resolve_with(
+    text: &str,
+    format: Format,
+    env: &HashMap<String, String>,
+) -> Result<Vec<ResolvedApp>, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    resolve_text(text, format, "haloy.yaml", dir.path(), env)
+        .map(|(apps, _)| apps)
+        .map_err(|e| e.lines())
+}
+
+#[test]
+fn defaults_for_a_minimal_file() {
+    let apps = resolve("name: web\nimage: nginx:1.27\n").unwrap();
+    let app = &apps[0];
+    assert_eq!(app.target, None);
+    assert_eq!(app.image.repository, "nginx");
+    assert_eq!(app.image.tag, "1.27");
+    assert!(!app.image.build);
+    assert_eq!(app.image.history.strategy, HistoryStrategy::Local);
+    assert_eq!(app.image.history.count, 6);
+    assert_eq!(app.replicas, 1);
+    assert_eq!(app.port, 8080);
+    assert_eq!(app.health_check_path, "/");
+    assert_eq!(app.min_ready_seconds, 0);
+    assert_eq!(app.deployment_strategy, DeploymentStrategy::Rolling);
+    assert_eq!(app.stop_timeout, 20);
+}
+
+#[test]
+fn image_omitted_means_build_named_after_app() {
+    let app = &resolve("name: web\n").unwrap()[0];
+    assert_eq!(app.image.repository, "web");
+    assert_eq!(app.image.tag, "latest");
+    assert!(app.image.build);
+}
+
+#[test]
+fn targets_merge_over_root() {
+    let apps = resolve(
+        r#"
+name: app
+replicas: 2
+image:
+  repository: reg.example.com/app
+  tag: v1
+env:
+  - name: A
+    value: root-a
+  - name: B
+    value: root-b
+targets:
+  production:
+    server: prod.example.com
+    replicas: 10
+    image:
+      tag: v2
+    env:
+      - name: B
+        value: prod-b
+      - name: C
+        value: prod-c
+  staging:
+    name: app-staging
+    server: staging.example.com
+"#,
+    )
+    .unwrap();
+    let prod = &apps[0];
+    assert_eq!(prod.target.as_deref(), Some("production"));
+    assert_eq!(prod.name, "app");
+    assert_eq!(prod.replicas, 10);
+    assert_eq!(prod.image.reference(), "reg.example.com/app:v2");
+    let env: Vec<(&str, &str)> = prod
+        .env
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(env, [("A", "root-a"), ("B", "prod-b"), ("C", "prod-c")]);
+    let staging = &apps[1];
+    assert_eq!(staging.name, "app-staging");
+    assert_eq!(staging.replicas, 2);
+    assert_eq!(staging.image.tag, "v1");
+}
+
+#[test]
+fn target_name_defaults_to_key_without_root_name() {
+    let apps = resolve("targets:\n  api:\n    server: a.example.com\n").unwrap();
+    assert_eq!(apps[0].name, "api");
+}
+
+#[test]
+fn image_key_picks_from_images() {
+    let apps = resolve(
+        "images:\n  web:\n    repository: r/web\n    tag: v3\ntargets:\n  a:\n    image_key: web\n",
+    )
+    .unwrap();
+    assert_eq!(apps[0].image.reference(), "r/web:v3");
+    let err = resolve("images:\n  web: r/web\ntargets:\n  a:\n    image_key: wbe\n").unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:5:16: targets.a.image_key: `wbe` is not defined under `images`; did you mean `web`?"]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_with_position() {
+    let err = resolve(
+        "name: app\nreplicas: 0\nhelth_check_path: /x\nport: 70000\nmin_ready_seconds: 601\ndomains:\n  - domain: bad_host.com\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        [
+            "haloy.yaml:2:11: replicas: 0 is out of range; must be between 1 and 1000",
+            "haloy.yaml:3:1: helth_check_path: unknown key `helth_check_path`; did you mean `health_check_path`?",
+            "haloy.yaml:4:7: port: 70000 is out of range; must be between 1 and 65535",
+            "haloy.yaml:5:20: min_ready_seconds: 601 is out of range; must be between 0 and 600",
+            "haloy.yaml:7:13: domains[0].domain: `bad_host.com` is not a valid host name (character `_` is not allowed; use letters, digits, `-` and `.`)",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_domains_and_aliases() {
+    let err = resolve(
+        "name: app\ndomains:\n  - domain: A.example.com\n    aliases: [www.example.com]\n  - domain: a.example.com\n    aliases: [www.example.com]\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 2, "{err:?}");
+    assert!(err[0].starts_with("haloy.yaml:5:13: domains[1].domain: `a.example.com` is listed more than once (first at 3:13 as domains[0].domain)"));
+    assert!(err[1].starts_with("haloy.yaml:6:15: domains[1].aliases[0]:"));
+}
+
+#[test]
+fn value_sources_and_interpolation() {
+    let env = HashMap::from([("DB_PASS".to_string(), "s3cret".to_string())]);
+    let apps = resolve_with(
+        "name: app\napi_token:\n  from:\n    env: DB_PASS\nenv:\n  - name: PASS\n    from:\n      env: DB_PASS\n  - name: URL\n    value: postgres://u:${PASS}@db/x\n",
+        Format::Yaml,
+        &env,
+    )
+    .unwrap();
+    assert_eq!(apps[0].env[1].value, "postgres://u:s3cret@db/x");
+    assert_eq!(apps[0].api_token.as_ref().unwrap().expose(), "s3cret");
+    let json = serde_json::to_string(&apps[0]).unwrap();
+    assert!(!json.contains("api_token"));
+}
+
+#[test]
+fn missing_env_secret_and_cycle() {
+    let err = resolve(
+        "name: app\nenv:\n  - name: A\n    from: {env: NOPE_NOT_SET}\n  - name: B\n    from: {secret: 'op:x'}\n  - name: C\n    value: ${D}\n  - name: D\n    value: ${C}\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 3, "{err:?}");
+    assert!(err[0].contains("env[0]: environment variable `NOPE_NOT_SET` is not set"));
+    assert!(err[1].contains("env[1]: `from.secret: op:x` needs a secret provider"));
+    assert!(err[2].contains("env references form a cycle"), "{err:?}");
+}
+
+#[test]
+fn dotenv_files_feed_from_env() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".env"), "TOKEN=base\nOTHER=o\n").unwrap();
+    std::fs::write(dir.path().join(".env.prod"), "TOKEN=prod\n").unwrap();
+    let text = "name: a\nenv:\n  - name: T\n    from: {env: TOKEN}\n  - name: O\n    from: {env: OTHER}\ntargets:\n  prod:\n    server: p.example.com\n  dev:\n    server: d.example.com\n";
+    let (apps, _) = resolve_text(
+        text,
+        Format::Yaml,
+        "haloy.yaml",
+        dir.path(),
+        &HashMap::new(),
+    )
+    .unwrap();
+    assert_eq!(apps[0].env[0].value, "prod");
+    assert_eq!(apps[1].env[0].value, "base");
+    assert_eq!(apps[1].env[1].value, "o");
+}
+
+#[test]
+fn volumes_and_resources() {
+    let app = &resolve(
+        "name: a\nvolumes: ['/srv/data:/data:ro', 'cache:/cache']\nresources: {memory: 512Mi, cpus: 0.5}\nstop_timeout: 5\n",
+    )
+    .unwrap()[0];
+    assert_eq!(app.volumes.len(), 2);
+    assert_eq!(
+        app.resources,
+        Some(Resources {
+            memory_bytes: Some(512 << 20),
+            cpus: Some(0.5)
+        })
+    );
+    assert_eq!(app.stop_timeout, 5);
+    let err = resolve("name: a\nvolumes: ['./data:/data']\n").unwrap_err();
+    assert!(
+        err[0].starts_with("haloy.yaml:2:11: volumes[0]: host path `./data`"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn preset_database_defaults() {
+    let app = &resolve("name: db\nimage: postgres:16\npreset: database\n").unwrap()[0];
+    assert_eq!(app.deployment_strategy, DeploymentStrategy::Replace);
+    assert_eq!(app.naming_strategy, NamingStrategy::Static);
+    assert!(app.protected);
+    assert_eq!(app.image.history.strategy, HistoryStrategy::None);
+    let err = resolve("name: db\nnaming_strategy: static\nreplicas: 2\n").unwrap_err();
+    assert_eq!(err.len(), 2, "{err:?}");
+}
+
+#[test]
+fn wrong_types() {
+    let err = resolve("name: a\nreplicas: three\nprotected: yes\ndomains: x.com\n").unwrap_err();
+    assert_eq!(
+        err,
+        [
+            "haloy.yaml:2:11: replicas: expected an integer, found a string",
+            "haloy.yaml:3:12: protected: expected true or false, found a string",
+            "haloy.yaml:4:10: domains: expected a list, found a string",
+        ]
+    );
+}
+
+#[test]
+fn json_and_toml_positions() {
+    let err = resolve_with(
+        "{\n  \"name\": \"a\",\n  \"replicas\": 0\n}",
+        Format::Json,
+        &HashMap::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:3:15: replicas: 0 is out of range; must be between 1 and 1000"]
+    );
+    let err = resolve_with(
+        "name = \"a\"\n[targets.prod]\nreplica = 2\n",
+        Format::Toml,
+        &HashMap::new(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:3:1: targets.prod.replica: unknown key `replica`; did you mean `replicas`?"]
+    );
+    let err = resolve_with("name = \n", Format::Toml, &HashMap::new()).unwrap_err();
+    assert!(err[0].starts_with("haloy.yaml:1:"), "{err:?}");
+}
+
+#[test]
+fn missing_name() {
+    let err = resolve("replicas: 2\n").unwrap_err();
+    assert_eq!(err, ["haloy.yaml:1:1: name: missing required key `name`"]);
+}

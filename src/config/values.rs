@@ -1,0 +1,276 @@
+//! Parsers for the small value syntaxes inside configs: byte sizes (`512Mi`, `1G`), durations
+//! (`5s`, `500ms`), RFC 1123 host names, `volumes:` entries and `repo:tag` image references.
+//! Each returns a message a user can act on.
+
+use super::resolved::VolumeSpec;
+use std::time::Duration;
+
+/// `512Mi`, `1G`, `64KiB`, `10MB`, `1048576` → bytes. Binary (Ki/Mi/Gi/Ti, also KiB...) and
+/// decimal (K/M/G/T, also KB...) units.
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let number: f64 = num.parse().map_err(|_| {
+        format!("`{text}` is not a size; write e.g. `512Mi`, `1G` or a number of bytes")
+    })?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000_u64.pow(2),
+        "g" | "gb" => 1000_u64.pow(3),
+        "t" | "tb" => 1000_u64.pow(4),
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{text}`; use Ki, Mi, Gi, K, M or G"
+            ))
+        }
+    };
+    let bytes = number * multiplier as f64;
+    if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("`{text}` is not a usable size"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `5s`, `500ms`, `2m`, `1h 30m` → Duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `5s`, `500ms` or `2m`"))
+}
+
+/// Validates an RFC 1123 host name and returns it lowercased.
+pub fn normalize_hostname(text: &str) -> Result<String, String> {
+    let host = text.trim().to_ascii_lowercase();
+    if host.is_empty() {
+        return Err("host name must not be empty".into());
+    }
+    if host.len() > 253 {
+        return Err(format!("`{text}` is longer than 253 characters"));
+    }
+    for label in host.split('.') {
+        if label.is_empty() {
+            return Err(format!("`{text}` is not a valid host name (empty label)"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "`{text}` is not a valid host name (label `{label}` is longer than 63 characters)"
+            ));
+        }
+        if let Some(bad) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+        {
+            return Err(format!(
+                "`{text}` is not a valid host name (character `{bad}` is not allowed; use letters, digits, `-` and `.`)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!(
+                "`{text}` is not a valid host name (label `{label}` starts or ends with `-`)"
+            ));
+        }
+    }
+    Ok(host)
+}
+
+/// Parses `src:/container/path[:ro|rw]`. An absolute `src` is a bind mount, a bare name a named
+/// volume; relative paths are rejected because haloyd runs elsewhere than the CLI.
+pub fn parse_volume(text: &str) -> Result<VolumeSpec, String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    if parts.len() < 2 || parts.len() > 3 {
+        return Err(format!(
+            "`{text}` is not a volume; expected `/host/path:/container/path[:ro]` or `name:/container/path[:ro]`"
+        ));
+    }
+    let source = parts[0].trim();
+    let container = parts[1].trim();
+    let read_only = match parts.get(2).map(|o| o.trim()) {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(other) => {
+            return Err(format!(
+                "unknown volume option `{other}` in `{text}`; use `ro` or `rw`"
+            ))
+        }
+    };
+    if source.is_empty() {
+        return Err(format!("volume source is empty in `{text}`"));
+    }
+    if !container.starts_with('/') {
+        return Err(format!(
+            "container path `{container}` in `{text}` must be absolute"
+        ));
+    }
+    let container = container.to_string();
+    if source.starts_with('/') {
+        return Ok(VolumeSpec::Bind {
+            host: source.to_string(),
+            container,
+            read_only,
+        });
+    }
+    if source.contains('/') || source.starts_with('.') || source.starts_with('~') {
+        return Err(format!(
+            "host path `{source}` in `{text}` is relative; bind mounts need an absolute path (or use a bare name for a named volume)"
+        ));
+    }
+    let valid_name = source
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !valid_name {
+        return Err(format!(
+            "volume name `{source}` in `{text}` may only contain letters, digits, `_`, `.` and `-`"
+        ));
+    }
+    Ok(VolumeSpec::Named {
+        name: source.to_string(),
+        container,
+        read_only,
+    })
+}
+
+/// Splits `registry:5000/org/app:v1` into (`registry:5000/org/app`, Some(`v1`)). Digests are
+/// refused because rollback history is keyed by tag.
+pub fn split_image_ref(text: &str) -> Result<(String, Option<String>), String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("image must not be empty".into());
+    }
+    if t.chars().any(char::is_whitespace) {
+        return Err(format!("image `{t}` must not contain whitespace"));
+    }
+    if t.contains('@') {
+        return Err(format!(
+            "image `{t}` uses a digest; write `repository:tag` instead"
+        ));
+    }
+    let last_slash = t.rfind('/').map_or(0, |i| i + 1);
+    match t[last_slash..].rfind(':') {
+        Some(i) => {
+            let at = last_slash + i;
+            let tag = &t[at + 1..];
+            if tag.is_empty() {
+                return Err(format!("image `{t}` has an empty tag"));
+            }
+            Ok((t[..at].to_string(), Some(tag.to_string())))
+        }
+        None => Ok((t.to_string(), None)),
+    }
+}
+
+/// The registry host of a repository (`ghcr.io/x/y` → `ghcr.io`), `docker.io` by default.
+pub fn registry_of(repository: &str) -> String {
+    match repository.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_string()
+        }
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// Valid app name: starts with a letter or digit, then letters, digits, `_` and `-`.
+pub fn check_app_name(name: &str) -> Result<(), String> {
+    let ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name.len() <= 63;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{name}` is not a valid app name; use letters, digits, `-` and `_` (starting with a letter or digit, at most 63 characters)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_byte_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_byte_size("1G"), Ok(1_000_000_000));
+        assert_eq!(parse_byte_size("64KiB"), Ok(65536));
+        assert_eq!(parse_byte_size("1048576"), Ok(1048576));
+        assert!(parse_byte_size("lots").is_err());
+        assert!(parse_byte_size("5Qb").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn hostnames() {
+        assert_eq!(
+            normalize_hostname("API.Example.com").unwrap(),
+            "api.example.com"
+        );
+        assert!(normalize_hostname("bad_host.com").is_err());
+        assert!(normalize_hostname("-a.com").is_err());
+        assert!(normalize_hostname("a..com").is_err());
+        assert!(normalize_hostname(&"a".repeat(64)).is_err());
+        assert!(normalize_hostname("demo.localhost").is_ok());
+    }
+
+    #[test]
+    fn volumes() {
+        assert_eq!(
+            parse_volume("/data:/var/data:ro").unwrap(),
+            VolumeSpec::Bind {
+                host: "/data".into(),
+                container: "/var/data".into(),
+                read_only: true
+            }
+        );
+        assert_eq!(
+            parse_volume("pgdata:/var/lib/postgresql").unwrap(),
+            VolumeSpec::Named {
+                name: "pgdata".into(),
+                container: "/var/lib/postgresql".into(),
+                read_only: false
+            }
+        );
+        assert!(parse_volume("./data:/data")
+            .unwrap_err()
+            .contains("relative"));
+        assert!(parse_volume("data/x:/data")
+            .unwrap_err()
+            .contains("relative"));
+        assert!(parse_volume("/data:data").is_err());
+        assert!(parse_volume("/data:/d:zz").is_err());
+    }
+
+    #[test]
+    fn image_refs() {
+        assert_eq!(
+            split_image_ref("127.0.0.1:5000/x/web:v1").unwrap(),
+            ("127.0.0.1:5000/x/web".into(), Some("v1".into()))
+        );
+        assert_eq!(
+            split_image_ref("localhost:5000/web").unwrap(),
+            ("localhost:5000/web".into(), None)
+        );
+        assert_eq!(registry_of("ghcr.io/a/b"), "ghcr.io");
+        assert_eq!(registry_of("library/nginx"), "docker.io");
+    }
+}

@@ -1,0 +1,133 @@
+//! Turns a `ResolvedApp` into what the runtime needs: the image request, and one
+//! `ReplicaSpec` per replica. Also the checks haloyd repeats on a config it receives over the
+//! API (the CLI validated it already, but the API must not trust its callers).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{HistoryStrategy, PullPolicy as ConfigPullPolicy, ResolvedApp, VolumeSpec};
+use crate::runtime::{
+    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources, VolumeMount,
+    VolumeSource,
+};
+
+impl ResolvedApp {
+    /// `repo:tag`, or `repo@sha256:…` once pinned by a rollback.
+    pub fn image_reference(&self) -> String {
+        self.image.reference()
+    }
+
+    pub fn image_request(&self) -> ImageRequest {
+        ImageRequest {
+            app: Some(self.name.clone()),
+            reference: self.image_reference(),
+            pull_policy: match self.image.pull_policy {
+                ConfigPullPolicy::Always => PullPolicy::Always,
+                ConfigPullPolicy::IfMissing => PullPolicy::IfMissing,
+                ConfigPullPolicy::Never => PullPolicy::Never,
+            },
+            credentials: self.image.registry.as_ref().map(|r| RegistryCredentials {
+                username: r.username.clone(),
+                password: r.password.expose().to_string(),
+            }),
+        }
+    }
+
+    /// How many successful deploys keep their image for rollback.
+    pub fn image_history_count(&self) -> usize {
+        match self.image.history.strategy {
+            HistoryStrategy::None => 1,
+            HistoryStrategy::Local | HistoryStrategy::Registry => self.image.history.count as usize,
+        }
+    }
+
+    /// Problems that make a received config undeployable; empty when it is fine.
+    pub fn validate_for_deploy(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.name.is_empty() {
+            problems.push("name: must not be empty".to_string());
+        }
+        if self.replicas == 0 {
+            problems.push("replicas: must be at least 1".to_string());
+        }
+        if self.port == 0 {
+            problems.push("port: must be between 1 and 65535".to_string());
+        }
+        if !self.health_check_path.starts_with('/') {
+            problems.push(format!(
+                "health_check_path: must start with `/`, got `{}`",
+                self.health_check_path
+            ));
+        }
+        if self.min_ready_seconds > 600 {
+            problems.push("min_ready_seconds: must be between 0 and 600".to_string());
+        }
+        if self.image.build {
+            problems.push(format!(
+                "image: building images on deploy is not supported yet; push `{}` to a registry and set `image`",
+                self.image_reference()
+            ));
+        }
+        problems
+    }
+
+    pub fn replica_spec(
+        &self,
+        deployment_id: &str,
+        replica: u32,
+        image: &ImageInfo,
+    ) -> ReplicaSpec {
+        ReplicaSpec {
+            app: self.name.clone(),
+            deployment_id: deployment_id.to_string(),
+            replica,
+            image: image.clone(),
+            env: self
+                .env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.clone()))
+                .collect(),
+            port: self.port,
+            health_check_path: self.health_check_path.clone(),
+            domains: self
+                .domains
+                .iter()
+                .flat_map(|d| std::iter::once(d.domain.clone()).chain(d.aliases.iter().cloned()))
+                .collect(),
+            labels: Default::default(),
+            volumes: self.volumes.iter().map(volume_mount).collect(),
+            resources: self
+                .resources
+                .as_ref()
+                .map(|r| Resources {
+                    memory_bytes: r.memory_bytes,
+                    cpus: r.cpus,
+                })
+                .unwrap_or_default(),
+            stop_timeout: Duration::from_secs(u64::from(self.stop_timeout)),
+        }
+    }
+}
+
+fn volume_mount(volume: &VolumeSpec) -> VolumeMount {
+    match volume {
+        VolumeSpec::Bind {
+            host,
+            container,
+            read_only,
+        } => VolumeMount {
+            source: VolumeSource::Bind(PathBuf::from(host)),
+            target: container.clone(),
+            read_only: *read_only,
+        },
+        VolumeSpec::Named {
+            name,
+            container,
+            read_only,
+        } => VolumeMount {
+            source: VolumeSource::Named(name.clone()),
+            target: container.clone(),
+            read_only: *read_only,
+        },
+    }
+}

@@ -1,0 +1,179 @@
+//! Rebuilding live state after haloyd starts: containerd's labels say which replicas exist,
+//! the history says which config they belong to. Running replicas go straight back into
+//! rotation (they were serving a moment ago; the health monitor removes any that are not),
+//! replicas whose task died while haloyd was away are restarted, stopped apps stay stopped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::replica::{LiveReplica, Phase};
+use super::{backend_addr, DeployError, Deployer};
+use crate::health::Monitor;
+use crate::proxy::Backend;
+use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, ReplicaState};
+use crate::state::DeploymentRecord;
+
+pub(crate) async fn recover(deployer: &Arc<Deployer>) -> Result<(), DeployError> {
+    let found = deployer.runtime.list_replicas(None).await?;
+    let mut by_app: BTreeMap<String, Vec<ReplicaInfo>> = BTreeMap::new();
+    for info in found {
+        by_app.entry(info.app.clone()).or_default().push(info);
+    }
+    for app in deployer.state.apps()? {
+        by_app.entry(app).or_default();
+    }
+    for (app, replicas) in by_app {
+        recover_app(deployer, &app, replicas).await?;
+    }
+    Ok(())
+}
+
+async fn recover_app(
+    deployer: &Arc<Deployer>,
+    app: &str,
+    replicas: Vec<ReplicaInfo>,
+) -> Result<(), DeployError> {
+    let Some(current) = deployer.state.current(app)? else {
+        if !replicas.is_empty() {
+            tracing::warn!(
+                app,
+                count = replicas.len(),
+                "containers without a deploy history are left alone"
+            );
+        }
+        return Ok(());
+    };
+    let stopped = deployer.state.is_stopped(app)?;
+    let entry = deployer.entry(app);
+    {
+        let mut live = entry.live_lock();
+        live.config = Some(current.config.clone());
+        live.deployment_id = Some(current.id.clone());
+        live.image = Some(current.image.clone());
+        live.digest = current.digest.clone();
+        live.stopped = stopped;
+    }
+    let mut restarted = 0;
+    for info in replicas {
+        let record = deployer
+            .state
+            .get(app, &info.deployment_id)
+            .unwrap_or_else(|_| current.clone());
+        let Some(replica) = live_replica(deployer, &record, &info).await else {
+            continue;
+        };
+        entry.live_lock().replicas.push(replica.clone());
+        if info.state == ReplicaState::Running {
+            replica.backend.set_ready(true);
+            replica.set_in_rotation(true);
+            replica.set_phase(Phase::Ready);
+            replica.set_monitor(Monitor::spawn(
+                replica.backend.clone(),
+                replica.spec.health_check_path.clone(),
+                deployer.settings.monitor,
+            ));
+        } else if stopped {
+            replica.set_phase(Phase::Stopped);
+        } else {
+            replica.mark_exited();
+            replica.set_phase(Phase::Exited);
+            restarted += 1;
+            tokio::spawn(super::supervisor::restart(
+                deployer.clone(),
+                entry.clone(),
+                replica,
+            ));
+        }
+    }
+    deployer.publish_routes(&entry);
+    let serving = entry
+        .live_lock()
+        .replicas
+        .iter()
+        .filter(|r| r.in_rotation())
+        .count();
+    tracing::info!(
+        app,
+        serving,
+        restarted,
+        stopped,
+        "app recovered from containerd"
+    );
+    Ok(())
+}
+
+async fn live_replica(
+    deployer: &Deployer,
+    record: &DeploymentRecord,
+    info: &ReplicaInfo,
+) -> Option<Arc<LiveReplica>> {
+    let Some(ip) = info.ip else {
+        tracing::warn!(app = %info.app, task_id = %info.container_id, "replica without an IP label; left alone");
+        return None;
+    };
+    let image = local_image(deployer, record).await;
+    let spec = record
+        .config
+        .replica_spec(&info.deployment_id, info.replica, &image);
+    let backend = Backend::new(
+        info.container_id.clone(),
+        info.replica,
+        backend_addr(ip, info.port),
+    );
+    let min_ready = std::time::Duration::from_secs(u64::from(record.config.min_ready_seconds));
+    Some(LiveReplica::new(
+        info.container_id.clone(),
+        spec,
+        min_ready,
+        backend,
+        0,
+    ))
+}
+
+/// The image is normally still in containerd; restarts need its config and chain id.
+async fn local_image(deployer: &Deployer, record: &DeploymentRecord) -> ImageInfo {
+    let mut request: ImageRequest = record.config.image_request();
+    request.pull_policy = PullPolicy::Never;
+    match deployer.runtime.ensure_image(&request).await {
+        Ok(image) => image,
+        Err(e) => {
+            tracing::warn!(app = %record.app, error = %e, "image of a running replica is missing; crash restarts will pull it");
+            ImageInfo {
+                name: record.image.clone(),
+                digest: record.digest.clone().unwrap_or_default(),
+                config: Default::default(),
+                chain_id: String::new(),
+            }
+        }
+    }
+}
+
+/// After missed exit events: every live replica whose task is gone is handled as a crash.
+pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
+    let running: Vec<String> = match deployer.runtime.list_replicas(None).await {
+        Ok(found) => found
+            .into_iter()
+            .filter(|r| r.state == ReplicaState::Running)
+            .map(|r| r.container_id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reconcile with containerd");
+            return;
+        }
+    };
+    for entry in deployer.entries() {
+        let replicas = entry.live_lock().replicas.clone();
+        for replica in replicas {
+            let gone = !running.contains(&replica.container_id);
+            if gone && !replica.exit_expected() && !replica.has_exited() {
+                replica.mark_exited();
+                replica.set_phase(Phase::Exited);
+                tokio::spawn(super::supervisor::restart(
+                    deployer.clone(),
+                    entry.clone(),
+                    replica,
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Watches task exits from the runtime. An exit takes the replica out of rotation at once
+//! (before any health check notices); an exit haloyd did not ask for is a crash, answered
+//! with a fresh replica after an exponential backoff. Repeated crashes show as crash_looping.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use super::replica::{LiveReplica, Phase};
+use super::{AppEntry, Deployer};
+
+pub(crate) fn spawn(deployer: Arc<Deployer>) {
+    let mut exits = deployer.runtime.subscribe_exits();
+    tokio::spawn(async move {
+        loop {
+            match exits.recv().await {
+                Ok(exit) => {
+                    let Some((entry, replica)) = deployer.find_replica(&exit.container_id) else {
+                        continue;
+                    };
+                    replica.mark_exited();
+                    if replica.exit_expected() {
+                        continue;
+                    }
+                    tracing::warn!(
+                        app = %entry.name,
+                        replica = replica.replica,
+                        task_id = %replica.container_id,
+                        exit_status = exit.exit_status,
+                        "replica exited unexpectedly; taken out of rotation"
+                    );
+                    replica.set_phase(Phase::Exited);
+                    tokio::spawn(restart(deployer.clone(), entry, replica));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "missed task exit events; reconciling");
+                    super::recovery::reconcile_exited(&deployer).await;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Replaces a crashed replica with a new container of the same spec, after a backoff.
+/// Boxed because a restart that fails its readiness gate schedules the next one.
+pub(crate) fn restart(
+    deployer: Arc<Deployer>,
+    entry: Arc<AppEntry>,
+    crashed: Arc<LiveReplica>,
+) -> BoxFuture<'static, ()> {
+    Box::pin(restart_after_backoff(deployer, entry, crashed))
+}
+
+async fn restart_after_backoff(
+    deployer: Arc<Deployer>,
+    entry: Arc<AppEntry>,
+    crashed: Arc<LiveReplica>,
+) {
+    let (backoff, looping) = crashed.record_crash(&[]);
+    if looping {
+        crashed.set_phase(Phase::CrashLooping);
+    }
+    tokio::time::sleep(backoff).await;
+    // The app may have been stopped, redeployed or this replica retired meanwhile.
+    let still_wanted = {
+        let live = entry.live_lock();
+        !live.stopped && live.replicas.iter().any(|r| Arc::ptr_eq(r, &crashed))
+    };
+    if !still_wanted {
+        return;
+    }
+    let _ = super::rollout::stop_replica(&deployer, &crashed, true).await;
+    let result = deployer.runtime.start_replica(&crashed.spec).await;
+    let info = match result {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::error!(app = %entry.name, replica = crashed.replica, error = %e, "restart failed");
+            crashed.set_phase(Phase::CrashLooping);
+            return;
+        }
+    };
+    let Some(ip) = info.ip else {
+        crashed.set_phase(Phase::CrashLooping);
+        return;
+    };
+    let backend = crate::proxy::Backend::new(
+        info.container_id.clone(),
+        crashed.replica,
+        super::backend_addr(ip, crashed.spec.port),
+    );
+    let restarts = crashed.restarts.load(std::sync::atomic::Ordering::Relaxed) + 1;
+    let fresh = LiveReplica::new(
+        info.container_id.clone(),
+        crashed.spec.clone(),
+        crashed.min_ready,
+        backend,
+        restarts,
+    );
+    fresh.record_crash(&crashed.recent_crashes());
+    if looping {
+        fresh.set_phase(Phase::CrashLooping);
+    }
+    {
+        let mut live = entry.live_lock();
+        live.replicas.retain(|r| !Arc::ptr_eq(r, &crashed));
+        live.replicas.push(fresh.clone());
+    }
+    tracing::info!(app = %entry.name, replica = fresh.replica, task_id = %fresh.container_id, restarts, "replica restarted");
+    super::rollout::admit_restarted(&deployer, &entry, &fresh).await;
+}

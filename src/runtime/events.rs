@@ -1,0 +1,167 @@
+//! Task exit events: one long-lived Events.Subscribe stream (filtered to `/tasks/exit` in this
+//! runtime's namespace) running in its own tokio task, decoded into `TaskExit` and broadcast.
+//! The subscription is made again with backoff whenever the stream breaks (containerd restart).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_client::events::TaskExit as TaskExitEvent;
+use containerd_client::services::v1::SubscribeRequest;
+use prost::Message;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+
+use super::{Containerd, TaskExit};
+
+const EXIT_TOPIC: &str = "/tasks/exit";
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Owns the subscription task; dropping it ends the subscription.
+#[derive(Debug)]
+pub struct ExitWatcher {
+    handle: JoinHandle<()>,
+}
+
+impl Drop for ExitWatcher {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+impl ExitWatcher {
+    /// Spawns the subscription loop; exits go to `sender` as they arrive.
+    pub fn spawn(client: Containerd, sender: broadcast::Sender<TaskExit>) -> ExitWatcher {
+        ExitWatcher {
+            handle: tokio::spawn(watch_exits(client, sender)),
+        }
+    }
+}
+
+/// The Subscribe filter: exit topic AND our namespace (comma = AND in containerd filters).
+pub fn exit_filter(namespace: &str) -> String {
+    format!("topic==\"{EXIT_TOPIC}\",namespace==\"{namespace}\"")
+}
+
+async fn watch_exits(client: Containerd, sender: broadcast::Sender<TaskExit>) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        match subscribe_once(&client, &sender).await {
+            // At least one event came through: the connection was good, start backoff over.
+            Ok(true) => backoff = BACKOFF_START,
+            Ok(false) => {}
+            Err(status) => tracing::warn!(
+                socket = %client.socket().display(),
+                error = %status.message(),
+                retry_in = ?backoff,
+                "containerd event subscription broke; subscribing again"
+            ),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One subscription until the stream ends; returns whether any event was received.
+async fn subscribe_once(
+    client: &Containerd,
+    sender: &broadcast::Sender<TaskExit>,
+) -> Result<bool, tonic::Status> {
+    let request = SubscribeRequest {
+        filters: vec![exit_filter(client.namespace())],
+    };
+    // containerd answers the call only together with the first event, so this await can take
+    // as long as it takes for some task to exit.
+    let mut stream = client
+        .events()
+        .subscribe(client.request(request))
+        .await?
+        .into_inner();
+    let mut received = false;
+    while let Some(envelope) = stream.message().await? {
+        received = true;
+        let Some(any) = envelope.event else { continue };
+        if let Some(exit) = decode_task_exit(&any.type_url, &any.value) {
+            tracing::debug!(task_id = %exit.container_id, status = exit.exit_status, "task exited");
+            // No receivers is fine: nobody is interested right now.
+            let _ = sender.send(exit);
+        }
+    }
+    Ok(received)
+}
+
+/// Decodes a TaskExit of the task's init process; exec'd processes and other types give None.
+/// 1.6 sends the type_url without a prefix, others with `/` or `types.containerd.io/`.
+pub fn decode_task_exit(type_url: &str, value: &[u8]) -> Option<TaskExit> {
+    if !type_url.ends_with("containerd.events.TaskExit") {
+        return None;
+    }
+    let event = TaskExitEvent::decode(value).ok()?;
+    if !event.id.is_empty() && event.id != event.container_id {
+        return None;
+    }
+    Some(TaskExit {
+        container_id: event.container_id,
+        exit_status: event.exit_status,
+        exited_at: event
+            .exited_at
+            .map(timestamp_to_system_time)
+            .unwrap_or_else(SystemTime::now),
+    })
+}
+
+pub(crate) fn timestamp_to_system_time(ts: prost_types::Timestamp) -> SystemTime {
+    let secs = u64::try_from(ts.seconds).unwrap_or(0);
+    let nanos = u32::try_from(ts.nanos).unwrap_or(0);
+    UNIX_EPOCH + Duration::new(secs, nanos)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(container_id: &str, id: &str, status: u32) -> Vec<u8> {
+        TaskExitEvent {
+            container_id: container_id.into(),
+            id: id.into(),
+            pid: 42,
+            exit_status: status,
+            exited_at: Some(prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 5,
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn decodes_exit_with_any_type_url_prefix() {
+        for url in [
+            "containerd.events.TaskExit",
+            "/containerd.events.TaskExit",
+            "types.containerd.io/containerd.events.TaskExit",
+        ] {
+            let exit = decode_task_exit(url, &encoded("web-1", "web-1", 137)).unwrap();
+            assert_eq!(exit.container_id, "web-1");
+            assert_eq!(exit.exit_status, 137);
+            assert_eq!(exit.exited_at, UNIX_EPOCH + Duration::new(1_700_000_000, 5));
+        }
+    }
+
+    #[test]
+    fn ignores_exec_exits_and_other_events() {
+        assert!(
+            decode_task_exit("containerd.events.TaskExit", &encoded("web-1", "exec-7", 0))
+                .is_none()
+        );
+        assert!(decode_task_exit("containerd.events.TaskStart", &encoded("a", "a", 0)).is_none());
+        assert!(decode_task_exit("containerd.events.TaskExit", b"\xff\xff").is_none());
+    }
+
+    #[test]
+    fn filter_names_topic_and_namespace() {
+        assert_eq!(
+            exit_filter("haloy"),
+            "topic==\"/tasks/exit\",namespace==\"haloy\""
+        );
+    }
+}

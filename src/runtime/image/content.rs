@@ -1,0 +1,344 @@
+//! containerd's content store and leases as the image code uses them: blob existence, reads,
+//! streamed writes (Content.Write is a bidirectional stream), label updates, and the lease that
+//! keeps a pull's blobs and snapshots alive until the image record references them.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use containerd_client::services::v1::{
+    AddResourceRequest, CreateRequest, DeleteRequest, Info, InfoRequest, ReadContentRequest,
+    Resource, UpdateRequest, WriteAction, WriteContentRequest, WriteContentResponse,
+};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Streaming};
+
+use super::super::{Containerd, RuntimeError};
+
+/// Size of the data messages sent to Content.Write (well under containerd's 16 MiB limit).
+const WRITE_CHUNK: usize = 1 << 20;
+/// A lease of a pull that died with haloyd expires after this, so GC cleans up after it.
+const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
+
+/// True when containerd has the blob.
+pub async fn exists(client: &Containerd, digest: &str) -> Result<bool, RuntimeError> {
+    let request = client.request(InfoRequest {
+        digest: digest.to_string(),
+    });
+    match client.content().info(request).await {
+        Ok(_) => Ok(true),
+        Err(status) if status.code() == Code::NotFound => Ok(false),
+        Err(status) => Err(client.rpc_error("Content.Info", status)),
+    }
+}
+
+/// Reads a whole blob (manifests and configs: small documents).
+pub async fn read(client: &Containerd, digest: &str) -> Result<Vec<u8>, RuntimeError> {
+    let request = client.request(ReadContentRequest {
+        digest: digest.to_string(),
+        offset: 0,
+        size: 0,
+    });
+    let mut stream = client
+        .content()
+        .read(request)
+        .await
+        .map_err(|s| client.rpc_error("Content.Read", s))?
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|s| client.rpc_error("Content.Read", s))?;
+        data.extend_from_slice(&chunk.data);
+    }
+    Ok(data)
+}
+
+/// Replaces the labels of a blob.
+pub async fn set_labels(
+    client: &Containerd,
+    digest: &str,
+    labels: HashMap<String, String>,
+) -> Result<(), RuntimeError> {
+    let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+    let request = client.request(UpdateRequest {
+        info: Some(Info {
+            digest: digest.to_string(),
+            labels,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask { paths }),
+    });
+    client
+        .content()
+        .update(request)
+        .await
+        .map_err(|s| client.rpc_error("Content.Update", s))?;
+    Ok(())
+}
+
+/// Writes a small in-memory blob; returns the bytes actually written (0 if it existed).
+pub async fn write_bytes(
+    client: &Containerd,
+    lease: &Lease,
+    digest: &str,
+    data: Vec<u8>,
+) -> Result<u64, RuntimeError> {
+    let total = data.len() as i64;
+    let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]);
+    write_stream(client, lease, digest, total, stream).await
+}
+
+/// Streams a blob into the content store under `lease`, verified against `digest` and
+/// `total`. Returns the bytes written; 0 when containerd already had the blob.
+pub async fn write_stream<S>(
+    client: &Containerd,
+    lease: &Lease,
+    digest: &str,
+    total: i64,
+    source: S,
+) -> Result<u64, RuntimeError>
+where
+    S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+{
+    let mut writer = match BlobWriter::open(client, lease, digest, total).await? {
+        Some(writer) => writer,
+        None => return Ok(0),
+    };
+    let written = match writer.copy_from(source).await {
+        Ok(written) => written,
+        Err(WriteFailure::Exists) => return Ok(0),
+        Err(WriteFailure::Failed(err)) => return Err(err),
+    };
+    match writer.commit().await {
+        Ok(()) | Err(WriteFailure::Exists) => Ok(written),
+        Err(WriteFailure::Failed(err)) => Err(err),
+    }
+}
+
+enum WriteFailure {
+    /// containerd has the blob already: success for the caller.
+    Exists,
+    Failed(RuntimeError),
+}
+
+/// One open Content.Write stream, used in lock-step: one response per request.
+struct BlobWriter<'a> {
+    client: &'a Containerd,
+    digest: String,
+    total: i64,
+    reference: String,
+    offset: i64,
+    requests: mpsc::Sender<WriteContentRequest>,
+    responses: Streaming<WriteContentResponse>,
+}
+
+impl<'a> BlobWriter<'a> {
+    /// Opens the stream with a STAT; `None` when the blob exists already.
+    async fn open(
+        client: &'a Containerd,
+        lease: &Lease,
+        digest: &str,
+        total: i64,
+    ) -> Result<Option<BlobWriter<'a>>, RuntimeError> {
+        let reference = format!("{}-{digest}", lease.id);
+        let (requests, receiver) = mpsc::channel(4);
+        // The call only returns once containerd answered the first message: queue it first.
+        let stat = WriteContentRequest {
+            action: WriteAction::Stat as i32,
+            r#ref: reference.clone(),
+            total,
+            expected: digest.to_string(),
+            ..Default::default()
+        };
+        let _ = requests.send(stat).await;
+        let mut content = client.content();
+        let call =
+            content.write(client.request_with_lease(ReceiverStream::new(receiver), &lease.id));
+        let mut responses = match call.await {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == Code::AlreadyExists => return Ok(None),
+            Err(status) => return Err(client.rpc_error("Content.Write", status)),
+        };
+        // The ref is unique to this lease, so no earlier partial write exists to resume.
+        match responses.message().await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => return Ok(None),
+            Err(status) => return Err(client.rpc_error("Content.Write", status)),
+        }
+        let writer = BlobWriter {
+            client,
+            digest: digest.to_string(),
+            total,
+            reference,
+            offset: 0,
+            requests,
+            responses,
+        };
+        Ok(Some(writer))
+    }
+
+    async fn copy_from<S>(&mut self, mut source: S) -> Result<u64, WriteFailure>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let mut buffer = Vec::with_capacity(WRITE_CHUNK);
+        let mut written = 0u64;
+        while let Some(chunk) = source.next().await {
+            let chunk = chunk.map_err(|e| {
+                WriteFailure::Failed(RuntimeError::Registry {
+                    reference: self.digest.clone(),
+                    registry: String::new(),
+                    reason: format!("reading blob {}: {e}", self.digest),
+                })
+            })?;
+            buffer.extend_from_slice(&chunk);
+            if buffer.len() >= WRITE_CHUNK {
+                written += self.send_data(std::mem::take(&mut buffer)).await?;
+            }
+        }
+        if !buffer.is_empty() {
+            written += self.send_data(buffer).await?;
+        }
+        Ok(written)
+    }
+
+    async fn send_data(&mut self, data: Vec<u8>) -> Result<u64, WriteFailure> {
+        let len = data.len() as i64;
+        let request = WriteContentRequest {
+            action: WriteAction::Write as i32,
+            r#ref: self.reference.clone(),
+            offset: self.offset,
+            data,
+            ..Default::default()
+        };
+        self.exchange(request).await?;
+        self.offset += len;
+        Ok(len as u64)
+    }
+
+    async fn commit(&mut self) -> Result<(), WriteFailure> {
+        let request = WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            r#ref: self.reference.clone(),
+            total: self.total,
+            expected: self.digest.clone(),
+            offset: self.offset,
+            ..Default::default()
+        };
+        self.exchange(request).await
+    }
+
+    async fn exchange(&mut self, request: WriteContentRequest) -> Result<(), WriteFailure> {
+        if self.requests.send(request).await.is_err() {
+            // containerd closed the stream; its status says why.
+        }
+        match self.responses.message().await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(WriteFailure::Failed(RuntimeError::Rpc {
+                operation: "Content.Write",
+                code: Code::Aborted,
+                message: format!("containerd ended the write of {} early", self.digest),
+            })),
+            Err(status) if status.code() == Code::AlreadyExists => Err(WriteFailure::Exists),
+            Err(status) => Err(WriteFailure::Failed(
+                self.client.rpc_error("Content.Write", status),
+            )),
+        }
+    }
+}
+
+/// A containerd lease: resources created with its id in the request metadata survive GC
+/// until it is deleted. Dropped without `delete` (the pull's future was cancelled), it deletes
+/// itself in the background so nothing of the interrupted pull stays around.
+#[derive(Debug)]
+pub struct Lease {
+    pub id: String,
+    client: Containerd,
+    deleted: bool,
+}
+
+impl Lease {
+    /// Creates a lease that expires on its own after an hour (in case haloyd dies mid-pull).
+    pub async fn create(client: &Containerd, purpose: &str) -> Result<Lease, RuntimeError> {
+        let id = format!(
+            "haloy-{purpose}-{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        );
+        let expire = time::OffsetDateTime::from(SystemTime::now() + LEASE_EXPIRY)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut labels = HashMap::new();
+        if !expire.is_empty() {
+            labels.insert("containerd.io/gc.expire".to_string(), expire);
+        }
+        let request = client.request(CreateRequest {
+            id: id.clone(),
+            labels,
+        });
+        client
+            .leases()
+            .create(request)
+            .await
+            .map_err(|s| client.rpc_error("Leases.Create", s))?;
+        Ok(Lease {
+            id,
+            client: client.clone(),
+            deleted: false,
+        })
+    }
+
+    /// Puts an existing blob under this lease, so GC cannot take it while the pull runs.
+    pub async fn add_content(&self, client: &Containerd, digest: &str) -> Result<(), RuntimeError> {
+        let request = client.request(AddResourceRequest {
+            id: self.id.clone(),
+            resource: Some(Resource {
+                id: digest.to_string(),
+                r#type: "content".to_string(),
+            }),
+        });
+        client
+            .leases()
+            .add_resource(request)
+            .await
+            .map_err(|s| client.rpc_error("Leases.AddResource", s))?;
+        Ok(())
+    }
+
+    /// Deletes the lease; `sync` waits for the garbage collection it triggers.
+    pub async fn delete(mut self, sync: bool) -> Result<(), RuntimeError> {
+        self.deleted = true;
+        delete_lease(&self.client, &self.id, sync).await
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.deleted {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime left: the lease's expiry label cleans up.
+        };
+        let client = self.client.clone();
+        let id = std::mem::take(&mut self.id);
+        runtime.spawn(async move {
+            if let Err(err) = delete_lease(&client, &id, true).await {
+                tracing::warn!(lease = %id, error = %err, "could not delete the lease of an interrupted pull");
+            }
+        });
+    }
+}
+
+async fn delete_lease(client: &Containerd, id: &str, sync: bool) -> Result<(), RuntimeError> {
+    let request = client.request(DeleteRequest {
+        id: id.to_string(),
+        sync,
+    });
+    match client.leases().delete(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::NotFound => Ok(()),
+        Err(status) => Err(client.rpc_error("Leases.Delete", status)),
+    }
+}

@@ -1,0 +1,424 @@
+//! The task log driver: haloyd's own binary started by the containerd shim through a
+//! `binary://` log URI (containerd runtime/v2/logging protocol, as nerdctl does). It reads the
+//! task's stdout (fd 3) and stderr (fd 4), closes the ready pipe (fd 5) once its log file is
+//! open, and appends one JSON object per line `{time, stream, line}` to `<dir>/<id>.log` with
+//! size-based rotation. It is a process of its own, so logs keep flowing while haloyd is down.
+//!
+//! The shim turns the URI's query into arguments (`?k=v` → `k v`, in map order), so the whole
+//! configuration travels in a single query value: `?_HALOY_LOG_DRIVER=<percent-encoded JSON>`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::signal::{SigSet, Signal};
+use serde::{Deserialize, Serialize};
+
+/// First argument haloyd gets when the shim starts it as log driver.
+pub const DRIVER_ARG: &str = "_HALOY_LOG_DRIVER";
+/// Longer lines are split, like Docker does at 16 KiB.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+const STDOUT_FD: RawFd = 3;
+const STDERR_FD: RawFd = 4;
+const READY_FD: RawFd = 5;
+/// After SIGTERM the shim has closed our pipes; give the readers this long to drain them.
+const TERM_GRACE: Duration = Duration::from_secs(2);
+
+/// Where and how much to keep; sent to the driver inside the log URI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDriverConfig {
+    pub dir: PathBuf,
+    /// Rotate when the current file would grow beyond this many bytes.
+    pub max_size: u64,
+    /// Files kept per task including the current one (`<id>.log`, `.1`, ... `.{max_files-1}`).
+    pub max_files: u32,
+}
+
+/// One line as stored on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogDriverError {
+    #[error("log driver arguments: expected `{DRIVER_ARG} <config JSON>`: {reason}")]
+    Arguments { reason: String },
+    #[error("CONTAINER_ID {id:?} is missing or not a safe file name")]
+    ContainerId { id: String },
+    #[error("file descriptor {fd} ({name}) was not passed by the shim")]
+    MissingFd { fd: RawFd, name: &'static str },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// The current log file of a container.
+pub fn log_path(dir: &Path, container_id: &str) -> PathBuf {
+    dir.join(format!("{container_id}.log"))
+}
+
+/// Rotated file number `n` (1 = newest rotated).
+pub fn rotated_path(dir: &Path, container_id: &str, n: u32) -> PathBuf {
+    dir.join(format!("{container_id}.log.{n}"))
+}
+
+fn percent_encode(input: &str) -> String {
+    input
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Path part of the URI: keep '/', encode the rest that is not unreserved.
+fn percent_encode_path(path: &Path) -> String {
+    path.to_string_lossy()
+        .split('/')
+        .map(percent_encode)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `binary:///path/to/haloyd?_HALOY_LOG_DRIVER=...` for Tasks.Create stdout and stderr.
+pub fn log_uri(binary: &Path, config: &LogDriverConfig) -> Result<String, serde_json::Error> {
+    let json = serde_json::to_string(config)?;
+    Ok(format!(
+        "binary://{}?{DRIVER_ARG}={}",
+        percent_encode_path(binary),
+        percent_encode(&json)
+    ))
+}
+
+/// True when haloyd was started by the shim as log driver.
+pub fn is_invocation(args: &[String]) -> bool {
+    args.get(1).map(String::as_str) == Some(DRIVER_ARG)
+}
+
+fn parse_args(args: &[String]) -> Result<LogDriverConfig, LogDriverError> {
+    let json = args.get(2).ok_or_else(|| LogDriverError::Arguments {
+        reason: "the config argument is missing".into(),
+    })?;
+    serde_json::from_str(json).map_err(|e| LogDriverError::Arguments {
+        reason: e.to_string(),
+    })
+}
+
+fn safe_file_name(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Takes ownership of an inherited descriptor after checking that it is open.
+fn inherited_fd(fd: RawFd, name: &'static str) -> Result<OwnedFd, LogDriverError> {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    fcntl(borrowed, FcntlArg::F_GETFD).map_err(|_| LogDriverError::MissingFd { fd, name })?;
+    // SAFETY: the shim passed this descriptor to us and nothing else in this process owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Appends records to `<id>.log`, rotating by size.
+pub struct RotatingWriter {
+    dir: PathBuf,
+    container_id: String,
+    max_size: u64,
+    max_files: u32,
+    file: File,
+    size: u64,
+}
+
+impl RotatingWriter {
+    pub fn open(config: &LogDriverConfig, container_id: &str) -> Result<Self, LogDriverError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LogDriverError::Io { path, source }
+        };
+        fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
+        let path = log_path(&config.dir, container_id);
+        let file = open_append(&path).map_err(io_err(&path))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(RotatingWriter {
+            dir: config.dir.clone(),
+            container_id: container_id.to_string(),
+            max_size: config.max_size.max(1),
+            max_files: config.max_files.max(1),
+            file,
+            size,
+        })
+    }
+
+    pub fn write(&mut self, record: &LogRecord) -> io::Result<()> {
+        let mut bytes = serde_json::to_vec(record)?;
+        bytes.push(b'\n');
+        if self.size > 0 && self.size + bytes.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        self.file.write_all(&bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let current = log_path(&self.dir, &self.container_id);
+        if self.max_files > 1 {
+            let oldest = rotated_path(&self.dir, &self.container_id, self.max_files - 1);
+            remove_if_exists(&oldest)?;
+            for n in (1..self.max_files - 1).rev() {
+                let from = rotated_path(&self.dir, &self.container_id, n);
+                if from.exists() {
+                    fs::rename(&from, rotated_path(&self.dir, &self.container_id, n + 1))?;
+                }
+            }
+            fs::rename(&current, rotated_path(&self.dir, &self.container_id, 1))?;
+        } else {
+            remove_if_exists(&current)?;
+        }
+        self.file = open_append(&current)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Splits a byte stream into lines (without the newline), cutting lines at `MAX_LINE_BYTES`.
+pub fn read_lines(mut input: impl Read, mut emit: impl FnMut(String)) -> io::Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match input.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        pending.extend_from_slice(&chunk[..n]);
+        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=pos).collect();
+            emit_split(&line[..line.len() - 1], &mut emit);
+        }
+        while pending.len() >= MAX_LINE_BYTES {
+            let line: Vec<u8> = pending.drain(..MAX_LINE_BYTES).collect();
+            emit(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+    if !pending.is_empty() {
+        emit_split(&pending, &mut emit);
+    }
+    Ok(())
+}
+
+fn emit_split(line: &[u8], emit: &mut impl FnMut(String)) {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        emit(String::new());
+        return;
+    }
+    for part in line.chunks(MAX_LINE_BYTES) {
+        emit(String::from_utf8_lossy(part).into_owned());
+    }
+}
+
+fn spawn_reader(
+    fd: OwnedFd,
+    stream: &'static str,
+    sender: mpsc::Sender<LogRecord>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let _ = read_lines(File::from(fd), |line| {
+            let _ = sender.send(LogRecord {
+                time: now_rfc3339(),
+                stream: stream.to_string(),
+                line,
+            });
+        });
+    })
+}
+
+/// Exits the process `TERM_GRACE` after SIGTERM; the readers normally hit EOF before that.
+fn spawn_term_watcher(mask: SigSet) {
+    std::thread::spawn(move || {
+        if mask.wait() == Ok(Signal::SIGTERM) {
+            std::thread::sleep(TERM_GRACE);
+            std::process::exit(0);
+        }
+    });
+}
+
+/// Entry point for `haloyd _HALOY_LOG_DRIVER <config>`; returns the process exit code.
+pub fn run(args: &[String]) -> i32 {
+    match drive(args) {
+        Ok(()) => 0,
+        Err(err) => {
+            // The shim discards our stderr; this is for a human running it by hand.
+            eprintln!("haloyd log driver: {err}");
+            1
+        }
+    }
+}
+
+fn drive(args: &[String]) -> Result<(), LogDriverError> {
+    let config = parse_args(args)?;
+    let container_id = std::env::var("CONTAINER_ID").unwrap_or_default();
+    if !safe_file_name(&container_id) {
+        return Err(LogDriverError::ContainerId { id: container_id });
+    }
+    // Block SIGTERM before any thread exists so only the watcher thread receives it.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    let _ = mask.thread_block();
+    spawn_term_watcher(mask);
+
+    let stdout = inherited_fd(STDOUT_FD, "CONTAINER_STDOUT")?;
+    let stderr = inherited_fd(STDERR_FD, "CONTAINER_STDERR")?;
+    let ready = inherited_fd(READY_FD, "CONTAINER_WAIT")?;
+    let mut writer = RotatingWriter::open(&config, &container_id)?;
+    // Closing the wait pipe tells the shim we are ready; it blocks Tasks.Create until then.
+    drop(ready);
+
+    let (sender, receiver) = mpsc::channel();
+    let readers = [
+        spawn_reader(stdout, "stdout", sender.clone()),
+        spawn_reader(stderr, "stderr", sender),
+    ];
+    // Ends when both readers hit EOF and dropped their senders.
+    for record in receiver {
+        if let Err(err) = writer.write(&record) {
+            eprintln!("haloyd log driver: writing {}: {err}", container_id);
+        }
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(input: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        read_lines(input, |l| out.push(l)).unwrap();
+        out
+    }
+
+    #[test]
+    fn splits_lines_and_keeps_a_trailing_partial_line() {
+        assert_eq!(lines_of(b"a\nb\r\n\nlast"), ["a", "b", "", "last"]);
+        assert!(lines_of(b"").is_empty());
+    }
+
+    #[test]
+    fn cuts_overlong_lines() {
+        let long = vec![b'x'; MAX_LINE_BYTES * 2 + 10];
+        let lines = lines_of(&long);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].len(), MAX_LINE_BYTES);
+        assert_eq!(lines[2].len(), 10);
+    }
+
+    #[test]
+    fn uri_round_trips_through_query_decoding() {
+        let config = LogDriverConfig {
+            dir: "/var/log/haloy tasks/x&y=z".into(),
+            max_size: 1024,
+            max_files: 3,
+        };
+        let uri = log_uri(Path::new("/usr/bin/haloyd"), &config).unwrap();
+        assert!(uri.starts_with("binary:///usr/bin/haloyd?_HALOY_LOG_DRIVER=%7B"));
+        let (_, encoded) = uri.split_once('=').unwrap();
+        assert!(!encoded.contains(['&', '=', ' ', '"']));
+        // What Go's url.Query() hands the driver: the percent-decoded value.
+        let decoded = percent_decode(encoded);
+        let args = vec!["haloyd".to_string(), DRIVER_ARG.to_string(), decoded];
+        assert!(is_invocation(&args));
+        assert_eq!(parse_args(&args).unwrap(), config);
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn rotation_keeps_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogDriverConfig {
+            dir: dir.path().to_path_buf(),
+            max_size: 200,
+            max_files: 3,
+        };
+        let mut writer = RotatingWriter::open(&config, "c1").unwrap();
+        for i in 0..40 {
+            writer
+                .write(&LogRecord {
+                    time: now_rfc3339(),
+                    stream: "stdout".into(),
+                    line: format!("line {i}"),
+                })
+                .unwrap();
+        }
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["c1.log", "c1.log.1", "c1.log.2"]);
+        for name in &names {
+            let len = fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(len <= 200, "{name} has {len} bytes");
+        }
+        let current = fs::read_to_string(dir.path().join("c1.log")).unwrap();
+        let last: LogRecord = serde_json::from_str(current.lines().last().unwrap()).unwrap();
+        assert_eq!(last.line, "line 39");
+    }
+
+    #[test]
+    fn unsafe_container_ids_are_refused() {
+        assert!(safe_file_name("web-1.a_b"));
+        assert!(!safe_file_name("../etc"));
+        assert!(!safe_file_name(""));
+    }
+}

@@ -1,0 +1,989 @@
+//! The OCI runtime spec of a replica, built like containerd/Docker do by default: args from
+//! Entrypoint+Cmd, merged env, user from the image config (looked up in the image's
+//! /etc/passwd and /etc/group), the standard mounts plus per-task /etc/hosts, /etc/resolv.conf
+//! and /etc/hostname, Docker's default capabilities, masked/readonly paths, no_new_privileges,
+//! an nofile rlimit, the task's netns, cgroup path and limits, and the app's volumes.
+//!
+//! Everything here is pure or touches only files under haloyd's state dir, so it is unit-tested
+//! without containerd.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
+    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
+};
+
+use super::{ImageConfig, Resources, VolumeMount, VolumeSource};
+
+/// type_url containerd expects for the spec inside a container record.
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Open-file limit of every task when the host allows it: enough for busy servers.
+pub const NOFILE_LIMIT: u64 = 65536;
+/// CFS period the CPU quota is expressed in (the kernel's and Docker's default).
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("image has neither Entrypoint nor Cmd: nothing to run")]
+    NoCommand,
+    #[error("user {user:?} from the image config is not in the image's /etc/passwd")]
+    UnknownUser { user: String },
+    #[error("group {group:?} from the image config is not in the image's /etc/group")]
+    UnknownGroup { group: String },
+    #[error("volume target {target:?} must be an absolute path without '..'")]
+    InvalidVolumeTarget { target: String },
+    #[error("volume source {source_path:?} must be an absolute host path")]
+    InvalidBindSource { source_path: PathBuf },
+    #[error("volume name {name:?} may only use letters, digits, '-', '_' and '.'")]
+    InvalidVolumeName { name: String },
+    #[error("resources: {reason}")]
+    InvalidResources { reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("building the OCI spec failed: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+    #[error("encoding the OCI spec failed: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Numeric identity the task process runs as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Per-task files bind-mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFiles {
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hostname: PathBuf,
+}
+
+/// A volume with its host directory decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedVolume {
+    pub host_path: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Everything a replica's spec is built from.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    pub hostname: &'a str,
+    pub image: &'a ImageConfig,
+    pub app_env: &'a [(String, String)],
+    pub replica_id: &'a str,
+    pub user: ResolvedUser,
+    pub netns_path: &'a Path,
+    pub cgroups_path: &'a str,
+    pub resources: Resources,
+    pub files: &'a TaskFiles,
+    pub volumes: &'a [ResolvedVolume],
+    /// RLIMIT_NOFILE (soft = hard); see `nofile_limit`.
+    pub nofile: u64,
+}
+
+/// `NOFILE_LIMIT`, lowered to this process's hard limit: runc cannot raise a task above the
+/// limit containerd runs with unless it has CAP_SYS_RESOURCE, and then task creation fails.
+pub fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if ok {
+        NOFILE_LIMIT.min(limit.rlim_max)
+    } else {
+        1024
+    }
+}
+
+/// Docker's default capability set (also containerd's `defaultUnixCaps`).
+pub fn default_capabilities() -> HashSet<Capability> {
+    [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fsetid,
+        Capability::Fowner,
+        Capability::Mknod,
+        Capability::NetRaw,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::Setfcap,
+        Capability::Setpcap,
+        Capability::NetBindService,
+        Capability::SysChroot,
+        Capability::Kill,
+        Capability::AuditWrite,
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// containerd's and Docker's masked paths: host information a container must not read.
+pub fn masked_paths() -> Vec<String> {
+    [
+        "/proc/acpi",
+        "/proc/asound",
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/latency_stats",
+        "/proc/timer_list",
+        "/proc/timer_stats",
+        "/proc/sched_debug",
+        "/proc/scsi",
+        "/sys/firmware",
+        "/sys/devices/virtual/powercap",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub fn readonly_paths() -> Vec<String> {
+    [
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/irq",
+        "/proc/sys",
+        "/proc/sysrq-trigger",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Entrypoint followed by Cmd, as Docker runs an image without overrides.
+pub fn process_args(image: &ImageConfig) -> Result<Vec<String>, SpecError> {
+    let args: Vec<String> = image.entrypoint.iter().chain(&image.cmd).cloned().collect();
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    Ok(args)
+}
+
+/// HOSTNAME, then the image env, then the app env, then HALOY_REPLICA_ID; a later key replaces
+/// an earlier one in place. PATH gets Docker's default when nobody set it.
+pub fn merge_env(
+    hostname: &str,
+    image_env: &[String],
+    app_env: &[(String, String)],
+    replica_id: &str,
+) -> Vec<String> {
+    let mut merged: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: &str| match merged.iter_mut().find(|(k, _)| k == key) {
+        Some(entry) => entry.1 = value.to_string(),
+        None => merged.push((key.to_string(), value.to_string())),
+    };
+    set("HOSTNAME", hostname);
+    for entry in image_env {
+        if let Some((key, value)) = entry.split_once('=') {
+            set(key, value);
+        }
+    }
+    for (key, value) in app_env {
+        set(key, value);
+    }
+    set("HALOY_REPLICA_ID", replica_id);
+    if !merged.iter().any(|(k, _)| k == "PATH") {
+        if let Some((key, value)) = DEFAULT_PATH.split_once('=') {
+            merged.insert(0, (key.to_string(), value.to_string()));
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+}
+
+/// True when the image's `User` needs /etc/passwd or /etc/group to become numeric ids.
+pub fn user_needs_lookup(user: Option<&str>) -> bool {
+    let user = user.unwrap_or("").trim();
+    if user.is_empty() {
+        return false;
+    }
+    match user.split_once(':') {
+        Some((u, g)) => u.parse::<u32>().is_err() || g.parse::<u32>().is_err(),
+        // A numeric uid alone still needs passwd for its primary group.
+        None => true,
+    }
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+}
+
+fn passwd_entries(passwd: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    passwd.lines().filter_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some(PasswdEntry { name, uid, gid })
+    })
+}
+
+/// (name, gid, members) of each /etc/group line.
+fn group_entries(group: &str) -> impl Iterator<Item = (&str, u32, Vec<&str>)> {
+    group.lines().filter_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let _password = fields.next()?;
+        let gid = fields.next()?.parse().ok()?;
+        let members = fields
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .collect();
+        Some((name, gid, members))
+    })
+}
+
+/// Turns the image's `User` (`name`, `uid`, `name:group`, `uid:gid`, ...) into numeric ids the
+/// way runc does: a numeric uid missing from passwd gets gid 0; supplementary groups come from
+/// /etc/group membership.
+pub fn resolve_user(
+    user: Option<&str>,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, SpecError> {
+    let spec = user.unwrap_or("").trim();
+    if spec.is_empty() {
+        return Ok(ResolvedUser::default());
+    }
+    let (user_part, group_part) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = passwd.unwrap_or("");
+    let found = passwd_entries(passwd)
+        .find(|e| e.name == user_part || user_part.parse() == Ok(e.uid))
+        .map(|e| (e.name.to_string(), e.uid, e.gid));
+    let (name, uid, primary_gid) = match (found, user_part.parse::<u32>()) {
+        (Some(entry), _) => (Some(entry.0), entry.1, entry.2),
+        (None, Ok(uid)) => (None, uid, 0),
+        (None, Err(_)) => {
+            return Err(SpecError::UnknownUser {
+                user: user_part.to_string(),
+            })
+        }
+    };
+    let group = group.unwrap_or("");
+    let gid = match group_part {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group_entries(group)
+                .find(|(n, _, _)| *n == g)
+                .map(|(_, gid, _)| gid)
+                .ok_or_else(|| SpecError::UnknownGroup {
+                    group: g.to_string(),
+                })?,
+        },
+    };
+    let mut additional_gids: Vec<u32> = match &name {
+        Some(name) if group_part.is_none() => group_entries(group)
+            .filter(|(_, g, members)| *g != gid && members.contains(&name.as_str()))
+            .map(|(_, g, _)| g)
+            .collect(),
+        _ => Vec::new(),
+    };
+    additional_gids.dedup();
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+/// /etc/hosts of a task: loopback names plus its own address under its hostname.
+pub fn hosts_file(hostname: &str, ip: Option<IpAddr>) -> String {
+    let mut hosts = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n",
+    );
+    if let Some(ip) = ip {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    hosts
+}
+
+fn is_loopback_nameserver(line: &str) -> bool {
+    let mut words = line.split_whitespace();
+    if words.next() != Some("nameserver") {
+        return false;
+    }
+    // "fe80::1%eth0" style zone ids do not parse; such servers are not loopback anyway.
+    words
+        .next()
+        .and_then(|addr| addr.parse::<IpAddr>().ok())
+        .is_some_and(|ip| ip.is_loopback())
+}
+
+/// The host's resolv.conf without loopback nameservers (those answer only in the host's
+/// namespace). None when no usable nameserver is left.
+pub fn task_resolv_conf(host_resolv: &str) -> Option<String> {
+    let kept: Vec<&str> = host_resolv
+        .lines()
+        .filter(|line| !is_loopback_nameserver(line))
+        .collect();
+    let has_nameserver = kept
+        .iter()
+        .any(|l| l.split_whitespace().next() == Some("nameserver"));
+    has_nameserver.then(|| {
+        let mut text = kept.join("\n");
+        text.push('\n');
+        text
+    })
+}
+
+/// Picks the resolv.conf content for tasks: the host's /etc/resolv.conf without loopback
+/// servers, else systemd-resolved's upstream list, else the host's file unchanged.
+pub fn choose_resolv_conf(candidates: &[(&Path, Option<String>)]) -> String {
+    candidates
+        .iter()
+        .filter_map(|(_, text)| text.as_deref().and_then(task_resolv_conf))
+        .next()
+        .or_else(|| candidates.first().and_then(|(_, text)| text.clone()))
+        .unwrap_or_default()
+}
+
+fn host_resolv_conf() -> String {
+    let paths = [
+        Path::new("/etc/resolv.conf"),
+        Path::new("/run/systemd/resolve/resolv.conf"),
+    ];
+    let candidates: Vec<(&Path, Option<String>)> = paths
+        .iter()
+        .map(|p| (*p, std::fs::read_to_string(p).ok()))
+        .collect();
+    choose_resolv_conf(&candidates)
+}
+
+fn write_file(path: &Path, contents: &str) -> Result<(), SpecError> {
+    std::fs::write(path, contents).map_err(|source| SpecError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes hosts, resolv.conf and hostname for one task into `dir` (created if needed).
+pub fn write_task_files(
+    dir: &Path,
+    hostname: &str,
+    ip: Option<IpAddr>,
+) -> Result<TaskFiles, SpecError> {
+    std::fs::create_dir_all(dir).map_err(|source| SpecError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let files = TaskFiles {
+        hosts: dir.join("hosts"),
+        resolv_conf: dir.join("resolv.conf"),
+        hostname: dir.join("hostname"),
+    };
+    write_file(&files.hosts, &hosts_file(hostname, ip))?;
+    write_file(&files.resolv_conf, &host_resolv_conf())?;
+    write_file(&files.hostname, &format!("{hostname}\n"))?;
+    Ok(files)
+}
+
+fn valid_target(target: &str) -> bool {
+    let path = Path::new(target);
+    path.is_absolute() && !path.components().any(|c| c == Component::ParentDir)
+}
+
+fn valid_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Decides each volume's host directory; named volumes live under
+/// `<volumes_root>/<app>/<name>` and are created on first use.
+pub fn resolve_volumes(
+    volumes: &[VolumeMount],
+    app: &str,
+    volumes_root: &Path,
+) -> Result<Vec<ResolvedVolume>, SpecError> {
+    volumes
+        .iter()
+        .map(|volume| {
+            if !valid_target(&volume.target) {
+                return Err(SpecError::InvalidVolumeTarget {
+                    target: volume.target.clone(),
+                });
+            }
+            let host_path = match &volume.source {
+                VolumeSource::Bind(path) if path.is_absolute() => path.clone(),
+                VolumeSource::Bind(path) => {
+                    return Err(SpecError::InvalidBindSource {
+                        source_path: path.clone(),
+                    })
+                }
+                VolumeSource::Named(name) if valid_volume_name(name) => {
+                    let dir = volumes_root.join(app).join(name);
+                    std::fs::create_dir_all(&dir).map_err(|source| SpecError::Io {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    dir
+                }
+                VolumeSource::Named(name) => {
+                    return Err(SpecError::InvalidVolumeName { name: name.clone() })
+                }
+            };
+            Ok(ResolvedVolume {
+                host_path,
+                target: volume.target.clone(),
+                read_only: volume.read_only,
+            })
+        })
+        .collect()
+}
+
+fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result<Mount, SpecError> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
+        .build()?)
+}
+
+fn bind_mount(source: &Path, destination: &str, read_only: bool) -> Result<Mount, SpecError> {
+    let mode = if read_only { "ro" } else { "rw" };
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(vec![
+            "rbind".to_string(),
+            "rprivate".to_string(),
+            mode.to_string(),
+        ])
+        .build()?)
+}
+
+/// The kernel file systems every container gets (containerd's defaults plus Docker's cgroup).
+fn standard_mounts() -> Result<Vec<Mount>, SpecError> {
+    Ok(vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        )?,
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        )?,
+    ])
+}
+
+fn task_mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>, SpecError> {
+    let mut mounts = standard_mounts()?;
+    mounts.push(bind_mount(&input.files.hosts, "/etc/hosts", false)?);
+    mounts.push(bind_mount(
+        &input.files.resolv_conf,
+        "/etc/resolv.conf",
+        false,
+    )?);
+    mounts.push(bind_mount(&input.files.hostname, "/etc/hostname", false)?);
+    for volume in input.volumes {
+        mounts.push(bind_mount(
+            &volume.host_path,
+            &volume.target,
+            volume.read_only,
+        )?);
+    }
+    Ok(mounts)
+}
+
+fn linux_resources(resources: Resources) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    // Deny all devices; runc adds its standard allow-list (null, zero, tty, ...) itself.
+    let deny_all = LinuxDeviceCgroupBuilder::default()
+        .allow(false)
+        .access("rwm")
+        .build()?;
+    let mut builder = LinuxResourcesBuilder::default().devices(vec![deny_all]);
+    if let Some(bytes) = resources.memory_bytes {
+        let limit = i64::try_from(bytes).map_err(|_| SpecError::InvalidResources {
+            reason: format!("memory limit {bytes} bytes is too large"),
+        })?;
+        builder = builder.memory(LinuxMemoryBuilder::default().limit(limit).build()?);
+    }
+    if let Some(cpus) = resources.cpus {
+        if !(cpus.is_finite() && cpus > 0.0) {
+            return Err(SpecError::InvalidResources {
+                reason: format!("cpus must be a positive number, got {cpus}"),
+            });
+        }
+        let quota = (cpus * CPU_PERIOD_US as f64).round() as i64;
+        let cpu = LinuxCpuBuilder::default()
+            .quota(quota.max(1000))
+            .period(CPU_PERIOD_US)
+            .build()?;
+        builder = builder.cpu(cpu);
+    }
+    Ok(builder.build()?)
+}
+
+fn namespaces(netns_path: &Path) -> Result<Vec<oci_spec::runtime::LinuxNamespace>, SpecError> {
+    let own = |typ| LinuxNamespaceBuilder::default().typ(typ).build();
+    Ok(vec![
+        own(LinuxNamespaceType::Pid)?,
+        own(LinuxNamespaceType::Ipc)?,
+        own(LinuxNamespaceType::Uts)?,
+        own(LinuxNamespaceType::Mount)?,
+        LinuxNamespaceBuilder::default()
+            .typ(LinuxNamespaceType::Network)
+            .path(netns_path)
+            .build()?,
+    ])
+}
+
+/// The complete runtime spec of one replica.
+pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
+    let caps = default_capabilities();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()?;
+    let user = UserBuilder::default()
+        .uid(input.user.uid)
+        .gid(input.user.gid)
+        .additional_gids(input.user.additional_gids.clone())
+        .build()?;
+    let nofile = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .hard(input.nofile)
+        .soft(input.nofile)
+        .build()?;
+    let cwd = input
+        .image
+        .working_dir
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .unwrap_or("/");
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(user)
+        .args(process_args(input.image)?)
+        .env(merge_env(
+            input.hostname,
+            &input.image.env,
+            input.app_env,
+            input.replica_id,
+        ))
+        .cwd(cwd)
+        .capabilities(capabilities)
+        .rlimits(vec![nofile])
+        .no_new_privileges(true)
+        .build()?;
+    let linux = LinuxBuilder::default()
+        .cgroups_path(input.cgroups_path)
+        .resources(linux_resources(input.resources)?)
+        .namespaces(namespaces(input.netns_path)?)
+        .masked_paths(masked_paths())
+        .readonly_paths(readonly_paths())
+        .build()?;
+    let root = RootBuilder::default()
+        .path("rootfs")
+        .readonly(false)
+        .build()?;
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .hostname(input.hostname)
+        .root(root)
+        .process(process)
+        .mounts(task_mounts(input)?)
+        .linux(linux)
+        .build()?)
+}
+
+/// The spec as containerd stores it: JSON inside an Any.
+pub fn spec_any(spec: &Spec) -> Result<prost_types::Any, SpecError> {
+    Ok(prost_types::Any {
+        type_url: SPEC_TYPE_URL.to_string(),
+        value: serde_json::to_vec(spec)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+                          www:x:33:33:www:/var/www:/bin/false\n\
+                          app:x:1000:1000::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nwww:x:33:\napp:x:1000:\nvideo:x:44:app,www\naudio:x:29:app\n";
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/bin/httpd".into()],
+            cmd: vec!["-f".into(), "-p".into(), "8080".into()],
+            env: vec![
+                "PATH=/custom/bin".into(),
+                "MODE=image".into(),
+                "KEEP=1".into(),
+            ],
+            working_dir: Some("/www".into()),
+            user: None,
+            exposed_ports: vec![],
+        }
+    }
+
+    fn files() -> TaskFiles {
+        TaskFiles {
+            hosts: "/state/t1/hosts".into(),
+            resolv_conf: "/state/t1/resolv.conf".into(),
+            hostname: "/state/t1/hostname".into(),
+        }
+    }
+
+    fn build(image: &ImageConfig, resources: Resources, volumes: &[ResolvedVolume]) -> Spec {
+        let files = files();
+        let env = vec![("MODE".to_string(), "app".to_string())];
+        build_spec(&SpecInput {
+            hostname: "web-1",
+            image,
+            app_env: &env,
+            replica_id: "1",
+            user: ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                additional_gids: vec![44],
+            },
+            netns_path: Path::new("/run/haloy/netns/t1"),
+            cgroups_path: "/haloy/t1",
+            resources,
+            files: &files,
+            volumes,
+            nofile: NOFILE_LIMIT,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn args_are_entrypoint_then_cmd() {
+        assert_eq!(
+            process_args(&image()).unwrap(),
+            ["/bin/httpd", "-f", "-p", "8080"]
+        );
+        let cmd_only = ImageConfig {
+            entrypoint: vec![],
+            cmd: vec!["sh".into()],
+            ..image()
+        };
+        assert_eq!(process_args(&cmd_only).unwrap(), ["sh"]);
+        let nothing = ImageConfig {
+            entrypoint: vec![],
+            cmd: vec![],
+            ..image()
+        };
+        assert!(matches!(process_args(&nothing), Err(SpecError::NoCommand)));
+    }
+
+    #[test]
+    fn env_merges_image_app_and_replica_id_with_later_winning() {
+        let env = merge_env(
+            "h",
+            &image().env,
+            &[("MODE".into(), "app".into()), ("NEW".into(), "x".into())],
+            "2",
+        );
+        assert_eq!(
+            env,
+            [
+                "HOSTNAME=h",
+                "PATH=/custom/bin",
+                "MODE=app",
+                "KEEP=1",
+                "NEW=x",
+                "HALOY_REPLICA_ID=2"
+            ]
+        );
+        let no_path = merge_env(
+            "h",
+            &[],
+            &[("HALOY_REPLICA_ID".into(), "spoof".into())],
+            "3",
+        );
+        assert_eq!(no_path[0], DEFAULT_PATH);
+        assert_eq!(no_path.last().unwrap(), "HALOY_REPLICA_ID=3");
+    }
+
+    #[test]
+    fn users_resolve_like_runc() {
+        let r = |u: &str| resolve_user(Some(u), Some(PASSWD), Some(GROUP));
+        assert_eq!(r("").unwrap(), ResolvedUser::default());
+        assert_eq!(
+            resolve_user(None, None, None).unwrap(),
+            ResolvedUser::default()
+        );
+        let app = r("app").unwrap();
+        assert_eq!((app.uid, app.gid), (1000, 1000));
+        assert_eq!(app.additional_gids, [44, 29]);
+        assert_eq!(r("33").unwrap().gid, 33, "numeric uid takes passwd's gid");
+        assert_eq!(
+            r("4242").unwrap(),
+            ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            r("www:video").unwrap(),
+            ResolvedUser {
+                uid: 33,
+                gid: 44,
+                additional_gids: vec![]
+            }
+        );
+        assert_eq!(
+            r("5:6").unwrap(),
+            ResolvedUser {
+                uid: 5,
+                gid: 6,
+                additional_gids: vec![]
+            }
+        );
+        assert!(matches!(
+            r("nobody-here"),
+            Err(SpecError::UnknownUser { .. })
+        ));
+        assert!(matches!(
+            r("app:nogroup"),
+            Err(SpecError::UnknownGroup { .. })
+        ));
+        assert!(!user_needs_lookup(Some("5:6")));
+        assert!(!user_needs_lookup(None));
+        assert!(user_needs_lookup(Some("5")));
+        assert!(user_needs_lookup(Some("app")));
+    }
+
+    #[test]
+    fn resolv_conf_drops_loopback_nameservers() {
+        let host =
+            "search example.com\nnameserver 127.0.0.53\nnameserver 10.0.0.2\noptions edns0\n";
+        assert_eq!(
+            task_resolv_conf(host).unwrap(),
+            "search example.com\nnameserver 10.0.0.2\noptions edns0\n"
+        );
+        assert_eq!(
+            task_resolv_conf("nameserver 127.0.0.53\nnameserver ::1\n"),
+            None
+        );
+        let etc = Some("nameserver 127.0.0.53\n".to_string());
+        let resolved = Some("nameserver 192.0.2.1\n".to_string());
+        let p = Path::new("x");
+        assert_eq!(
+            choose_resolv_conf(&[(p, etc.clone()), (p, resolved)]),
+            "nameserver 192.0.2.1\n"
+        );
+        assert_eq!(
+            choose_resolv_conf(&[(p, etc), (p, None)]),
+            "nameserver 127.0.0.53\n"
+        );
+    }
+
+    #[test]
+    fn hosts_file_names_the_task() {
+        let hosts = hosts_file("web-1", Some("10.1.0.5".parse().unwrap()));
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(hosts.ends_with("10.1.0.5\tweb-1\n"));
+    }
+
+    #[test]
+    fn spec_has_engine_defaults_and_task_specifics() {
+        let spec = build(&image(), Resources::default(), &[]);
+        let json = serde_json::to_value(&spec).unwrap();
+        let process = &json["process"];
+        assert_eq!(process["args"][0], "/bin/httpd");
+        assert_eq!(process["cwd"], "/www");
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(process["user"]["uid"], 1000);
+        assert_eq!(process["user"]["additionalGids"][0], 44);
+        assert_eq!(process["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        let caps = process["capabilities"]["bounding"].as_array().unwrap();
+        assert_eq!(caps.len(), 14);
+        assert!(caps.contains(&"CAP_NET_BIND_SERVICE".into()));
+        assert!(!caps.contains(&"CAP_SYS_ADMIN".into()));
+        assert_eq!(json["hostname"], "web-1");
+        assert_eq!(json["root"]["path"], "rootfs");
+        let ns = json["linux"]["namespaces"].as_array().unwrap();
+        let net = ns.iter().find(|n| n["type"] == "network").unwrap();
+        assert_eq!(net["path"], "/run/haloy/netns/t1");
+        assert_eq!(json["linux"]["cgroupsPath"], "/haloy/t1");
+        assert!(json["linux"]["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&"/proc/kcore".into()));
+        assert!(json["linux"]["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&"/proc/sys".into()));
+        assert!(json["linux"]["resources"].get("memory").is_none());
+        let mounts: Vec<&str> = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        for wanted in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/sys",
+            "/sys/fs/cgroup",
+            "/etc/hosts",
+            "/etc/resolv.conf",
+            "/etc/hostname",
+        ] {
+            assert!(mounts.contains(&wanted), "{wanted} missing in {mounts:?}");
+        }
+        let any = spec_any(&spec).unwrap();
+        assert_eq!(any.type_url, SPEC_TYPE_URL);
+        let back: Spec = serde_json::from_slice(&any.value).unwrap();
+        assert_eq!(back.hostname().as_deref(), Some("web-1"));
+    }
+
+    #[test]
+    fn resources_become_cgroup_limits() {
+        let resources = Resources {
+            memory_bytes: Some(512 * 1024 * 1024),
+            cpus: Some(0.5),
+        };
+        let json = serde_json::to_value(build(&image(), resources, &[])).unwrap();
+        let res = &json["linux"]["resources"];
+        assert_eq!(res["memory"]["limit"], 536870912);
+        assert_eq!(res["cpu"]["quota"], 50000);
+        assert_eq!(res["cpu"]["period"], 100000);
+        assert_eq!(res["devices"][0]["allow"], false);
+    }
+
+    #[test]
+    fn volumes_become_bind_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let volumes = vec![
+            VolumeMount {
+                source: VolumeSource::Named("data".into()),
+                target: "/data".into(),
+                read_only: false,
+            },
+            VolumeMount {
+                source: VolumeSource::Bind("/srv/config".into()),
+                target: "/config".into(),
+                read_only: true,
+            },
+        ];
+        let resolved = resolve_volumes(&volumes, "web", dir.path()).unwrap();
+        assert_eq!(resolved[0].host_path, dir.path().join("web/data"));
+        assert!(resolved[0].host_path.is_dir());
+        let json = serde_json::to_value(build(&image(), Resources::default(), &resolved)).unwrap();
+        let mounts = json["mounts"].as_array().unwrap();
+        let config = mounts
+            .iter()
+            .find(|m| m["destination"] == "/config")
+            .unwrap();
+        assert_eq!(config["source"], "/srv/config");
+        assert_eq!(config["type"], "bind");
+        assert!(config["options"].as_array().unwrap().contains(&"ro".into()));
+
+        let bad = |source, target: &str| VolumeMount {
+            source,
+            target: target.into(),
+            read_only: false,
+        };
+        for (volume, expected) in [
+            (bad(VolumeSource::Named("../x".into()), "/d"), "volume name"),
+            (
+                bad(VolumeSource::Bind("rel/path".into()), "/d"),
+                "absolute host path",
+            ),
+            (
+                bad(VolumeSource::Named("ok".into()), "relative"),
+                "volume target",
+            ),
+            (
+                bad(VolumeSource::Named("ok".into()), "/a/../b"),
+                "volume target",
+            ),
+        ] {
+            let err = resolve_volumes(&[volume], "web", dir.path()).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn task_files_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_task_files(&dir.path().join("t1"), "web-1", None).unwrap();
+        assert_eq!(std::fs::read_to_string(&files.hostname).unwrap(), "web-1\n");
+        assert!(std::fs::read_to_string(&files.hosts)
+            .unwrap()
+            .contains("localhost"));
+        assert!(files.resolv_conf.exists());
+    }
+}

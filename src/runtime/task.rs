@@ -1,0 +1,818 @@
+//! Replica lifecycle on containerd: network attach → snapshot → container (labels + OCI spec)
+//! → task with the `binary://` log driver → start; stop (SIGTERM, SIGKILL after the timeout,
+//! delete task); remove (snapshot before container, then CNI DEL and netns); listing by label.
+//! Every removal step treats NotFound as done, so all of it is idempotent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use containerd_client::services::v1::container::Runtime as ContainerRuntime;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest,
+    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+};
+use containerd_client::types::v1::{Process, Status};
+use containerd_client::types::Mount;
+use tonic::Code;
+
+use super::log_driver::{log_uri, LogDriverConfig};
+use super::logs::{log_files, read_logs, remove_log_files};
+use super::spec::{
+    build_spec, nofile_limit, resolve_user, resolve_volumes, spec_any, user_needs_lookup,
+    write_task_files, SpecInput,
+};
+use super::{
+    labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
+    RuntimeError, SNAPSHOTTER,
+};
+use crate::network::{Attachment, Network};
+
+/// The shim every replica runs under.
+pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// containerd's identifier limit (identifiers.Validate).
+const MAX_ID_LEN: usize = 76;
+/// How long a task may take to disappear after SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+/// Lifetime of the lease that protects a fresh snapshot until its container exists.
+const START_LEASE_TTL: Duration = Duration::from_secs(3600);
+
+/// Container labels beside the base ones in `runtime::labels`.
+pub mod labels {
+    pub const HEALTH_PATH: &str = "dev.haloy.health-path";
+    /// Comma-separated domain names.
+    pub const DOMAINS: &str = "dev.haloy.domains";
+    pub const IP: &str = "dev.haloy.ip";
+    pub const NETNS: &str = "dev.haloy.netns";
+    /// Whole seconds.
+    pub const STOP_TIMEOUT: &str = "dev.haloy.stop-timeout";
+}
+
+/// Where task files and logs live and how the task process is wrapped.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// Per-task /etc files under `tasks/<id>/`, named volumes under `volumes/<app>/<name>/`.
+    pub state_dir: PathBuf,
+    /// `<id>.log` (+ rotated `.1`, `.2`, ...) per task.
+    pub log_dir: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    /// The binary the shim runs as log driver; haloyd itself when None.
+    pub log_driver_binary: Option<PathBuf>,
+    /// cgroupfs parent of every task's cgroup.
+    pub cgroup_parent: String,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        TaskSettings {
+            state_dir: PathBuf::from("/var/lib/haloy"),
+            log_dir: PathBuf::from("/var/log/haloy/tasks"),
+            log_max_size: 10 * 1024 * 1024,
+            log_max_files: 3,
+            log_driver_binary: None,
+            cgroup_parent: "/haloy".into(),
+        }
+    }
+}
+
+/// Keeps `[A-Za-z0-9]` runs joined by single separators, as containerd identifiers require.
+fn sanitize(part: &str) -> String {
+    let mut out = String::new();
+    for c in part.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+/// `<app>-<deployment>-<replica>`: unique per replica of a deployment and a valid containerd
+/// identifier, CNI container id and file name. The app part is shortened to fit.
+pub fn container_id(app: &str, deployment_id: &str, replica: u32) -> String {
+    let deployment = sanitize(deployment_id);
+    let deployment = deployment[deployment.len().saturating_sub(26)..].trim_start_matches('-');
+    let suffix = if deployment.is_empty() {
+        replica.to_string()
+    } else {
+        format!("{deployment}-{replica}")
+    };
+    let room = MAX_ID_LEN.saturating_sub(suffix.len() + 1);
+    let app = sanitize(app);
+    let app = app[..app.len().min(room)].trim_end_matches('-');
+    let app = if app.is_empty() { "app" } else { app };
+    format!("{app}-{suffix}")
+}
+
+/// Hostname inside the task: `<app>-<replica>`, at most 63 characters.
+pub fn hostname_for(app: &str, replica: u32) -> String {
+    let suffix = format!("-{replica}");
+    let app = sanitize(app);
+    let app = &app[..app.len().min(63 - suffix.len())];
+    format!("{}{suffix}", app.trim_end_matches('-'))
+}
+
+/// The directories a rootfs mount list reads from, top layer first.
+fn rootfs_layer_dirs(mounts: &[Mount]) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for mount in mounts {
+        match mount.r#type.as_str() {
+            "bind" => dirs.push(PathBuf::from(&mount.source)),
+            "overlay" => {
+                let option = |key: &str| {
+                    mount
+                        .options
+                        .iter()
+                        .find_map(|o| o.strip_prefix(key).map(String::from))
+                };
+                if let Some(upper) = option("upperdir=") {
+                    dirs.push(PathBuf::from(upper));
+                }
+                if let Some(lower) = option("lowerdir=") {
+                    dirs.extend(lower.split(':').map(PathBuf::from));
+                }
+            }
+            _ => {}
+        }
+    }
+    dirs
+}
+
+/// Reads `relative` from the layered rootfs without mounting it: the topmost layer that has
+/// it wins; an overlay whiteout (char device) there means deleted.
+fn read_rootfs_file(mounts: &[Mount], relative: &str) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    for dir in rootfs_layer_dirs(mounts) {
+        let path = dir.join(relative);
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_char_device() => return None,
+            Ok(_) => return std::fs::read_to_string(&path).ok(),
+            Err(_) => continue,
+        }
+    }
+    None
+}
+
+fn is_not_found(status: &tonic::Status) -> bool {
+    status.code() == Code::NotFound
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    time::OffsetDateTime::from(time)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn container_error(container_id: &str, reason: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Container {
+        container_id: container_id.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The replica half of `ContainerdRuntime`.
+pub struct Tasks {
+    client: Containerd,
+    network: Arc<dyn Network>,
+    settings: TaskSettings,
+}
+
+impl std::fmt::Debug for Tasks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tasks")
+            .field("namespace", &self.client.namespace())
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tasks {
+    pub fn new(client: Containerd, network: Arc<dyn Network>, settings: TaskSettings) -> Tasks {
+        Tasks {
+            client,
+            network,
+            settings,
+        }
+    }
+
+    pub fn settings(&self) -> &TaskSettings {
+        &self.settings
+    }
+
+    fn task_dir(&self, id: &str) -> PathBuf {
+        self.settings.state_dir.join("tasks").join(id)
+    }
+
+    fn log_driver_uri(&self, id: &str) -> Result<String, RuntimeError> {
+        let binary = match &self.settings.log_driver_binary {
+            Some(path) => path.clone(),
+            None => std::env::current_exe().map_err(|source| RuntimeError::Io {
+                path: PathBuf::from("/proc/self/exe"),
+                source,
+            })?,
+        };
+        let config = LogDriverConfig {
+            dir: self.settings.log_dir.clone(),
+            max_size: self.settings.log_max_size,
+            max_files: self.settings.log_max_files,
+        };
+        log_uri(&binary, &config).map_err(|e| container_error(id, e))
+    }
+
+    /// Network, snapshot, container, task; on failure everything made so far is removed.
+    pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
+        let id = container_id(&spec.app, &spec.deployment_id, spec.replica);
+        let attachment = self
+            .network
+            .attach(&id)
+            .await
+            .map_err(|e| RuntimeError::Network {
+                container_id: id.clone(),
+                reason: e.to_string(),
+            })?;
+        match self.create_and_start(spec, &id, &attachment).await {
+            Ok(info) => {
+                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = %attachment.ip, "replica started");
+                Ok(info)
+            }
+            Err(err) => {
+                if let Err(cleanup) = self.remove(&id).await {
+                    tracing::warn!(task_id = %id, error = %cleanup, "cleanup after failed start failed");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn create_and_start(
+        &self,
+        spec: &ReplicaSpec,
+        id: &str,
+        attachment: &Attachment,
+    ) -> Result<ReplicaInfo, RuntimeError> {
+        // The lease keeps the new snapshot from GC until the container references it.
+        let lease = self.create_lease(id).await?;
+        let created = self.create_container(spec, id, attachment, &lease).await;
+        self.delete_lease(&lease).await;
+        let rootfs = created?;
+        let uri = self.log_driver_uri(id)?;
+        let create = CreateTaskRequest {
+            container_id: id.to_string(),
+            rootfs,
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        self.client
+            .tasks()
+            .create(self.client.request(create))
+            .await
+            .map_err(|s| self.client.rpc_error("Tasks.Create", s))?;
+        let start = StartRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        let pid = self
+            .client
+            .tasks()
+            .start(self.client.request(start))
+            .await
+            .map_err(|s| self.client.rpc_error("Tasks.Start", s))?
+            .into_inner()
+            .pid;
+        Ok(ReplicaInfo {
+            container_id: id.to_string(),
+            app: spec.app.clone(),
+            deployment_id: spec.deployment_id.clone(),
+            replica: spec.replica,
+            ip: Some(attachment.ip),
+            port: spec.port,
+            labels: self
+                .container_labels(spec, attachment)
+                .into_iter()
+                .collect(),
+            state: ReplicaState::Running,
+            pid: Some(pid),
+            exit_code: None,
+        })
+    }
+
+    async fn create_lease(&self, id: &str) -> Result<String, RuntimeError> {
+        let lease_id = format!("haloy-start-{id}");
+        let expire = rfc3339(SystemTime::now() + START_LEASE_TTL);
+        let request = CreateLeaseRequest {
+            id: lease_id.clone(),
+            labels: HashMap::from([("containerd.io/gc.expire".to_string(), expire)]),
+        };
+        match self
+            .client
+            .leases()
+            .create(self.client.request(request))
+            .await
+        {
+            Ok(_) => Ok(lease_id),
+            Err(s) if s.code() == Code::AlreadyExists => Ok(lease_id),
+            Err(s) => Err(self.client.rpc_error("Leases.Create", s)),
+        }
+    }
+
+    async fn delete_lease(&self, lease_id: &str) {
+        let request = DeleteLeaseRequest {
+            id: lease_id.to_string(),
+            sync: false,
+        };
+        if let Err(s) = self
+            .client
+            .leases()
+            .delete(self.client.request(request))
+            .await
+        {
+            if !is_not_found(&s) {
+                // It expires by its gc.expire label anyway.
+                tracing::warn!(lease = lease_id, error = %s.message(), "deleting start lease failed");
+            }
+        }
+    }
+
+    fn container_labels(
+        &self,
+        spec: &ReplicaSpec,
+        attachment: &Attachment,
+    ) -> HashMap<String, String> {
+        let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
+        let ours = [
+            (base_labels::APP, spec.app.clone()),
+            (base_labels::DEPLOYMENT_ID, spec.deployment_id.clone()),
+            (base_labels::REPLICA, spec.replica.to_string()),
+            (base_labels::PORT, spec.port.to_string()),
+            (base_labels::IMAGE, spec.image.name.clone()),
+            (labels::HEALTH_PATH, spec.health_check_path.clone()),
+            (labels::DOMAINS, spec.domains.join(",")),
+            (labels::IP, attachment.ip.to_string()),
+            (
+                labels::NETNS,
+                attachment.netns_path.to_string_lossy().into_owned(),
+            ),
+            (
+                labels::STOP_TIMEOUT,
+                spec.stop_timeout.as_secs().to_string(),
+            ),
+        ];
+        for (key, value) in ours {
+            labels.insert(key.to_string(), value);
+        }
+        labels
+    }
+
+    /// Snapshot + container record; returns the rootfs mounts for the task.
+    async fn create_container(
+        &self,
+        spec: &ReplicaSpec,
+        id: &str,
+        attachment: &Attachment,
+        lease: &str,
+    ) -> Result<Vec<Mount>, RuntimeError> {
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: id.to_string(),
+            parent: spec.image.chain_id.clone(),
+            labels: HashMap::new(),
+        };
+        let mounts = self
+            .client
+            .snapshots()
+            .prepare(self.client.request_with_lease(prepare, lease))
+            .await
+            .map_err(|s| self.client.rpc_error("Snapshots.Prepare", s))?
+            .into_inner()
+            .mounts;
+
+        let oci = self.build_oci_spec(spec, id, attachment, &mounts)?;
+        let container = Container {
+            id: id.to_string(),
+            labels: self.container_labels(spec, attachment),
+            image: spec.image.name.clone(),
+            runtime: Some(ContainerRuntime {
+                name: RUNC_RUNTIME.to_string(),
+                options: None,
+            }),
+            spec: Some(oci),
+            snapshotter: SNAPSHOTTER.to_string(),
+            snapshot_key: id.to_string(),
+            ..Default::default()
+        };
+        let request = CreateContainerRequest {
+            container: Some(container),
+        };
+        self.client
+            .containers()
+            .create(self.client.request_with_lease(request, lease))
+            .await
+            .map_err(|s| self.client.rpc_error("Containers.Create", s))?;
+        Ok(mounts)
+    }
+
+    fn build_oci_spec(
+        &self,
+        spec: &ReplicaSpec,
+        id: &str,
+        attachment: &Attachment,
+        rootfs: &[Mount],
+    ) -> Result<prost_types::Any, RuntimeError> {
+        let spec_err = |e: super::spec::SpecError| container_error(id, e);
+        let image_user = spec.image.config.user.as_deref();
+        let user = if user_needs_lookup(image_user) {
+            let passwd = read_rootfs_file(rootfs, "etc/passwd");
+            let group = read_rootfs_file(rootfs, "etc/group");
+            resolve_user(image_user, passwd.as_deref(), group.as_deref())
+        } else {
+            resolve_user(image_user, None, None)
+        }
+        .map_err(spec_err)?;
+        let hostname = hostname_for(&spec.app, spec.replica);
+        let files = write_task_files(&self.task_dir(id), &hostname, Some(attachment.ip))
+            .map_err(spec_err)?;
+        let volumes_root = self.settings.state_dir.join("volumes");
+        let volumes = resolve_volumes(&spec.volumes, &spec.app, &volumes_root).map_err(spec_err)?;
+        let cgroups_path = format!("{}/{id}", self.settings.cgroup_parent.trim_end_matches('/'));
+        let replica_id = spec.replica.to_string();
+        let input = SpecInput {
+            hostname: &hostname,
+            image: &spec.image.config,
+            app_env: &spec.env,
+            replica_id: &replica_id,
+            user,
+            netns_path: &attachment.netns_path,
+            cgroups_path: &cgroups_path,
+            resources: spec.resources,
+            files: &files,
+            volumes: &volumes,
+            nofile: nofile_limit(),
+        };
+        let oci = build_spec(&input).map_err(spec_err)?;
+        spec_any(&oci).map_err(spec_err)
+    }
+
+    async fn get_task(&self, id: &str) -> Result<Option<Process>, RuntimeError> {
+        let request = GetRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        match self.client.tasks().get(self.client.request(request)).await {
+            Ok(response) => Ok(response.into_inner().process),
+            Err(s) if is_not_found(&s) => Ok(None),
+            Err(s) => Err(self.client.rpc_error("Tasks.Get", s)),
+        }
+    }
+
+    /// Sends `signal`; false when there is no task (or no running process) to signal.
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<bool, RuntimeError> {
+        let request = KillRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            signal,
+            all,
+        };
+        match self.client.tasks().kill(self.client.request(request)).await {
+            Ok(_) => Ok(true),
+            Err(s) if is_not_found(&s) || s.code() == Code::FailedPrecondition => Ok(false),
+            Err(s) => Err(self.client.rpc_error("Tasks.Kill", s)),
+        }
+    }
+
+    /// Waits for the task's exit up to `limit`; Ok(false) on timeout. Returns at once for a
+    /// task that already exited (containerd keeps its status until Delete).
+    async fn wait_exit(&self, id: &str, limit: Duration) -> Result<bool, RuntimeError> {
+        let request = WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        let mut tasks = self.client.tasks();
+        let call = tasks.wait(self.client.request(request));
+        match tokio::time::timeout(limit, call).await {
+            Err(_) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(s)) if is_not_found(&s) => Ok(true),
+            Ok(Err(s)) => Err(self.client.rpc_error("Tasks.Wait", s)),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<(), RuntimeError> {
+        let request = DeleteTaskRequest {
+            container_id: id.to_string(),
+        };
+        match self
+            .client
+            .tasks()
+            .delete(self.client.request(request))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(self.client.rpc_error("Tasks.Delete", s)),
+        }
+    }
+
+    /// SIGKILL to every process of the task, then wait for the exit.
+    async fn force_kill(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.kill(id, libc::SIGKILL as u32, true).await?
+            && !self.wait_exit(id, KILL_GRACE).await?
+        {
+            return Err(container_error(
+                id,
+                format!("task did not exit within {KILL_GRACE:?} after SIGKILL"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, SIGKILL after `timeout`, then delete the task. The container stays.
+    pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let Some(process) = self.get_task(id).await? else {
+            return Ok(());
+        };
+        if process.status != Status::Stopped as i32 {
+            let signalled = self.kill(id, libc::SIGTERM as u32, false).await?;
+            if signalled && !self.wait_exit(id, timeout).await? {
+                tracing::info!(
+                    task_id = id,
+                    ?timeout,
+                    "task ignored SIGTERM; sending SIGKILL"
+                );
+                self.force_kill(id).await?;
+            }
+        }
+        self.delete_task(id).await?;
+        tracing::info!(task_id = id, "replica stopped");
+        Ok(())
+    }
+
+    async fn get_container(&self, id: &str) -> Result<Option<Container>, RuntimeError> {
+        let request = GetContainerRequest { id: id.to_string() };
+        match self
+            .client
+            .containers()
+            .get(self.client.request(request))
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().container),
+            Err(s) if is_not_found(&s) => Ok(None),
+            Err(s) => Err(self.client.rpc_error("Containers.Get", s)),
+        }
+    }
+
+    /// Task (if any), snapshot, container, network, task files and logs. Idempotent.
+    pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        if self.get_task(id).await?.is_some() {
+            self.force_kill(id).await?;
+            self.delete_task(id).await?;
+        }
+        let container = self.get_container(id).await?;
+        let (snapshotter, key) = match &container {
+            Some(c) if !c.snapshot_key.is_empty() => {
+                (c.snapshotter.clone(), c.snapshot_key.clone())
+            }
+            _ => (SNAPSHOTTER.to_string(), id.to_string()),
+        };
+        // Snapshot before container: once the container is gone, GC could race us to it.
+        let remove = RemoveSnapshotRequest { snapshotter, key };
+        match self
+            .client
+            .snapshots()
+            .remove(self.client.request(remove))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if is_not_found(&s) => {}
+            Err(s) => return Err(self.client.rpc_error("Snapshots.Remove", s)),
+        }
+        if container.is_some() {
+            let delete = DeleteContainerRequest { id: id.to_string() };
+            match self
+                .client
+                .containers()
+                .delete(self.client.request(delete))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if is_not_found(&s) => {}
+                Err(s) => return Err(self.client.rpc_error("Containers.Delete", s)),
+            }
+        }
+        self.network
+            .detach(id)
+            .await
+            .map_err(|e| RuntimeError::Network {
+                container_id: id.to_string(),
+                reason: e.to_string(),
+            })?;
+        remove_dir_if_exists(&self.task_dir(id))?;
+        remove_log_files(&self.settings.log_dir, id).map_err(|source| RuntimeError::Io {
+            path: self.settings.log_dir.clone(),
+            source,
+        })?;
+        tracing::info!(task_id = id, "replica removed");
+        Ok(())
+    }
+
+    /// Containers carrying `dev.haloy.app` (of `app` when given), with their task state.
+    pub async fn list(&self, app: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError> {
+        let filter = match app {
+            Some(app) => format!("labels.\"{}\"==\"{app}\"", base_labels::APP),
+            None => format!("labels.\"{}\"", base_labels::APP),
+        };
+        let request = ListContainersRequest {
+            filters: vec![filter],
+        };
+        let containers = self
+            .client
+            .containers()
+            .list(self.client.request(request))
+            .await
+            .map_err(|s| self.client.rpc_error("Containers.List", s))?
+            .into_inner()
+            .containers;
+        let mut replicas = Vec::with_capacity(containers.len());
+        for container in containers {
+            let process = self.get_task(&container.id).await?;
+            replicas.push(replica_info(container, process));
+        }
+        replicas.sort_by(|a, b| (&a.app, a.replica).cmp(&(&b.app, b.replica)));
+        Ok(replicas)
+    }
+
+    /// The task's output; ContainerNotFound when neither logs nor the container exist.
+    pub async fn logs(
+        &self,
+        id: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> Result<LogStream, RuntimeError> {
+        if log_files(&self.settings.log_dir, id).is_empty()
+            && self.get_container(id).await?.is_none()
+        {
+            return Err(RuntimeError::ContainerNotFound {
+                container_id: id.to_string(),
+            });
+        }
+        Ok(read_logs(&self.settings.log_dir, id, tail, follow))
+    }
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<(), RuntimeError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RuntimeError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn replica_state(process: Option<&Process>) -> ReplicaState {
+    match process.map(|p| Status::try_from(p.status)) {
+        None => ReplicaState::Stopped,
+        Some(Ok(Status::Running)) => ReplicaState::Running,
+        Some(Ok(Status::Created)) => ReplicaState::Created,
+        Some(Ok(Status::Stopped)) => ReplicaState::Stopped,
+        Some(Ok(Status::Paused | Status::Pausing)) => ReplicaState::Paused,
+        Some(_) => ReplicaState::Unknown,
+    }
+}
+
+/// Rebuilds what haloyd knows about a replica from its container record alone.
+fn replica_info(container: Container, process: Option<Process>) -> ReplicaInfo {
+    let labels: BTreeMap<String, String> = container.labels.into_iter().collect();
+    let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+    let state = replica_state(process.as_ref());
+    let (pid, exit_code) = match &process {
+        Some(p) if state == ReplicaState::Stopped => (None, Some(p.exit_status)),
+        Some(p) if p.pid > 0 => (Some(p.pid), None),
+        _ => (None, None),
+    };
+    ReplicaInfo {
+        container_id: container.id,
+        app: label(base_labels::APP),
+        deployment_id: label(base_labels::DEPLOYMENT_ID),
+        replica: label(base_labels::REPLICA).parse().unwrap_or(0),
+        ip: label(labels::IP).parse().ok(),
+        port: label(base_labels::PORT).parse().unwrap_or(0),
+        labels,
+        state,
+        pid,
+        exit_code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_valid_containerd_identifiers() {
+        assert_eq!(container_id("web", "01JABCDEF", 2), "web-01jabcdef-2");
+        assert_eq!(container_id("My_App!", "dep--1", 0), "my-app-dep-1-0");
+        let long = container_id(&"a".repeat(200), &"b".repeat(100), 12);
+        assert!(long.len() <= MAX_ID_LEN, "{}", long.len());
+        assert!(long.ends_with(&format!("{}-12", "b".repeat(26))));
+        for id in [long, container_id("-x-", "_", 1)] {
+            assert!(id.chars().next().unwrap().is_ascii_alphanumeric(), "{id}");
+            assert!(!id.contains("--"), "{id}");
+            crate::network::validate_id(&id).unwrap();
+        }
+    }
+
+    #[test]
+    fn hostnames_fit_63_chars() {
+        assert_eq!(hostname_for("web", 3), "web-3");
+        assert!(hostname_for(&"x".repeat(100), 10).len() <= 63);
+    }
+
+    #[test]
+    fn rootfs_files_come_from_the_topmost_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upper, top, base) = (
+            dir.path().join("u"),
+            dir.path().join("l1"),
+            dir.path().join("l2"),
+        );
+        for d in [&upper, &top, &base] {
+            std::fs::create_dir_all(d.join("etc")).unwrap();
+        }
+        std::fs::write(base.join("etc/passwd"), "base").unwrap();
+        std::fs::write(top.join("etc/passwd"), "top").unwrap();
+        std::fs::write(base.join("etc/group"), "g").unwrap();
+        let overlay = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                format!("workdir={}", dir.path().join("w").display()),
+                format!("upperdir={}", upper.display()),
+                format!("lowerdir={}:{}", top.display(), base.display()),
+            ],
+        };
+        assert_eq!(
+            read_rootfs_file(std::slice::from_ref(&overlay), "etc/passwd").as_deref(),
+            Some("top")
+        );
+        assert_eq!(
+            read_rootfs_file(std::slice::from_ref(&overlay), "etc/group").as_deref(),
+            Some("g")
+        );
+        assert_eq!(read_rootfs_file(&[overlay], "etc/shadow"), None);
+        let bind = Mount {
+            r#type: "bind".into(),
+            source: base.display().to_string(),
+            target: String::new(),
+            options: vec!["ro".into(), "rbind".into()],
+        };
+        assert_eq!(
+            read_rootfs_file(&[bind], "etc/passwd").as_deref(),
+            Some("base")
+        );
+    }
+
+    #[test]
+    fn replica_info_comes_from_labels() {
+        let container = Container {
+            id: "web-d1-1".into(),
+            labels: HashMap::from([
+                (base_labels::APP.to_string(), "web".to_string()),
+                (base_labels::DEPLOYMENT_ID.to_string(), "d1".to_string()),
+                (base_labels::REPLICA.to_string(), "1".to_string()),
+                (base_labels::PORT.to_string(), "8080".to_string()),
+                (labels::IP.to_string(), "10.9.0.2".to_string()),
+            ]),
+            ..Default::default()
+        };
+        let process = Process {
+            pid: 42,
+            status: Status::Running as i32,
+            ..Default::default()
+        };
+        let info = replica_info(container.clone(), Some(process));
+        assert_eq!(
+            (info.app.as_str(), info.replica, info.port),
+            ("web", 1, 8080)
+        );
+        assert_eq!(info.ip.unwrap().to_string(), "10.9.0.2");
+        assert_eq!((info.state, info.pid), (ReplicaState::Running, Some(42)));
+        let stopped = Process {
+            status: Status::Stopped as i32,
+            exit_status: 137,
+            ..Default::default()
+        };
+        let info = replica_info(container.clone(), Some(stopped));
+        assert_eq!(
+            (info.state, info.exit_code),
+            (ReplicaState::Stopped, Some(137))
+        );
+        assert_eq!(replica_info(container, None).state, ReplicaState::Stopped);
+    }
+}

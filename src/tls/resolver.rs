@@ -1,0 +1,62 @@
+//! SNI → certificate lookup for the HTTPS listener. The map is an immutable snapshot behind
+//! `ArcSwap`: a handshake reads it lock-free, a renewal publishes a new map, and connections
+//! already established keep the key they negotiated with.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use super::settings::normalize_host;
+
+pub type CertMap = HashMap<String, Arc<CertifiedKey>>;
+
+pub struct SniResolver {
+    by_name: ArcSwap<CertMap>,
+    /// Self-signed fallback for unknown SNI, or `None` to refuse those handshakes.
+    fallback: Option<Arc<CertifiedKey>>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.by_name.load().keys().cloned().collect();
+        f.debug_struct("SniResolver")
+            .field("names", &names)
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
+impl SniResolver {
+    pub fn new(fallback: Option<Arc<CertifiedKey>>) -> Self {
+        SniResolver {
+            by_name: ArcSwap::from_pointee(CertMap::new()),
+            fallback,
+        }
+    }
+
+    /// Publishes a complete new name → certificate map in one atomic step.
+    pub fn replace(&self, map: CertMap) {
+        self.by_name.store(Arc::new(map));
+    }
+
+    pub fn lookup(&self, host: &str) -> Option<Arc<CertifiedKey>> {
+        self.by_name.load().get(&normalize_host(host)).cloned()
+    }
+
+    pub fn contains(&self, host: &str) -> bool {
+        self.by_name.load().contains_key(&normalize_host(host))
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // No SNI (e.g. a bare IP) is treated like an unknown name.
+        match client_hello.server_name() {
+            Some(name) => self.lookup(name).or_else(|| self.fallback.clone()),
+            None => self.fallback.clone(),
+        }
+    }
+}
