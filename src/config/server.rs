@@ -291,6 +291,7 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # registries:
 #   insecure: []                     # host:port registries allowed over plain HTTP
 # acme:
+#   enabled: true                    # false: HTTPS only for `certificates` files
 #   directory_url: https://acme-v02.api.letsencrypt.org/directory
 #   staging: false                   # true switches to Let's Encrypt staging
 #   email: ops@example.com
