@@ -261,7 +261,7 @@ fn print_status(r: &Remote, s: &AppStatus) {
                 rep.restarts.to_string(),
                 rep.requests.to_string(),
                 rep.errors.to_string(),
-                rep.container_id.chars().take(12).collect(),
+                rep.container_id.clone(),
                 rep.last_health.clone().unwrap_or_else(|| "-".into()),
             ]
         })
