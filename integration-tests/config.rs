@@ -687,6 +687,7 @@ mod fake_haloyd {
                         errors: 0,
                         in_flight: 0,
                     }],
+                    certificates: vec![],
                 },
             ),
             ("GET", "/v1/apps/web/logs") => {

@@ -172,6 +172,21 @@ pub struct AppStatus {
     pub strategy: String,
     pub domains: Vec<String>,
     pub replicas: Vec<ReplicaStatus>,
+    /// HTTPS certificate per canonical domain (empty when TLS is not managed).
+    #[serde(default)]
+    pub certificates: Vec<CertificateInfo>,
+}
+
+/// The certificate state of one domain, as `haloy status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub domain: String,
+    /// RFC 3339; `None` while no certificate has been obtained.
+    pub expires: Option<String>,
+    /// The last ACME (or certificate file) error; the old certificate keeps serving meanwhile.
+    pub last_error: Option<String>,
+    /// RFC 3339 time of the next attempt after a failure.
+    pub next_retry: Option<String>,
 }
 
 /// Query of `GET /v1/apps/{name}/logs`.

@@ -143,7 +143,7 @@ async fn run(config: ServerConfig) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
-    let api = ApiServer::new(deployer.clone(), token);
+    let api = ApiServer::new(deployer.clone(), token, Some(tls.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(api.serve(api_listener, api_stop_rx));
     {

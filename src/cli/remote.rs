@@ -249,6 +249,17 @@ fn print_status(r: &Remote, s: &AppStatus) {
         s.domains.join(", ")
     };
     println!("  domains     {domains}");
+    for cert in &s.certificates {
+        let state = match (&cert.expires, &cert.last_error) {
+            (_, Some(error)) => format!(
+                "failing: {error} (next try {})",
+                cert.next_retry.as_deref().unwrap_or("soon")
+            ),
+            (Some(expires), None) => format!("valid until {expires}"),
+            (None, None) => "being obtained".to_string(),
+        };
+        println!("  https       {}: {state}", cert.domain);
+    }
     let rows: Vec<[String; 9]> = s
         .replicas
         .iter()
