@@ -86,9 +86,14 @@ pub(crate) fn request_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// True when the client asks to switch protocols (HTTP/1.1 `Connection: upgrade`).
+/// `Upgrade: h2c` is not passed on: the backends speak HTTP/1.1 and the proxy does HTTP/2.
 pub(crate) fn upgrade_requested<B>(req: &Request<B>) -> bool {
+    let protocol = req
+        .headers()
+        .get(header::UPGRADE)
+        .map(HeaderValue::as_bytes);
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && protocol.is_some_and(|p| !p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
         && connection_has_token(req.headers(), "upgrade")
 }
 
@@ -324,6 +329,19 @@ mod tests {
         );
         let no_host = Request::builder().body(()).unwrap();
         assert_eq!(check_framing(&no_host), Err(FramingError::MissingHost));
+    }
+
+    #[test]
+    fn h2c_upgrade_not_forwarded() {
+        let req = |proto: &str| {
+            Request::builder()
+                .header("connection", "Upgrade, HTTP2-Settings")
+                .header("upgrade", proto)
+                .body(())
+                .unwrap()
+        };
+        assert!(!upgrade_requested(&req("h2c")));
+        assert!(upgrade_requested(&req("websocket")));
     }
 
     #[test]
