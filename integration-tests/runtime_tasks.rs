@@ -610,13 +610,18 @@ async fn chatty_logs_come_back_in_order_and_keep_flowing_without_a_reader() {
             .unwrap();
         assert_eq!(n, first_n + k, "{}", next.line);
     }
-    drop(follow);
 
     rig.runtime()
         .stop_replica(&id, Duration::from_secs(5))
         .await
         .unwrap();
     rig.runtime().remove_replica(&id).await.unwrap();
+    // The follower drains what is left and ends once the replica's logs are gone.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while follow.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "follow kept running after remove_replica");
     assert!(matches!(
         rig.runtime().logs(&id, None, false).await,
         Err(haloy::runtime::RuntimeError::ContainerNotFound { .. })
