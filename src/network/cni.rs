@@ -499,7 +499,7 @@ impl CniNetwork {
 
 #[async_trait]
 impl Network for CniNetwork {
-    async fn attach(&self, id: &str) -> Result<Attachment, NetworkError> {
+    async fn create_namespace(&self, id: &str) -> Result<PathBuf, NetworkError> {
         validate_id(id)?;
         let netns = self.netns_path(id);
         if tokio::fs::try_exists(&netns).await.unwrap_or(false) {
@@ -509,6 +509,18 @@ impl Network for CniNetwork {
             });
         }
         self.create_netns(&netns).await?;
+        Ok(netns)
+    }
+
+    async fn connect(&self, id: &str) -> Result<Attachment, NetworkError> {
+        validate_id(id)?;
+        let netns = self.netns_path(id);
+        if !self.is_netns(&netns).await {
+            return Err(NetworkError::NoNamespace {
+                id: id.to_string(),
+                path: netns,
+            });
+        }
         match self.add_all(id, &netns).await {
             Ok(attachment) => {
                 tracing::info!(task_id = id, ip = %attachment.ip, "task network attached");
