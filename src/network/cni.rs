@@ -885,6 +885,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connect_needs_the_namespace_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let exec = Arc::new(FakeExec::default());
+        let (net, _) = network(dir.path(), exec.clone());
+        let err = net.connect("t4").await.unwrap_err();
+        assert!(matches!(err, NetworkError::NoNamespace { .. }), "{err}");
+        assert!(exec.calls.lock().unwrap().is_empty());
+        let path = net.create_namespace("t4").await.unwrap();
+        assert_eq!(path, dir.path().join("netns/t4"));
+        assert_eq!(net.connect("t4").await.unwrap().ip.to_string(), "10.9.0.5");
+    }
+
+    #[tokio::test]
     async fn missing_plugin_names_the_package() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = settings(dir.path());
