@@ -1,7 +1,8 @@
-//! Replica lifecycle on containerd: network attach → snapshot → container (labels + OCI spec)
-//! → task with the `binary://` log driver → start; stop (SIGTERM, SIGKILL after the timeout,
-//! delete task); remove (snapshot before container, then CNI DEL and netns); listing by label.
-//! Every removal step treats NotFound as done, so all of it is idempotent.
+//! Replica lifecycle on containerd: netns → (CNI ADD ∥ snapshot → container with labels and
+//! OCI spec → task with the `binary://` log driver) → IP into /etc/hosts and labels → start;
+//! stop (SIGTERM, SIGKILL after the timeout, delete task); remove (snapshot before container,
+//! then CNI DEL and netns); listing by label. Every removal step treats NotFound as done, so
+//! all of it is idempotent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
