@@ -417,7 +417,28 @@ async fn issues_one_certificate_for_domain_and_alias_and_serves_it_by_sni_with_h
         .await
         .unwrap();
     assert_eq!(dns_names(&leaf(&stream)).len(), 3);
+
     assert_eq!(std::fs::read(&accounts[0]).unwrap(), account_before);
+
+    // An app with its own acme_email gets its own (persisted, 0600) account.
+    let app_account = accounts[0].clone();
+    let blog = DomainSet::new("blog.test", &[]).with_acme_email(Some("blog@blog.test"));
+    let grown = DomainSet::new("app.test", &["www.app.test", "api.app.test"]);
+    let statuses = rig.manager.ensure_certificates(&[grown, blog]).await;
+    rig.issued(&statuses, "blog.test");
+    let accounts: Vec<_> = std::fs::read_dir(&certs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("acme-account-")
+        })
+        .collect();
+    assert_eq!(accounts.len(), 2, "{accounts:?}");
+    assert!(accounts.iter().all(|a| mode(a) == 0o600));
+    assert_eq!(std::fs::read(&app_account).unwrap(), account_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -773,4 +794,41 @@ async fn through_the_proxy_http_serves_until_a_certificate_exists_then_redirects
         response.headers()["location"].to_str().unwrap(),
         format!("https://app.test:{https_port}/p")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_task_renews_a_certificate_inside_the_renewal_window() {
+    // Pebble issues 5-year certificates; a 6-year window makes every one "about to expire".
+    let rig = Rig::start(|settings| {
+        settings.renew_before = Duration::from_secs(6 * 365 * 86_400);
+        settings.check_interval = Duration::from_millis(300);
+    })
+    .await;
+    let statuses = rig.manager.ensure_certificates(&[app_set()]).await;
+    let first = rig.issued(&statuses, "app.test");
+    let stream = tls_connect(rig.https_addr, "app.test", rig.client(&[]))
+        .await
+        .unwrap();
+    let first_leaf = leaf(&stream);
+
+    let task = rig.manager.spawn_renewal_task(rig.shutdown.clone());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stream = tls_connect(rig.https_addr, "www.app.test", rig.client(&[]))
+            .await
+            .unwrap();
+        if leaf(&stream) != first_leaf {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never renewed\n{}",
+            rig.pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let renewed = rig.manager.status("app.test").unwrap();
+    assert!(renewed.expires >= first.expires && renewed.last_error.is_none());
+    rig.shutdown.cancel();
+    task.await.unwrap();
 }

@@ -17,6 +17,12 @@
 //!
 //! Every failure (4xx/5xx) has an [`ApiError`] body. Deployment ids are ULID strings; times are
 //! RFC 3339 strings in UTC.
+//!
+//! Streams: the events stream first replays every event of the deployment so far (the CLI
+//! subscribes only after the 202), then follows, and closes after the `finished` event. The logs
+//! stream sends the last `tail` lines per replica, then follows if `follow=true`, otherwise
+//! closes. Lines starting with `:` are keep-alive comments and are ignored by the client; an
+//! error during a stream may be sent as a `data:` line holding an [`ApiError`].
 
 use crate::config::ResolvedApp;
 use serde::{Deserialize, Serialize};

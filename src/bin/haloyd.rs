@@ -347,12 +347,17 @@ async fn follow_domains(
         let mut sets: Vec<DomainSet> = deployer
             .domain_sets()
             .into_iter()
-            .map(|(canonical, aliases)| DomainSet { canonical, aliases })
+            .map(|(canonical, aliases, acme_email)| DomainSet {
+                canonical,
+                aliases,
+                acme_email,
+            })
             .collect();
         if let Some(domain) = &api_domain {
             sets.push(DomainSet {
                 canonical: domain.clone(),
                 aliases: Vec::new(),
+                acme_email: None,
             });
         }
         tls.ensure_certificates(&sets).await;
@@ -376,12 +381,10 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
     }
     if !config_path.exists() {
         let text = format!(
-            "# haloyd server config; every key is optional (see README.md).\n\
-             state_dir: {state}\n\
-             api:\n  listen: 127.0.0.1:9922\n  token_file: {token}\n\
-             # acme:\n#   email: you@example.com\n",
+            "state_dir: {state}\napi:\n  token_file: {token}\n\n{template}",
             state = state_dir.display(),
-            token = token_file.display()
+            token = token_file.display(),
+            template = haloy::config::server::TEMPLATE_YAML
         );
         write_private(config_path, text.as_bytes(), 0o644)?;
         println!("wrote {}", config_path.display());

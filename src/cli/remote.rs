@@ -38,9 +38,13 @@ fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
                 (None, 1) => store.servers.keys().next().cloned().unwrap_or_default(),
                 (None, _) => {
                     return Err(CliError::Usage(format!(
-                        "[{}] no `server` in the config and {} servers stored; add `server:` to haloy.yaml",
+                        "[{}] no `server` in the config and {}; add `server:` to haloy.yaml",
                         app.label(),
-                        store.servers.len()
+                        if store.servers.is_empty() {
+                            "no server stored (`haloy server add <url> <token>`)".to_string()
+                        } else {
+                            format!("{} servers stored, so none is implied", store.servers.len())
+                        }
                     )))
                 }
             };
@@ -257,7 +261,7 @@ fn print_status(r: &Remote, s: &AppStatus) {
                 rep.restarts.to_string(),
                 rep.requests.to_string(),
                 rep.errors.to_string(),
-                rep.container_id.chars().take(12).collect(),
+                rep.container_id.clone(),
                 rep.last_health.clone().unwrap_or_else(|| "-".into()),
             ]
         })

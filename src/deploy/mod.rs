@@ -169,13 +169,17 @@ impl Deployer {
         self.changes.send_modify(|generation| *generation += 1);
     }
 
-    /// Every deployed app's domains as (canonical, aliases).
-    pub fn domain_sets(&self) -> Vec<(String, Vec<String>)> {
+    /// Every deployed app's domains as (canonical, aliases, the app's `acme_email`).
+    pub fn domain_sets(&self) -> Vec<(String, Vec<String>, Option<String>)> {
         self.entries()
             .iter()
             .filter_map(|e| e.live_lock().config.clone())
-            .flat_map(|c| c.domains)
-            .map(|d| (d.domain, d.aliases))
+            .flat_map(|c| {
+                let email = c.acme_email.clone();
+                c.domains
+                    .into_iter()
+                    .map(move |d| (d.domain, d.aliases, email.clone()))
+            })
             .collect()
     }
 

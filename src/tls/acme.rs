@@ -36,7 +36,8 @@ pub(crate) struct AcmeClient {
     store: CertStore,
     challenges: Challenges,
     order_timeout: Duration,
-    account: tokio::sync::Mutex<Option<Account>>,
+    /// One account per contact e-mail (`None` = no contact), created on first use.
+    accounts: tokio::sync::Mutex<HashMap<Option<String>, Account>>,
 }
 
 impl AcmeClient {
@@ -51,7 +52,7 @@ impl AcmeClient {
             store,
             challenges,
             order_timeout,
-            account: tokio::sync::Mutex::new(None),
+            accounts: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -59,10 +60,12 @@ impl AcmeClient {
         self.settings.directory()
     }
 
-    /// Orders one certificate covering `names` (canonical first) and waits for it.
-    pub async fn issue(&self, names: &[String]) -> Result<Issued, TlsError> {
+    /// Orders one certificate covering `names` (canonical first) and waits for it, as the
+    /// account whose contact is `email` (the app's `acme_email`), else `acme.email`.
+    pub async fn issue(&self, names: &[String], email: Option<&str>) -> Result<Issued, TlsError> {
         let domain = names.first().cloned().unwrap_or_default();
-        let account = self.account().await?;
+        let email = email.or(self.settings.email.as_deref()).map(str::to_string);
+        let account = self.account(email).await?;
         let fail = |step: &'static str| {
             let domain = domain.clone();
             let directory = self.directory().to_string();
@@ -155,11 +158,10 @@ impl AcmeClient {
         Ok(())
     }
 
-    /// The persisted account for this directory, created (with `acme.email` as contact) and
-    /// saved on first use.
-    async fn account(&self) -> Result<Account, TlsError> {
-        let mut cached = self.account.lock().await;
-        if let Some(account) = cached.as_ref() {
+    /// The persisted account for this directory and contact, created and saved on first use.
+    async fn account(&self, email: Option<String>) -> Result<Account, TlsError> {
+        let mut cached = self.accounts.lock().await;
+        if let Some(account) = cached.get(&email) {
             return Ok(account.clone());
         }
         let directory = self.directory().to_string();
@@ -167,7 +169,7 @@ impl AcmeClient {
             directory: directory.clone(),
             detail,
         };
-        let path = self.store.account_path(&directory);
+        let path = self.store.account_path(&directory, email.as_deref());
         let builder = Account::builder_with_http(http_client(self.settings.ca_bundle.as_deref())?);
         let account = match read_optional(&path)? {
             Some(json) => {
@@ -184,11 +186,7 @@ impl AcmeClient {
                     .map_err(|e| account_err(describe_acme_error(&e)))?
             }
             None => {
-                let contact = self
-                    .settings
-                    .email
-                    .as_ref()
-                    .map(|email| format!("mailto:{email}"));
+                let contact = email.as_ref().map(|email| format!("mailto:{email}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
                 let new_account = NewAccount {
                     contact: &contacts,
@@ -206,7 +204,7 @@ impl AcmeClient {
                 account
             }
         };
-        *cached = Some(account.clone());
+        cached.insert(email, account.clone());
         Ok(account)
     }
 }

@@ -72,13 +72,39 @@ pub(crate) fn describe_problem(problem: &instant_acme::Problem) -> String {
         text.push_str(&format!(" [{kind}]"));
     }
     for sub in &problem.subproblems {
-        let ident = sub
-            .identifier
-            .as_ref()
-            .map(|id| format!("{id:?}"))
-            .unwrap_or_default();
+        let ident = match &sub.identifier {
+            Some(instant_acme::Identifier::Dns(name)) => name.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
         let detail = sub.detail.as_deref().unwrap_or("");
         text.push_str(&format!("; {ident}: {detail}"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_description_carries_detail_type_and_subproblems() {
+        let problem: instant_acme::Problem = serde_json::from_value(serde_json::json!({
+            "type": "urn:ietf:params:acme:error:rejectedIdentifier",
+            "detail": "Error creating new order",
+            "status": 400,
+            "subproblems": [{
+                "type": "urn:ietf:params:acme:error:rejectedIdentifier",
+                "detail": "name is blocked",
+                "identifier": {"type": "dns", "value": "bad.test"}
+            }]
+        }))
+        .unwrap();
+        let text = describe_problem(&problem);
+        assert_eq!(
+            text,
+            "CA said: Error creating new order [urn:ietf:params:acme:error:rejectedIdentifier]; \
+             bad.test: name is blocked"
+        );
+    }
 }

@@ -17,7 +17,7 @@ use super::certs::{load_pair, provider, self_signed_default, LoadedCertificate};
 use super::error::TlsError;
 use super::resolver::{CertMap, SniResolver};
 use super::settings::{normalize_host, DomainSet, OperatorCertificate, TlsSettings, UnknownSni};
-use super::store::{CertStore, StoredMeta};
+use super::store::{validate_domain, CertStore, StoredMeta};
 use crate::proxy::tls_hooks::TlsHooks;
 
 /// Where a domain's certificate comes from.
@@ -131,10 +131,16 @@ impl Entry {
             .min(settings.retry_max);
         self.next_retry = Some(now + delay);
         self.last_error = Some(error);
+        // A forced renewal is a one-shot request; retries follow the normal rules.
+        self.force_renewal = false;
     }
 
     fn record_success(&mut self, cert: LoadedCertificate) {
         self.cert = Some(cert);
+        self.clear_failures();
+    }
+
+    fn clear_failures(&mut self) {
         self.last_error = None;
         self.failures = 0;
         self.next_retry = None;
@@ -232,7 +238,7 @@ impl CertificateManager {
         let _pass = self.pass.lock().await;
         let desired: Vec<DomainSet> = domains.iter().map(DomainSet::normalized).collect();
         lock(&self.state).desired = Some(desired.clone());
-        self.run_pass(&desired, false).await;
+        self.run_pass(&desired).await;
         self.statuses()
     }
 
@@ -240,19 +246,26 @@ impl CertificateManager {
     pub async fn force_renewal(&self, domain: &str) -> Result<CertificateStatus, TlsError> {
         let _pass = self.pass.lock().await;
         let domain = normalize_host(domain);
-        let desired = {
+        let set = {
             let mut state = lock(&self.state);
-            let Some(entry) = state.entries.get_mut(&domain) else {
-                return Err(TlsError::InvalidDomain {
-                    domain,
-                    reason: "no certificate is managed for this domain",
-                });
+            let entry = state.entries.get_mut(&domain);
+            let invalid = |reason| TlsError::InvalidDomain {
+                domain: domain.clone(),
+                reason,
             };
+            let entry =
+                entry.ok_or_else(|| invalid("no certificate is managed for this domain"))?;
+            if entry.source == CertificateSource::Operator {
+                return Err(invalid("its certificate comes from the operator's files"));
+            }
+            if entry.unused_since.is_some() {
+                return Err(invalid("no deployed app uses this domain"));
+            }
             entry.force_renewal = true;
-            entry.next_retry = None;
-            state.desired.clone().unwrap_or_default()
+            entry.set.clone()
         };
-        self.run_pass(&desired, true).await;
+        self.ensure_one(&set).await;
+        self.publish();
         let status = self.status(&domain);
         match status {
             Some(status) if status.last_error.is_none() => Ok(status),
@@ -286,7 +299,12 @@ impl CertificateManager {
                 let desired = lock(&manager.state).desired.clone();
                 if let Some(desired) = desired {
                     let _pass = manager.pass.lock().await;
-                    manager.run_pass(&desired, false).await;
+                    // Shutdown must not wait for a slow CA; an abandoned order is harmless
+                    // (its challenge tokens are withdrawn on drop, files are written whole).
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = manager.run_pass(&desired) => {}
+                    }
                 }
             }
         })
@@ -297,27 +315,28 @@ impl CertificateManager {
         state
             .entries
             .values()
+            .filter(|entry| entry.unused_since.is_none())
             .filter_map(|entry| entry.next_retry)
             .map(|at| at.duration_since(now).unwrap_or_default())
             .chain(std::iter::once(self.settings.check_interval))
             .min()
             .unwrap_or(self.settings.check_interval)
-            .max(Duration::from_millis(10))
+            .max(Duration::from_millis(50))
     }
 
-    async fn run_pass(&self, desired: &[DomainSet], ignore_backoff: bool) {
+    async fn run_pass(&self, desired: &[DomainSet]) {
         self.retire_unused(desired, SystemTime::now());
         self.load_operator_certificates(desired);
         for set in desired {
             if self.is_operator_domain(&set.canonical) {
                 continue;
             }
-            self.ensure_one(set, ignore_backoff).await;
+            self.ensure_one(set).await;
         }
         self.publish();
     }
 
-    async fn ensure_one(&self, set: &DomainSet, ignore_backoff: bool) {
+    async fn ensure_one(&self, set: &DomainSet) {
         let now = SystemTime::now();
         let reason = {
             let mut state = lock(&self.state);
@@ -337,36 +356,46 @@ impl CertificateManager {
             let directory = self.acme.directory();
             let Some(reason) = entry.renewal_reason(now, self.settings.renew_before, directory)
             else {
+                // Nothing due (e.g. the names went back to what the certificate covers):
+                // stale errors and retries no longer apply.
+                entry.clear_failures();
                 return;
             };
             let backing_off = entry.next_retry.is_some_and(|at| at > now);
-            if backing_off && !ignore_backoff && !entry.force_renewal {
+            if backing_off && !entry.force_renewal {
                 return;
             }
             reason
         };
         tracing::info!(domain = %set.canonical, aliases = ?set.aliases, reason, "ordering certificate");
         let result = self.order_and_store(set).await;
-        let mut state = lock(&self.state);
-        let Some(entry) = state.entries.get_mut(&set.canonical) else {
-            return;
-        };
-        match result {
-            Ok(cert) => {
-                tracing::info!(domain = %set.canonical, expires = ?cert.not_after, "certificate installed");
-                entry.record_success(cert);
-                entry.issuer_directory = self.acme.directory().to_string();
+        let installed = result.is_ok();
+        if let Some(entry) = lock(&self.state).entries.get_mut(&set.canonical) {
+            match result {
+                Ok(cert) => {
+                    tracing::info!(domain = %set.canonical, expires = ?cert.not_after, "certificate installed");
+                    entry.record_success(cert);
+                    entry.issuer_directory = self.acme.directory().to_string();
+                }
+                Err(err) => {
+                    tracing::warn!(domain = %set.canonical, error = %err, "certificate order failed; keeping the current one");
+                    entry.record_failure(err.to_string(), SystemTime::now(), &self.settings);
+                }
             }
-            Err(err) => {
-                tracing::warn!(domain = %set.canonical, error = %err, "certificate order failed; keeping the current one");
-                entry.record_failure(err.to_string(), SystemTime::now(), &self.settings);
-            }
+        }
+        // Serve it right away rather than after the other domains' orders.
+        if installed {
+            self.publish();
         }
     }
 
     async fn order_and_store(&self, set: &DomainSet) -> Result<LoadedCertificate, TlsError> {
         let names = set.names();
-        let issued = self.acme.issue(&names).await?;
+        // Never spend a CA request (and rate limit) on a name that cannot be valid.
+        for name in &names {
+            validate_domain(name)?;
+        }
+        let issued = self.acme.issue(&names, set.acme_email.as_deref()).await?;
         let domain = &set.canonical;
         let cert_path = self.store.root().join(domain).join("cert.pem");
         // Validate before writing so a bad response never replaces a good file.
@@ -394,8 +423,13 @@ impl CertificateManager {
     fn load_stored(&self) -> Result<(), TlsError> {
         let mut state = lock(&self.state);
         for domain in self.store.domains()? {
-            let Ok(Some(stored)) = self.store.load(&domain) else {
-                continue;
+            let stored = match self.store.load(&domain) {
+                Ok(Some(stored)) => stored,
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::warn!(domain = %domain, error = %err, "cannot read stored certificate");
+                    continue;
+                }
             };
             let aliases: Vec<&str> = stored
                 .meta
@@ -706,6 +740,21 @@ mod tests {
         assert!(!restarted.has_certificate("old.test"));
         assert!(restarted.statuses().is_empty());
         assert!(store.load("old.test").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn invalid_name_fails_before_any_ca_request_and_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        // Default settings point at Let's Encrypt: the test relies on no request being made.
+        let manager = CertificateManager::new(TlsSettings::new(dir.path())).unwrap();
+        let statuses = manager
+            .ensure_certificates(&[DomainSet::new("bad_name.test", &[])])
+            .await;
+        let error = statuses[0].last_error.clone().unwrap();
+        assert!(error.contains("bad_name.test"), "{error}");
+        assert_eq!(statuses[0].failures, 1);
+        assert!(statuses[0].next_retry.is_some());
+        assert!(!manager.has_certificate("bad_name.test"));
     }
 
     #[tokio::test]

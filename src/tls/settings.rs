@@ -18,6 +18,9 @@ pub struct DomainSet {
     pub canonical: String,
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The app's `acme_email` (ACME account contact); `acme.email` of the server when unset.
+    #[serde(default)]
+    pub acme_email: Option<String>,
 }
 
 impl DomainSet {
@@ -35,13 +38,22 @@ impl DomainSet {
         DomainSet {
             canonical,
             aliases: normalized,
+            acme_email: None,
         }
+    }
+
+    /// Orders for this set use the ACME account with this contact.
+    pub fn with_acme_email(mut self, email: Option<&str>) -> Self {
+        self.acme_email = email
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty());
+        self
     }
 
     /// Same set, normalised (for values built with struct literals or deserialised).
     pub fn normalized(&self) -> Self {
         let aliases: Vec<&str> = self.aliases.iter().map(String::as_str).collect();
-        DomainSet::new(&self.canonical, &aliases)
+        DomainSet::new(&self.canonical, &aliases).with_acme_email(self.acme_email.as_deref())
     }
 
     /// Canonical first, then aliases: the SAN list of the certificate.

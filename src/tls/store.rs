@@ -132,9 +132,11 @@ impl CertStore {
         }
     }
 
-    /// Account credentials are bound to one directory, so the file name hashes its URL.
-    pub fn account_path(&self, directory: &str) -> PathBuf {
-        let digest = hex::encode(Sha256::digest(directory.as_bytes()));
+    /// Account credentials are bound to one directory and contact, so the file name hashes
+    /// both.
+    pub fn account_path(&self, directory: &str, email: Option<&str>) -> PathBuf {
+        let identity = format!("{directory}\n{}", email.unwrap_or(""));
+        let digest = hex::encode(Sha256::digest(identity.as_bytes()));
         self.root
             .join(format!("acme-account-{}.json", &digest[..16]))
     }
@@ -156,6 +158,21 @@ pub(crate) fn validate_domain(domain: &str) -> Result<(), TlsError> {
     if !domain.chars().all(allowed) {
         return Err(invalid(
             "only lower-case letters, digits, '-' and '.' are allowed",
+        ));
+    }
+    for label in domain.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(invalid("every label must be 1 to 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(invalid("a label cannot start or end with '-'"));
+        }
+    }
+    // "10.0.0.1" would pass the character check, but certificates here are for host names.
+    let top_level = domain.rsplit('.').next().unwrap_or_default();
+    if top_level.chars().all(|c| c.is_ascii_digit()) {
+        return Err(invalid(
+            "an IP address or numeric top-level label is not a host name",
         ));
     }
     Ok(())
@@ -225,7 +242,9 @@ mod tests {
 
     #[test]
     fn path_escapes_are_rejected() {
-        for bad in ["../etc", "a/b", "", "A.test", ".hidden"] {
+        for bad in [
+            "../etc", "a/b", "", "A.test", ".hidden", "a.", "-a.test", "10.0.0.1",
+        ] {
             assert!(validate_domain(bad).is_err(), "{bad}");
         }
         assert!(validate_domain("www.app-1.test").is_ok());
