@@ -41,6 +41,11 @@ struct Rig {
 
 impl Rig {
     async fn start(tag: &str) -> Rig {
+        let subnet = format!("10.251.{}.0/24", rand::random::<u8>());
+        Rig::start_on(tag, subnet).await
+    }
+
+    async fn start_on(tag: &str, subnet: String) -> Rig {
         harness::require_binary("ip", "iproute2");
         // The bridge plugin's ipMasq and the firewall plugin call iptables.
         harness::require_binary("iptables", "iptables");
@@ -59,7 +64,7 @@ impl Rig {
             plugin_dirs: vec![PathBuf::from(CNI_DIR)],
             network_name: format!("hlt-{tag}-{suffix:06x}"),
             bridge: format!("hlr{suffix:06x}"),
-            subnet: format!("10.251.{}.0/24", rand::random::<u8>()),
+            subnet,
             ipam_data_dir: dir.path().join("ipam"),
             netns_dir: dir.path().join("netns"),
             cache_dir: dir.path().join("cni-cache"),
@@ -610,13 +615,18 @@ async fn chatty_logs_come_back_in_order_and_keep_flowing_without_a_reader() {
             .unwrap();
         assert_eq!(n, first_n + k, "{}", next.line);
     }
-    drop(follow);
 
     rig.runtime()
         .stop_replica(&id, Duration::from_secs(5))
         .await
         .unwrap();
     rig.runtime().remove_replica(&id).await.unwrap();
+    // The follower drains what is left and ends once the replica's logs are gone.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while follow.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "follow kept running after remove_replica");
     assert!(matches!(
         rig.runtime().logs(&id, None, false).await,
         Err(haloy::runtime::RuntimeError::ContainerNotFound { .. })
@@ -801,5 +811,41 @@ async fn failed_start_leaves_nothing_and_an_interrupted_start_is_recovered() {
     assert_eq!(replica.container_id, id);
     wait_http(replica.ip.unwrap(), "/health").await;
     rig.runtime().remove_replica(&id).await.unwrap();
+    rig.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cni_add_during_container_creation_leaves_nothing() {
+    // A /30 has one address for tasks beside the gateway: the second replica's IPAM fails
+    // while its container and task are being created in parallel.
+    let subnet = format!(
+        "10.253.{}.{}/30",
+        rand::random::<u8>(),
+        rand::random::<u8>() & 0xfc
+    );
+    let rig = Rig::start_on("full", subnet).await;
+    let image = rig.image("web").await;
+    let first = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "full", 1))
+        .await
+        .unwrap();
+    let err = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "full", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("host-local") || err.to_string().contains("bridge"),
+        "error should name the CNI plugin: {err}"
+    );
+    let listed = rig.runtime().list_replicas(None).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(rig.netns_files().len(), 1);
+    wait_http(first.ip.unwrap(), "/health").await;
+    rig.runtime()
+        .remove_replica(&first.container_id)
+        .await
+        .unwrap();
     rig.assert_nothing_left().await;
 }
