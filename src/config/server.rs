@@ -10,9 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const LETSENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
-pub const LETSENCRYPT_STAGING_DIRECTORY: &str =
-    "https://acme-staging-v02.api.letsencrypt.org/directory";
+use crate::tls::{LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -235,7 +233,7 @@ impl Default for ServerConfig {
             registries: RegistriesConfig::default(),
             acme: AcmeConfig {
                 enabled: true,
-                directory_url: LETSENCRYPT_DIRECTORY.into(),
+                directory_url: LETS_ENCRYPT_PRODUCTION.into(),
                 staging: false,
                 email: None,
                 ca_bundle: None,
@@ -625,7 +623,7 @@ fn decode_acme(dec: &mut Decoder, v: &Node, c: &mut AcmeConfig) {
         }
     }
     if c.staging && !explicit_url {
-        c.directory_url = LETSENCRYPT_STAGING_DIRECTORY.into();
+        c.directory_url = LETS_ENCRYPT_STAGING.into();
     }
 }
 
@@ -792,7 +790,7 @@ logs: {max_size: 1Mi, max_files: 2}
     #[test]
     fn staging_switches_directory() {
         let c = ServerConfig::parse("acme: {staging: true}\n", "f").unwrap();
-        assert_eq!(c.acme.directory_url, LETSENCRYPT_STAGING_DIRECTORY);
+        assert_eq!(c.acme.directory_url, LETS_ENCRYPT_STAGING);
     }
 
     #[test]
