@@ -5,11 +5,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,7 +39,10 @@ pub(crate) struct Shared {
     pub(crate) config: ProxyConfig,
     pub(crate) routes: Routes,
     pub(crate) hooks: Option<Arc<dyn TlsHooks>>,
+    /// HTTPS: HTTP/1.1 or HTTP/2 as negotiated by ALPN.
     builder: auto::Builder<TokioExecutor>,
+    /// Plain HTTP (:80) is HTTP/1 only: no protocol sniffing in front of every read.
+    http1: http1::Builder,
     connections: Arc<Semaphore>,
 }
 
@@ -54,6 +59,7 @@ impl Proxy {
     /// which hosts have a certificate so port 80 redirects them to HTTPS; `None` serves plain HTTP.
     pub fn new(config: ProxyConfig, routes: Routes, hooks: Option<Arc<dyn TlsHooks>>) -> Self {
         let builder = connection_builder(&config);
+        let http1 = http1_builder(&config);
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
         Proxy {
             shared: Arc::new(Shared {
@@ -61,6 +67,7 @@ impl Proxy {
                 routes,
                 hooks,
                 builder,
+                http1,
                 connections,
             }),
         }
@@ -147,6 +154,16 @@ impl Proxy {
     }
 }
 
+fn http1_builder(config: &ProxyConfig) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BUFFER))
+        .keep_alive(true);
+    builder
+}
+
 fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -188,7 +205,14 @@ impl ClientConn {
             Ok(Ok(n)) if n > 0 => {}
             _ => return,
         }
-        self.serve(TokioIo::new(stream), false).await;
+        let io = TokioIo::new(stream);
+        let service = self.service(false);
+        let conn = self
+            .shared
+            .http1
+            .serve_connection(io, service.0)
+            .with_upgrades();
+        self.drive(conn, service.1, |c| c.graceful_shutdown()).await;
     }
 
     async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
@@ -205,6 +229,29 @@ impl ClientConn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let (service, activity) = self.service(https);
+        let shared = Arc::clone(&self.shared);
+        let conn = shared.builder.serve_connection_with_upgrades(io, service);
+        self.drive(conn, activity, |c| c.graceful_shutdown()).await;
+    }
+
+    /// The per-connection service: every request goes through `Shared::handle`.
+    fn service(
+        &self,
+        https: bool,
+    ) -> (
+        impl hyper::service::Service<
+                Request<Incoming>,
+                Response = hyper::Response<super::body::ProxyBody>,
+                Error = Infallible,
+                Future = impl Future<
+                    Output = Result<hyper::Response<super::body::ProxyBody>, Infallible>,
+                > + Send,
+            > + Clone
+            + Send
+            + 'static,
+        Arc<ConnActivity>,
+    ) {
         let peer_ip = self.peer.ip().to_canonical();
         let client = ClientInfo::new(peer_ip, self.shared.config.is_trusted(peer_ip), https);
         let activity = Arc::new(ConnActivity::new());
@@ -216,22 +263,28 @@ impl ClientConn {
             let client = client.clone();
             async move { Ok::<_, Infallible>(shared.handle(req, client, active).await) }
         });
-        let conn = self
-            .shared
-            .builder
-            .serve_connection_with_upgrades(io, service);
+        (service, activity)
+    }
+
+    /// Runs a client connection until it ends, the listener stops, or it sits idle too long;
+    /// the last two shut it down gracefully (in-flight requests finish).
+    async fn drive<C, E>(self, conn: C, activity: Arc<ConnActivity>, shutdown: fn(Pin<&mut C>))
+    where
+        C: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
         tokio::pin!(conn);
         let idle = activity.idle_watch(self.shared.config.idle_timeout);
         tokio::pin!(idle);
         let result = tokio::select! {
             r = conn.as_mut() => r,
             _ = self.stop.cancelled() => {
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 conn.await
             }
             _ = &mut idle => {
                 tracing::debug!(peer = %self.peer, "closing idle keep-alive connection");
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 conn.await
             }
         };
