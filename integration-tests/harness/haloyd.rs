@@ -5,6 +5,7 @@
 //! child is stopped, then its bridge, the iptables rules CNI made for its subnet, its netns
 //! mounts and its temp dir are removed (containers and tasks go with the harness containerd).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -281,41 +282,48 @@ impl Haloyd {
                 continue;
             };
             let rules = String::from_utf8_lossy(&out.stdout).to_string();
+            // Rules are deleted by chain and position (comments hold quoted spaces), last first.
+            let mut position: BTreeMap<String, usize> = BTreeMap::new();
+            let mut doomed: Vec<(String, usize)> = Vec::new();
             let mut chains_to_drop = Vec::new();
             for rule in rules.lines().filter(|r| r.starts_with("-A ")) {
                 let words: Vec<&str> = rule.split_whitespace().collect();
-                let mentions_subnet = words.iter().any(|w| w.starts_with(&needle));
-                let is_source_rule = words
+                let chain = words[1].to_string();
+                let n = position.entry(chain.clone()).or_insert(0);
+                *n += 1;
+                let from_subnet = words
                     .windows(2)
-                    .any(|w| w[0] == "-s" && w[1].starts_with(&needle));
-                if !mentions_subnet {
+                    .any(|w| (w[0] == "-s" || w[0] == "-d") && w[1].starts_with(&needle));
+                if !from_subnet {
                     continue;
                 }
+                doomed.push((chain, *n));
                 // The masquerade chain of one task is jumped to from POSTROUTING `-s IP/32`.
-                if table == "nat" && words[1] == "POSTROUTING" && is_source_rule {
+                if table == "nat" && words[1] == "POSTROUTING" {
                     if let Some(target) = words.windows(2).find(|w| w[0] == "-j").map(|w| w[1]) {
                         if target.starts_with("CNI-") {
                             chains_to_drop.push(target.to_string());
                         }
                     }
                 }
-                let mut delete = vec!["-t", table, "-D"];
-                delete.extend(&words[1..]);
-                let _ = Command::new("iptables")
-                    .args(&delete)
-                    .stderr(Stdio::null())
-                    .status();
+            }
+            for (chain, n) in doomed.iter().rev() {
+                run_quietly("iptables", &["-t", table, "-D", chain, &n.to_string()]);
             }
             for chain in chains_to_drop {
-                for op in ["-F", "-X"] {
-                    let _ = Command::new("iptables")
-                        .args(["-t", table, op, &chain])
-                        .stderr(Stdio::null())
-                        .status();
-                }
+                run_quietly("iptables", &["-t", table, "-F", &chain]);
+                run_quietly("iptables", &["-t", table, "-X", &chain]);
             }
         }
     }
+}
+
+fn run_quietly(program: &str, args: &[&str]) {
+    let _ = Command::new(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for Haloyd {
