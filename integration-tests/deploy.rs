@@ -87,8 +87,12 @@ impl Rig {
     fn status(&self, config: &Path) -> AppStatus {
         let run = self.haloy(config, &["status", "--json"]);
         run.assert_ok();
-        let mut list: Vec<AppStatus> = serde_json::from_str(&run.stdout())
-            .unwrap_or_else(|e| panic!("status --json is not a list of app status: {e}\n{}", run.stdout()));
+        let mut list: Vec<AppStatus> = serde_json::from_str(&run.stdout()).unwrap_or_else(|e| {
+            panic!(
+                "status --json is not a list of app status: {e}\n{}",
+                run.stdout()
+            )
+        });
         assert_eq!(list.len(), 1, "one status per target: {}", run.stdout());
         list.remove(0)
     }
@@ -169,19 +173,30 @@ impl Rig {
 fn keep_alive_client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
+    // No silent retry of a request whose pooled connection was closed: every connection the
+    // proxy drops under us must show up as a failure.
     Client::builder(TokioExecutor::new())
+        .retry_canceled_requests(false)
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(4)
         .build(connector)
 }
 
-async fn get(client: &HttpClient, addr: &str, host: &str, path: &str) -> Result<(u16, String), String> {
+async fn get(
+    client: &HttpClient,
+    addr: &str,
+    host: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
     let request = http::Request::get(format!("http://{addr}{path}"))
         .header(http::header::HOST, host)
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
     let call = async {
-        let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -317,6 +332,11 @@ fn has_file_line_col(text: &str, config: &Path) -> bool {
 }
 
 fn assert_no_failures(report: &LoadReport, during: &str, rig: &Rig) {
+    eprintln!(
+        "load during {during}: {} ok, {} failed",
+        report.ok,
+        report.failures.len()
+    );
     assert!(
         report.failures.is_empty(),
         "{} of {} requests failed during {during}: {:#?}\n--- haloyd log (tail)\n{}",
@@ -338,6 +358,7 @@ async fn three_replicas_share_requests_round_robin() {
 
     let pages = rig.get_pages("spread.test", 300).await;
     let counts = per_replica(&pages);
+    eprintln!("300 requests per replica: {counts:?}");
     assert_eq!(counts.len(), 3, "expected 3 replicas to answer: {counts:?}");
     for (replica, n) in &counts {
         assert!(
@@ -362,7 +383,10 @@ async fn rolling_deploy_under_load_drops_nothing_and_removes_old_containers() {
     let report = load.finish().await;
     assert_no_failures(&report, "the rolling deploy v1 → v2", &rig);
     let versions: BTreeSet<&str> = report.pages.iter().map(|p| p.version.as_str()).collect();
-    assert!(versions.contains("v1") && versions.contains("v2"), "{versions:?}");
+    assert!(
+        versions.contains("v1") && versions.contains("v2"),
+        "{versions:?}"
+    );
 
     let pages = rig.get_pages("roll.test", 30).await;
     assert!(
@@ -380,8 +404,15 @@ async fn rolling_deploy_under_load_drops_nothing_and_removes_old_containers() {
         "old containers still listed: {after:#?}"
     );
     let ulid = after.deployment_id.to_lowercase();
-    assert!(new_ids.iter().all(|id| id.contains(&ulid)), "{new_ids:?} vs {ulid}");
-    assert_eq!(rig.containers().await, new_ids, "containerd still holds old containers");
+    assert!(
+        new_ids.iter().all(|id| id.contains(&ulid)),
+        "{new_ids:?} vs {ulid}"
+    );
+    assert_eq!(
+        rig.containers().await,
+        new_ids,
+        "containerd still holds old containers"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +424,13 @@ async fn never_healthy_version_fails_and_old_replicas_keep_serving() {
 
     let load = Load::start(rig.haloyd.http_addr(), "sick.test", 50);
     let bad = rig.app_config("sick", "unhealthy", "v1", 3, "");
+    let started = Instant::now();
     let run = rig.haloy(&bad, &["deploy"]);
+    eprintln!(
+        "never-healthy deploy failed after {:?}:\n{}",
+        started.elapsed(),
+        run.both()
+    );
     let report = load.finish().await;
 
     assert!(
@@ -413,9 +450,18 @@ async fn never_healthy_version_fails_and_old_replicas_keep_serving() {
     assert_eq!(after.deployment_id, before.deployment_id, "{after:#?}");
     assert_eq!(ready_replicas(&after), 3, "{after:#?}");
     assert_eq!(container_ids(&after), container_ids(&before));
-    assert_eq!(rig.containers().await, container_ids(&before), "new containers left behind");
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&before),
+        "new containers left behind"
+    );
     let pages = rig.get_pages("sick.test", 30).await;
-    assert!(pages.iter().all(|p| p.version == "v1" && p.fixture == "web"), "{pages:?}");
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.version == "v1" && p.fixture == "web"),
+        "{pages:?}"
+    );
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
 }
 
@@ -434,7 +480,13 @@ async fn replica_dying_inside_min_ready_window_never_gets_traffic() {
         2,
         "min_ready_seconds: 6\nenv:\n  - name: CRASH_AFTER\n    value: \"2\"\n",
     );
+    let started = Instant::now();
     let run = rig.haloy(&crashing, &["deploy"]);
+    eprintln!(
+        "crash-after deploy failed after {:?}:\n{}",
+        started.elapsed(),
+        run.both()
+    );
     let report = load.finish().await;
 
     assert!(
@@ -443,11 +495,7 @@ async fn replica_dying_inside_min_ready_window_never_gets_traffic() {
         run.both()
     );
     assert_no_failures(&report, "the crash-after deploy", &rig);
-    let leaked: Vec<&Page> = report
-        .pages
-        .iter()
-        .filter(|p| p.fixture != "web")
-        .collect();
+    let leaked: Vec<&Page> = report.pages.iter().filter(|p| p.fixture != "web").collect();
     assert!(leaked.is_empty(), "crash-after got traffic: {leaked:?}");
 
     let after = rig.status(&v1);
@@ -465,8 +513,15 @@ async fn replace_logs_status_rollback_and_stop() {
     let v2 = rig.app_config("ops", "web", "v2", 3, "deployment_strategy: replace\n");
     rig.deploy_ok(&v2);
     let pages = rig.get_pages("ops.test", 30).await;
-    assert!(pages.iter().all(|p| p.version == "v2"), "replace: only v2 answers: {pages:?}");
-    assert_eq!(per_replica(&pages).len(), 3, "replace: all 3 new replicas serve: {pages:?}");
+    assert!(
+        pages.iter().all(|p| p.version == "v2"),
+        "replace: only v2 answers: {pages:?}"
+    );
+    assert_eq!(
+        per_replica(&pages).len(),
+        3,
+        "replace: all 3 new replicas serve: {pages:?}"
+    );
 
     let status = rig.status(&v2);
     assert_eq!(ready_replicas(&status), 3, "{status:#?}");
@@ -494,9 +549,13 @@ async fn replace_logs_status_rollback_and_stop() {
         first.deployment_id,
         targets.both()
     );
-    rig.haloy(&v2, &["rollback", &first.deployment_id]).assert_ok();
+    rig.haloy(&v2, &["rollback", &first.deployment_id])
+        .assert_ok();
     let pages = rig.get_pages("ops.test", 30).await;
-    assert!(pages.iter().all(|p| p.version == "v1"), "after rollback v1 answers: {pages:?}");
+    assert!(
+        pages.iter().all(|p| p.version == "v1"),
+        "after rollback v1 answers: {pages:?}"
+    );
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
 
     rig.haloy(&v2, &["stop"]).assert_ok();
@@ -505,7 +564,10 @@ async fn replace_logs_status_rollback_and_stop() {
         matches!(answer, Ok((503, _))),
         "a stopped app answers 503: {answer:?}"
     );
-    assert!(!rig.containers().await.is_empty(), "plain stop keeps the containers");
+    assert!(
+        !rig.containers().await.is_empty(),
+        "plain stop keeps the containers"
+    );
 
     rig.haloy(&v2, &["stop", "--remove-containers"]).assert_ok();
     let left = rig.containers().await;
@@ -555,6 +617,21 @@ async fn haloyd_killed_with_sigkill_recovers_running_replicas() {
     }
     let pages = rig.get_pages("phoenix.test", 30).await;
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
+
+    // The rebuilt state is the real one: a rolling deploy replaces exactly these replicas.
+    let load = Load::start(rig.haloyd.http_addr(), "phoenix.test", 50);
+    let v2 = rig.app_config("phoenix", "web", "v2", 3, "");
+    rig.deploy_ok(&v2);
+    let report = load.finish().await;
+    assert_no_failures(&report, "a rolling deploy after the restart", &rig);
+    let latest = rig.status(&v2);
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&latest),
+        "recovered replicas left behind"
+    );
+    let pages = rig.get_pages("phoenix.test", 30).await;
+    assert!(pages.iter().all(|p| p.version == "v2"), "{pages:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -568,7 +645,13 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
     let zero = rig.app_config("strict", "web", "v2", 0, "");
     for bad in [&unknown_key, &zero] {
         let run = rig.haloy(bad, &["deploy"]);
-        assert_eq!(run.code(), Some(1), "bad config must exit 1:\n{}", run.both());
+        eprintln!("bad config {}:\n{}", bad.display(), run.both());
+        assert_eq!(
+            run.code(),
+            Some(1),
+            "bad config must exit 1:\n{}",
+            run.both()
+        );
         assert!(
             has_file_line_col(&run.stderr(), bad),
             "no `{}:LINE:COL` message:\n{}",
@@ -610,6 +693,10 @@ async fn crashed_replica_leaves_rotation_at_once_and_is_restarted() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = load.finish().await;
+    eprintln!(
+        "load while a replica was killed and restarted: {} ok, failures {:?}",
+        report.ok, report.failures
+    );
     assert!(
         report.failures.len() <= 1,
         "a killed replica must leave rotation at once (at most the in-flight request fails): {:#?}\n{}",
