@@ -211,6 +211,43 @@ async fn get(
         .map_err(|_| "no answer within 10s".to_string())?
 }
 
+/// A raw HTTP/1.1 call to haloyd's API (`Connection: close`); returns status and body.
+fn api_call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the API");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status from {method} {path}: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// What the fixture web page says about the replica that answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Page {
@@ -660,9 +697,35 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
         );
     }
 
+    // The API refuses the same mistakes with 400 and needs the token.
+    let api = rig.haloyd.api_addr();
+    let token = Some(rig.haloyd.token());
+    let app = haloy::config::load_deploy_config(Some(&v1))
+        .expect("load the v1 config")
+        .apps
+        .remove(0);
+    let mut request = serde_json::to_value(haloy::api::types::DeployRequest { app }).unwrap();
+    let valid = request.to_string();
+    request["app"]["replicas"] = 0.into();
+    let calls = [
+        ("no token", None, valid.clone(), 401),
+        ("wrong token", Some("not-the-token"), valid, 401),
+        ("bad JSON", token, "{\"app\": ".to_string(), 400),
+        ("replicas 0", token, request.to_string(), 400),
+    ];
+    for (what, token, body, want) in calls {
+        let (status, answer) = api_call(&api, "POST", "/v1/deploy", token, &body);
+        eprintln!("API deploy with {what}: {status} {answer}");
+        assert_eq!(status, want, "POST /v1/deploy with {what}: {answer}");
+        let error: haloy::api::types::ApiError = serde_json::from_str(&answer)
+            .unwrap_or_else(|e| panic!("{what}: error body is no ApiError ({e}): {answer}"));
+        assert!(!error.error.is_empty(), "{what}: {answer}");
+    }
+
     let after = rig.status(&v1);
     assert_eq!(after.deployment_id, before.deployment_id);
     assert_eq!(container_ids(&after), container_ids(&before));
+    assert_eq!(rig.containers().await, container_ids(&before));
     let pages = rig.get_pages("strict.test", 10).await;
     assert!(pages.iter().all(|p| p.version == "v1"), "{pages:?}");
 }
@@ -712,4 +775,66 @@ async fn crashed_replica_leaves_rotation_at_once_and_is_restarted() {
     assert_ne!(rig.task_pid(&restarted.container_id).await, pid);
     let pages = rig.get_pages("crashy.test", 30).await;
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deploys_at_once_are_never_interleaved() {
+    let rig = Arc::new(Rig::start(Duration::from_secs(30)).await);
+    let v1 = rig.app_config("race", "web", "v1", 3, "");
+    rig.deploy_ok(&v1);
+
+    let load = Load::start(rig.haloyd.http_addr(), "race.test", 50);
+    let v2 = rig.app_config("race", "web", "v2", 3, "");
+    let v1_two = rig.app_config("race", "web", "v1", 2, "");
+    let deploys: Vec<_> = [v2.clone(), v1_two.clone()]
+        .into_iter()
+        .map(|config| {
+            let rig = rig.clone();
+            tokio::task::spawn_blocking(move || rig.haloy(&config, &["deploy"]))
+        })
+        .collect();
+    let mut runs = Vec::new();
+    for deploy in deploys {
+        runs.push(deploy.await.expect("deploy thread"));
+    }
+    let report = load.finish().await;
+    assert_no_failures(&report, "two concurrent deploys", &rig);
+    let succeeded = runs.iter().filter(|r| r.output.status.success()).count();
+    assert!(
+        succeeded >= 1,
+        "neither deploy succeeded:\n{}\n{}",
+        runs[0].both(),
+        runs[1].both()
+    );
+    for run in runs.iter().filter(|r| !r.output.status.success()) {
+        eprintln!("refused concurrent deploy:\n{}", run.both());
+        let both = run.both();
+        let holder = both
+            .split("(deployment ")
+            .nth(1)
+            .and_then(|rest| rest.split(')').next())
+            .unwrap_or("");
+        assert!(
+            both.contains("already in progress") && holder.len() == 26,
+            "a refused concurrent deploy names the deployment in progress:\n{both}"
+        );
+    }
+
+    let status = rig.status(&v2);
+    let want = if status.image.ends_with(":v2") { 3 } else { 2 };
+    assert_eq!(ready_replicas(&status), want, "{status:#?}");
+    assert_eq!(status.replicas.len(), want, "{status:#?}");
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&status),
+        "leftover containers"
+    );
+    let pages = rig.get_pages("race.test", 30).await;
+    let versions: BTreeSet<&str> = pages.iter().map(|p| p.version.as_str()).collect();
+    assert_eq!(
+        versions.len(),
+        1,
+        "one version answers after both deploys: {pages:?}"
+    );
+    assert_eq!(per_replica(&pages).len(), want, "{pages:?}");
 }

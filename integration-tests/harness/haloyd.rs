@@ -405,13 +405,25 @@ fn free_subnet_prefix() -> String {
     panic!("no free 10.249.N.0/24 subnet left for a test haloyd (ip -4 route show)");
 }
 
-/// The `haloy` binary cargo built for this integration test (examples share the harness
-/// but have no CARGO_BIN_EXE_*, hence option_env!).
-pub fn haloy_binary() -> &'static str {
-    option_env!("CARGO_BIN_EXE_haloy").expect("CARGO_BIN_EXE_haloy: run through `cargo test`")
+/// The `haloy` binary cargo built for this integration test.
+pub fn haloy_binary() -> PathBuf {
+    built_binary(option_env!("CARGO_BIN_EXE_haloy"), "haloy")
 }
 
 /// The `haloyd` binary cargo built for this integration test.
-pub fn haloyd_binary() -> &'static str {
-    option_env!("CARGO_BIN_EXE_haloyd").expect("CARGO_BIN_EXE_haloyd: run through `cargo test`")
+pub fn haloyd_binary() -> PathBuf {
+    built_binary(option_env!("CARGO_BIN_EXE_haloyd"), "haloyd")
+}
+
+/// Examples share the harness but get no CARGO_BIN_EXE_*: they find the binary beside them.
+fn built_binary(from_cargo: Option<&'static str>, name: &str) -> PathBuf {
+    if let Some(path) = from_cargo {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("path of the running test binary");
+    let mut dir = exe.parent().expect("test binary folder").to_path_buf();
+    if dir.ends_with("deps") || dir.ends_with("examples") {
+        dir.pop();
+    }
+    dir.join(name)
 }
