@@ -838,3 +838,23 @@ async fn two_deploys_at_once_are_never_interleaved() {
     );
     assert_eq!(per_replica(&pages).len(), want, "{pages:?}");
 }
+
+#[test]
+fn iptables_rules_with_quoted_comments_split_into_words() {
+    let rule = r#"-A POSTROUTING -s 10.249.1.2/32 -m comment --comment "name: \"haloy\" id: \"a-0\"" -j CNI-abc"#;
+    assert_eq!(
+        harness::haloyd::split_rule(rule),
+        [
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "10.249.1.2/32",
+            "-m",
+            "comment",
+            "--comment",
+            r#"name: "haloy" id: "a-0""#,
+            "-j",
+            "CNI-abc"
+        ]
+    );
+}

@@ -5,7 +5,6 @@
 //! child is stopped, then its bridge, the iptables rules CNI made for its subnet, its netns
 //! mounts and its temp dir are removed (containers and tasks go with the harness containerd).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -275,6 +274,7 @@ impl Haloyd {
 
     /// Deletes the nat/filter rules the bridge and firewall CNI plugins made for addresses of
     /// this haloyd's subnet (tasks killed by the containerd teardown never got a CNI DEL).
+    /// Rules are deleted by their full spec, not position: other tests edit the same chains.
     fn remove_iptables_rules(&self) {
         let needle = format!("{}.", self.subnet_prefix);
         for table in ["nat", "filter"] {
@@ -282,33 +282,27 @@ impl Haloyd {
                 continue;
             };
             let rules = String::from_utf8_lossy(&out.stdout).to_string();
-            // Rules are deleted by chain and position (comments hold quoted spaces), last first.
-            let mut position: BTreeMap<String, usize> = BTreeMap::new();
-            let mut doomed: Vec<(String, usize)> = Vec::new();
             let mut chains_to_drop = Vec::new();
             for rule in rules.lines().filter(|r| r.starts_with("-A ")) {
-                let words: Vec<&str> = rule.split_whitespace().collect();
-                let chain = words[1].to_string();
-                let n = position.entry(chain.clone()).or_insert(0);
-                *n += 1;
-                let from_subnet = words
+                let words = split_rule(rule);
+                let in_subnet = words
                     .windows(2)
                     .any(|w| (w[0] == "-s" || w[0] == "-d") && w[1].starts_with(&needle));
-                if !from_subnet {
+                if !in_subnet {
                     continue;
                 }
-                doomed.push((chain, *n));
                 // The masquerade chain of one task is jumped to from POSTROUTING `-s IP/32`.
-                if table == "nat" && words[1] == "POSTROUTING" {
-                    if let Some(target) = words.windows(2).find(|w| w[0] == "-j").map(|w| w[1]) {
+                if words[1] == "POSTROUTING" {
+                    if let Some(target) = words.windows(2).find(|w| w[0] == "-j").map(|w| &w[1]) {
                         if target.starts_with("CNI-") {
-                            chains_to_drop.push(target.to_string());
+                            chains_to_drop.push(target.clone());
                         }
                     }
                 }
-            }
-            for (chain, n) in doomed.iter().rev() {
-                run_quietly("iptables", &["-t", table, "-D", chain, &n.to_string()]);
+                let mut delete = vec!["-t".to_string(), table.to_string(), "-D".to_string()];
+                delete.extend(words[1..].iter().cloned());
+                let args: Vec<&str> = delete.iter().map(String::as_str).collect();
+                run_quietly("iptables", &args);
             }
             for chain in chains_to_drop {
                 run_quietly("iptables", &["-t", table, "-F", &chain]);
@@ -316,6 +310,30 @@ impl Haloyd {
             }
         }
     }
+}
+
+/// Splits one `iptables -S` line into words; `"..."` (with `\"` inside) is one word.
+pub fn split_rule(rule: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_quotes = false;
+    let mut chars = rule.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if in_quotes => word.extend(chars.next()),
+            '"' => in_quotes = !in_quotes,
+            ' ' if !in_quotes => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            other => word.push(other),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 fn run_quietly(program: &str, args: &[&str]) {
