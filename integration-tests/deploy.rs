@@ -697,6 +697,17 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
         );
     }
 
+    // A deploy that cannot fit the host is refused before any replica is touched.
+    let huge = rig.app_config("strict", "web", "v2", 2, "resources:\n  cpus: 1000\n");
+    let run = rig.haloy(&huge, &["deploy"]);
+    eprintln!("oversized deploy:\n{}", run.both());
+    assert!(
+        !run.output.status.success(),
+        "1000 CPUs per replica must be refused:\n{}",
+        run.both()
+    );
+    assert!(run.both().contains("Out of resources"), "{}", run.both());
+
     // The API refuses the same mistakes with 400 and needs the token.
     let api = rig.haloyd.api_addr();
     let token = Some(rig.haloyd.token());
@@ -837,6 +848,62 @@ async fn two_deploys_at_once_are_never_interleaved() {
         "one version answers after both deploys: {pages:?}"
     );
     assert_eq!(per_replica(&pages).len(), want, "{pages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_deploy_scales_up_and_down_under_load() {
+    let rig = Rig::start(Duration::from_secs(30)).await;
+    let three = rig.app_config("scale", "web", "v1", 3, "");
+    rig.deploy_ok(&three);
+
+    let load = Load::start(rig.haloyd.http_addr(), "scale.test", 50);
+    let five = rig.app_config("scale", "web", "v2", 5, "");
+    rig.deploy_ok(&five);
+    let up = rig.status(&five);
+    let two = rig.app_config("scale", "web", "v1", 2, "");
+    rig.deploy_ok(&two);
+    let report = load.finish().await;
+    assert_no_failures(&report, "scaling 3 → 5 → 2", &rig);
+
+    assert_eq!(ready_replicas(&up), 5, "after scaling up: {up:#?}");
+    let down = rig.status(&two);
+    assert_eq!(down.replicas.len(), 2, "after scaling down: {down:#?}");
+    assert_eq!(ready_replicas(&down), 2, "{down:#?}");
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&down),
+        "surplus containers left"
+    );
+    let pages = rig.get_pages("scale.test", 20).await;
+    assert!(pages.iter().all(|p| p.version == "v1"), "{pages:?}");
+    assert_eq!(per_replica(&pages).len(), 2, "{pages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_crashing_again_and_again_shows_as_crash_looping() {
+    let rig = Rig::start(Duration::from_secs(30)).await;
+    let config = rig.app_config(
+        "loop",
+        "crash-after",
+        "v1",
+        1,
+        "env:\n  - name: CRASH_AFTER\n    value: \"2\"\n",
+    );
+    rig.deploy_ok(&config);
+    let status = rig
+        .wait_for_status(&config, Duration::from_secs(40), "crash_looping", |s| {
+            s.replicas
+                .iter()
+                .any(|r| r.state == ReplicaState::CrashLooping)
+        })
+        .await;
+    let looping = &status.replicas[0];
+    eprintln!("crash-looping replica: {looping:?}");
+    // Threshold: the third crash in the window; each crash before it was restarted once.
+    assert!(
+        looping.restarts >= 2,
+        "crash_looping after fewer than 3 crashes: {status:#?}"
+    );
 }
 
 #[test]

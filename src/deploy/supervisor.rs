@@ -99,7 +99,7 @@ async fn restart_after_backoff(
         backend,
         restarts,
     );
-    fresh.record_crash(&crashed.recent_crashes());
+    fresh.inherit_crashes(&crashed.recent_crashes());
     if looping {
         fresh.set_phase(Phase::CrashLooping);
     }
