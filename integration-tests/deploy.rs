@@ -906,6 +906,135 @@ async fn replica_crashing_again_and_again_shows_as_crash_looping() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerd_restart_keeps_replicas_and_crash_restarts_working() {
+    let mut rig = Rig::start(Duration::from_secs(30)).await;
+    let config = rig.app_config("steady", "web", "v1", 3, "");
+    rig.deploy_ok(&config);
+    let before = rig.status(&config);
+
+    let load = Load::start(rig.haloyd.http_addr(), "steady.test", 50);
+    rig.containerd.restart().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // haloyd must have resubscribed to task events: a crash after the restart is noticed.
+    let victim = before.replicas[0].clone();
+    let pid = rig.task_pid(&victim.container_id).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the replica's task");
+    let after = rig
+        .wait_for_status(
+            &config,
+            Duration::from_secs(20),
+            "replica restarted after containerd restart",
+            |s| {
+                ready_replicas(s) == 3
+                    && s.replicas
+                        .iter()
+                        .any(|r| r.replica == victim.replica && r.restarts == 1)
+            },
+        )
+        .await;
+    let report = load.finish().await;
+    eprintln!(
+        "load across a containerd restart and a crash: {} ok, failures {:?}",
+        report.ok, report.failures
+    );
+    assert!(
+        report.failures.len() <= 1,
+        "requests failed across the containerd restart: {:#?}\n{}",
+        report.failures,
+        rig.haloyd.log_tail(30)
+    );
+    assert_eq!(after.deployment_id, before.deployment_id);
+    let untouched: BTreeSet<String> = container_ids(&before)
+        .into_iter()
+        .filter(|id| *id != victim.container_id)
+        .collect();
+    assert!(untouched.is_subset(&container_ids(&after)), "{after:#?}");
+    assert_eq!(rig.containers().await, container_ids(&after));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haloyd_killed_during_a_rolling_deploy_recovers_to_one_consistent_app() {
+    let mut rig = Rig::start(Duration::from_secs(30)).await;
+    let v1 = rig.app_config("midway", "web", "v1", 3, "");
+    rig.deploy_ok(&v1);
+    let v2 = rig.app_config("midway", "web", "v2", 3, "min_ready_seconds: 2\n");
+    let cli = {
+        let config = v2.clone();
+        let mut command = std::process::Command::new(harness::haloyd::haloy_binary());
+        command
+            .args(["deploy", "-c"])
+            .arg(&config)
+            .env("HALOY_API_TOKEN", rig.haloyd.token())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command.spawn().expect("start haloy deploy")
+    };
+    // Let the rollout get half way: at least one new replica in rotation.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pages = rig.get_pages("midway.test", 3).await;
+        if pages.iter().any(|p| p.version == "v2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no v2 replica in rotation within 20s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.haloyd.kill();
+    let mut cli = cli;
+    let _ = cli.wait();
+    rig.haloyd.start_again().await;
+
+    // The interrupted rollout is undone: the last successful deployment (v1) has its three
+    // replicas again and the half-rolled-out v2 replica is gone.
+    let recovered = rig
+        .wait_for_status(
+            &v1,
+            Duration::from_secs(30),
+            "3 ready replicas of one deployment",
+            |s| {
+                let ulid = s.deployment_id.to_lowercase();
+                s.replicas.len() == 3
+                    && ready_replicas(s) == 3
+                    && s.replicas.iter().all(|r| r.container_id.contains(&ulid))
+            },
+        )
+        .await;
+    assert!(recovered.image.ends_with(":v1"), "{recovered:#?}");
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&recovered),
+        "containerd holds containers the recovered app does not know"
+    );
+    let pages = rig.get_pages("midway.test", 30).await;
+    assert!(pages.iter().all(|p| p.version == "v1"), "{pages:?}");
+    assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
+
+    // A fresh deploy cleans up whatever the interrupted one left.
+    let load = Load::start(rig.haloyd.http_addr(), "midway.test", 50);
+    let v2_again = rig.app_config("midway", "web", "v2", 3, "");
+    rig.deploy_ok(&v2_again);
+    let report = load.finish().await;
+    assert_no_failures(&report, "the deploy after an interrupted one", &rig);
+    let last = rig.status(&v2_again);
+    assert_eq!(ready_replicas(&last), 3, "{last:#?}");
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&last),
+        "leftover containers"
+    );
+    let pages = rig.get_pages("midway.test", 30).await;
+    assert!(pages.iter().all(|p| p.version == "v2"), "{pages:?}");
+    assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
+}
+
 #[test]
 fn iptables_rules_with_quoted_comments_split_into_words() {
     let rule = r#"-A POSTROUTING -s 10.249.1.2/32 -m comment --comment "name: \"haloy\" id: \"a-0\"" -j CNI-abc"#;

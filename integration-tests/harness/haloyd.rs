@@ -116,10 +116,11 @@ impl Haloyd {
         std::fs::read_to_string(self.dir().join("haloyd.log")).unwrap_or_default()
     }
 
-    /// The last `n` lines of the daemon's log (for assertion messages).
+    /// The last `n` lines of the daemon's log (for assertion messages), without the access
+    /// log of API requests (tests poll status).
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("api request")).collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
@@ -236,6 +237,7 @@ impl Haloyd {
             .arg(&self.config_path)
             .env_remove("HALOY_API_TOKEN")
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
