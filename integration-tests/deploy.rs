@@ -129,6 +129,33 @@ impl Rig {
         list.containers.into_iter().map(|c| c.id).collect()
     }
 
+    /// Keys of the non-image (container) snapshots in haloyd's namespace.
+    async fn active_snapshots(&self) -> Vec<String> {
+        use containerd_client::services::v1::snapshots::ListSnapshotsRequest;
+        let client = self.containerd.client(self.haloyd.namespace()).await;
+        let request = ListSnapshotsRequest {
+            snapshotter: "overlayfs".into(),
+            filters: vec![],
+        };
+        let mut stream = client
+            .snapshots()
+            .list(client.request(request))
+            .await
+            .expect("list snapshots")
+            .into_inner();
+        let mut active = Vec::new();
+        while let Some(page) = stream.message().await.expect("snapshot page") {
+            // Kind 3 is COMMITTED (image layers); anything else belongs to a container.
+            active.extend(
+                page.info
+                    .into_iter()
+                    .filter(|i| i.kind != 3)
+                    .map(|i| i.name),
+            );
+        }
+        active
+    }
+
     /// Host pid of a container's task.
     async fn task_pid(&self, container_id: &str) -> u32 {
         let client = self.containerd.client(self.haloyd.namespace()).await;
@@ -403,6 +430,17 @@ async fn three_replicas_share_requests_round_robin() {
             "replica {replica} answered {n} of 300 requests (want 100 ± 2): {counts:?}"
         );
     }
+    // `requests` in status comes from the proxy's per-backend counters.
+    let status = rig.status(&config);
+    let served: u64 = status.replicas.iter().map(|r| r.requests).sum();
+    assert_eq!(served, 300, "proxy counters in status: {status:#?}");
+    for replica in &status.replicas {
+        let n = counts
+            .get(&replica.replica.to_string())
+            .copied()
+            .unwrap_or(0);
+        assert_eq!(replica.requests, n as u64, "{status:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,6 +603,13 @@ async fn replace_logs_status_rollback_and_stop() {
     assert_eq!(status.strategy, "replace");
     assert_eq!(rig.containers().await, container_ids(&status));
 
+    let first_only = rig.haloy(&v2, &["logs", "--no-follow"]);
+    first_only.assert_ok();
+    assert!(
+        first_only.stdout().contains("web v2 listening"),
+        "haloy logs shows the first replica:\n{}",
+        first_only.both()
+    );
     let logs = rig.haloy(&v2, &["logs", "--all-containers", "--no-follow"]);
     logs.assert_ok();
     for replica in &status.replicas {
@@ -609,6 +654,11 @@ async fn replace_logs_status_rollback_and_stop() {
     rig.haloy(&v2, &["stop", "--remove-containers"]).assert_ok();
     let left = rig.containers().await;
     assert!(left.is_empty(), "stop --remove-containers left {left:?}");
+    let snapshots = rig.active_snapshots().await;
+    assert!(
+        snapshots.is_empty(),
+        "stop --remove-containers left snapshots {snapshots:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
