@@ -650,6 +650,14 @@ async fn replace_logs_status_rollback_and_stop() {
         !rig.containers().await.is_empty(),
         "plain stop keeps the containers"
     );
+    let stopped = rig.status(&v2);
+    assert!(
+        stopped
+            .replicas
+            .iter()
+            .all(|r| r.state == ReplicaState::Stopped),
+        "status after stop: {stopped:#?}"
+    );
 
     rig.haloy(&v2, &["stop", "--remove-containers"]).assert_ok();
     let left = rig.containers().await;
@@ -659,6 +667,12 @@ async fn replace_logs_status_rollback_and_stop() {
         snapshots.is_empty(),
         "stop --remove-containers left snapshots {snapshots:?}"
     );
+
+    // A stopped app comes back with the next deploy.
+    rig.deploy_ok(&v1);
+    let pages = rig.get_pages("ops.test", 30).await;
+    assert!(pages.iter().all(|p| p.version == "v1"), "{pages:?}");
+    assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
