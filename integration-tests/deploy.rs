@@ -924,7 +924,13 @@ async fn rolling_deploy_scales_up_and_down_under_load() {
     let five = rig.app_config("scale", "web", "v2", 5, "");
     rig.deploy_ok(&five);
     let up = rig.status(&five);
-    let two = rig.app_config("scale", "web", "v1", 2, "");
+    let two = rig.app_config(
+        "scale",
+        "web",
+        "v1",
+        2,
+        "resources:\n  memory: 64Mi\n  cpus: 0.5\n",
+    );
     rig.deploy_ok(&two);
     let report = load.finish().await;
     assert_no_failures(&report, "scaling 3 → 5 → 2", &rig);
@@ -941,6 +947,58 @@ async fn rolling_deploy_scales_up_and_down_under_load() {
     let pages = rig.get_pages("scale.test", 20).await;
     assert!(pages.iter().all(|p| p.version == "v1"), "{pages:?}");
     assert_eq!(per_replica(&pages).len(), 2, "{pages:?}");
+
+    // `resources` are applied to each task's cgroup.
+    for replica in &down.replicas {
+        let pid = rig.task_pid(&replica.container_id).await;
+        let (memory, cpu) = cgroup_limits(pid);
+        assert_eq!(memory, 64 << 20, "memory limit of {}", replica.container_id);
+        assert_eq!(cpu, Some(0.5), "CPU quota of {}", replica.container_id);
+    }
+}
+
+/// Memory limit in bytes and CPU quota (in CPUs) of a process's cgroup (v1 or v2).
+fn cgroup_limits(pid: u32) -> (u64, Option<f64>) {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read cgroup");
+    let path_of = |controller: &str| {
+        cgroups.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == controller)
+                .then(|| path.to_string())
+        })
+    };
+    let read = |path: String| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {path}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if let Some(memory) = path_of("memory") {
+        let cpu = path_of("cpu").expect("cpu cgroup");
+        let limit = read(format!(
+            "/sys/fs/cgroup/memory{memory}/memory.limit_in_bytes"
+        ));
+        let quota: f64 = read(format!("/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us"))
+            .parse()
+            .unwrap();
+        let period: f64 = read(format!("/sys/fs/cgroup/cpu{cpu}/cpu.cfs_period_us"))
+            .parse()
+            .unwrap();
+        let cpus = (quota > 0.0).then_some(quota / period);
+        (limit.parse().unwrap(), cpus)
+    } else {
+        let unified = path_of("").expect("cgroup v2 path");
+        let limit = read(format!("/sys/fs/cgroup{unified}/memory.max"));
+        let cpu_max = read(format!("/sys/fs/cgroup{unified}/cpu.max"));
+        let mut words = cpu_max.split_whitespace();
+        let quota = words.next().unwrap_or("max");
+        let period: f64 = words.next().unwrap_or("100000").parse().unwrap();
+        let cpus = quota.parse::<f64>().ok().map(|q| q / period);
+        (limit.parse().unwrap_or(u64::MAX), cpus)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
