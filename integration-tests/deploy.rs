@@ -631,6 +631,12 @@ async fn replace_logs_status_rollback_and_stop() {
         first.deployment_id,
         targets.both()
     );
+    let bogus = rig.haloy(&v2, &["rollback", "01AAAAAAAAAAAAAAAAAAAAAAAA"]);
+    assert!(
+        !bogus.output.status.success() && bogus.stderr().contains("01AAAAAAAAAAAAAAAAAAAAAAAA"),
+        "rollback to an unknown id fails naming it:\n{}",
+        bogus.both()
+    );
     rig.haloy(&v2, &["rollback", &first.deployment_id])
         .assert_ok();
     let pages = rig.get_pages("ops.test", 30).await;
@@ -1155,6 +1161,38 @@ async fn haloyd_killed_during_a_rolling_deploy_recovers_to_one_consistent_app() 
     let pages = rig.get_pages("midway.test", 30).await;
     assert!(pages.iter().all(|p| p.version == "v2"), "{pages:?}");
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_away_from_replicas_that_ignore_sigterm_kills_them_after_stop_timeout() {
+    let rig = Rig::start(Duration::from_secs(30)).await;
+    let stubborn = rig.app_config("stubborn", "ignore-sigterm", "v1", 2, "stop_timeout: 1\n");
+    rig.deploy_ok(&stubborn);
+    let before = rig.status(&stubborn);
+
+    let load = Load::start(rig.haloyd.http_addr(), "stubborn.test", 50);
+    let web = rig.app_config("stubborn", "web", "v2", 2, "");
+    let started = Instant::now();
+    rig.deploy_ok(&web);
+    let took = started.elapsed();
+    let report = load.finish().await;
+    assert_no_failures(&report, "replacing SIGTERM-ignoring replicas", &rig);
+    eprintln!("rolling away from 2 SIGTERM-ignoring replicas took {took:?}");
+
+    let after = rig.status(&web);
+    assert!(container_ids(&before).is_disjoint(&container_ids(&after)));
+    assert_eq!(
+        rig.containers().await,
+        container_ids(&after),
+        "old containers left"
+    );
+    let pages = rig.get_pages("stubborn.test", 10).await;
+    assert!(
+        pages
+            .iter()
+            .all(|p| p.fixture == "web" && p.version == "v2"),
+        "{pages:?}"
+    );
 }
 
 #[test]
