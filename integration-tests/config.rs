@@ -517,3 +517,374 @@ fn unreachable_server_is_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no API token for"));
 }
+
+/// A stand-in haloyd speaking the documented wire format (the real one lives in src/api), so
+/// the CLI's remote commands are checked end to end through real HTTP.
+mod fake_haloyd {
+    use bytes::Bytes;
+    use haloy::api::types::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::sync::Barrier;
+
+    pub struct Fake {
+        pub fail_deploy: bool,
+        /// Both fakes of a parallel deploy wait here, so a sequential CLI would time out.
+        pub barrier: Option<Arc<Barrier>>,
+    }
+
+    fn json(status: u16, body: impl serde::Serialize) -> Response<Full<Bytes>> {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(&body).unwrap())))
+            .unwrap()
+    }
+
+    fn sse(events: Vec<String>) -> Response<Full<Bytes>> {
+        let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }
+
+    fn event(
+        kind: EventKind,
+        replica: Option<u32>,
+        step: Option<&str>,
+        msg: &str,
+        ok: Option<bool>,
+    ) -> String {
+        serde_json::to_string(&DeployEvent {
+            deployment_id: "01TEST".into(),
+            app: "web".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            kind,
+            replica,
+            step: step.map(str::to_string),
+            message: msg.into(),
+            ok,
+        })
+        .unwrap()
+    }
+
+    async fn handle(fake: Arc<Fake>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or_default().to_string();
+        if path != "/health"
+            && req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                != Some("Bearer tok")
+        {
+            return json(
+                401,
+                ApiError {
+                    error: "unauthorized".into(),
+                    problems: vec![],
+                },
+            );
+        }
+        let method = req.method().clone();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/deploy") => {
+                let parsed: DeployRequest = match serde_json::from_slice(&body) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return json(
+                            400,
+                            ApiError {
+                                error: format!("bad body: {e}"),
+                                problems: vec![],
+                            },
+                        )
+                    }
+                };
+                assert_eq!(parsed.app.replicas, 2);
+                if let Some(b) = &fake.barrier {
+                    if tokio::time::timeout(Duration::from_secs(20), b.wait())
+                        .await
+                        .is_err()
+                    {
+                        return json(
+                            500,
+                            ApiError {
+                                error: "targets were not deployed in parallel".into(),
+                                problems: vec![],
+                            },
+                        );
+                    }
+                }
+                json(
+                    202,
+                    DeployAccepted {
+                        deployment_id: "01TEST".into(),
+                    },
+                )
+            }
+            ("GET", "/v1/deployments/01TEST/events") => {
+                let mut events = vec![
+                    event(EventKind::Step, Some(1), Some(steps::PULLING), "", None),
+                    event(EventKind::Step, Some(1), Some(steps::STARTING), "", None),
+                    event(
+                        EventKind::Step,
+                        Some(1),
+                        Some(steps::IN_ROTATION),
+                        "10.89.0.2",
+                        None,
+                    ),
+                ];
+                if fake.fail_deploy {
+                    events.push(event(
+                        EventKind::Finished,
+                        None,
+                        None,
+                        "replica 2 never became healthy\nlast log line",
+                        Some(false),
+                    ));
+                } else {
+                    events.push(event(
+                        EventKind::Step,
+                        Some(2),
+                        Some(steps::IN_ROTATION),
+                        "",
+                        None,
+                    ));
+                    events.push(event(
+                        EventKind::Finished,
+                        None,
+                        None,
+                        "2 replicas in rotation",
+                        Some(true),
+                    ));
+                }
+                sse(events)
+            }
+            ("GET", "/v1/apps/web") => json(
+                200,
+                AppStatus {
+                    name: "web".into(),
+                    deployment_id: "01TEST".into(),
+                    image: "r/web:v1".into(),
+                    digest: Some("sha256:abc".into()),
+                    strategy: "rolling".into(),
+                    domains: vec!["web.localhost".into()],
+                    replicas: vec![ReplicaStatus {
+                        replica: 1,
+                        container_id: "web-01test-1".into(),
+                        state: ReplicaState::Ready,
+                        ip: Some("10.89.0.2".into()),
+                        uptime_seconds: 75,
+                        restarts: 0,
+                        last_health: Some("200 OK".into()),
+                        requests: 42,
+                        errors: 0,
+                        in_flight: 0,
+                    }],
+                    certificates: vec![],
+                },
+            ),
+            ("GET", "/v1/apps/web/logs") => {
+                assert!(
+                    query.contains("all=true")
+                        && query.contains("follow=false")
+                        && query.contains("tail=5"),
+                    "{query}"
+                );
+                let lines = (1..=2)
+                    .map(|r| {
+                        serde_json::to_string(&LogLine {
+                            replica: r,
+                            container_id: format!("c{r}"),
+                            stream: LogStream::Stdout,
+                            time: "t".into(),
+                            line: format!("hello from {r}"),
+                        })
+                        .unwrap()
+                    })
+                    .collect();
+                sse(lines)
+            }
+            ("POST", "/v1/apps/web/stop") => {
+                let req: StopRequest = serde_json::from_slice(&body).unwrap();
+                assert!(req.remove_containers);
+                json(200, StopResponse { stopped: 2 })
+            }
+            _ => json(
+                404,
+                ApiError {
+                    error: format!("no route {path}"),
+                    problems: vec![],
+                },
+            ),
+        }
+    }
+
+    pub async fn start(fake: Fake) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = Arc::new(fake);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let fake = fake.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let fake = fake.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(fake, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+}
+
+/// Runs haloy off the async runtime so the fakes keep serving.
+async fn haloy_async(args: Vec<String>, home: PathBuf) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_haloy"))
+            .args(&args)
+            .env("XDG_CONFIG_HOME", &home)
+            .env("HALOY_API_TOKEN", "tok")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_runs_targets_in_parallel_and_summarizes() {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+    let a = fake_haloyd::start(fake_haloyd::Fake {
+        fail_deploy: false,
+        barrier: Some(barrier.clone()),
+    })
+    .await;
+    let b = fake_haloyd::start(fake_haloyd::Fake {
+        fail_deploy: true,
+        barrier: Some(barrier),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.yaml"),
+        format!("name: web\nimage: r/web:v1\nreplicas: 2\ntargets:\n  a:\n    server: {a}\n  b:\n    server: http://{b}\n"),
+    )
+    .unwrap();
+    let cfg = dir.path().to_str().unwrap().to_string();
+    let out = haloy_async(
+        vec!["deploy".into(), "-a".into(), "-c".into(), cfg],
+        dir.path().to_path_buf(),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for expected in [
+        format!("[a] deploying web (r/web:v1, 2 replicas, rolling) to http://{a}"),
+        "[a] replica 1: pulling".to_string(),
+        "[a] replica 1: in rotation: 10.89.0.2".to_string(),
+        "[a] deployment succeeded: 2 replicas in rotation".to_string(),
+        "[b] deployment FAILED: replica 2 never became healthy".to_string(),
+        "[b]   last log line".to_string(),
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == expected),
+            "missing `{expected}` in:\n{stdout}"
+        );
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  a ") && l.contains("ok      deployment 01TEST")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("  b ") && l.contains("FAILED  replica 2 never became healthy")),
+        "{stdout}"
+    );
+    assert!(stderr.contains("error: 1 of 2 targets failed"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_logs_and_stop_against_the_api() {
+    let addr = fake_haloyd::start(fake_haloyd::Fake {
+        fail_deploy: false,
+        barrier: None,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.yaml"),
+        format!("name: web\nimage: r/web:v1\nreplicas: 2\nserver: {addr}\n"),
+    )
+    .unwrap();
+    let cfg = dir.path().to_str().unwrap().to_string();
+    let home = dir.path().to_path_buf();
+    let run = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        v.extend(["-c".to_string(), cfg.clone()]);
+        haloy_async(v, home.clone())
+    };
+
+    let out = run(&["status", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["replicas"][0]["state"], "ready");
+    assert_eq!(v[0]["replicas"][0]["requests"], 42);
+
+    let out = run(&["status"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("app web on http://{addr}")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("1") && l.contains("ready") && l.contains("1m15s")),
+        "{text}"
+    );
+
+    let out = run(&["logs", "--all-containers", "--tail", "5", "--no-follow"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[replica 1] hello from 1\n[replica 2] hello from 2\n"
+    );
+
+    let out = run(&["stop", "--remove-containers"]).await;
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped 2 replicas of web"));
+
+    let out = run(&["rollback-targets"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(&format!("haloyd at http://{addr} answered 404")));
+}

@@ -104,8 +104,9 @@ async fn becomes_ready_after_failures_with_backoff() {
     health::wait_ready(s.addr, "/up", policy(10_000, 0), &|| true)
         .await
         .unwrap();
-    // 0 s, 0.5 s, 1.5 s: backoff doubled instead of hammering.
-    assert_eq!(s.checks.load(Ordering::SeqCst), 3);
+    // 0, 0.1, 0.3, 0.7, 1.5 s: the backoff doubles instead of hammering every 100 ms.
+    let checks = s.checks.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&checks), "{checks} checks");
 }
 
 #[tokio::test]

@@ -256,3 +256,30 @@ async fn missing_plugin_dir_fails_with_package_name() {
     // The namespace created before the failure was rolled back.
     assert!(!network.netns_path("noplug-1").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attaches_get_distinct_ips() {
+    let mut net = TestNet::new("para");
+    let ids: Vec<String> = (1..=5).map(|i| format!("para-{i}")).collect();
+    net.ids = ids.clone();
+    let attaches = ids.iter().map(|id| {
+        let network = Arc::clone(&net.network);
+        let id = id.clone();
+        tokio::spawn(async move { network.attach(&id).await })
+    });
+    let mut ips = std::collections::HashSet::new();
+    for attach in futures_util::future::join_all(attaches).await {
+        ips.insert(attach.unwrap().unwrap().ip);
+    }
+    assert_eq!(ips.len(), 5, "{ips:?}");
+    let detaches = ids.iter().map(|id| {
+        let network = Arc::clone(&net.network);
+        let id = id.clone();
+        tokio::spawn(async move { network.detach(&id).await })
+    });
+    for detach in futures_util::future::join_all(detaches).await {
+        detach.unwrap().unwrap();
+    }
+    assert!(net.lease_files().is_empty());
+    assert!(net.bridge_ports().is_empty());
+}

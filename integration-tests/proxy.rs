@@ -564,6 +564,13 @@ async fn unknown_host_404_no_replica_503_alias_301_https_redirect_acme() {
     )
     .await;
     assert_eq!(r.status(), 404);
+
+    let connect = raw(
+        proxy.addr,
+        b"CONNECT plain.test:443 HTTP/1.1\r\nHost: plain.test:443\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&connect), 405, "{connect}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1135,4 +1142,158 @@ async fn websocket_tunnel_closed_when_drain_ends() {
         .await
         .expect("tunnel left open after drain");
     assert!(!matches!(next, Some(Ok(Message::Text(_)))), "{next:?}");
+}
+
+// ---------------------------------------------------------------- HTTPS + HTTP/2
+
+fn tls_pair(host: &str) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_over_tls_is_proxied_to_http11_backend() {
+    let rb = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
+        .await;
+    let (acceptor, connector) = tls_pair("tls.test");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::new();
+    route(
+        &routes,
+        "web",
+        "tls.test",
+        &["www.tls.test"],
+        vec![ready_backend(0, rb.addr)],
+    );
+    let proxy = Proxy::new(ProxyConfig::default(), routes, None);
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        proxy
+            .serve_https(listener, acceptor, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("tls.test").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://tls.test/p?q=1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(
+        (resp.version(), resp.status()),
+        (hyper::Version::HTTP_2, StatusCode::OK)
+    );
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "hello"
+    );
+    let got = rb.requests().join("").to_ascii_lowercase();
+    assert!(got.starts_with("get /p?q=1 http/1.1\r\n"), "{got}");
+    for want in [
+        "host: tls.test",
+        "x-forwarded-proto: https",
+        "cookie: a=1; b=2",
+    ] {
+        assert!(got.contains(want), "{want} missing: {got}");
+    }
+
+    let alias = Request::get("https://www.tls.test/x")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(alias).await.unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(resp.headers()["location"], "https://tls.test/x");
+}
+
+// ---------------------------------------------------------------- upstream keep-alive race
+
+/// A keep-alive backend that answers the first request on each connection and silently drops
+/// the connection when a second one arrives (an app server closing an idle connection just as
+/// the proxy reuses it).
+async fn one_shot_keepalive_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                let _ = stream.read(&mut buf).await;
+                // Dropped without answering the second request.
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_request_on_stale_pooled_connection_is_resent() {
+    let (addr, conns) = one_shot_keepalive_backend().await;
+    let config = ProxyConfig {
+        upstream_idle_timeout: Duration::from_secs(30),
+        ..ProxyConfig::default()
+    };
+    let proxy = start_proxy(config, None).await;
+    route(
+        &proxy.routes,
+        "web",
+        "stale.test",
+        &[],
+        vec![ready_backend(0, addr)],
+    );
+    assert_eq!(get(proxy.addr, "stale.test", "/").await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = get(proxy.addr, "stale.test", "/again").await;
+    assert_eq!((r.status().as_u16(), r.body().as_ref()), (200, &b"ok"[..]));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
 }

@@ -1,7 +1,8 @@
-//! Replica tasks on a real (private) containerd with runc and the CNI plugins: start replicas
-//! of the fixture images on a private bridge, reach them over HTTP, watch exits, stop with
-//! SIGKILL escalation, read logs written by the `binary://` log driver (haloyd itself), and
-//! check that teardown leaves no container, task, snapshot, lease, netns, IPAM lease or veth.
+//! Replica tasks on a real (private) containerd with runc and the CNI plugins: pull fixture
+//! images from a private registry, start replicas on a private bridge, reach them over HTTP,
+//! watch exits, stop with SIGKILL escalation, read logs written by the `binary://` log driver
+//! (haloyd itself), and check that teardown leaves no container, task, snapshot, lease, netns,
+//! IPAM lease or veth.
 
 #[path = "harness/mod.rs"]
 mod harness;
@@ -21,8 +22,8 @@ use futures_util::StreamExt;
 use haloy::network::{CniNetwork, CniSettings, Network};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{
-    ContainerdRuntime, ImageInfo, LogStreamKind, ReplicaSpec, ReplicaState, Resources, Runtime,
-    RuntimeConfig, TaskExit,
+    ContainerdRuntime, ImageInfo, ImageRequest, LogStreamKind, PullPolicy, ReplicaSpec,
+    ReplicaState, Resources, Runtime, RuntimeConfig, TaskExit,
 };
 use harness::images::OciImage;
 
@@ -31,6 +32,7 @@ const CNI_DIR: &str = "/usr/lib/cni";
 /// A private containerd, bridge, subnet, namespace and state/log dirs; all removed on drop.
 struct Rig {
     containerd: harness::Containerd,
+    registry: harness::Registry,
     runtime: Option<ContainerdRuntime>,
     network: Arc<CniNetwork>,
     config: RuntimeConfig,
@@ -39,12 +41,20 @@ struct Rig {
 
 impl Rig {
     async fn start(tag: &str) -> Rig {
+        let subnet = format!("10.251.{}.0/24", rand::random::<u8>());
+        Rig::start_on(tag, subnet).await
+    }
+
+    async fn start_on(tag: &str, subnet: String) -> Rig {
         harness::require_binary("ip", "iproute2");
+        // The bridge plugin's ipMasq and the firewall plugin call iptables.
+        harness::require_binary("iptables", "iptables");
         assert!(
             Path::new(CNI_DIR).join("bridge").is_file(),
             "{CNI_DIR}/bridge missing: install the Debian package containernetworking-plugins"
         );
         let containerd = harness::Containerd::start().await;
+        let registry = harness::Registry::start().await;
         let dir = tempfile::Builder::new()
             .prefix("haloy-tasks-")
             .tempdir()
@@ -54,7 +64,7 @@ impl Rig {
             plugin_dirs: vec![PathBuf::from(CNI_DIR)],
             network_name: format!("hlt-{tag}-{suffix:06x}"),
             bridge: format!("hlr{suffix:06x}"),
-            subnet: format!("10.251.{}.0/24", rand::random::<u8>()),
+            subnet,
             ipam_data_dir: dir.path().join("ipam"),
             netns_dir: dir.path().join("netns"),
             cache_dir: dir.path().join("cni-cache"),
@@ -77,6 +87,7 @@ impl Rig {
             .unwrap();
         Rig {
             containerd,
+            registry,
             runtime: Some(runtime),
             network,
             config,
@@ -88,49 +99,20 @@ impl Rig {
         self.runtime.as_ref().unwrap()
     }
 
-    /// Makes fixture `name` present and unpacked in this containerd.
+    /// Pushes fixture `name` to the rig's registry and pulls it through the runtime.
     async fn image(&self, name: &str) -> ImageInfo {
-        let image = OciImage::fixture(name, "v1");
-        let reference = format!("test.local/haloy-fixtures/{name}:v1");
-        let archive = self.dir.path().join(format!("{name}.tar"));
-        image.write_oci_archive(&archive, "v1");
-        let ctr = harness::require_binary("ctr", "containerd");
-        let out = std::process::Command::new(ctr)
-            .arg("--address")
-            .arg(self.containerd.socket())
-            .args(["-n", &self.config.namespace, "images", "import"])
-            .args(["--snapshotter", "overlayfs", "--base-name"])
-            .arg(format!("test.local/haloy-fixtures/{name}"))
-            .arg(&archive)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ctr import: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = {
-            let config: serde_json::Value = serde_json::from_slice(&image.config.data).unwrap();
-            config["config"]["Env"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_str().unwrap().to_string())
-                .collect()
-        };
-        ImageInfo {
-            name: reference,
-            digest: image.manifest.digest.clone(),
-            config: haloy::runtime::ImageConfig {
-                entrypoint: vec![],
-                cmd: vec!["sh".into(), "/app/start.sh".into()],
-                env,
-                working_dir: Some("/app".into()),
-                user: None,
-                exposed_ports: vec!["8080/tcp".into()],
-            },
-            chain_id: image.chain_id(),
-        }
+        let reference = self
+            .registry
+            .push(
+                &OciImage::fixture(name, "v1"),
+                &format!("haloy-fixtures/{name}"),
+                "v1",
+            )
+            .await;
+        self.runtime()
+            .ensure_image(&ImageRequest::new(&reference, PullPolicy::IfMissing))
+            .await
+            .unwrap()
     }
 
     fn replica(&self, image: &ImageInfo, app: &str, replica: u32) -> ReplicaSpec {
@@ -278,6 +260,16 @@ impl Drop for Rig {
             .stderr(std::process::Stdio::null())
             .status();
         harness::unmount_all_under(self.dir.path());
+        remove_cgroup_parent(&self.config.tasks.cgroup_parent);
+    }
+}
+
+/// runc removes each task's cgroup; the empty parent made for this test goes here.
+fn remove_cgroup_parent(parent: &str) {
+    let relative = parent.trim_start_matches('/');
+    let hierarchies = read_dir_paths(Path::new("/sys/fs/cgroup"));
+    for hierarchy in hierarchies.iter().chain([&PathBuf::from("/sys/fs/cgroup")]) {
+        let _ = std::fs::remove_dir(hierarchy.join(relative));
     }
 }
 
@@ -623,16 +615,237 @@ async fn chatty_logs_come_back_in_order_and_keep_flowing_without_a_reader() {
             .unwrap();
         assert_eq!(n, first_n + k, "{}", next.line);
     }
-    drop(follow);
 
     rig.runtime()
         .stop_replica(&id, Duration::from_secs(5))
         .await
         .unwrap();
     rig.runtime().remove_replica(&id).await.unwrap();
+    // The follower drains what is left and ends once the replica's logs are gone.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while follow.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "follow kept running after remove_replica");
     assert!(matches!(
         rig.runtime().logs(&id, None, false).await,
         Err(haloy::runtime::RuntimeError::ContainerNotFound { .. })
     ));
+    rig.assert_nothing_left().await;
+}
+
+/// Prints what the spec gave it, then idles. Runs as `nobody` (looked up in the image).
+const SPEC_PROBE: &str = r#"
+trap 'exit 0' TERM
+id
+echo "hostname=$(cat /etc/hostname)"
+echo "hosts=$(tail -n 1 /etc/hosts)"
+echo "env GREETING=$GREETING HALOY_REPLICA_ID=$HALOY_REPLICA_ID"
+echo "volume=$(cat /data/from-host.txt)"
+if touch /config/probe 2>/dev/null; then echo "config writable"; else echo "config read-only"; fi
+echo "cwd=$(pwd)"
+httpd -f -p 80 -h /tmp &
+echo done
+while true; do sleep 1; done
+"#;
+
+fn cgroup_value(parent: &str, id: &str, v1: (&str, &str), v2: &str) -> String {
+    let parent = parent.trim_start_matches('/');
+    let v1_path = Path::new("/sys/fs/cgroup")
+        .join(v1.0)
+        .join(parent)
+        .join(id)
+        .join(v1.1);
+    let v2_path = Path::new("/sys/fs/cgroup").join(parent).join(id).join(v2);
+    std::fs::read_to_string(&v1_path)
+        .or_else(|_| std::fs::read_to_string(&v2_path))
+        .unwrap_or_else(|e| panic!("{} / {}: {e}", v1_path.display(), v2_path.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_applies_user_env_etc_files_volumes_and_limits() {
+    use harness::images::{base_layer, single_file_layer};
+    let rig = Rig::start("spec").await;
+    let config = serde_json::json!({
+        "Env": ["PATH=/bin"],
+        "Cmd": ["sh", "/app/start.sh"],
+        "WorkingDir": "/app",
+        "User": "nobody",
+    });
+    let probe = OciImage::from_layers(
+        vec![
+            base_layer().clone(),
+            single_file_layer("app/start.sh", SPEC_PROBE.as_bytes()),
+        ],
+        config,
+        std::env::consts::ARCH,
+    );
+    let reference = rig
+        .registry
+        .push(&probe, "haloy-fixtures/spec-probe", "v1")
+        .await;
+    let image = rig
+        .runtime()
+        .ensure_image(&ImageRequest::new(&reference, PullPolicy::IfMissing))
+        .await
+        .unwrap();
+
+    // Named volume content prepared on the host; a bind mount that nobody could write if rw.
+    let named = rig.config.tasks.state_dir.join("volumes/probe/data");
+    std::fs::create_dir_all(&named).unwrap();
+    std::fs::write(named.join("from-host.txt"), "kept on host").unwrap();
+    let bind = rig.dir.path().join("config-dir");
+    std::fs::create_dir_all(&bind).unwrap();
+    std::fs::set_permissions(&bind, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+
+    let mut spec = rig.replica(&image, "probe", 1);
+    spec.volumes = vec![
+        haloy::runtime::VolumeMount {
+            source: haloy::runtime::VolumeSource::Named("data".into()),
+            target: "/data".into(),
+            read_only: false,
+        },
+        haloy::runtime::VolumeMount {
+            source: haloy::runtime::VolumeSource::Bind(bind.clone()),
+            target: "/config".into(),
+            read_only: true,
+        },
+    ];
+    spec.resources = Resources {
+        memory_bytes: Some(64 * 1024 * 1024),
+        cpus: Some(0.5),
+    };
+    let replica = rig.runtime().start_replica(&spec).await.unwrap();
+    let id = replica.container_id.clone();
+
+    let mut follow = rig.runtime().logs(&id, None, true).await.unwrap();
+    let mut lines = Vec::new();
+    while lines.last().map(String::as_str) != Some("done") {
+        let line = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .unwrap_or_else(|_| panic!("probe did not finish: {lines:?}"))
+            .unwrap()
+            .unwrap();
+        lines.push(line.line);
+    }
+    drop(follow);
+    let ip = replica.ip.unwrap().to_string();
+    for expected in [
+        "uid=65534(nobody) gid=65534(nogroup)".to_string(),
+        "hostname=probe-1".to_string(),
+        format!("hosts={ip}\tprobe-1"),
+        "env GREETING=hello HALOY_REPLICA_ID=1".to_string(),
+        "volume=kept on host".to_string(),
+        "config read-only".to_string(),
+        "cwd=/app".to_string(),
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&expected)),
+            "{expected:?} not in {lines:?}"
+        );
+    }
+    assert!(!bind.join("probe").exists());
+    // Docker's net.ipv4.ip_unprivileged_port_start=0: nobody may listen on port 80.
+    let ip_addr = replica.ip.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let answer = tokio::task::spawn_blocking(move || http_get(ip_addr, 80, "/"))
+            .await
+            .unwrap();
+        match answer {
+            Ok((status, _)) => break status,
+            Err(err) if Instant::now() > deadline => panic!("port 80 as nobody: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert!(status > 0);
+
+    let parent = &rig.config.tasks.cgroup_parent;
+    let memory = cgroup_value(
+        parent,
+        &id,
+        ("memory", "memory.limit_in_bytes"),
+        "memory.max",
+    );
+    assert_eq!(memory, "67108864");
+    let quota = cgroup_value(parent, &id, ("cpu", "cpu.cfs_quota_us"), "cpu.max");
+    assert!(
+        quota == "50000" || quota == "50000 100000",
+        "cpu quota {quota}"
+    );
+
+    rig.runtime()
+        .stop_replica(&id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    rig.runtime().remove_replica(&id).await.unwrap();
+    rig.assert_nothing_left().await;
+    // Named volumes outlive their replicas.
+    assert!(named.join("from-host.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_start_leaves_nothing_and_an_interrupted_start_is_recovered() {
+    let rig = Rig::start("fail").await;
+    let image = rig.image("web").await;
+
+    // Fails after network, snapshot and lease exist (the volume is checked while building the spec).
+    let mut bad = rig.replica(&image, "fail", 1);
+    bad.volumes = vec![haloy::runtime::VolumeMount {
+        source: haloy::runtime::VolumeSource::Bind("relative/path".into()),
+        target: "/data".into(),
+        read_only: false,
+    }];
+    let err = rig.runtime().start_replica(&bad).await.unwrap_err();
+    assert!(err.to_string().contains("relative/path"), "{err}");
+    rig.assert_nothing_left().await;
+
+    // A namespace left by a start that died before creating its container does not block
+    // the same replica id later.
+    let good = rig.replica(&image, "fail", 1);
+    let id = haloy::runtime::task::container_id(&good.app, &good.deployment_id, good.replica);
+    rig.network.attach(&id).await.unwrap();
+    let replica = rig.runtime().start_replica(&good).await.unwrap();
+    assert_eq!(replica.container_id, id);
+    wait_http(replica.ip.unwrap(), "/health").await;
+    rig.runtime().remove_replica(&id).await.unwrap();
+    rig.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_cni_add_during_container_creation_leaves_nothing() {
+    // A /30 has one address for tasks beside the gateway: the second replica's IPAM fails
+    // while its container and task are being created in parallel.
+    let subnet = format!(
+        "10.253.{}.{}/30",
+        rand::random::<u8>(),
+        rand::random::<u8>() & 0xfc
+    );
+    let rig = Rig::start_on("full", subnet).await;
+    let image = rig.image("web").await;
+    let first = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "full", 1))
+        .await
+        .unwrap();
+    let err = rig
+        .runtime()
+        .start_replica(&rig.replica(&image, "full", 2))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("host-local") || err.to_string().contains("bridge"),
+        "error should name the CNI plugin: {err}"
+    );
+    let listed = rig.runtime().list_replicas(None).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(rig.netns_files().len(), 1);
+    wait_http(first.ip.unwrap(), "/health").await;
+    rig.runtime()
+        .remove_replica(&first.container_id)
+        .await
+        .unwrap();
     rig.assert_nothing_left().await;
 }

@@ -52,7 +52,7 @@ haloy status -c "$ROOT/examples/local-demo/haloy.yaml"
 echo
 echo "Six requests through haloyd's proxy (Host: demo.localhost), round-robin over 3 replicas:"
 for _ in 1 2 3 4 5 6; do
-    curl -fsS -H 'Host: demo.localhost' http://127.0.0.1/ | head -n 1
+    curl -fsS -H 'Host: demo.localhost' http://127.0.0.1/ | grep -E 'version|replica' | tr -d '\n'; echo
 done
 echo
 echo "haloyd log: $DEMO/haloyd.log   stop the app: haloy stop -c examples/local-demo/haloy.yaml"

@@ -3,7 +3,11 @@
 //! containerd's own path for the same image in the same run (`ctr run -d`, N times). Prints
 //! both medians and their ratio; the target is <= 1.3x. Not a test: nothing is asserted.
 //!
-//! `cargo run --example runtime-bench -- [--replicas N] [--rounds R]` (as root).
+//! With `--deploy` (issue 5) the timed path is a whole deploy through `deploy::Deployer`
+//! (pull check, start, health check, into the proxy's rotation; min_ready_seconds 0) instead
+//! of the bare runtime calls.
+//!
+//! `cargo run --example runtime-bench -- [--replicas N] [--rounds R] [--deploy]` (as root).
 //! Note the peer does less: `ctr run` gives each task an empty netns (no CNI bridge/IPAM/veth)
 //! and no log driver.
 
@@ -12,15 +16,24 @@ mod harness;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use haloy::api::types::EventKind;
+use haloy::config::resolve_text;
+use haloy::config::tree::Format;
+use haloy::deploy::{DeploySettings, Deployer};
+use haloy::health::MonitorSettings;
 use haloy::network::CniSettings;
+use haloy::proxy::Routes;
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{
     ContainerdRuntime, ImageInfo, ImageRequest, PullPolicy, ReplicaSpec, Resources, Runtime,
     RuntimeConfig,
 };
+use haloy::state::StateStore;
 use harness::images::OciImage;
 
 const CNI_DIR: &str = "/usr/lib/cni";
@@ -29,21 +42,27 @@ const NAMESPACE: &str = "haloy-bench";
 struct Options {
     replicas: u32,
     rounds: u32,
+    deploy: bool,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
     let mut options = Options {
         replicas: 10,
         rounds: 5,
+        deploy: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--deploy" {
+            options.deploy = true;
+            continue;
+        }
         let value = args.next().context("every option takes a value")?;
         match arg.as_str() {
             "--replicas" => options.replicas = value.parse()?,
             "--rounds" => options.rounds = value.parse()?,
             other => {
-                bail!("unknown option {other}; usage: runtime-bench [--replicas N] [--rounds R]")
+                bail!("unknown option {other}; usage: runtime-bench [--replicas N] [--rounds R] [--deploy]")
             }
         }
     }
@@ -68,9 +87,14 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("haloy-bench-").tempdir()?;
     let config = runtime_config(containerd.socket(), dir.path());
     let bridge = config.network.bridge.clone();
-    let runtime = ContainerdRuntime::connect(config).await?;
+    let runtime = Arc::new(ContainerdRuntime::connect(config).await?);
+    let deployer = options
+        .deploy
+        .then(|| deployer(runtime.clone(), dir.path()))
+        .transpose()?;
     let bench = Bench {
         runtime,
+        deployer,
         ctr,
         socket: containerd.socket().to_path_buf(),
         reference,
@@ -105,9 +129,10 @@ async fn main() -> anyhow::Result<()> {
     let haloy = median(&mut haloy_times);
     let ctr = median(&mut ctr_times);
     println!(
-        "\n{} replicas, median of {} rounds:\n  haloy runtime (ensure cached image + create + start, CNI, log driver): {:.1} ms\n  containerd's own path (ctr run -d x{}):                                  {:.1} ms\n  ratio haloy/ctr: {:.2}x (target <= 1.30x)",
+        "\n{} replicas, median of {} rounds{}:\n  haloy runtime (ensure cached image + create + start, CNI, log driver): {:.1} ms\n  containerd's own path (ctr run -d x{}):                                  {:.1} ms\n  ratio haloy/ctr: {:.2}x (target <= 1.30x)",
         options.replicas,
         options.rounds,
+        if options.deploy { " (haloy side: whole deploy until every replica is in rotation)" } else { "" },
         ms(haloy),
         options.replicas,
         ms(ctr),
@@ -120,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 struct Bench {
-    runtime: ContainerdRuntime,
+    runtime: Arc<ContainerdRuntime>,
+    deployer: Option<Arc<Deployer>>,
     ctr: PathBuf,
     socket: PathBuf,
     reference: String,
@@ -158,6 +184,9 @@ impl Bench {
     }
 
     async fn haloy_round(&self, image: &ImageInfo, round: &str) -> anyhow::Result<()> {
+        if let Some(deployer) = &self.deployer {
+            return deploy_round(deployer, &self.reference, self.replicas).await;
+        }
         for replica in 0..self.replicas {
             self.runtime
                 .start_replica(&spec(image, round, replica))
@@ -167,6 +196,10 @@ impl Bench {
     }
 
     async fn haloy_teardown(&self, round: &str) -> anyhow::Result<()> {
+        if let Some(deployer) = &self.deployer {
+            deployer.stop("bench", true, false).await?;
+            return Ok(());
+        }
         let deployment = deployment_id(round);
         for replica in self.runtime.list_replicas(Some("bench")).await? {
             if replica.deployment_id == deployment {
@@ -222,6 +255,54 @@ impl Bench {
             .args(["--namespace", NAMESPACE]);
         command
     }
+}
+
+fn deployer(runtime: Arc<ContainerdRuntime>, dir: &Path) -> anyhow::Result<Arc<Deployer>> {
+    let settings = DeploySettings {
+        deploy_timeout: Duration::from_secs(60),
+        health_attempt_timeout: Duration::from_secs(2),
+        monitor: MonitorSettings::default(),
+        drain_timeout: Duration::from_secs(5),
+        volumes_dir: dir.join("volumes"),
+    };
+    let state = StateStore::open(&dir.join("deploy-state"))?;
+    Ok(Deployer::new(runtime, Routes::new(), state, settings))
+}
+
+/// One deploy of `replicas` replicas, timed until the last one is in rotation.
+async fn deploy_round(
+    deployer: &Arc<Deployer>,
+    reference: &str,
+    replicas: u32,
+) -> anyhow::Result<()> {
+    let yaml = format!(
+        "name: bench\nimage: {reference}\nreplicas: {replicas}\nport: 8080\nhealth_check_path: /health\n"
+    );
+    let (mut apps, _) = resolve_text(
+        &yaml,
+        Format::Yaml,
+        "bench.yaml",
+        Path::new("."),
+        &Default::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut app = apps.pop().context("bench config resolved to no app")?;
+    app.image.pull_policy = haloy::config::PullPolicy::IfMissing;
+    let id = deployer.deploy(app, None).await?;
+    let mut events = Box::pin(
+        deployer
+            .events(&id)
+            .context("deploy has no progress stream")?,
+    );
+    while let Some(event) = events.next().await {
+        if event.kind == EventKind::Finished {
+            if event.ok == Some(true) {
+                return Ok(());
+            }
+            bail!("bench deploy failed: {}", event.message);
+        }
+    }
+    bail!("bench deploy ended without a result")
 }
 
 fn runtime_config(socket: &Path, dir: &Path) -> RuntimeConfig {

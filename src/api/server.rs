@@ -24,7 +24,9 @@ use super::types::{
     ApiError, DeployAccepted, DeployRequest, HealthResponse, RollbackRequest, StopRequest,
     StopResponse, VersionResponse,
 };
-use crate::deploy::{DeployError, Deployer, LogsQuery};
+use super::types::{AppStatus, CertificateInfo};
+use crate::deploy::{rfc3339, DeployError, Deployer, LogsQuery};
+use crate::tls::CertificateManager;
 
 /// Deploy bodies carry a resolved config; anything this large is not one.
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -44,11 +46,41 @@ pub enum ApiServerError {
 pub struct ApiServer {
     deployer: Arc<Deployer>,
     token: String,
+    tls: Option<Arc<CertificateManager>>,
 }
 
 impl ApiServer {
-    pub fn new(deployer: Arc<Deployer>, token: String) -> Arc<Self> {
-        Arc::new(Self { deployer, token })
+    pub fn new(
+        deployer: Arc<Deployer>,
+        token: String,
+        tls: Option<Arc<CertificateManager>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            deployer,
+            token,
+            tls,
+        })
+    }
+
+    /// Status of one app or all, with the certificate state of their domains.
+    fn status(&self, app: Option<&str>) -> Vec<AppStatus> {
+        let mut statuses = self.deployer.status(app);
+        if let Some(tls) = &self.tls {
+            for status in &mut statuses {
+                status.certificates = status
+                    .domains
+                    .iter()
+                    .filter_map(|domain| tls.status(domain))
+                    .map(|c| CertificateInfo {
+                        domain: c.domain,
+                        expires: c.expires.map(rfc3339),
+                        last_error: c.last_error,
+                        next_retry: c.next_retry.map(rfc3339),
+                    })
+                    .collect();
+            }
+        }
+        statuses
     }
 
     pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ApiServerError> {
@@ -151,8 +183,8 @@ impl ApiServer {
                 Err(resp) => resp,
             },
             (&Method::GET, ["v1", "deployments", id, "events"]) => self.deploy_events(id),
-            (&Method::GET, ["v1", "apps"]) => json(StatusCode::OK, &self.deployer.status(None)),
-            (&Method::GET, ["v1", "apps", app]) => match self.deployer.status(Some(app)).pop() {
+            (&Method::GET, ["v1", "apps"]) => json(StatusCode::OK, &self.status(None)),
+            (&Method::GET, ["v1", "apps", app]) => match self.status(Some(app)).pop() {
                 Some(status) => json(StatusCode::OK, &status),
                 None => error(
                     StatusCode::NOT_FOUND,

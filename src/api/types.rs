@@ -17,6 +17,12 @@
 //!
 //! Every failure (4xx/5xx) has an [`ApiError`] body. Deployment ids are ULID strings; times are
 //! RFC 3339 strings in UTC.
+//!
+//! Streams: the events stream first replays every event of the deployment so far (the CLI
+//! subscribes only after the 202), then follows, and closes after the `finished` event. The logs
+//! stream sends the last `tail` lines per replica, then follows if `follow=true`, otherwise
+//! closes. Lines starting with `:` are keep-alive comments and are ignored by the client; an
+//! error during a stream may be sent as a `data:` line holding an [`ApiError`].
 
 use crate::config::ResolvedApp;
 use serde::{Deserialize, Serialize};
@@ -167,6 +173,21 @@ pub struct AppStatus {
     pub strategy: String,
     pub domains: Vec<String>,
     pub replicas: Vec<ReplicaStatus>,
+    /// HTTPS certificate per canonical domain (empty when TLS is not managed).
+    #[serde(default)]
+    pub certificates: Vec<CertificateInfo>,
+}
+
+/// The certificate state of one domain, as `haloy status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    pub domain: String,
+    /// RFC 3339; `None` while no certificate has been obtained.
+    pub expires: Option<String>,
+    /// The last ACME (or certificate file) error; the old certificate keeps serving meanwhile.
+    pub last_error: Option<String>,
+    /// RFC 3339 time of the next attempt after a failure.
+    pub next_retry: Option<String>,
 }
 
 /// Query of `GET /v1/apps/{name}/logs`.

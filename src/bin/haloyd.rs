@@ -21,7 +21,10 @@ use haloy::proxy::{self, Proxy, Routes, TlsHooks};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{log_driver, ContainerdRuntime, Runtime, RuntimeConfig};
 use haloy::state::StateStore;
-use haloy::tls::{AcmeSettings, CertificateManager, DomainSet, OperatorCertificate, TlsSettings};
+use haloy::tls::{
+    AcmeSettings, CertificateManager, DomainSet, OperatorCertificate, TlsSettings,
+    LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING,
+};
 
 const DEFAULT_CONFIG: &str = "/etc/haloy/haloyd.yaml";
 
@@ -143,7 +146,7 @@ async fn run(config: ServerConfig) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
-    let api = ApiServer::new(deployer.clone(), token);
+    let api = ApiServer::new(deployer.clone(), token, Some(tls.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(api.serve(api_listener, api_stop_rx));
     {
@@ -168,6 +171,7 @@ async fn run(config: ServerConfig) -> Result<()> {
             tls.clone(),
             config.api.domain.clone(),
             shutdown.clone(),
+            CertificatePolicy::from_config(&config),
         ));
     }
     tracing::info!(
@@ -341,6 +345,7 @@ async fn follow_domains(
     tls: Arc<CertificateManager>,
     api_domain: Option<String>,
     shutdown: CancellationToken,
+    policy: CertificatePolicy,
 ) {
     let mut changes = deployer.subscribe_changes();
     loop {
@@ -360,12 +365,74 @@ async fn follow_domains(
                 acme_email: None,
             });
         }
+        sets.retain(|set| policy.wants(&set.canonical));
         tls.ensure_certificates(&sets).await;
         tokio::select! {
             _ = shutdown.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// Which deployed domains get a certificate.
+struct CertificatePolicy {
+    acme: bool,
+    public_ca: bool,
+    operator_domains: Vec<String>,
+}
+
+impl CertificatePolicy {
+    fn from_config(config: &ServerConfig) -> Self {
+        let directory = config.acme.directory_url.as_str();
+        CertificatePolicy {
+            acme: config.acme.enabled,
+            public_ca: [LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING].contains(&directory),
+            operator_domains: config
+                .acme
+                .certificates
+                .iter()
+                .map(|c| c.domain.clone())
+                .collect(),
+        }
+    }
+
+    fn wants(&self, domain: &str) -> bool {
+        if self.operator_domains.iter().any(|d| d == domain) {
+            return true;
+        }
+        if !self.acme {
+            return false;
+        }
+        if self.public_ca && !publicly_issuable(domain) {
+            tracing::debug!(
+                domain,
+                "special-use name: no certificate is requested from a public CA"
+            );
+            return false;
+        }
+        true
+    }
+}
+
+/// A public CA can never validate special-use names (RFC 6761, RFC 8375) or IP literals;
+/// asking would only send useless traffic and fill the status with errors.
+fn publicly_issuable(domain: &str) -> bool {
+    const SPECIAL: &[&str] = &[
+        "localhost",
+        "test",
+        "invalid",
+        "example",
+        "local",
+        "internal",
+        "home.arpa",
+    ];
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    if domain.parse::<std::net::IpAddr>().is_ok() || !domain.contains('.') {
+        return false;
+    }
+    !SPECIAL
+        .iter()
+        .any(|tld| domain == *tld || domain.ends_with(&format!(".{tld}")))
 }
 
 fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
@@ -381,12 +448,10 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
     }
     if !config_path.exists() {
         let text = format!(
-            "# haloyd server config; every key is optional (see README.md).\n\
-             state_dir: {state}\n\
-             api:\n  listen: 127.0.0.1:9922\n  token_file: {token}\n\
-             # acme:\n#   email: you@example.com\n",
+            "state_dir: {state}\napi:\n  token_file: {token}\n\n{template}",
             state = state_dir.display(),
-            token = token_file.display()
+            token = token_file.display(),
+            template = haloy::config::server::TEMPLATE_YAML
         );
         write_private(config_path, text.as_bytes(), 0o644)?;
         println!("wrote {}", config_path.display());
@@ -427,4 +492,27 @@ fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publicly_issuable;
+
+    #[test]
+    fn special_use_names_are_not_sent_to_public_cas() {
+        for name in [
+            "demo.localhost",
+            "localhost",
+            "app.test",
+            "x.example",
+            "10.0.0.1",
+            "nas.home.arpa",
+            "intranet",
+        ] {
+            assert!(!publicly_issuable(name), "{name}");
+        }
+        for name in ["api.example.com", "my-app.com", "Critical-App.com."] {
+            assert!(publicly_issuable(name), "{name}");
+        }
+    }
 }

@@ -220,7 +220,16 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Completion { shell } => {
             let mut cmd = Cli::command();
-            clap_complete::generate(*shell, &mut cmd, "haloy", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "haloy", &mut script);
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(|source| CliError::Io {
+                    action: "write",
+                    path: PathBuf::from("<stdout>"),
+                    source,
+                })?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -38,9 +38,13 @@ fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
                 (None, 1) => store.servers.keys().next().cloned().unwrap_or_default(),
                 (None, _) => {
                     return Err(CliError::Usage(format!(
-                        "[{}] no `server` in the config and {} servers stored; add `server:` to haloy.yaml",
+                        "[{}] no `server` in the config and {}; add `server:` to haloy.yaml",
                         app.label(),
-                        store.servers.len()
+                        if store.servers.is_empty() {
+                            "no server stored (`haloy server add <url> <token>`)".to_string()
+                        } else {
+                            format!("{} servers stored, so none is implied", store.servers.len())
+                        }
                     )))
                 }
             };
@@ -245,6 +249,17 @@ fn print_status(r: &Remote, s: &AppStatus) {
         s.domains.join(", ")
     };
     println!("  domains     {domains}");
+    for cert in &s.certificates {
+        let state = match (&cert.expires, &cert.last_error) {
+            (_, Some(error)) => format!(
+                "failing: {error} (next try {})",
+                cert.next_retry.as_deref().unwrap_or("soon")
+            ),
+            (Some(expires), None) => format!("valid until {expires}"),
+            (None, None) => "being obtained".to_string(),
+        };
+        println!("  https       {}: {state}", cert.domain);
+    }
     let rows: Vec<[String; 9]> = s
         .replicas
         .iter()
@@ -257,7 +272,7 @@ fn print_status(r: &Remote, s: &AppStatus) {
                 rep.restarts.to_string(),
                 rep.requests.to_string(),
                 rep.errors.to_string(),
-                rep.container_id.chars().take(12).collect(),
+                rep.container_id.clone(),
                 rep.last_health.clone().unwrap_or_else(|| "-".into()),
             ]
         })

@@ -145,6 +145,17 @@ impl Decoder {
         path: &str,
         known: &[&str],
     ) -> Vec<(String, &'n Entry)> {
+        self.map_hinted(node, path, known, &[])
+    }
+
+    /// Like `map`, with a specific message for keys that are valid elsewhere (`misplaced`).
+    pub fn map_hinted<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        known: &[&str],
+        misplaced: &[(&str, &str)],
+    ) -> Vec<(String, &'n Entry)> {
         let Value::Map(entries) = &node.value else {
             self.wrong_type(node, path, "a map");
             return Vec::new();
@@ -153,6 +164,10 @@ impl Decoder {
         for entry in entries {
             let key = self.canonical_key(&entry.key, known);
             let key_path = join(path, &entry.key);
+            if let Some((_, hint)) = misplaced.iter().find(|(k, _)| *k == key) {
+                self.problem(entry.key_pos, &key_path, *hint);
+                continue;
+            }
             if !known.contains(&key.as_str()) {
                 let mut msg = format!("unknown key `{}`", entry.key);
                 if let Some(s) = suggest(&entry.key, known) {

@@ -154,7 +154,7 @@ struct Layer {
 struct Root {
     layer: Layer,
     images: HashMap<String, RawImage>,
-    targets: Vec<(String, Layer)>,
+    targets: Vec<(String, Pos, Layer)>,
     global_pre_deploy: Vec<String>,
     global_post_deploy: Vec<String>,
 }
@@ -183,10 +183,14 @@ fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
                 }
             }
             "targets" => {
-                for e in dec.free_map(v, "targets") {
+                let entries = dec.free_map(v, "targets");
+                if entries.is_empty() && matches!(v.value, super::tree::Value::Map(_)) {
+                    dec.problem(v.pos, "targets", "has no targets; remove it or add one");
+                }
+                for e in entries {
                     let path = join("targets", &e.key);
                     let layer = decode_layer(dec, &e.value, &path);
-                    root.targets.push((e.key.clone(), layer));
+                    root.targets.push((e.key.clone(), e.key_pos, layer));
                 }
             }
             "global_pre_deploy" => root.global_pre_deploy = dec.string_list(v, &key),
@@ -202,7 +206,19 @@ fn decode_layer(dec: &mut Decoder, node: &Node, path: &str) -> Layer {
     if node.value == super::tree::Value::Null {
         return layer;
     }
-    for (key, entry) in dec.map(node, path, TARGET_KEYS) {
+    let misplaced = [
+        ("images", "`images` is only allowed at the top level"),
+        ("targets", "targets cannot be nested"),
+        (
+            "global_pre_deploy",
+            "`global_pre_deploy` is only allowed at the top level",
+        ),
+        (
+            "global_post_deploy",
+            "`global_post_deploy` is only allowed at the top level",
+        ),
+    ];
+    for (key, entry) in dec.map_hinted(node, path, TARGET_KEYS, &misplaced) {
         let key_path = join(path, &key);
         decode_layer_key(dec, &mut layer, &key, &entry.value, &key_path);
     }
@@ -227,7 +243,17 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
                     }
                 })
         }
-        "server" => l.server = dec.word(v, path),
+        "server" => {
+            l.server = dec
+                .word(v, path)
+                .and_then(|s| match values::check_server(&s) {
+                    Ok(()) => Some(s),
+                    Err(e) => {
+                        dec.problem(v.pos, path, e);
+                        None
+                    }
+                })
+        }
         "api_token" => l.api_token = decode_source(dec, v, path),
         "image" => l.image = decode_image(dec, v, path),
         "image_key" => l.image_key = dec.word(v, path).map(sp),
@@ -722,6 +748,7 @@ fn layer_image(
 /// Everything needed to resolve one target.
 struct TargetInput<'a> {
     key: Option<&'a str>,
+    key_pos: Pos,
     layer: Layer,
     image: Option<RawImage>,
 }
@@ -739,11 +766,12 @@ pub fn resolve_document(
     if root.targets.is_empty() {
         inputs.push(TargetInput {
             key: None,
+            key_pos: Pos { line: 1, col: 1 },
             layer: root.layer.clone(),
             image: root_image.clone(),
         });
     } else {
-        for (key, t) in &root.targets {
+        for (key, key_pos, t) in &root.targets {
             let image = match (&t.image, &t.image_key) {
                 (Some(over), None) => Some(match &root_image {
                     Some(base) => merge_image(base, over),
@@ -754,6 +782,7 @@ pub fn resolve_document(
             };
             inputs.push(TargetInput {
                 key: Some(key),
+                key_pos: *key_pos,
                 layer: merge_layers(&root.layer, t),
                 image,
             });
@@ -790,6 +819,17 @@ fn resolve_target(
             return None;
         }
     };
+    if l.name.is_none() {
+        if let Err(e) = values::check_app_name(&name) {
+            let path = join("targets", &name);
+            dec.problem(
+                input.key_pos,
+                &path,
+                format!("{e}; set `name` for this target"),
+            );
+            return None;
+        }
+    }
     let sources = EnvSources::load(dir, input.key, process_env, dec);
     let preset = l.preset;
     let preset_defaults = preset.is_some();
@@ -1129,12 +1169,15 @@ fn check_duplicate_names(dec: &mut Decoder, apps: &[ResolvedApp], root: &Root) {
             continue;
         };
         let key = a.target.as_deref().unwrap_or_default();
-        let layer = root.targets.iter().find(|(k, _)| k == key).map(|(_, l)| l);
-        let (pos, path) = layer
-            .and_then(|l| l.name.as_ref())
-            .map_or((Pos { line: 1, col: 1 }, join("targets", key)), |n| {
-                (n.pos, n.path.clone())
-            });
+        let target = root.targets.iter().find(|(k, _, _)| k == key);
+        let (pos, path) = match target {
+            Some((_, _, l)) if l.name.is_some() => l
+                .name
+                .as_ref()
+                .map_or((Pos::default(), String::new()), |n| (n.pos, n.path.clone())),
+            Some((k, key_pos, _)) => (*key_pos, join("targets", k)),
+            None => (Pos { line: 1, col: 1 }, "name".to_string()),
+        };
         dec.problem(
             pos,
             &path,

@@ -203,3 +203,109 @@ impl ResolvedApp {
         self.target.as_deref().unwrap_or(&self.name)
     }
 }
+
+impl ResolvedApp {
+    /// Re-checks the invariants of a resolved app, for haloyd to validate what it receives
+    /// (`POST /v1/deploy`) with the same wording as the CLI. One `key: what is wrong` line per
+    /// problem; empty when valid.
+    pub fn problems(&self) -> Vec<String> {
+        use super::values;
+        let mut out = Vec::new();
+        if let Err(e) = values::check_app_name(&self.name) {
+            out.push(format!("name: {e}"));
+        }
+        if self.image.repository.trim().is_empty() {
+            out.push("image.repository: must not be empty".into());
+        }
+        if self.image.tag.trim().is_empty() || self.image.tag.chars().any(char::is_whitespace) {
+            out.push(format!(
+                "image.tag: `{}` is not a valid tag",
+                self.image.tag
+            ));
+        }
+        if !(1..=1000).contains(&self.replicas) {
+            out.push(format!(
+                "replicas: {} is out of range; must be between 1 and 1000",
+                self.replicas
+            ));
+        }
+        if self.port == 0 {
+            out.push("port: 0 is out of range; must be between 1 and 65535".into());
+        }
+        if !self.health_check_path.starts_with('/') {
+            out.push(format!(
+                "health_check_path: `{}` must start with `/`",
+                self.health_check_path
+            ));
+        }
+        if self.min_ready_seconds > 600 {
+            out.push(format!(
+                "min_ready_seconds: {} is out of range; must be between 0 and 600",
+                self.min_ready_seconds
+            ));
+        }
+        self.domain_problems(&mut out);
+        self.volume_problems(&mut out);
+        if self.naming_strategy == NamingStrategy::Static
+            && (self.replicas > 1 || self.deployment_strategy == DeploymentStrategy::Rolling)
+        {
+            out.push(
+                "naming_strategy: `static` needs `deployment_strategy: replace` and one replica"
+                    .into(),
+            );
+        }
+        out
+    }
+
+    fn domain_problems(&self, out: &mut Vec<String>) {
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, d) in self.domains.iter().enumerate() {
+            let hosts = std::iter::once((format!("domains[{i}].domain"), &d.domain)).chain(
+                d.aliases
+                    .iter()
+                    .enumerate()
+                    .map(move |(j, a)| (format!("domains[{i}].aliases[{j}]"), a)),
+            );
+            for (path, host) in hosts {
+                match super::values::normalize_hostname(host) {
+                    Err(e) => out.push(format!("{path}: {e}")),
+                    Ok(h) if h != *host => out.push(format!("{path}: `{host}` must be lowercase")),
+                    Ok(_) if seen.contains(&host.as_str()) => {
+                        out.push(format!("{path}: `{host}` is listed more than once"))
+                    }
+                    Ok(_) => seen.push(host),
+                }
+            }
+        }
+    }
+
+    fn volume_problems(&self, out: &mut Vec<String>) {
+        for (i, v) in self.volumes.iter().enumerate() {
+            let (source, container, ro) = match v {
+                VolumeSpec::Bind {
+                    host,
+                    container,
+                    read_only,
+                } => (host, container, *read_only),
+                VolumeSpec::Named {
+                    name,
+                    container,
+                    read_only,
+                } => (name, container, *read_only),
+            };
+            let spec = format!("{source}:{container}{}", if ro { ":ro" } else { "" });
+            match super::values::parse_volume(&spec) {
+                Ok(parsed) if parsed == *v => {}
+                Ok(_) => out.push(format!(
+                    "volumes[{i}]: `{source}` is a {} but is marked as the other kind",
+                    if source.starts_with('/') {
+                        "host path"
+                    } else {
+                        "volume name"
+                    }
+                )),
+                Err(e) => out.push(format!("volumes[{i}]: {e}")),
+            }
+        }
+    }
+}

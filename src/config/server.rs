@@ -10,9 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub const LETSENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
-pub const LETSENCRYPT_STAGING_DIRECTORY: &str =
-    "https://acme-staging-v02.api.letsencrypt.org/directory";
+use crate::tls::{LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
@@ -235,7 +233,7 @@ impl Default for ServerConfig {
             registries: RegistriesConfig::default(),
             acme: AcmeConfig {
                 enabled: true,
-                directory_url: LETSENCRYPT_DIRECTORY.into(),
+                directory_url: LETS_ENCRYPT_PRODUCTION.into(),
                 staging: false,
                 email: None,
                 ca_bundle: None,
@@ -259,6 +257,56 @@ impl Default for ServerConfig {
         }
     }
 }
+
+/// A commented config listing every key with its default, for `haloyd init` to write.
+/// Uncommenting a line keeps the default; the file as is parses to `ServerConfig::default()`.
+pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional; the values shown are the defaults.
+# api:
+#   listen: 127.0.0.1:9922           # plain-HTTP API, loopback only
+#   domain: haloy.example.com        # also serve the API over HTTPS through the proxy
+#   token_file: /var/lib/haloy/api-token
+# containerd:
+#   address: /run/containerd/containerd.sock
+#   namespace: haloy
+# proxy:
+#   http_listen: 0.0.0.0:80
+#   https_listen: 0.0.0.0:443
+#   header_read_timeout: 10s
+#   idle_timeout: 60s
+#   backend_response_timeout: 60s
+#   max_header_bytes: 64KiB
+#   max_body_bytes: 100Mi            # unlimited when unset
+#   max_connections: 10000
+#   drain_timeout: 30s
+#   trusted_proxies: []              # CIDRs/IPs whose X-Forwarded-For is trusted
+# network:
+#   subnet: 10.89.0.0/16
+#   bridge: haloy0
+#   cni_bin_dir: /usr/lib/cni        # first existing of /usr/lib/cni, /opt/cni/bin
+#   cni_conf_dir: /var/lib/haloy/cni
+# state_dir: /var/lib/haloy
+# run_dir: /run/haloy
+# registries:
+#   insecure: []                     # host:port registries allowed over plain HTTP
+# acme:
+#   enabled: true                    # false: HTTPS only for `certificates` files
+#   directory_url: https://acme-v02.api.letsencrypt.org/directory
+#   staging: false                   # true switches to Let's Encrypt staging
+#   email: ops@example.com
+#   ca_bundle: /etc/haloy/acme-ca.pem
+#   unknown_sni: refuse              # or self_signed
+#   certificates: []                 # [{domain, cert_file, key_file}]
+# health_monitor:
+#   interval: 5s
+#   timeout: 2s
+#   fall: 3
+#   rise: 2
+# deploy:
+#   timeout: 5m
+# logs:
+#   max_size: 10MiB
+#   max_files: 3
+"#;
 
 const ROOT_KEYS: &[&str] = &[
     "api",
@@ -575,7 +623,7 @@ fn decode_acme(dec: &mut Decoder, v: &Node, c: &mut AcmeConfig) {
         }
     }
     if c.staging && !explicit_url {
-        c.directory_url = LETSENCRYPT_STAGING_DIRECTORY.into();
+        c.directory_url = LETS_ENCRYPT_STAGING.into();
     }
 }
 
@@ -717,6 +765,22 @@ logs: {max_size: 1Mi, max_files: 2}
     }
 
     #[test]
+    fn template_parses_and_uncommented_values_are_valid() {
+        let c = ServerConfig::parse(TEMPLATE_YAML, "template").unwrap();
+        assert_eq!(c, ServerConfig::default());
+        let uncommented: String = TEMPLATE_YAML
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = ServerConfig::parse(&uncommented, "uncommented").unwrap();
+        assert_eq!(c.api.domain.as_deref(), Some("haloy.example.com"));
+        assert_eq!(c.proxy.max_body_bytes, Some(100 << 20));
+        assert_eq!(c.health_monitor, ServerConfig::default().health_monitor);
+    }
+
+    #[test]
     fn token_file_follows_state_dir() {
         let c = ServerConfig::parse("state_dir: /srv/haloy\n", "f").unwrap();
         assert_eq!(c.api.token_file, PathBuf::from("/srv/haloy/api-token"));
@@ -726,7 +790,7 @@ logs: {max_size: 1Mi, max_files: 2}
     #[test]
     fn staging_switches_directory() {
         let c = ServerConfig::parse("acme: {staging: true}\n", "f").unwrap();
-        assert_eq!(c.acme.directory_url, LETSENCRYPT_STAGING_DIRECTORY);
+        assert_eq!(c.acme.directory_url, LETS_ENCRYPT_STAGING);
     }
 
     #[test]

@@ -263,3 +263,99 @@ fn missing_name() {
     let err = resolve("replicas: 2\n").unwrap_err();
     assert_eq!(err, ["haloy.yaml:1:1: name: missing required key `name`"]);
 }
+
+#[test]
+fn root_only_keys_in_a_target() {
+    let err = resolve("name: a\ntargets:\n  p:\n    images: {}\n").unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:4:5: targets.p.images: `images` is only allowed at the top level"]
+    );
+}
+
+#[test]
+fn target_names_are_checked() {
+    let err = resolve("targets:\n  \"bad key\":\n    server: a.example.com\n").unwrap_err();
+    assert!(
+        err[0].starts_with("haloy.yaml:2:3: targets.bad key: `bad key` is not a valid app name"),
+        "{err:?}"
+    );
+    let err = resolve("name: app\ntargets:\n  a: {}\n  b: {}\n").unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:4:3: targets.b: app `app` on the same server is already deployed by target `a`; give this target its own `name` or `server`"]
+    );
+}
+
+#[test]
+fn arbitrary_input_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let pieces = [
+        "name", ": ", "\n", "  ", "- ", "{", "}", "[", "]", "\"", "'", ",", "=", "targets", "env",
+        "${A}", "value", "from", "é", "\t", "#", "&a ", "*a", "<<", "0x", "1.5", "[[x]]", "\\u12",
+        "domains", "domain", "image", ":", "-", "null", "true",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..3000 {
+        let n = rng.random_range(0..40);
+        let text: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
+        for format in [Format::Yaml, Format::Json, Format::Toml] {
+            let _ = resolve_text(&text, format, "f", dir.path(), &HashMap::new());
+        }
+        let _ = ServerConfig::parse(&text, "f");
+    }
+}
+
+#[test]
+fn resolved_app_round_trips_as_json() {
+    let env = HashMap::from([("PW".to_string(), "pw".to_string())]);
+    let apps = resolve_with(
+        "name: a\napi_token: secret-token\nimage:\n  repository: ghcr.io/o/a\n  tag: v1\n  registry:\n    username: u\n    password: {from: {env: PW}}\nvolumes: ['/srv:/srv:ro', 'data:/data']\nresources: {memory: 1G, cpus: 2}\n",
+        Format::Yaml,
+        &env,
+    )
+    .unwrap();
+    let json = serde_json::to_string(&apps[0]).unwrap();
+    assert!(!json.contains("secret-token"));
+    assert!(json.contains(r#""kind":"bind""#), "{json}");
+    let back: ResolvedApp = serde_json::from_str(&json).unwrap();
+    let mut expected = apps[0].clone();
+    expected.api_token = None;
+    assert_eq!(back, expected);
+    assert_eq!(back.image.registry.unwrap().server, "ghcr.io");
+    assert!(!format!("{:?}", apps[0]).contains("secret-token"));
+}
+
+#[test]
+fn resolved_apps_validate_themselves() {
+    let apps = resolve(
+        "name: a\nimage: r/a:v1\ndomains: [{domain: a.example.com}]\nvolumes: ['data:/data']\n",
+    )
+    .unwrap();
+    assert!(apps[0].problems().is_empty(), "{:?}", apps[0].problems());
+    let mut bad = apps[0].clone();
+    bad.replicas = 0;
+    bad.health_check_path = "x".into();
+    bad.domains.push(DomainSpec {
+        domain: "a.example.com".into(),
+        aliases: vec!["Bad_Host".into()],
+    });
+    bad.volumes.push(VolumeSpec::Bind {
+        host: "rel/path".into(),
+        container: "/x".into(),
+        read_only: false,
+    });
+    assert_eq!(
+        bad.problems(),
+        [
+            "replicas: 0 is out of range; must be between 1 and 1000",
+            "health_check_path: `x` must start with `/`",
+            "domains[1].domain: `a.example.com` is listed more than once",
+            "domains[1].aliases[0]: `Bad_Host` is not a valid host name (character `_` is not allowed; use letters, digits, `-` and `.`)",
+            "volumes[1]: host path `rel/path` in `rel/path:/x` is relative; bind mounts need an absolute path (or use a bare name for a named volume)",
+        ]
+    );
+}

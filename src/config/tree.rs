@@ -251,7 +251,13 @@ mod yaml {
                                 anchor,
                                 entries,
                                 ..
-                            } => (Node::new(pos.unwrap_or(mark), Value::Map(entries)), anchor),
+                            } => (
+                                Node::new(
+                                    pos.unwrap_or(mark),
+                                    Value::Map(expand_merge_keys(entries)),
+                                ),
+                                anchor,
+                            ),
                         };
                         self.finish(node, anchor);
                     }
@@ -268,6 +274,39 @@ mod yaml {
                 _ => {}
             }
         }
+    }
+
+    /// Applies YAML merge keys (`<<: *base` or `<<: [*a, *b]`): merged entries never override
+    /// keys written in the mapping itself, and earlier sources win over later ones.
+    fn expand_merge_keys(entries: Vec<Entry>) -> Vec<Entry> {
+        if !entries.iter().any(|e| e.key == "<<") {
+            return entries;
+        }
+        let (merges, mut own): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.key == "<<");
+        for merge in merges {
+            let sources = match merge.value.value {
+                Value::Seq(items) => items,
+                other => vec![Node::new(merge.value.pos, other)],
+            };
+            for source in sources {
+                match source.value {
+                    Value::Map(inherited) => {
+                        for e in inherited {
+                            if !own.iter().any(|o| o.key == e.key) {
+                                own.push(e);
+                            }
+                        }
+                    }
+                    other => own.push(Entry {
+                        key: "<<".into(),
+                        key_pos: merge.key_pos,
+                        value: Node::new(source.pos, other),
+                    }),
+                }
+            }
+        }
+        own
     }
 
     /// YAML 1.2 core schema resolution of plain scalars.
@@ -656,6 +695,20 @@ mod tests {
         let img = map_entries(&e[3].value);
         assert_eq!(img[0].key_pos, Pos { line: 5, col: 3 });
         assert_eq!(img[0].value.scalar_text().unwrap(), "1.10");
+    }
+
+    #[test]
+    fn yaml_merge_keys() {
+        let doc = parse(
+            Format::Yaml,
+            "base: &b\n  replicas: 2\n  port: 80\nt:\n  <<: *b\n  port: 90\n",
+        )
+        .unwrap();
+        let t = map_entries(&map_entries(&doc)[1].value);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].key, "port");
+        assert_eq!(t[0].value.value, Value::Int(90));
+        assert_eq!(t[1].key, "replicas");
     }
 
     #[test]

@@ -47,7 +47,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Validates an RFC 1123 host name and returns it lowercased.
 pub fn normalize_hostname(text: &str) -> Result<String, String> {
-    let host = text.trim().to_ascii_lowercase();
+    // One trailing dot is the fully-qualified spelling of the same name.
+    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
     if host.is_empty() {
         return Err("host name must not be empty".into());
     }
@@ -179,6 +180,43 @@ pub fn registry_of(repository: &str) -> String {
     }
 }
 
+/// A `server:` value: `http(s)://host[:port][/path]`, `host` or `host:port` (host = IP address
+/// or RFC 1123 name).
+pub fn check_server(text: &str) -> Result<(), String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .map(|r| r.split('/').next().unwrap_or_default());
+    if text.contains("://") && rest.is_none() {
+        return Err(format!("`{text}` must use http:// or https://"));
+    }
+    let authority = rest.unwrap_or(text);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':')),
+            None => return Err(format!("`{text}` has an unclosed `[`")),
+        }
+    } else if authority.matches(':').count() > 1 {
+        (authority, None)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if let Some(p) = port {
+        if !p.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!("`{text}` has an invalid port `{p}`"));
+        }
+    }
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    normalize_hostname(host)
+        .map(|_| ())
+        .map_err(|e| format!("`{text}` is not a host, host:port or URL: {e}"))
+}
+
 /// Valid app name: starts with a letter or digit, then letters, digits, `_` and `-`.
 pub fn check_app_name(name: &str) -> Result<(), String> {
     let ok = name
@@ -230,6 +268,10 @@ mod tests {
         assert!(normalize_hostname("a..com").is_err());
         assert!(normalize_hostname(&"a".repeat(64)).is_err());
         assert!(normalize_hostname("demo.localhost").is_ok());
+        assert_eq!(
+            normalize_hostname("a.example.com.").unwrap(),
+            "a.example.com"
+        );
     }
 
     #[test]
@@ -258,6 +300,25 @@ mod tests {
             .contains("relative"));
         assert!(parse_volume("/data:data").is_err());
         assert!(parse_volume("/data:/d:zz").is_err());
+    }
+
+    #[test]
+    fn servers() {
+        for ok in [
+            "127.0.0.1",
+            "127.0.0.1:9922",
+            "prod.haloy.com",
+            "http://x:1",
+            "https://a.b/c",
+            "::1",
+            "[::1]:5",
+            "localhost",
+        ] {
+            assert!(check_server(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ftp://x", "a b", "host:0", "host:x", "bad_host"] {
+            assert!(check_server(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -20,6 +20,11 @@ use std::time::Duration;
 use futures_util::{Stream, StreamExt};
 
 pub use progress::{now_rfc3339, ProgressHub, Reporter};
+
+/// RFC 3339 (UTC) text of a point in time, as the API shows times.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    system_time_rfc3339(t)
+}
 pub use replica::{LiveReplica, Phase};
 
 use crate::api::types::{
@@ -441,6 +446,7 @@ impl Deployer {
             },
             domains: config.domains.iter().map(|d| d.domain.clone()).collect(),
             replicas,
+            certificates: Vec::new(),
         })
     }
 
@@ -576,7 +582,7 @@ pub(crate) fn backend_addr(ip: std::net::IpAddr, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-fn system_time_rfc3339(t: std::time::SystemTime) -> String {
+pub(crate) fn system_time_rfc3339(t: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()

@@ -41,27 +41,10 @@ impl ResolvedApp {
         }
     }
 
-    /// Problems that make a received config undeployable; empty when it is fine.
+    /// Problems that make a received config undeployable, in the CLI's wording; empty when
+    /// it is fine. The API must not trust its callers to have validated.
     pub fn validate_for_deploy(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.name.is_empty() {
-            problems.push("name: must not be empty".to_string());
-        }
-        if self.replicas == 0 {
-            problems.push("replicas: must be at least 1".to_string());
-        }
-        if self.port == 0 {
-            problems.push("port: must be between 1 and 65535".to_string());
-        }
-        if !self.health_check_path.starts_with('/') {
-            problems.push(format!(
-                "health_check_path: must start with `/`, got `{}`",
-                self.health_check_path
-            ));
-        }
-        if self.min_ready_seconds > 600 {
-            problems.push("min_ready_seconds: must be between 0 and 600".to_string());
-        }
+        let mut problems = self.problems();
         if self.image.build {
             problems.push(format!(
                 "image: building images on deploy is not supported yet; push `{}` to a registry and set `image`",

@@ -84,6 +84,7 @@ async fn recover_app(
                 deployer.settings.monitor,
             ));
         } else if stopped {
+            replica.expect_exit();
             replica.set_phase(Phase::Stopped);
         } else {
             replica.mark_exited();

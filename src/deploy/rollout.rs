@@ -146,11 +146,44 @@ async fn rolling(
     specs: Vec<ReplicaSpec>,
     reporter: &Reporter,
 ) -> Result<(), Failure> {
-    let old = current_replicas(entry);
     let previous_config = entry.live_lock().config.clone();
+    let (serving, idle): (Vec<_>, Vec<_>) = current_replicas(entry)
+        .into_iter()
+        .partition(|r| r.in_rotation());
+    // Replicas that serve nothing (stopped app, crashed) have no traffic to protect.
+    for replica in &idle {
+        retire(deployer, entry, replica, reporter).await;
+    }
+    let mut specs = specs;
+    let extra = specs.split_off(serving.len().min(specs.len()));
     let mut added: Vec<Arc<LiveReplica>> = Vec::new();
     let mut retired: Vec<ReplicaSpec> = Vec::new();
-    for (position, spec) in specs.into_iter().enumerate() {
+    // New capacity first, all at once: no old replica has to keep serving for these slots.
+    if !extra.is_empty() {
+        let started = join_all(
+            extra
+                .into_iter()
+                .map(|spec| start_ready(deployer, entry, spec, app.min_ready_seconds, reporter)),
+        )
+        .await;
+        let mut failure = None;
+        for result in started {
+            match result {
+                Ok(new) => {
+                    entry.live_lock().config = Some(app.clone());
+                    enter_rotation(deployer, entry, &new, reporter);
+                    added.push(new);
+                }
+                Err(f) => failure = failure.or(Some(f)),
+            }
+        }
+        if let Some(failure) = failure {
+            restore(deployer, entry, previous_config, &retired, &added, reporter).await;
+            return Err(failure);
+        }
+    }
+    // Then replace the serving replicas one at a time: at least N-1 keep serving.
+    for (previous, spec) in serving.iter().zip(specs) {
         let new = match start_ready(deployer, entry, spec, app.min_ready_seconds, reporter).await {
             Ok(new) => new,
             Err(failure) => {
@@ -161,12 +194,10 @@ async fn rolling(
         entry.live_lock().config = Some(app.clone());
         enter_rotation(deployer, entry, &new, reporter);
         added.push(new);
-        if let Some(previous) = old.get(position) {
-            retire(deployer, entry, previous, reporter).await;
-            retired.push(previous.spec.clone());
-        }
+        retire(deployer, entry, previous, reporter).await;
+        retired.push(previous.spec.clone());
     }
-    for surplus in old.iter().skip(added.len()) {
+    for surplus in serving.iter().skip(retired.len()) {
         retire(deployer, entry, surplus, reporter).await;
     }
     entry.live_lock().config = Some(app.clone());

@@ -11,7 +11,21 @@ use tokio::sync::broadcast::error::RecvError;
 use super::replica::{LiveReplica, Phase};
 use super::{AppEntry, Deployer};
 
+/// Exits can be missed while containerd restarts (the runtime resubscribes, but events of the
+/// gap are gone); a periodic comparison with containerd's task list catches those.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+
 pub(crate) fn spawn(deployer: Arc<Deployer>) {
+    let periodic = deployer.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(RECONCILE_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            super::recovery::reconcile_exited(&periodic).await;
+        }
+    });
     let mut exits = deployer.runtime.subscribe_exits();
     tokio::spawn(async move {
         loop {

@@ -13,8 +13,10 @@ use tokio::net::TcpStream;
 
 use crate::proxy::Backend;
 
-/// First wait between failed readiness attempts; doubles up to [`MAX_BACKOFF`].
-pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// First wait between failed readiness attempts; doubles up to [`MAX_BACKOFF`]. Short,
+/// because a fresh task usually binds its port within milliseconds of starting and every
+/// extra wait here is added to each replica of a rolling deploy.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest wait between failed readiness attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// How often a waiting readiness gate asks `is_alive`.

@@ -32,8 +32,17 @@ pub struct Attachment {
 /// Gives each task id its own network namespace with an address, and takes it away again.
 #[async_trait]
 pub trait Network: Send + Sync {
-    /// Creates the namespace for `id` and runs CNI ADD; on failure nothing is left behind.
-    async fn attach(&self, id: &str) -> Result<Attachment, NetworkError>;
+    /// Step one of `attach`: the empty, pinned namespace of `id`. A runtime can hand its path
+    /// to the container while `connect` wires it.
+    async fn create_namespace(&self, id: &str) -> Result<PathBuf, NetworkError>;
+    /// Step two: CNI ADD in the namespace of `id`; on failure the namespace and everything
+    /// ADD made are removed again.
+    async fn connect(&self, id: &str) -> Result<Attachment, NetworkError>;
+    /// Both steps: on failure nothing is left behind.
+    async fn attach(&self, id: &str) -> Result<Attachment, NetworkError> {
+        self.create_namespace(id).await?;
+        self.connect(id).await
+    }
     /// Runs CNI DEL and removes the namespace. Succeeds when `id` is already gone.
     async fn detach(&self, id: &str) -> Result<(), NetworkError>;
 }
@@ -70,6 +79,8 @@ pub enum NetworkError {
         id: String,
         reason: String,
     },
+    #[error("network {id} has no namespace at {path}: create it before connecting")]
+    NoNamespace { id: String, path: PathBuf },
     #[error("network {id} is already attached (namespace {path} exists); detach it first")]
     AlreadyAttached { id: String, path: PathBuf },
     #[error("network namespace {path}: {action} failed: {source}")]

@@ -4,14 +4,14 @@
 
 use std::error::Error as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::backend::Backend;
+use super::backend::{Backend, InFlight};
 use super::body::{BodyError, ProxyBody, UpstreamBody};
 use super::headers::{self, ClientInfo};
 use super::pages;
@@ -35,9 +35,7 @@ impl Shared {
         let started = Instant::now();
         let method = req.method().clone();
         let uri = req.uri().clone();
-        let host = headers::request_host(&req)
-            .map(|h| HeaderValue::from_str(h).ok())
-            .unwrap_or_default();
+        let host = headers::request_host_value(&req);
         let (resp, backend) = self.route(req, client, host.clone(), active).await;
         tracing::info!(
             target: "haloy::access",
@@ -64,6 +62,12 @@ impl Shared {
                 close_after(pages::error_page(StatusCode::BAD_REQUEST, &e.to_string())),
                 None,
             );
+        }
+        if req.method() == Method::CONNECT {
+            // A reverse proxy is no forward proxy: never open arbitrary tunnels.
+            let page =
+                pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported.");
+            return (close_after(page), None);
         }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
@@ -123,7 +127,7 @@ impl Shared {
                 }
                 let upgrade = headers::upgrade_requested(&req);
                 let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-                headers::prepare_request(&mut req, client, &host, upgrade);
+                headers::prepare_request(&mut req, &client, &host, upgrade);
                 let req = req.map(|body| UpstreamBody::new(body, self.config.max_body_bytes));
                 self.forward(app, req, client_upgrade, active).await
             }
@@ -161,36 +165,38 @@ impl Shared {
                 None,
             );
         };
-        let (backend, sender) = match self.acquire(&first).await {
-            Ok(sender) => (first, sender),
+        // Counted in flight from the pick on, so a drain starting now waits for this request.
+        let first_flight = first.start_request();
+        let (in_flight, sender) = match self.acquire(&first).await {
+            Ok(conn) => (first_flight, conn),
             Err(e) => {
+                drop(first_flight);
                 self.connect_failed(app, &first, &e);
                 let Some(second) = app.pick(Some(&first)).cloned() else {
-                    return (
-                        pages::error_page(
-                            StatusCode::BAD_GATEWAY,
-                            "The app's replica could not be reached.",
-                        ),
-                        Some(first),
+                    let page = pages::error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "The app's replica could not be reached.",
                     );
+                    return (page, Some(first));
                 };
+                let second_flight = second.start_request();
                 match self.acquire(&second).await {
-                    Ok(sender) => (second, sender),
+                    Ok(conn) => (second_flight, conn),
                     Err(e) => {
+                        drop(second_flight);
                         self.connect_failed(app, &second, &e);
-                        return (
-                            pages::error_page(
-                                StatusCode::BAD_GATEWAY,
-                                "The app's replicas could not be reached.",
-                            ),
-                            Some(second),
+                        let page = pages::error_page(
+                            StatusCode::BAD_GATEWAY,
+                            "The app's replicas could not be reached.",
                         );
+                        return (page, Some(second));
                     }
                 }
             }
         };
+        let backend = Arc::clone(in_flight.backend());
         let resp = self
-            .exchange(&backend, sender, req, client_upgrade, active)
+            .exchange(in_flight, sender, req, client_upgrade, active)
             .await;
         (resp, Some(backend))
     }
@@ -204,35 +210,47 @@ impl Shared {
     }
 
     /// A ready upstream connection: a pooled one if any is still usable, else a new one.
-    async fn acquire(&self, backend: &Arc<Backend>) -> Result<Sender, ConnectError> {
+    /// For a pooled one, also when it went idle.
+    async fn acquire(
+        &self,
+        backend: &Arc<Backend>,
+    ) -> Result<(Sender, Option<Instant>), ConnectError> {
         let cutoff = Instant::now().checked_sub(self.config.upstream_idle_timeout);
         while let Some(conn) = backend.checkout() {
             if conn.is_closed() || cutoff.is_some_and(|c| conn.idle_since() < c) {
                 continue;
             }
+            let idle_since = conn.idle_since();
             let mut sender = conn.into_sender();
             if sender.ready().await.is_ok() {
-                return Ok(sender);
+                return Ok((sender, Some(idle_since)));
             }
         }
-        upstream::connect(backend.addr(), self.config.connect_timeout).await
+        let sender = upstream::connect(backend.addr(), self.config.connect_timeout).await?;
+        Ok((sender, None))
     }
 
     async fn exchange(
         &self,
-        backend: &Arc<Backend>,
-        mut sender: Sender,
+        in_flight: InFlight,
+        (mut sender, idle_since): (Sender, Option<Instant>),
         req: Request<UpstreamBody>,
         client_upgrade: Option<OnUpgrade>,
         active: ActiveRequest,
     ) -> Response<ProxyBody> {
-        let in_flight = backend.start_request();
+        let backend = &Arc::clone(in_flight.backend());
+        // A connection idle for a while may be closed by the backend just as we write to it;
+        // a bodiless idempotent request can then be sent again on a fresh connection.
+        let mut replay = idle_since
+            .filter(|t| t.elapsed() >= STALE_AFTER)
+            .and_then(|_| replayable_copy(&req));
         let sent_at = Instant::now();
         let timeout = self.config.backend_response_timeout;
         let mut attempt = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
-        // A pooled connection that closed just before we wrote hands the request back untouched.
         if let Ok(Err(ref mut e)) = attempt {
-            if let Some(req) = e.take_message() {
+            // A pooled connection that closed before we wrote hands the request back untouched.
+            if let Some(req) = e.take_message().or_else(|| replay.take()) {
+                tracing::debug!(task_id = backend.id(), error = %e.error(), "resending on a fresh upstream connection");
                 match upstream::connect(backend.addr(), self.config.connect_timeout).await {
                     Ok(fresh) => {
                         sender = fresh;
@@ -294,6 +312,23 @@ impl Shared {
         let reusable = (!switching).then_some(sender);
         resp.map(|body| ProxyBody::upstream(body, reusable, in_flight, active))
     }
+}
+
+/// Pooled connections idle at least this long get a replay copy of bodiless idempotent requests.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+
+/// A copy of `req` to resend when it is a GET/HEAD/OPTIONS without body.
+fn replayable_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(UpstreamBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 /// Content-Length of the request, when declared.

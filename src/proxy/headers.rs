@@ -8,17 +8,18 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Uri, Version};
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies still see).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies still see), as parsed
+/// names so removing them needs no parsing per request.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -75,21 +76,24 @@ pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     Ok(())
 }
 
-/// The requested host as sent: URI authority (HTTP/2, absolute-form) or Host header.
-pub(crate) fn request_host<B>(req: &Request<B>) -> Option<&str> {
+/// The requested host as a header value: a cheap clone of Host for HTTP/1.1 origin-form
+/// requests, built from the URI authority for HTTP/2 and absolute-form requests.
+pub(crate) fn request_host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
     match req.uri().authority() {
-        Some(a) => Some(a.as_str()),
-        None => req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok()),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(header::HOST).cloned(),
     }
 }
 
 /// True when the client asks to switch protocols (HTTP/1.1 `Connection: upgrade`).
+/// `Upgrade: h2c` is not passed on: the backends speak HTTP/1.1 and the proxy does HTTP/2.
 pub(crate) fn upgrade_requested<B>(req: &Request<B>) -> bool {
+    let protocol = req
+        .headers()
+        .get(header::UPGRADE)
+        .map(HeaderValue::as_bytes);
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && protocol.is_some_and(|p| !p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
         && connection_has_token(req.headers(), "upgrade")
 }
 
@@ -117,23 +121,40 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
 
 /// What the proxy knows about the client connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ClientInfo {
     pub(crate) peer: IpAddr,
+    /// `peer` rendered once per connection for X-Forwarded-For.
+    pub(crate) peer_header: HeaderValue,
     pub(crate) peer_trusted: bool,
     pub(crate) https: bool,
+}
+
+impl ClientInfo {
+    pub(crate) fn new(peer: IpAddr, peer_trusted: bool, https: bool) -> Self {
+        let peer = peer.to_canonical();
+        // An IP address always renders to a valid header value.
+        let peer_header = HeaderValue::from_str(&peer.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            peer_header,
+            peer_trusted,
+            https,
+        }
+    }
 }
 
 /// Rewrite a client request into the HTTP/1.1 request the backend gets.
 pub(crate) fn prepare_request<B>(
     req: &mut Request<B>,
-    client: ClientInfo,
+    client: &ClientInfo,
     host: &HeaderValue,
     upgrade: bool,
 ) {
@@ -143,6 +164,8 @@ pub(crate) fn prepare_request<B>(
         None
     };
     let http2 = req.version() == Version::HTTP_2;
+    // HTTP/2 and absolute-form requests name the host in the URI; the backend gets it as Host.
+    let host_from_uri = req.uri().authority().is_some();
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade_value {
@@ -156,8 +179,10 @@ pub(crate) fn prepare_request<B>(
     );
     headers.insert(&X_FORWARDED_HOST, host.clone());
     headers.remove(&X_REAL_IP);
-    if http2 {
+    if host_from_uri {
         headers.insert(header::HOST, host.clone());
+    }
+    if http2 {
         join_cookies(headers);
     }
     normalize_content_length(headers);
@@ -165,30 +190,19 @@ pub(crate) fn prepare_request<B>(
     *req.version_mut() = Version::HTTP_11;
 }
 
-fn set_forwarded_for(headers: &mut HeaderMap, client: ClientInfo) {
-    let peer = client.peer.to_string();
-    let existing: Vec<&str> = if client.peer_trusted {
-        headers
+fn set_forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) {
+    if client.peer_trusted && headers.contains_key(&X_FORWARDED_FOR) {
+        let chain: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let value = if existing.is_empty() {
-        peer
-    } else {
-        format!("{}, {peer}", existing.join(", "))
-    };
-    match HeaderValue::from_str(&value) {
-        Ok(v) => {
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&format!("{}, {}", chain.join(", "), client.peer)) {
             headers.insert(&X_FORWARDED_FOR, v);
-        }
-        Err(_) => {
-            headers.remove(&X_FORWARDED_FOR);
+            return;
         }
     }
+    headers.insert(&X_FORWARDED_FOR, client.peer_header.clone());
 }
 
 /// HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
@@ -245,11 +259,7 @@ mod tests {
     use super::*;
 
     fn client(trusted: bool) -> ClientInfo {
-        ClientInfo {
-            peer: "10.0.0.9".parse().unwrap(),
-            peer_trusted: trusted,
-            https: false,
-        }
+        ClientInfo::new("10.0.0.9".parse().unwrap(), trusted, false)
     }
 
     #[test]
@@ -265,7 +275,7 @@ mod tests {
             .body(())
             .unwrap();
         let host = HeaderValue::from_static("a.com");
-        prepare_request(&mut req, client(false), &host, false);
+        prepare_request(&mut req, &client(false), &host, false);
         let h = req.headers();
         for gone in ["connection", "x-secret", "keep-alive", "te", "x-real-ip"] {
             assert!(!h.contains_key(gone), "{gone} kept");
@@ -286,10 +296,10 @@ mod tests {
         };
         let host = HeaderValue::from_static("a.com");
         let mut untrusted = build();
-        prepare_request(&mut untrusted, client(false), &host, false);
+        prepare_request(&mut untrusted, &client(false), &host, false);
         assert_eq!(untrusted.headers()["x-forwarded-for"], "10.0.0.9");
         let mut trusted = build();
-        prepare_request(&mut trusted, client(true), &host, false);
+        prepare_request(&mut trusted, &client(true), &host, false);
         assert_eq!(trusted.headers()["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
     }
 
@@ -322,6 +332,32 @@ mod tests {
     }
 
     #[test]
+    fn h2c_upgrade_not_forwarded() {
+        let req = |proto: &str| {
+            Request::builder()
+                .header("connection", "Upgrade, HTTP2-Settings")
+                .header("upgrade", proto)
+                .body(())
+                .unwrap()
+        };
+        assert!(!upgrade_requested(&req("h2c")));
+        assert!(upgrade_requested(&req("websocket")));
+    }
+
+    #[test]
+    fn absolute_form_host_wins() {
+        let mut req = Request::builder()
+            .uri("http://a.com/x")
+            .header("host", "b.com")
+            .body(())
+            .unwrap();
+        let host = HeaderValue::from_static("a.com");
+        prepare_request(&mut req, &client(false), &host, false);
+        assert_eq!(req.uri(), "/x");
+        assert_eq!(req.headers()["host"], "a.com");
+    }
+
+    #[test]
     fn http2_request_becomes_http11() {
         let mut req = Request::builder()
             .version(Version::HTTP_2)
@@ -331,7 +367,7 @@ mod tests {
             .body(())
             .unwrap();
         let host = HeaderValue::from_static("a.com");
-        prepare_request(&mut req, client(false), &host, false);
+        prepare_request(&mut req, &client(false), &host, false);
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.uri(), "/p?q=1");
         assert_eq!(req.headers()["host"], "a.com");

@@ -205,18 +205,15 @@ impl ClientConn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let peer_ip = self.peer.ip();
-        let client = ClientInfo {
-            peer: peer_ip,
-            peer_trusted: self.shared.config.is_trusted(peer_ip),
-            https,
-        };
+        let peer_ip = self.peer.ip().to_canonical();
+        let client = ClientInfo::new(peer_ip, self.shared.config.is_trusted(peer_ip), https);
         let activity = Arc::new(ConnActivity::new());
         let shared = Arc::clone(&self.shared);
         let svc_activity = Arc::clone(&activity);
         let service = service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let active = ActiveRequest::start(&svc_activity);
+            let client = client.clone();
             async move { Ok::<_, Infallible>(shared.handle(req, client, active).await) }
         });
         let conn = self

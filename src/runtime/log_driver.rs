@@ -11,7 +11,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg};
@@ -211,30 +210,47 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-/// Splits a byte stream into lines (without the newline), cutting lines at `MAX_LINE_BYTES`.
-pub fn read_lines(mut input: impl Read, mut emit: impl FnMut(String)) -> io::Result<()> {
-    let mut pending: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = match input.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        pending.extend_from_slice(&chunk[..n]);
-        while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=pos).collect();
-            emit_split(&line[..line.len() - 1], &mut emit);
+/// Cuts a byte stream into lines (without the newline), splitting lines at `MAX_LINE_BYTES`.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    pending: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, data: &[u8], emit: &mut impl FnMut(String)) {
+        self.pending.extend_from_slice(data);
+        while let Some(pos) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=pos).collect();
+            emit_split(&line[..line.len() - 1], emit);
         }
-        while pending.len() >= MAX_LINE_BYTES {
-            let line: Vec<u8> = pending.drain(..MAX_LINE_BYTES).collect();
+        while self.pending.len() >= MAX_LINE_BYTES {
+            let line: Vec<u8> = self.pending.drain(..MAX_LINE_BYTES).collect();
             emit(String::from_utf8_lossy(&line).into_owned());
         }
     }
-    if !pending.is_empty() {
-        emit_split(&pending, &mut emit);
+
+    /// At EOF: a last line without newline still counts.
+    pub fn finish(&mut self, emit: &mut impl FnMut(String)) {
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            emit_split(&rest, emit);
+        }
     }
+}
+
+/// Splits a whole byte stream into lines (see `LineSplitter`).
+pub fn read_lines(mut input: impl Read, mut emit: impl FnMut(String)) -> io::Result<()> {
+    let mut splitter = LineSplitter::default();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match input.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => splitter.push(&chunk[..n], &mut emit),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    splitter.finish(&mut emit);
     Ok(())
 }
 
@@ -249,20 +265,86 @@ fn emit_split(line: &[u8], emit: &mut impl FnMut(String)) {
     }
 }
 
-fn spawn_reader(
-    fd: OwnedFd,
+/// One task output pipe being read.
+struct Source {
+    file: File,
     stream: &'static str,
-    sender: mpsc::Sender<LogRecord>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let _ = read_lines(File::from(fd), |line| {
-            let _ = sender.send(LogRecord {
-                time: now_rfc3339(),
-                stream: stream.to_string(),
-                line,
-            });
-        });
-    })
+    splitter: LineSplitter,
+    open: bool,
+}
+
+/// Waits until at least one open source is readable (or hung up).
+fn poll_readable(sources: &[Source]) -> io::Result<Vec<bool>> {
+    use std::os::fd::AsRawFd;
+    let mut fds: Vec<libc::pollfd> = sources
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: if s.open { s.file.as_raw_fd() } else { -1 },
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    Ok(fds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// Reads stdout and stderr in one thread: when both are readable stdout goes first, so lines
+/// a task writes to stdout and then stderr keep that order (two reader threads would race).
+fn pump(stdout: OwnedFd, stderr: OwnedFd, mut write: impl FnMut(LogRecord)) -> io::Result<()> {
+    let mut sources = [
+        Source {
+            file: File::from(stdout),
+            stream: "stdout",
+            splitter: LineSplitter::default(),
+            open: true,
+        },
+        Source {
+            file: File::from(stderr),
+            stream: "stderr",
+            splitter: LineSplitter::default(),
+            open: true,
+        },
+    ];
+    let mut chunk = vec![0u8; 64 * 1024];
+    while sources.iter().any(|s| s.open) {
+        let ready = poll_readable(&sources)?;
+        for (source, ready) in sources.iter_mut().zip(ready) {
+            if !ready || !source.open {
+                continue;
+            }
+            let stream = source.stream;
+            let mut emit = |line: String| {
+                write(LogRecord {
+                    time: now_rfc3339(),
+                    stream: stream.to_string(),
+                    line,
+                })
+            };
+            match source.file.read(&mut chunk) {
+                Ok(0) => {
+                    source.splitter.finish(&mut emit);
+                    source.open = false;
+                }
+                Ok(n) => source.splitter.push(&chunk[..n], &mut emit),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    source.splitter.finish(&mut emit);
+                    source.open = false;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Exits the process `TERM_GRACE` after SIGTERM; the readers normally hit EOF before that.
@@ -302,24 +384,23 @@ fn drive(args: &[String]) -> Result<(), LogDriverError> {
     let stdout = inherited_fd(STDOUT_FD, "CONTAINER_STDOUT")?;
     let stderr = inherited_fd(STDERR_FD, "CONTAINER_STDERR")?;
     let ready = inherited_fd(READY_FD, "CONTAINER_WAIT")?;
-    let mut writer = RotatingWriter::open(&config, &container_id)?;
+    // Without a log file the pipes are still drained: a task must never block on (or die
+    // from) output nobody reads.
+    let mut writer = RotatingWriter::open(&config, &container_id)
+        .inspect_err(|err| eprintln!("haloyd log driver: {err}; discarding output"))
+        .ok();
     // Closing the wait pipe tells the shim we are ready; it blocks Tasks.Create until then.
     drop(ready);
 
-    let (sender, receiver) = mpsc::channel();
-    let readers = [
-        spawn_reader(stdout, "stdout", sender.clone()),
-        spawn_reader(stderr, "stderr", sender),
-    ];
-    // Ends when both readers hit EOF and dropped their senders.
-    for record in receiver {
-        if let Err(err) = writer.write(&record) {
-            eprintln!("haloyd log driver: writing {}: {err}", container_id);
+    let written = pump(stdout, stderr, |record| {
+        if let Some(Err(err)) = writer.as_mut().map(|w| w.write(&record)) {
+            eprintln!("haloyd log driver: writing {container_id}: {err}");
         }
-    }
-    for reader in readers {
-        let _ = reader.join();
-    }
+    });
+    written.map_err(|source| LogDriverError::Io {
+        path: PathBuf::from("/proc/self/fd"),
+        source,
+    })?;
     Ok(())
 }
 
@@ -413,6 +494,32 @@ mod tests {
         let current = fs::read_to_string(dir.path().join("c1.log")).unwrap();
         let last: LogRecord = serde_json::from_str(current.lines().last().unwrap()).unwrap();
         assert_eq!(last.line, "line 39");
+    }
+
+    #[test]
+    fn pump_reads_both_streams_stdout_first_when_both_are_ready() {
+        let (out_r, out_w) = nix::unistd::pipe().unwrap();
+        let (err_r, err_w) = nix::unistd::pipe().unwrap();
+        let mut out_w = File::from(out_w);
+        let mut err_w = File::from(err_w);
+        out_w.write_all(b"one\nthree\npartial").unwrap();
+        err_w.write_all(b"two\n").unwrap();
+        drop((out_w, err_w));
+        let mut records = Vec::new();
+        pump(out_r, err_r, |r| records.push((r.stream, r.line))).unwrap();
+        let got: Vec<(&str, &str)> = records
+            .iter()
+            .map(|(s, l)| (s.as_str(), l.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("stdout", "one"),
+                ("stdout", "three"),
+                ("stderr", "two"),
+                ("stdout", "partial")
+            ]
+        );
     }
 
     #[test]

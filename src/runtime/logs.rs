@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,6 +15,8 @@ use super::log_driver::{log_path, LogRecord};
 use super::{LogLine, LogStream, LogStreamKind, RuntimeError};
 
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// A followed log file missing this long means the replica was removed.
+const GONE_AFTER: Duration = Duration::from_secs(1);
 const CHANNEL_DEPTH: usize = 256;
 
 /// Log files of a container, oldest first (`.N` ... `.1`, then the current file).
@@ -247,10 +249,21 @@ pub fn read_logs(dir: &Path, container_id: &str, tail: Option<usize>, follow: bo
         let Some(follower) = follower.as_mut() else {
             return;
         };
+        let mut missing_since: Option<Instant> = None;
         while !sender.is_closed() {
             std::thread::sleep(FOLLOW_POLL);
             if !send_lines(&sender, follower.poll()) {
                 return;
+            }
+            // Removing the replica deletes its logs: then there is nothing left to follow.
+            // (During a rotation the file is missing only between a rename and an open.)
+            if follower.path.exists() {
+                missing_since = None;
+            } else if follower.file.is_some() {
+                let since = *missing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= GONE_AFTER {
+                    return;
+                }
             }
         }
     });
@@ -353,6 +366,18 @@ mod tests {
                 .unwrap();
             assert_eq!(next.line, format!("line {i}"));
         }
+    }
+
+    #[tokio::test]
+    async fn follow_ends_when_the_logs_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1 << 20, 3);
+        w.write(&record(0, "stdout")).unwrap();
+        let mut stream = read_logs(dir.path(), "c1", None, true);
+        assert_eq!(stream.next().await.unwrap().unwrap().line, "line 0");
+        remove_log_files(dir.path(), "c1").unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        assert!(matches!(end, Ok(None)), "follow did not end");
     }
 
     #[tokio::test]

@@ -42,7 +42,7 @@ pub mod labels {
 /// Errors of the runtime module; each names what a user needs to act on.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("containerd socket {path} does not exist: is containerd running and is `runtime.socket` in the haloyd config right?")]
+    #[error("containerd socket {path} does not exist: is containerd running and is `containerd.address` in the haloyd server config right?")]
     SocketMissing { path: PathBuf },
     #[error("containerd at {path} is not answering: {reason}")]
     NotAnswering { path: PathBuf, reason: String },

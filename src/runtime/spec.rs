@@ -166,6 +166,18 @@ pub fn readonly_paths() -> Vec<String> {
     .to_vec()
 }
 
+/// Docker's per-network-namespace defaults: non-root apps may bind ports below 1024 and use
+/// ping sockets. Safe because every task has a network namespace of its own.
+pub fn default_sysctls() -> std::collections::HashMap<String, String> {
+    [
+        ("net.ipv4.ip_unprivileged_port_start", "0"),
+        ("net.ipv4.ping_group_range", "0 2147483647"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
 /// Entrypoint followed by Cmd, as Docker runs an image without overrides.
 pub fn process_args(image: &ImageConfig) -> Result<Vec<String>, SpecError> {
     let args: Vec<String> = image.entrypoint.iter().chain(&image.cmd).cloned().collect();
@@ -639,6 +651,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .no_new_privileges(true)
         .build()?;
     let linux = LinuxBuilder::default()
+        .sysctl(default_sysctls())
         .cgroups_path(input.cgroups_path)
         .resources(linux_resources(input.resources)?)
         .namespaces(namespaces(input.netns_path)?)
@@ -874,6 +887,10 @@ mod tests {
         let net = ns.iter().find(|n| n["type"] == "network").unwrap();
         assert_eq!(net["path"], "/run/haloy/netns/t1");
         assert_eq!(json["linux"]["cgroupsPath"], "/haloy/t1");
+        assert_eq!(
+            json["linux"]["sysctl"]["net.ipv4.ip_unprivileged_port_start"],
+            "0"
+        );
         assert!(json["linux"]["maskedPaths"]
             .as_array()
             .unwrap()

@@ -1,9 +1,11 @@
-//! Replica lifecycle on containerd: network attach → snapshot → container (labels + OCI spec)
-//! → task with the `binary://` log driver → start; stop (SIGTERM, SIGKILL after the timeout,
-//! delete task); remove (snapshot before container, then CNI DEL and netns); listing by label.
-//! Every removal step treats NotFound as done, so all of it is idempotent.
+//! Replica lifecycle on containerd: netns → (CNI ADD ∥ snapshot → container with labels and
+//! OCI spec → task with the `binary://` log driver) → IP into /etc/hosts and labels → start;
+//! stop (SIGTERM, SIGKILL after the timeout, delete task); remove (snapshot before container,
+//! then CNI DEL and netns); listing by label. Every removal step treats NotFound as done, so
+//! all of it is idempotent.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,7 +15,8 @@ use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveS
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
     DeleteContainerRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest,
-    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    GetContainerRequest, GetRequest, KillRequest, ListContainersRequest, StartRequest,
+    UpdateContainerRequest, WaitRequest,
 };
 use containerd_client::types::v1::{Process, Status};
 use containerd_client::types::Mount;
@@ -22,14 +25,14 @@ use tonic::Code;
 use super::log_driver::{log_uri, LogDriverConfig};
 use super::logs::{log_files, read_logs, remove_log_files};
 use super::spec::{
-    build_spec, nofile_limit, resolve_user, resolve_volumes, spec_any, user_needs_lookup,
-    write_task_files, SpecInput,
+    build_spec, hosts_file, nofile_limit, resolve_user, resolve_volumes, spec_any,
+    user_needs_lookup, write_task_files, SpecInput,
 };
 use super::{
     labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
     RuntimeError, SNAPSHOTTER,
 };
-use crate::network::{Attachment, Network};
+use crate::network::{Attachment, Network, NetworkError};
 
 /// The shim every replica runs under.
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
@@ -216,8 +219,16 @@ impl Tasks {
                 source,
             })?,
         };
+        // The shim runs the driver from its own working directory: relative paths break there.
+        let absolute = |path: &Path| {
+            std::path::absolute(path).map_err(|source| RuntimeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let binary = absolute(&binary)?;
         let config = LogDriverConfig {
-            dir: self.settings.log_dir.clone(),
+            dir: absolute(&self.settings.log_dir)?,
             max_size: self.settings.log_max_size,
             max_files: self.settings.log_max_files,
         };
@@ -225,39 +236,75 @@ impl Tasks {
     }
 
     /// Network, snapshot, container, task; on failure everything made so far is removed.
+    /// CNI ADD runs while the container and its task are created (it only needs the
+    /// namespace to exist); the task starts once both are done.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
         let id = container_id(&spec.app, &spec.deployment_id, spec.replica);
-        let attachment = self
-            .network
-            .attach(&id)
-            .await
-            .map_err(|e| RuntimeError::Network {
-                container_id: id.clone(),
-                reason: e.to_string(),
-            })?;
-        match self.create_and_start(spec, &id, &attachment).await {
+        let netns = self.create_namespace(&id).await?;
+        let (connected, created) = tokio::join!(
+            self.network.connect(&id),
+            self.create_container_and_task(spec, &id, &netns)
+        );
+        let started = match (connected, created) {
+            (Ok(attachment), Ok(())) => self.start_task(spec, &id, &attachment).await,
+            (Err(e), _) => Err(self.network_error(&id, e)),
+            (Ok(_), Err(e)) => Err(e),
+        };
+        match started {
             Ok(info) => {
-                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = %attachment.ip, "replica started");
+                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = ?info.ip, "replica started");
                 Ok(info)
             }
             Err(err) => {
                 if let Err(cleanup) = self.remove(&id).await {
                     tracing::warn!(task_id = %id, error = %cleanup, "cleanup after failed start failed");
                 }
-                Err(err)
+                Err(naming_container(err, &id))
             }
         }
     }
 
-    async fn create_and_start(
+    fn network_error(&self, id: &str, e: NetworkError) -> RuntimeError {
+        RuntimeError::Network {
+            container_id: id.to_string(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// The task's empty namespace; one left by an interrupted earlier start of the same id
+    /// (no container exists for it) is torn down first.
+    async fn create_namespace(&self, id: &str) -> Result<PathBuf, RuntimeError> {
+        match self.network.create_namespace(id).await {
+            Err(NetworkError::AlreadyAttached { .. })
+                if self.get_container(id).await?.is_none() =>
+            {
+                tracing::warn!(
+                    task_id = id,
+                    "removing the network left by an interrupted start"
+                );
+                self.network
+                    .detach(id)
+                    .await
+                    .map_err(|e| self.network_error(id, e))?;
+                self.network
+                    .create_namespace(id)
+                    .await
+                    .map_err(|e| self.network_error(id, e))
+            }
+            result => result.map_err(|e| self.network_error(id, e)),
+        }
+    }
+
+    /// Snapshot, container record and created (not yet started) task.
+    async fn create_container_and_task(
         &self,
         spec: &ReplicaSpec,
         id: &str,
-        attachment: &Attachment,
-    ) -> Result<ReplicaInfo, RuntimeError> {
+        netns: &Path,
+    ) -> Result<(), RuntimeError> {
         // The lease keeps the new snapshot from GC until the container references it.
         let lease = self.create_lease(id).await?;
-        let created = self.create_container(spec, id, attachment, &lease).await;
+        let created = self.create_container(spec, id, netns, &lease).await;
         self.delete_lease(&lease).await;
         let rootfs = created?;
         let uri = self.log_driver_uri(id)?;
@@ -273,6 +320,26 @@ impl Tasks {
             .create(self.client.request(create))
             .await
             .map_err(|s| self.client.rpc_error("Tasks.Create", s))?;
+        Ok(())
+    }
+
+    /// Once the address is known: /etc/hosts and the IP label get it, then the task starts.
+    async fn start_task(
+        &self,
+        spec: &ReplicaSpec,
+        id: &str,
+        attachment: &Attachment,
+    ) -> Result<ReplicaInfo, RuntimeError> {
+        let hosts = self.task_dir(id).join("hosts");
+        let hostname = hostname_for(&spec.app, spec.replica);
+        // Rewritten in place: the container bind-mounts this very inode.
+        std::fs::write(&hosts, hosts_file(&hostname, Some(attachment.ip))).map_err(|source| {
+            RuntimeError::Io {
+                path: hosts.clone(),
+                source,
+            }
+        })?;
+        self.set_ip_label(id, attachment.ip).await?;
         let start = StartRequest {
             container_id: id.to_string(),
             exec_id: String::new(),
@@ -293,13 +360,33 @@ impl Tasks {
             ip: Some(attachment.ip),
             port: spec.port,
             labels: self
-                .container_labels(spec, attachment)
+                .container_labels(spec, &attachment.netns_path, Some(attachment.ip))
                 .into_iter()
                 .collect(),
             state: ReplicaState::Running,
             pid: Some(pid),
             exit_code: None,
         })
+    }
+
+    async fn set_ip_label(&self, id: &str, ip: IpAddr) -> Result<(), RuntimeError> {
+        let container = Container {
+            id: id.to_string(),
+            labels: HashMap::from([(labels::IP.to_string(), ip.to_string())]),
+            ..Default::default()
+        };
+        let request = UpdateContainerRequest {
+            container: Some(container),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![format!("labels.{}", labels::IP)],
+            }),
+        };
+        self.client
+            .containers()
+            .update(self.client.request(request))
+            .await
+            .map_err(|s| self.client.rpc_error("Containers.Update", s))?;
+        Ok(())
     }
 
     async fn create_lease(&self, id: &str) -> Result<String, RuntimeError> {
@@ -339,10 +426,12 @@ impl Tasks {
         }
     }
 
+    /// The IP joins later (`set_ip_label`): CNI runs while the container is created.
     fn container_labels(
         &self,
         spec: &ReplicaSpec,
-        attachment: &Attachment,
+        netns: &Path,
+        ip: Option<IpAddr>,
     ) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         let ours = [
@@ -353,11 +442,7 @@ impl Tasks {
             (base_labels::IMAGE, spec.image.name.clone()),
             (labels::HEALTH_PATH, spec.health_check_path.clone()),
             (labels::DOMAINS, spec.domains.join(",")),
-            (labels::IP, attachment.ip.to_string()),
-            (
-                labels::NETNS,
-                attachment.netns_path.to_string_lossy().into_owned(),
-            ),
+            (labels::NETNS, netns.to_string_lossy().into_owned()),
             (
                 labels::STOP_TIMEOUT,
                 spec.stop_timeout.as_secs().to_string(),
@@ -365,6 +450,9 @@ impl Tasks {
         ];
         for (key, value) in ours {
             labels.insert(key.to_string(), value);
+        }
+        if let Some(ip) = ip {
+            labels.insert(labels::IP.to_string(), ip.to_string());
         }
         labels
     }
@@ -374,7 +462,7 @@ impl Tasks {
         &self,
         spec: &ReplicaSpec,
         id: &str,
-        attachment: &Attachment,
+        netns: &Path,
         lease: &str,
     ) -> Result<Vec<Mount>, RuntimeError> {
         let prepare = PrepareSnapshotRequest {
@@ -392,10 +480,10 @@ impl Tasks {
             .into_inner()
             .mounts;
 
-        let oci = self.build_oci_spec(spec, id, attachment, &mounts)?;
+        let oci = self.build_oci_spec(spec, id, netns, &mounts)?;
         let container = Container {
             id: id.to_string(),
-            labels: self.container_labels(spec, attachment),
+            labels: self.container_labels(spec, netns, None),
             image: spec.image.name.clone(),
             runtime: Some(ContainerRuntime {
                 name: RUNC_RUNTIME.to_string(),
@@ -421,7 +509,7 @@ impl Tasks {
         &self,
         spec: &ReplicaSpec,
         id: &str,
-        attachment: &Attachment,
+        netns: &Path,
         rootfs: &[Mount],
     ) -> Result<prost_types::Any, RuntimeError> {
         let spec_err = |e: super::spec::SpecError| container_error(id, e);
@@ -435,8 +523,7 @@ impl Tasks {
         }
         .map_err(spec_err)?;
         let hostname = hostname_for(&spec.app, spec.replica);
-        let files = write_task_files(&self.task_dir(id), &hostname, Some(attachment.ip))
-            .map_err(spec_err)?;
+        let files = write_task_files(&self.task_dir(id), &hostname, None).map_err(spec_err)?;
         let volumes_root = self.settings.state_dir.join("volumes");
         let volumes = resolve_volumes(&spec.volumes, &spec.app, &volumes_root).map_err(spec_err)?;
         let cgroups_path = format!("{}/{id}", self.settings.cgroup_parent.trim_end_matches('/'));
@@ -447,7 +534,7 @@ impl Tasks {
             app_env: &spec.env,
             replica_id: &replica_id,
             user,
-            netns_path: &attachment.netns_path,
+            netns_path: netns,
             cgroups_path: &cgroups_path,
             resources: spec.resources,
             files: &files,
@@ -663,6 +750,14 @@ impl Tasks {
             });
         }
         Ok(read_logs(&self.settings.log_dir, id, tail, follow))
+    }
+}
+
+/// containerd's own failures (e.g. runc refusing the spec) get the container id in front.
+fn naming_container(err: RuntimeError, id: &str) -> RuntimeError {
+    match err {
+        RuntimeError::Rpc { .. } => container_error(id, err),
+        other => other,
     }
 }
 
