@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod containerd;
+pub mod haloyd;
 pub mod images;
 pub mod registry;
 pub mod token_server;

@@ -98,7 +98,8 @@ pub struct DeployEvent {
     /// RFC 3339.
     pub time: String,
     pub kind: EventKind,
-    /// 1-based replica index the event is about, if any.
+    /// Replica index the event is about, if any (0-based, as in HALOY_REPLICA_ID and the
+    /// container id suffix).
     #[serde(default)]
     pub replica: Option<u32>,
     /// See [`steps`]; set for `kind: step`.
@@ -142,7 +143,7 @@ impl ReplicaState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReplicaStatus {
-    /// 1-based replica index.
+    /// Replica index (0-based, as in HALOY_REPLICA_ID and the container id suffix).
     pub replica: u32,
     pub container_id: String,
     pub state: ReplicaState,

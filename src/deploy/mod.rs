@@ -41,7 +41,7 @@ use crate::state::{DeployStatus, DeploymentRecord, StateError, StateStore};
 pub enum DeployError {
     #[error("invalid app config: {}", problems.join("; "))]
     InvalidConfig { problems: Vec<String> },
-    #[error("a deploy of `{app}` is already in progress ({deployment_id}); wait for it to finish")]
+    #[error("{}; wait for it to finish", busy_message(.app, .deployment_id))]
     Busy { app: String, deployment_id: String },
     #[error("app `{0}` is not deployed on this server")]
     UnknownApp(String),
@@ -57,6 +57,15 @@ pub enum DeployError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// Names the deploy holding a busy app; a stop holds it without a deployment id.
+fn busy_message(app: &str, deployment_id: &str) -> String {
+    if deployment_id.is_empty() {
+        format!("`{app}` is being stopped or deployed right now")
+    } else {
+        format!("a deploy of `{app}` is already in progress (deployment {deployment_id})")
+    }
 }
 
 /// Settings from haloyd's server config that shape every rollout.
@@ -247,8 +256,10 @@ impl Deployer {
                 deployment_id: entry.live_lock().in_progress.clone().unwrap_or_default(),
             })?;
         let deployment_id = ulid::Ulid::new().to_string();
+        // Claimed before the (slow, fsynced) state write, so a refused deploy can name it.
+        entry.live_lock().in_progress = Some(deployment_id.clone());
         let image = app.image_reference();
-        self.state.insert(DeploymentRecord {
+        let recorded = self.state.insert(DeploymentRecord {
             id: deployment_id.clone(),
             app: app.name.clone(),
             created_at: now_rfc3339(),
@@ -258,8 +269,11 @@ impl Deployer {
             status: DeployStatus::InProgress,
             message: None,
             rollback_of,
-        })?;
-        entry.live_lock().in_progress = Some(deployment_id.clone());
+        });
+        if let Err(e) = recorded {
+            entry.live_lock().in_progress = None;
+            return Err(e.into());
+        }
         let reporter = self.progress.start(&deployment_id, &app.name);
         let deployer = self.clone();
         tokio::spawn(async move {

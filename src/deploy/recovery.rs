@@ -2,12 +2,14 @@
 //! the history says which config they belong to. Running replicas go straight back into
 //! rotation (they were serving a moment ago; the health monitor removes any that are not),
 //! replicas whose task died while haloyd was away are restarted, stopped apps stay stopped.
+//! Containers of any other deployment (a rollout haloyd was killed in the middle of) keep
+//! serving only until the current deployment has all its replicas again; then they retire.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::replica::{LiveReplica, Phase};
-use super::{backend_addr, DeployError, Deployer};
+use super::{backend_addr, AppEntry, DeployError, Deployer};
 use crate::health::Monitor;
 use crate::proxy::Backend;
 use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, ReplicaState};
@@ -54,7 +56,13 @@ async fn recover_app(
         live.stopped = stopped;
     }
     let mut restarted = 0;
+    let mut strays = Vec::new();
     for info in replicas {
+        let stray = info.deployment_id != current.id;
+        if stray && info.state != ReplicaState::Running {
+            remove_stray(deployer, &info.container_id).await;
+            continue;
+        }
         let record = deployer
             .state
             .get(app, &info.deployment_id)
@@ -63,6 +71,9 @@ async fn recover_app(
             continue;
         };
         entry.live_lock().replicas.push(replica.clone());
+        if stray {
+            strays.push(replica.clone());
+        }
         if info.state == ReplicaState::Running {
             replica.backend.set_ready(true);
             replica.set_in_rotation(true);
@@ -87,6 +98,14 @@ async fn recover_app(
         }
     }
     deployer.publish_routes(&entry);
+    if !strays.is_empty() && !stopped {
+        tokio::spawn(settle_interrupted(
+            deployer.clone(),
+            entry.clone(),
+            current,
+            strays,
+        ));
+    }
     let serving = entry
         .live_lock()
         .replicas
@@ -101,6 +120,57 @@ async fn recover_app(
         "app recovered from containerd"
     );
     Ok(())
+}
+
+/// After a rollout was cut short by a haloyd restart: starts the current deployment's missing
+/// replicas, then retires the other deployment's ones, holding the app's deploy lock so no
+/// new deploy interleaves.
+async fn settle_interrupted(
+    deployer: Arc<Deployer>,
+    entry: Arc<AppEntry>,
+    current: DeploymentRecord,
+    strays: Vec<Arc<LiveReplica>>,
+) {
+    let _guard = entry.lock.lock().await;
+    let reporter = deployer.progress.detached(&entry.name);
+    let present: Vec<u32> = entry
+        .live_lock()
+        .replicas
+        .iter()
+        .filter(|r| r.spec.deployment_id == current.id)
+        .map(|r| r.replica)
+        .collect();
+    let image = local_image(&deployer, &current).await;
+    for index in (0..current.config.replicas).filter(|i| !present.contains(i)) {
+        let spec = current.config.replica_spec(&current.id, index, &image);
+        match super::rollout::start_ready(
+            &deployer,
+            &entry,
+            spec,
+            current.config.min_ready_seconds,
+            &reporter,
+        )
+        .await
+        {
+            Ok(replica) => super::rollout::enter_rotation(&deployer, &entry, &replica, &reporter),
+            Err(failure) => {
+                // Keep the interrupted deployment's replicas serving rather than shrink.
+                tracing::error!(app = %entry.name, replica = index, "cannot restore a replica of the current deployment after an interrupted rollout: {}", failure.message);
+                return;
+            }
+        }
+    }
+    for stray in strays {
+        super::rollout::retire(&deployer, &entry, &stray, &reporter).await;
+    }
+    tracing::info!(app = %entry.name, deployment = %current.id, "interrupted rollout settled");
+}
+
+/// Deletes a stopped container of a deployment that is not the current one.
+async fn remove_stray(deployer: &Deployer, container_id: &str) {
+    if let Err(e) = deployer.runtime.remove_replica(container_id).await {
+        tracing::warn!(task_id = %container_id, error = %e, "cannot remove a container of an interrupted rollout");
+    }
 }
 
 async fn live_replica(

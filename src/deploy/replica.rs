@@ -168,6 +168,15 @@ impl LiveReplica {
         (backoff, count >= CRASH_LOOP_THRESHOLD)
     }
 
+    /// Takes over the crash history of the replica this one replaces (not a crash itself).
+    pub fn inherit_crashes(&self, previous: &[Instant]) {
+        let mut crashes = self
+            .recent_crashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        crashes.extend_from_slice(previous);
+    }
+
     pub fn recent_crashes(&self) -> Vec<Instant> {
         self.recent_crashes
             .lock()

@@ -407,7 +407,7 @@ async fn wait_ready(
     }
 }
 
-fn enter_rotation(
+pub(crate) fn enter_rotation(
     deployer: &Arc<Deployer>,
     entry: &Arc<AppEntry>,
     replica: &Arc<LiveReplica>,

@@ -91,13 +91,14 @@ async fn restart_after_backoff(
     let info = match result {
         Ok(info) => info,
         Err(e) => {
-            tracing::error!(app = %entry.name, replica = crashed.replica, error = %e, "restart failed");
-            crashed.set_phase(Phase::CrashLooping);
+            tracing::error!(app = %entry.name, replica = crashed.replica, error = %e, "restart failed; trying again after a longer backoff");
+            retry_later(deployer, entry, crashed);
             return;
         }
     };
     let Some(ip) = info.ip else {
-        crashed.set_phase(Phase::CrashLooping);
+        tracing::error!(app = %entry.name, replica = crashed.replica, task_id = %info.container_id, "restarted replica got no IP; trying again after a longer backoff");
+        retry_later(deployer, entry, crashed);
         return;
     };
     let backend = crate::proxy::Backend::new(
@@ -113,7 +114,7 @@ async fn restart_after_backoff(
         backend,
         restarts,
     );
-    fresh.record_crash(&crashed.recent_crashes());
+    fresh.inherit_crashes(&crashed.recent_crashes());
     if looping {
         fresh.set_phase(Phase::CrashLooping);
     }
@@ -124,4 +125,11 @@ async fn restart_after_backoff(
     }
     tracing::info!(app = %entry.name, replica = fresh.replica, task_id = %fresh.container_id, restarts, "replica restarted");
     super::rollout::admit_restarted(&deployer, &entry, &fresh).await;
+}
+
+/// A failed restart counts as another crash: the replica is tried again (with the grown
+/// backoff) instead of being left dead.
+fn retry_later(deployer: Arc<Deployer>, entry: Arc<AppEntry>, crashed: Arc<LiveReplica>) {
+    crashed.set_phase(Phase::CrashLooping);
+    tokio::spawn(restart(deployer, entry, crashed));
 }

@@ -657,8 +657,10 @@ impl Tasks {
     pub async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         if self.get_task(id).await?.is_some() {
             self.force_kill(id).await?;
-            self.delete_task(id).await?;
         }
+        // Also when Get finds no process: a Delete cut short (haloyd killed mid-call) leaves
+        // the shim registered, and only another Delete frees the id for Tasks.Create.
+        self.delete_task(id).await?;
         let container = self.get_container(id).await?;
         let (snapshotter, key) = match &container {
             Some(c) if !c.snapshot_key.is_empty() => {
