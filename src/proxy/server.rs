@@ -235,7 +235,9 @@ impl ClientConn {
         self.drive(conn, activity, |c| c.graceful_shutdown()).await;
     }
 
-    /// The per-connection service: every request goes through `Shared::handle`.
+    /// The per-connection service: every request goes through `Shared::handle`. The type is
+    /// spelled out (instead of boxing the future) to keep the request path allocation-free.
+    #[allow(clippy::type_complexity)]
     fn service(
         &self,
         https: bool,
