@@ -26,6 +26,12 @@ pub struct HaloydOptions {
     pub health_interval: Duration,
     /// `host:port` registries haloyd may use over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Port of the proxy's plain-HTTP listener (e.g. Pebble's HTTP-01 port); free if `None`.
+    pub http_port: Option<u16>,
+    /// Body of the server config `acme:` mapping, e.g. `{enabled: true, ...}`; ACME off if `None`.
+    pub acme: Option<String>,
+    /// Server config `api.domain`.
+    pub api_domain: Option<String>,
 }
 
 impl Default for HaloydOptions {
@@ -34,6 +40,9 @@ impl Default for HaloydOptions {
             deploy_timeout: Duration::from_secs(30),
             health_interval: Duration::from_secs(1),
             insecure_registries: Vec::new(),
+            http_port: None,
+            acme: None,
+            api_domain: None,
         }
     }
 }
@@ -49,6 +58,7 @@ pub struct Haloyd {
     subnet_prefix: String,
     api_port: u16,
     http_port: u16,
+    https_port: u16,
 }
 
 impl Haloyd {
@@ -77,7 +87,8 @@ impl Haloyd {
             bridge: format!("hld{suffix:06x}"),
             subnet_prefix,
             api_port: free_port(),
-            http_port: free_port(),
+            http_port: options.http_port.unwrap_or_else(free_port),
+            https_port: free_port(),
             dir: Some(dir),
         };
         let config = haloyd.config_yaml(containerd.socket(), &token_file, &options);
@@ -109,6 +120,11 @@ impl Haloyd {
     /// `127.0.0.1:PORT` of the proxy's plain-HTTP listener.
     pub fn http_addr(&self) -> String {
         format!("127.0.0.1:{}", self.http_port)
+    }
+
+    /// `127.0.0.1:PORT` of the proxy's HTTPS listener.
+    pub fn https_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.https_port)
     }
 
     /// The daemon's log so far.
@@ -181,9 +197,14 @@ impl Haloyd {
         let mut yaml = String::new();
         let _ = writeln!(yaml, "state_dir: {}", dir.join("state").display());
         let _ = writeln!(yaml, "run_dir: {}", dir.join("run").display());
+        let api_domain = options
+            .api_domain
+            .as_ref()
+            .map(|d| format!(", domain: {d}"))
+            .unwrap_or_default();
         let _ = writeln!(
             yaml,
-            "api: {{listen: {}, token_file: {}}}",
+            "api: {{listen: {}, token_file: {}{api_domain}}}",
             self.api_addr(),
             token_file.display()
         );
@@ -195,16 +216,17 @@ impl Haloyd {
         );
         let _ = writeln!(
             yaml,
-            "proxy: {{http_listen: {}, https_listen: 127.0.0.1:{}}}",
+            "proxy: {{http_listen: {}, https_listen: {}}}",
             self.http_addr(),
-            free_port()
+            self.https_addr()
         );
         let _ = writeln!(
             yaml,
             "network: {{bridge: {}, subnet: {}.0/24, cni_bin_dir: /usr/lib/cni}}",
             self.bridge, self.subnet_prefix
         );
-        let _ = writeln!(yaml, "acme: {{enabled: false}}");
+        let acme = options.acme.as_deref().unwrap_or("{enabled: false}");
+        let _ = writeln!(yaml, "acme: {acme}");
         let _ = writeln!(
             yaml,
             "health_monitor: {{interval: {}ms}}",
