@@ -2,7 +2,8 @@
 //! deployed with the real `haloy` CLI gets a certificate for its domain and alias, HTTPS serves
 //! it by SNI with h2 by ALPN, `haloy status --json` reports the expiry, port 80 redirects (alias
 //! to the canonical host), the API answers on `https://api.domain` with the bearer token only,
-//! and certificate/key files on disk are mode 0600.
+//! certificate/key files on disk are mode 0600, and a restarted haloyd serves the stored
+//! certificate at once.
 
 #[path = "harness/mod.rs"]
 mod harness;
@@ -188,7 +189,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployed_domain_and_api_domain_get_pebble_certificates_and_https_works() {
-    let rig = Rig::start().await;
+    let mut rig = Rig::start().await;
     let config = rig.web_config();
     let run = rig.haloyd.cli(&config, &["deploy"]);
     assert!(
@@ -246,7 +247,13 @@ async fn deployed_domain_and_api_domain_get_pebble_certificates_and_https_works(
     );
 
     // 2. Plain HTTP now redirects to HTTPS; the alias to the canonical host.
-    let https_port = rig.haloyd.https_addr().rsplit(':').next().unwrap().to_string();
+    let https_port = rig
+        .haloyd
+        .https_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
     let tcp = TcpStream::connect(rig.haloyd.http_addr()).await.unwrap();
     let redirect = http1_request(tcp, "app.test", "/x?y=1", None).await;
     assert_eq!(redirect.status, 301);
@@ -279,11 +286,42 @@ async fn deployed_domain_and_api_domain_get_pebble_certificates_and_https_works(
     for domain in ["app.test", API_DOMAIN] {
         for name in ["cert.pem", "key.pem"] {
             let path = certs.join(domain).join(name);
-            assert!(files.contains(&path), "{} missing: {files:?}", path.display());
+            assert!(
+                files.contains(&path),
+                "{} missing: {files:?}",
+                path.display()
+            );
         }
     }
     for file in &files {
         let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{} has mode {mode:o}", file.display());
     }
+
+    // 5. After a restart the stored certificate serves at once (no new order needed first).
+    let before = leaf(&rig.tls("app.test", &[]).await.unwrap());
+    rig.haloyd.kill();
+    rig.haloyd.start_again().await;
+    let stream = rig
+        .tls("app.test", &[b"http/1.1"])
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "no certificate for app.test right after restart: {e}\n{}",
+                rig.diagnostics()
+            )
+        });
+    assert_eq!(
+        leaf(&stream),
+        before,
+        "a restart must reuse the stored certificate"
+    );
+    let page = http1_request(stream, "app.test", "/", None).await;
+    assert_eq!(page.status, 200, "{}\n{}", page.body, rig.diagnostics());
+}
+
+fn leaf(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream.get_ref().1.peer_certificates().unwrap()[0]
+        .clone()
+        .into_owned()
 }
