@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash integration-tests/setup-debian.sh
 cargo fmt --all -- --check
+# Also compiles the examples and benchmarks, so they cannot rot.
 cargo clippy --all-targets --locked -- -D warnings
-# Test binaries share one machine: run them with two threads each to keep CI well inside its budget.
-cargo test --all-targets --locked -- --test-threads=2
+# Test binaries share one 2-core machine: two test threads each keep CI well inside its budget.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --lib --bins --tests --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# One closing line over all test binaries.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
