@@ -674,6 +674,7 @@ async fn imported_archive_runs_as_a_replica() {
         cgroup_parent: format!("/haloy-test-imgrun-{suffix:06x}"),
     };
     let _bridge = BridgeGuard(config.network.bridge.clone());
+    let _cgroups = harness::CgroupParentGuard(config.tasks.cgroup_parent.clone());
     let runtime = ContainerdRuntime::connect(config).await.unwrap();
 
     let archive = dir.path().join("web.oci.tar");

@@ -260,16 +260,7 @@ impl Drop for Rig {
             .stderr(std::process::Stdio::null())
             .status();
         harness::unmount_all_under(self.dir.path());
-        remove_cgroup_parent(&self.config.tasks.cgroup_parent);
-    }
-}
-
-/// runc removes each task's cgroup; the empty parent made for this test goes here.
-fn remove_cgroup_parent(parent: &str) {
-    let relative = parent.trim_start_matches('/');
-    let hierarchies = read_dir_paths(Path::new("/sys/fs/cgroup"));
-    for hierarchy in hierarchies.iter().chain([&PathBuf::from("/sys/fs/cgroup")]) {
-        let _ = std::fs::remove_dir(hierarchy.join(relative));
+        harness::remove_cgroup_parent(&self.config.tasks.cgroup_parent);
     }
 }
 

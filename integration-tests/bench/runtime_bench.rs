@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::Builder::new().prefix("haloy-bench-").tempdir()?;
     let config = runtime_config(containerd.socket(), dir.path());
     let bridge = config.network.bridge.clone();
+    let _cgroups = harness::CgroupParentGuard(config.tasks.cgroup_parent.clone());
     let runtime = Arc::new(ContainerdRuntime::connect(config).await?);
     let deployer = options
         .deploy

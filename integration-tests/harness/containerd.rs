@@ -201,6 +201,9 @@ async fn remove_tasks_in_all_namespaces(socket: &Path) {
     }
 }
 
+/// `TaskSettings::default().cgroup_parent`, which haloyd uses.
+const DAEMON_CGROUP_PARENT: &str = "/haloy";
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         if self.child.is_some() {
@@ -209,6 +212,9 @@ impl Drop for Containerd {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, Duration::from_secs(10));
         }
+        // haloyd (the e2e fixture) puts tasks under its default cgroup parent; once this
+        // containerd's tasks are gone the parent is empty, unless another test still uses it.
+        super::remove_cgroup_parent(DAEMON_CGROUP_PARENT);
         if let Some(dir) = self.dir.take() {
             unmount_all_under(dir.path());
             let _ = std::fs::remove_dir_all(dir.path());

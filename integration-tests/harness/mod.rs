@@ -20,6 +20,32 @@ pub use registry::Registry;
 use std::path::{Path, PathBuf};
 
 /// Returns the absolute path of `binary`, or panics naming the Debian package to install.
+/// runc removes each task's cgroup, but not the parent a test or benchmark made for its tasks
+/// (`TaskSettings::cgroup_parent`); this removes that empty parent in every hierarchy.
+pub fn remove_cgroup_parent(parent: &str) {
+    let relative = parent.trim_start_matches('/');
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies = std::fs::read_dir(root)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for hierarchy in hierarchies.iter().map(PathBuf::as_path).chain([root]) {
+        let _ = std::fs::remove_dir(hierarchy.join(relative));
+    }
+}
+
+/// Removes a cgroup parent (see [`remove_cgroup_parent`]) on drop, also when a test panics.
+pub struct CgroupParentGuard(pub String);
+
+impl Drop for CgroupParentGuard {
+    fn drop(&mut self) {
+        remove_cgroup_parent(&self.0);
+    }
+}
+
 pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
     let candidates = [
         "/usr/local/sbin",
