@@ -40,7 +40,8 @@ pub(crate) enum HostMatch<'a> {
     Alias(&'a str),
 }
 
-#[derive(Debug)]
+/// Cloning shares the cursor, which is what carrying an app into a new snapshot needs.
+#[derive(Debug, Clone)]
 pub(crate) struct AppEntry {
     pub(crate) route: AppRoute,
     /// Shared across snapshots so round-robin keeps its position when backends change.
@@ -139,15 +140,7 @@ impl RouteTable {
             .apps
             .iter()
             .filter(|(name, _)| **name != route.app)
-            .map(|(name, e)| {
-                (
-                    name.clone(),
-                    AppEntry {
-                        route: e.route.clone(),
-                        cursor: Arc::clone(&e.cursor),
-                    },
-                )
-            })
+            .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
         apps.insert(route.app.clone(), AppEntry { route, cursor });
         Ok(RouteTable { apps, hosts })
@@ -165,15 +158,7 @@ impl RouteTable {
             .apps
             .iter()
             .filter(|(name, _)| name.as_str() != app)
-            .map(|(name, e)| {
-                (
-                    name.clone(),
-                    AppEntry {
-                        route: e.route.clone(),
-                        cursor: Arc::clone(&e.cursor),
-                    },
-                )
-            })
+            .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
         let hosts = self
             .hosts
