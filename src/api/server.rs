@@ -201,7 +201,7 @@ impl ApiServer {
                 }
             }
             (&Method::GET, ["v1", "apps", app, "rollback-targets"]) => {
-                match self.deployer.rollback_targets(app) {
+                match self.deployer.rollback_targets(app).await {
                     Ok(targets) => json(StatusCode::OK, &targets),
                     Err(e) => deploy_error(e),
                 }

@@ -320,28 +320,42 @@ impl Deployer {
         self.progress.subscribe(deployment_id)
     }
 
-    pub fn rollback_targets(&self, app: &str) -> Result<Vec<DeploymentSummary>, DeployError> {
+    /// Earlier successful deployments whose image is still on this server, newest first.
+    pub async fn rollback_targets(&self, app: &str) -> Result<Vec<DeploymentSummary>, DeployError> {
         let history = self.state.history(app)?;
         if history.is_empty() {
             return Err(DeployError::UnknownApp(app.to_string()));
         }
         let current = self.state.current(app)?.map(|r| r.id);
-        Ok(history
+        let mut targets = Vec::new();
+        for record in history
             .iter()
             .rev()
             .filter(|r| matches!(r.status, DeployStatus::Succeeded | DeployStatus::Superseded))
-            .map(|r| DeploymentSummary {
-                deployment_id: r.id.clone(),
-                created_at: r.created_at.clone(),
-                image: r.image.clone(),
-                digest: r.digest.clone(),
-                replicas: r.config.replicas,
-                current: Some(&r.id) == current.as_ref(),
-            })
-            .collect())
+        {
+            if !self.image_present(app, &record.image).await {
+                continue;
+            }
+            targets.push(DeploymentSummary {
+                deployment_id: record.id.clone(),
+                created_at: record.created_at.clone(),
+                image: record.image.clone(),
+                digest: record.digest.clone(),
+                replicas: record.config.replicas,
+                current: Some(&record.id) == current.as_ref(),
+            });
+        }
+        Ok(targets)
     }
 
-    /// Redeploys an earlier deployment's config, pinned to the image digest it ran.
+    async fn image_present(&self, app: &str, image: &str) -> bool {
+        let mut request =
+            crate::runtime::ImageRequest::new(image, crate::runtime::PullPolicy::Never);
+        request.app = Some(app.to_string());
+        self.runtime.ensure_image(&request).await.is_ok()
+    }
+
+    /// Redeploys an earlier deployment's config with the image kept on this server.
     pub async fn rollback(self: &Arc<Self>, app: &str, id: &str) -> Result<String, DeployError> {
         let record = self.state.get(app, id).map_err(|e| match e {
             StateError::UnknownDeployment { app, id } => DeployError::UnknownDeployment { app, id },
