@@ -9,17 +9,18 @@
 
 pub mod containerd;
 pub mod haloyd;
+mod host;
 pub mod images;
 pub mod registry;
 pub mod token_server;
 
 pub use containerd::Containerd;
+pub use host::{free_port, require_binary};
 pub use images::{Fixture, OciImage, FIXTURES};
 pub use registry::Registry;
 
 use std::path::{Path, PathBuf};
 
-/// Returns the absolute path of `binary`, or panics naming the Debian package to install.
 /// runc removes each task's cgroup, but not the parent a test or benchmark made for its tasks
 /// (`TaskSettings::cgroup_parent`); this removes that empty parent in every hierarchy.
 pub fn remove_cgroup_parent(parent: &str) {
@@ -44,32 +45,6 @@ impl Drop for CgroupParentGuard {
     fn drop(&mut self) {
         remove_cgroup_parent(&self.0);
     }
-}
-
-pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
-    let candidates = [
-        "/usr/local/sbin",
-        "/usr/local/bin",
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-    ];
-    for dir in candidates {
-        let path = Path::new(dir).join(binary);
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!(
-        "`{binary}` not found: install the Debian package `{debian_package}` (apt-get install -y {debian_package})"
-    );
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// Lazily unmounts every mount point at or below `dir` (deepest first), e.g. overlay rootfs

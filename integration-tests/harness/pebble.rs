@@ -3,7 +3,8 @@
 //! here (rcgen), both on free 127.0.0.1 ports with their files in a temp dir. The processes
 //! are killed by PID when the guard drops, also on panic.
 //!
-//! Self-contained so a test can include it with `#[path = "harness/pebble.rs"] mod pebble;`.
+//! Self-contained (but for host.rs beside it) so a test can include it with
+//! `#[path = "harness/pebble.rs"] mod pebble;`.
 #![allow(dead_code)]
 
 use std::net::TcpStream;
@@ -15,6 +16,10 @@ use std::time::{Duration, Instant};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tempfile::TempDir;
+
+#[path = "host.rs"]
+mod host;
+pub use host::{free_port, require_binary};
 
 pub struct Pebble {
     dir: TempDir,
@@ -241,21 +246,4 @@ fn http_post(addr: &str, path: &str, body: &str) {
 
 fn log_file(dir: &Path, name: &str) -> Stdio {
     Stdio::from(std::fs::File::create(dir.join(name)).expect("create log file"))
-}
-
-/// Path of `binary`, or a panic naming the Debian package that provides it.
-pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
-    for dir in ["/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin"] {
-        let path = Path::new(dir).join(binary);
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!("`{binary}` not found: install the Debian package `{debian_package}` (apt-get install -y {debian_package})");
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; the small race is fine in tests).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
 }
