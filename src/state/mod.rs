@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -95,6 +96,8 @@ impl StateStore {
             path: dir.clone(),
             source,
         })?;
+        // Owner-only, so history files written by older versions are protected too.
+        let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
         Ok(Self {
             dir,
             write_lock: Mutex::new(()),
@@ -264,11 +267,58 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
         std::process::id()
     ));
     {
-        let mut file = File::create(&tmp).map_err(err)?;
+        // History holds resolved env values and registry passwords: owner-only.
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(err)?;
         file.write_all(contents).map_err(err)?;
         file.sync_all().map_err(err)?;
     }
     fs::rename(&tmp, path).map_err(err)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn history_is_written_atomically_and_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.json");
+        write_atomic(&path, b"{\"deployments\":[]}").unwrap();
+        write_atomic(&path, b"{\"deployments\":[],\"stopped\":true}").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+        let store = StateStore::open(dir.path()).unwrap();
+        assert!(store.apps().unwrap().is_empty());
+        let mode = fs::metadata(dir.path().join("deployments"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn corrupt_history_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        fs::write(dir.path().join("deployments/web.json"), b"{not json").unwrap();
+        let err = store.history("web").unwrap_err().to_string();
+        assert!(err.contains("deployments/web.json"), "{err}");
+        assert!(err.contains("corrupt"), "{err}");
+    }
 }
