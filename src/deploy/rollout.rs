@@ -526,7 +526,7 @@ async fn collect_old_images(deployer: &Deployer, app: &ResolvedApp) {
     let history = match deployer.state.history(&app.name) {
         Ok(history) => history,
         Err(e) => {
-            tracing::warn!(app = %app.name, error = %e, "skipping image cleanup: history unreadable");
+            tracing::warn!(app = %app.name, error = %e, "image cleanup not done: history unreadable");
             return;
         }
     };

@@ -207,7 +207,7 @@ fn claim(
 }
 
 impl AppEntry {
-    /// The next ready backend in round-robin order, skipping `exclude` (the one that just
+    /// The next ready backend in round-robin order, passing over `exclude` (the one that just
     /// failed to connect) and not-ready ones.
     pub(crate) fn pick(&self, exclude: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
         let eligible =

@@ -287,7 +287,7 @@ impl ImageStore {
         Ok(())
     }
 
-    /// Streams the layers into containerd, a few at a time, skipping those it has.
+    /// Streams the layers into containerd, a few at a time, except those it has already.
     async fn ensure_layers(
         &self,
         lease: &Lease,
