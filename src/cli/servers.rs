@@ -150,42 +150,5 @@ pub fn token_for(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn server_values_become_urls() {
-        assert_eq!(server_url("127.0.0.1").unwrap(), "http://127.0.0.1:9922");
-        assert_eq!(
-            server_url("127.0.0.1:9000").unwrap(),
-            "http://127.0.0.1:9000"
-        );
-        assert_eq!(server_url("localhost").unwrap(), "http://localhost:9922");
-        assert_eq!(server_url("::1").unwrap(), "http://[::1]:9922");
-        assert_eq!(server_url("[::1]:7").unwrap(), "http://[::1]:7");
-        assert_eq!(
-            server_url("prod.haloy.com").unwrap(),
-            "https://prod.haloy.com"
-        );
-        assert_eq!(
-            server_url("prod.haloy.com:8443").unwrap(),
-            "https://prod.haloy.com:8443"
-        );
-        assert_eq!(server_url("http://x:1/").unwrap(), "http://x:1");
-        assert!(server_url("x:notaport").is_err());
-    }
-
-    #[test]
-    fn store_round_trip_with_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("haloy/client.yaml");
-        let mut c = ClientConfig::default();
-        c.servers
-            .insert("http://127.0.0.1:9922".into(), "tok".into());
-        c.save(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(ClientConfig::load(&path).unwrap(), c);
-    }
-}
+#[path = "tests/servers.rs"]
+mod tests;

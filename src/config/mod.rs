@@ -148,4 +148,5 @@ pub fn resolve_text(
 }
 
 #[cfg(test)]
+#[path = "tests/resolve.rs"]
 mod tests;
