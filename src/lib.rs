@@ -10,4 +10,5 @@ pub mod network;
 pub mod proxy;
 pub mod runtime;
 pub mod state;
+pub mod timefmt;
 pub mod tls;

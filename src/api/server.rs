@@ -25,7 +25,8 @@ use super::types::{
     StopResponse, VersionResponse,
 };
 use super::types::{AppStatus, CertificateInfo};
-use crate::deploy::{rfc3339, DeployError, Deployer, LogsQuery};
+use crate::deploy::{DeployError, Deployer, LogsQuery};
+use crate::timefmt::rfc3339;
 use crate::tls::CertificateManager;
 
 /// Deploy bodies carry a resolved config; anything this large is not one.

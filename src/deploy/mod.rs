@@ -12,19 +12,13 @@ mod rollout;
 mod supervisor;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-pub use progress::{now_rfc3339, ProgressHub, Reporter};
-
-/// RFC 3339 (UTC) text of a point in time, as the API shows times.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    system_time_rfc3339(t)
-}
+pub use progress::{ProgressHub, Reporter};
 pub use replica::{LiveReplica, Phase};
 
 use crate::api::types::{
@@ -262,7 +256,7 @@ impl Deployer {
         let recorded = self.state.insert(DeploymentRecord {
             id: deployment_id.clone(),
             app: app.name.clone(),
-            created_at: now_rfc3339(),
+            created_at: crate::timefmt::now_rfc3339(),
             config: app.clone(),
             image: image.clone(),
             digest: None,
@@ -284,33 +278,20 @@ impl Deployer {
         Ok(deployment_id)
     }
 
-    /// Hosts of `app` that another app on this server already serves.
+    /// Hosts of `app` that another app on this server (or haloyd's API domain) already
+    /// serves; the route table knows every owner, so it is asked before anything starts.
     fn domain_conflicts(&self, app: &ResolvedApp) -> Vec<String> {
-        let hosts: Vec<&str> = app
-            .domains
+        let table = self.routes.load();
+        app.domains
             .iter()
-            .flat_map(|d| {
-                std::iter::once(d.domain.as_str()).chain(d.aliases.iter().map(String::as_str))
+            .flat_map(|d| std::iter::once(&d.domain).chain(&d.aliases))
+            .filter_map(|host| {
+                let owner = table.owner(host)?;
+                (owner != app.name).then(|| {
+                    format!("domains: `{host}` is already served by app `{owner}` on this server")
+                })
             })
-            .collect();
-        let mut problems = Vec::new();
-        for other in self.entries().into_iter().filter(|e| e.name != app.name) {
-            let live = other.live_lock();
-            let Some(config) = live.config.as_ref() else {
-                continue;
-            };
-            for d in &config.domains {
-                for host in std::iter::once(&d.domain).chain(&d.aliases) {
-                    if hosts.contains(&host.as_str()) {
-                        problems.push(format!(
-                            "domains: `{host}` is already served by app `{}` on this server",
-                            other.name
-                        ));
-                    }
-                }
-            }
-        }
-        problems
+            .collect()
     }
 
     pub fn events(
@@ -508,7 +489,7 @@ impl Deployer {
                             LogStreamKind::Stdout => LogStream::Stdout,
                             LogStreamKind::Stderr => LogStream::Stderr,
                         },
-                        time: system_time_rfc3339(line.time),
+                        time: crate::timefmt::rfc3339(line.time),
                         line: line.line,
                     })
                 }
@@ -590,14 +571,4 @@ fn replica_status(replica: &LiveReplica, app_stopped: bool) -> ReplicaStatus {
         errors: stats.errors,
         in_flight: stats.in_flight,
     }
-}
-
-pub(crate) fn backend_addr(ip: std::net::IpAddr, port: u16) -> SocketAddr {
-    SocketAddr::new(ip, port)
-}
-
-pub(crate) fn system_time_rfc3339(t: std::time::SystemTime) -> String {
-    time::OffsetDateTime::from(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -160,7 +160,7 @@ impl Reporter {
         self.hub.publish(DeployEvent {
             deployment_id: self.deployment_id.clone(),
             app: self.app.clone(),
-            time: now_rfc3339(),
+            time: crate::timefmt::now_rfc3339(),
             kind,
             replica,
             step,
@@ -168,10 +168,4 @@ impl Reporter {
             ok,
         });
     }
-}
-
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::replica::{LiveReplica, Phase};
-use super::{backend_addr, AppEntry, DeployError, Deployer};
+use super::{AppEntry, DeployError, Deployer};
 use crate::health::Monitor;
 use crate::proxy::Backend;
 use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, ReplicaState};
@@ -189,7 +189,7 @@ async fn live_replica(
     let backend = Backend::new(
         info.container_id.clone(),
         info.replica,
-        backend_addr(ip, info.port),
+        std::net::SocketAddr::new(ip, info.port),
     );
     let min_ready = std::time::Duration::from_secs(u64::from(record.config.min_ready_seconds));
     Some(LiveReplica::new(

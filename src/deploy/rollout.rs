@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 
 use super::progress::Reporter;
 use super::replica::{LiveReplica, Phase};
-use super::{backend_addr, AppEntry, Deployer};
+use super::{AppEntry, Deployer};
 use crate::config::{DeploymentStrategy, ResolvedApp};
 use crate::health::{self, Monitor, ReadinessPolicy};
 use crate::proxy::Backend;
@@ -160,26 +160,17 @@ async fn rolling(
     let mut retired: Vec<ReplicaSpec> = Vec::new();
     // New capacity first, all at once: no old replica has to keep serving for these slots.
     if !extra.is_empty() {
-        let started = join_all(
-            extra
-                .into_iter()
-                .map(|spec| start_ready(deployer, entry, spec, app.min_ready_seconds, reporter)),
-        )
-        .await;
-        let mut failure = None;
-        for result in started {
-            match result {
-                Ok(new) => {
-                    entry.live_lock().config = Some(app.clone());
-                    enter_rotation(deployer, entry, &new, reporter);
-                    added.push(new);
-                }
-                Err(f) => failure = failure.or(Some(f)),
+        let ready = match start_all(deployer, entry, app, extra, reporter).await {
+            Ok(ready) => ready,
+            Err(failure) => {
+                restore(deployer, entry, previous_config, &retired, &added, reporter).await;
+                return Err(failure);
             }
-        }
-        if let Some(failure) = failure {
-            restore(deployer, entry, previous_config, &retired, &added, reporter).await;
-            return Err(failure);
+        };
+        entry.live_lock().config = Some(app.clone());
+        for new in ready {
+            enter_rotation(deployer, entry, &new, reporter);
+            added.push(new);
         }
     }
     // Then replace the serving replicas one at a time: at least N-1 keep serving.
@@ -262,30 +253,51 @@ async fn replace(
     deployer.publish_routes(entry);
     join_all(old.iter().map(|r| retire(deployer, entry, r, reporter))).await;
     entry.live_lock().config = Some(app.clone());
+    let ready = start_all(deployer, entry, app, specs, reporter)
+        .await
+        .map_err(|failure| Failure {
+            message: format!(
+                "{} (strategy replace: the previous replicas were already stopped)",
+                failure.message
+            ),
+            logs: failure.logs,
+        })?;
+    for replica in &ready {
+        enter_rotation(deployer, entry, replica, reporter);
+    }
+    Ok(())
+}
+
+/// Starts `specs` concurrently and waits until all may take traffic, without putting them in
+/// rotation. If any fails, the ready ones are removed again and the first failure returned.
+async fn start_all(
+    deployer: &Arc<Deployer>,
+    entry: &Arc<AppEntry>,
+    app: &ResolvedApp,
+    specs: Vec<ReplicaSpec>,
+    reporter: &Reporter,
+) -> Result<Vec<Arc<LiveReplica>>, Failure> {
     let results = join_all(
         specs
             .into_iter()
             .map(|spec| start_ready(deployer, entry, spec, app.min_ready_seconds, reporter)),
     )
     .await;
-    let (ready, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
-    let ready: Vec<_> = ready.into_iter().filter_map(Result::ok).collect();
-    if let Some(Err(failure)) = failed.into_iter().next() {
-        for replica in &ready {
-            retire(deployer, entry, replica, reporter).await;
+    let mut ready = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(replica) => ready.push(replica),
+            Err(f) => failure = failure.or(Some(f)),
         }
-        return Err(Failure {
-            message: format!(
-                "{} (strategy replace: the previous replicas were already stopped)",
-                failure.message
-            ),
-            logs: failure.logs,
-        });
     }
+    let Some(failure) = failure else {
+        return Ok(ready);
+    };
     for replica in &ready {
-        enter_rotation(deployer, entry, replica, reporter);
+        retire(deployer, entry, replica, reporter).await;
     }
-    Ok(())
+    Err(failure)
 }
 
 /// Starts one replica and waits until it may take traffic. On failure it is removed again
@@ -318,7 +330,7 @@ pub(crate) async fn start_ready(
             logs: Vec::new(),
         });
     };
-    let addr = backend_addr(ip, spec.port);
+    let addr = std::net::SocketAddr::new(ip, spec.port);
     let backend = Backend::new(info.container_id.clone(), number, addr);
     let min_ready = Duration::from_secs(u64::from(min_ready_seconds));
     let replica = LiveReplica::new(info.container_id.clone(), spec, min_ready, backend, 0);

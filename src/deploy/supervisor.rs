@@ -104,7 +104,7 @@ async fn restart_after_backoff(
     let backend = crate::proxy::Backend::new(
         info.container_id.clone(),
         crashed.replica,
-        super::backend_addr(ip, crashed.spec.port),
+        std::net::SocketAddr::new(ip, crashed.spec.port),
     );
     let restarts = crashed.restarts.load(std::sync::atomic::Ordering::Relaxed) + 1;
     let fresh = LiveReplica::new(

@@ -96,6 +96,14 @@ impl RouteTable {
         self.apps.get(app).map(|e| &e.route)
     }
 
+    /// The app that serves `host`, as canonical domain or alias (any case, port, trailing dot).
+    pub fn owner(&self, host: &str) -> Option<&str> {
+        match self.hosts.get(normalize_host(host).as_ref())? {
+            HostEntry::App(app) => Some(app),
+            HostEntry::Alias(canonical) => self.owner_of(canonical).map(String::as_str),
+        }
+    }
+
     /// Names of all routed apps.
     pub fn apps(&self) -> impl Iterator<Item = &str> {
         self.apps.keys().map(String::as_str)

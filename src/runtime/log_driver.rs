@@ -204,11 +204,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use crate::timefmt::now_rfc3339;
 
 /// Cuts a byte stream into lines (without the newline), splitting lines at `MAX_LINE_BYTES`.
 #[derive(Debug, Default)]

@@ -165,12 +165,6 @@ fn is_not_found(status: &tonic::Status) -> bool {
     status.code() == Code::NotFound
 }
 
-fn rfc3339(time: SystemTime) -> String {
-    time::OffsetDateTime::from(time)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn container_error(container_id: &str, reason: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Container {
         container_id: container_id.to_string(),
@@ -391,7 +385,7 @@ impl Tasks {
 
     async fn create_lease(&self, id: &str) -> Result<String, RuntimeError> {
         let lease_id = format!("haloy-start-{id}");
-        let expire = rfc3339(SystemTime::now() + START_LEASE_TTL);
+        let expire = crate::timefmt::rfc3339(SystemTime::now() + START_LEASE_TTL);
         let request = CreateLeaseRequest {
             id: lease_id.clone(),
             labels: HashMap::from([("containerd.io/gc.expire".to_string(), expire)]),

@@ -105,3 +105,15 @@ fn set_backends_requires_known_app() {
         Err(RouteError::UnknownApp("x".into()))
     );
 }
+
+#[test]
+fn owner_covers_canonical_domains_and_aliases() {
+    let routes = Routes::new();
+    routes
+        .set_app(route("web", "example.com", &["www.example.com"], vec![]))
+        .unwrap();
+    let table = routes.load();
+    assert_eq!(table.owner("Example.com."), Some("web"));
+    assert_eq!(table.owner("www.example.com:80"), Some("web"));
+    assert_eq!(table.owner("other.example.com"), None);
+}

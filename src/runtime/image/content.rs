@@ -266,9 +266,7 @@ impl Lease {
             "haloy-{purpose}-{}",
             ulid::Ulid::new().to_string().to_lowercase()
         );
-        let expire = time::OffsetDateTime::from(SystemTime::now() + LEASE_EXPIRY)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let expire = crate::timefmt::rfc3339(SystemTime::now() + LEASE_EXPIRY);
         let mut labels = HashMap::new();
         if !expire.is_empty() {
             labels.insert("containerd.io/gc.expire".to_string(), expire);
