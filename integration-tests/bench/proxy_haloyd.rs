@@ -4,6 +4,10 @@
 
 use haloy::proxy::{AppRoute, Backend, DomainRoute, Proxy, ProxyConfig, Routes};
 
+/// The same allocator as haloyd, so the benchmark measures what runs in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:18081".into());

@@ -63,6 +63,11 @@ enum Command {
     Version,
 }
 
+/// mimalloc: the proxy allocates and frees small buffers per request, where glibc's malloc
+/// spends its time consolidating free lists (measured by integration-tests/bench/proxy.sh).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if log_driver::is_invocation(&args) {

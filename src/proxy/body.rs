@@ -3,15 +3,14 @@
 //! backend's in-flight count until it ends and then returns the upstream connection to the pool.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::backend::{Backend, InFlight};
+use super::backend::InFlight;
 use super::server::ActiveRequest;
-use super::upstream::{PooledConn, Sender};
+use super::upstream::{PooledConn, ResponseBody, UpstreamError};
 
 /// Errors while streaming the client's request body upstream.
 #[derive(Debug, thiserror::Error)]
@@ -36,15 +35,6 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    /// A body with no bytes (a replayed bodiless request).
-    pub(crate) fn empty() -> Self {
-        Self {
-            inner: None,
-            limit: None,
-            seen: 0,
-        }
-    }
-
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
         Self {
             inner: Some(inner),
@@ -106,11 +96,22 @@ pub enum ProxyBody {
 /// A streaming backend response plus what must happen when it ends.
 #[derive(Debug)]
 pub struct UpstreamResponse {
-    body: Incoming,
-    finished: bool,
-    sender: Option<Sender>,
-    in_flight: InFlight,
+    body: ResponseBody,
+    /// Until the body ended: keeps the request counted on its backend (drain waits for it).
+    in_flight: Option<InFlight>,
     _active: ActiveRequest,
+}
+
+impl UpstreamResponse {
+    /// The body ended: the connection goes back to the backend's pool when reusable, and
+    /// the request stops counting as in flight.
+    fn finish(&mut self) {
+        if let Some(in_flight) = self.in_flight.take() {
+            if let Some(conn) = self.body.take_reusable() {
+                in_flight.backend().checkin(PooledConn::new(conn));
+            }
+        }
+    }
 }
 
 impl ProxyBody {
@@ -118,45 +119,43 @@ impl ProxyBody {
         ProxyBody::Local(if bytes.is_empty() { None } else { Some(bytes) })
     }
 
-    /// Wrap a backend's body; `sender` (if reusable) goes back to the pool after the body ended.
-    pub(crate) fn upstream(
-        body: Incoming,
-        sender: Option<Sender>,
-        in_flight: InFlight,
-        active: ActiveRequest,
-    ) -> Self {
-        let finished = body.is_end_stream();
-        ProxyBody::Upstream(UpstreamResponse {
+    /// Wrap a backend's body; its connection returns to the pool once the body was read.
+    pub(crate) fn upstream(body: ResponseBody, in_flight: InFlight, active: ActiveRequest) -> Self {
+        let mut up = UpstreamResponse {
             body,
-            finished,
-            sender,
-            in_flight,
+            in_flight: Some(in_flight),
             _active: active,
-        })
+        };
+        if up.body.is_end_stream() {
+            up.finish();
+        }
+        ProxyBody::Upstream(up)
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         match self.get_mut() {
             ProxyBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(up) => {
-                let polled = ready!(Pin::new(&mut up.body).poll_frame(cx));
+                let polled = ready!(up.body.poll_data(cx));
                 match &polled {
-                    None => up.finished = true,
-                    Some(Ok(_)) => up.finished = up.body.is_end_stream(),
+                    Some(Ok(_)) if up.body.is_end_stream() => up.finish(),
+                    Some(Ok(_)) => {}
+                    None => up.finish(),
                     Some(Err(_)) => {
-                        up.sender = None;
-                        up.in_flight.backend().record_error();
+                        if let Some(in_flight) = up.in_flight.take() {
+                            in_flight.backend().record_error();
+                        }
                     }
                 }
-                Poll::Ready(polled)
+                Poll::Ready(polled.map(|r| r.map(Frame::data)))
             }
         }
     }
@@ -174,18 +173,6 @@ impl Body for ProxyBody {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
             ProxyBody::Upstream(up) => up.body.size_hint(),
-        }
-    }
-}
-
-impl Drop for UpstreamResponse {
-    fn drop(&mut self) {
-        // Only a fully read response leaves the connection reusable.
-        if self.finished || self.body.is_end_stream() {
-            if let Some(sender) = self.sender.take() {
-                let backend: &Arc<Backend> = self.in_flight.backend();
-                backend.checkin(PooledConn::new(sender));
-            }
         }
     }
 }

@@ -1,15 +1,25 @@
 //! One client request: framing checks, ACME challenge, host routing (404 / alias 301 / HTTPS
 //! redirect / 503), backend choice with one connect retry, forwarding with the response
 //! timeout, upgrade tunnels, and the access log line.
+//!
+//! Request phases: `respond` routes synchronously and answers the proxy's own pages at once;
+//! only a request bound for a backend becomes a future (`forward`), a single flat state
+//! machine: cold paths (new connections, resends) are boxed so the hot one stays small,
+//! since every byte of it is copied when hyper stores it.
 
-use std::error::Error as _;
+use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::{Body as _, Incoming};
+use bytes::Bytes;
+use futures_util::future::Either;
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::backend::{Backend, InFlight};
 use super::body::{BodyError, ProxyBody, UpstreamBody};
@@ -17,120 +27,159 @@ use super::headers::{self, ClientInfo};
 use super::pages;
 use super::routes::{normalize_host, AppEntry, HostMatch};
 use super::server::{ActiveRequest, Shared};
-use super::upstream::{self, ConnectError, Sender};
+use super::upstream::{self, ConnectError, Exchanged, SendFailure, UpstreamConn, UpstreamError};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// The response plus the backend that produced it (for the access log).
-type Outcome = (Response<ProxyBody>, Option<Arc<Backend>>);
+/// What routing decided for a request.
+enum Routed {
+    /// The proxy answers itself (error page, redirect, ACME challenge).
+    Local(Response<ProxyBody>),
+    /// The request goes to one of the app's backends.
+    Forward(Forward),
+}
 
-impl Shared {
-    /// Answer one client request and write its access log line.
-    pub(crate) async fn handle(
-        &self,
-        req: Request<Incoming>,
-        client: ClientInfo,
-        active: ActiveRequest,
-    ) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let host = headers::request_host_value(&req);
-        let (resp, backend) = self.route(req, client, host.clone(), active).await;
-        tracing::info!(
-            target: "haloy::access",
-            host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
-            method = %method,
-            path = uri.path(),
-            status = resp.status().as_u16(),
-            backend = %backend.as_ref().map_or_else(|| "-".to_string(), |b| b.addr().to_string()),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
-        resp
+/// A request bound for a backend, already rewritten for it.
+struct Forward {
+    app: Arc<AppEntry>,
+    parts: Parts,
+    body: UpstreamBody,
+    client_upgrade: Option<OnUpgrade>,
+}
+
+/// An upstream connection ready for the request, counted in flight on its backend.
+struct Acquired {
+    in_flight: InFlight,
+    conn: UpstreamConn,
+    pooled: bool,
+}
+
+/// The outcome of sending a request: response head, failure, or response timeout.
+type Attempt = Result<Result<Exchanged, SendFailure>, tokio::time::error::Elapsed>;
+
+/// The fields of the access log line, captured only while the access log is enabled.
+struct AccessLog {
+    started: Instant,
+    method: Method,
+    uri: Uri,
+    host: Option<HeaderValue>,
+}
+
+impl AccessLog {
+    fn begin<B>(req: &Request<B>) -> Option<Self> {
+        if !tracing::enabled!(target: "haloy::access", tracing::Level::INFO) {
+            return None;
+        }
+        Some(Self {
+            started: Instant::now(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            host: headers::request_host_value(req),
+        })
     }
 
-    async fn route(
-        &self,
-        mut req: Request<Incoming>,
-        client: ClientInfo,
-        host: Option<HeaderValue>,
+    fn write(self, resp: &Response<ProxyBody>, backend: Option<&Backend>) {
+        tracing::info!(
+            target: "haloy::access",
+            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
+            method = %self.method,
+            path = self.uri.path(),
+            status = resp.status().as_u16(),
+            backend = %backend.map_or_else(|| "-".to_string(), |b| b.addr().to_string()),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+impl Shared {
+    /// Answer one client request: the proxy's own pages at once, everything else from a backend.
+    pub(crate) fn respond(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        client: &ClientInfo,
         active: ActiveRequest,
-    ) -> Outcome {
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
+        let log = AccessLog::begin(&req);
+        match self.route(req, client) {
+            Routed::Local(resp) => {
+                if let Some(log) = log {
+                    log.write(&resp, None);
+                }
+                Either::Left(std::future::ready(Ok(resp)))
+            }
+            Routed::Forward(fwd) => Either::Right(Arc::clone(self).forward(fwd, active, log)),
+        }
+    }
+
+    fn route(&self, mut req: Request<Incoming>, client: &ClientInfo) -> Routed {
         if let Err(e) = headers::check_framing(&req) {
-            return (
-                close_after(pages::error_page(StatusCode::BAD_REQUEST, &e.to_string())),
-                None,
-            );
+            let page = pages::error_page(StatusCode::BAD_REQUEST, &e.to_string());
+            return Routed::Local(close_after(page));
         }
         if req.method() == Method::CONNECT {
             // A reverse proxy is no forward proxy: never open arbitrary tunnels.
             let page =
                 pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported.");
-            return (close_after(page), None);
+            return Routed::Local(close_after(page));
         }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
-                let answer = self
-                    .hooks
-                    .as_ref()
-                    .and_then(|h| h.challenge_response(token));
-                return match answer {
-                    Some(key_auth) => (pages::challenge(key_auth), None),
-                    None => (
-                        pages::error_page(StatusCode::NOT_FOUND, "No such ACME challenge."),
-                        None,
-                    ),
-                };
+                return Routed::Local(self.acme_challenge(token));
             }
         }
-        let Some(host) = host else {
-            return (
-                pages::error_page(StatusCode::NOT_FOUND, "The request names no host."),
-                None,
-            );
+        let Some(host) = headers::request_host_value(&req) else {
+            let page = pages::error_page(StatusCode::NOT_FOUND, "The request names no host.");
+            return Routed::Local(page);
         };
         let Ok(host_str) = host.to_str() else {
-            return (
-                pages::error_page(StatusCode::BAD_REQUEST, "The Host header is not valid."),
-                None,
-            );
+            let page = pages::error_page(StatusCode::BAD_REQUEST, "The Host header is not valid.");
+            return Routed::Local(page);
         };
-        let table = self.routes.load();
-        match table.lookup(host_str) {
+        let app = match self.routes.load().lookup(host_str) {
             None => {
                 let msg = format!("No app is served on {}.", normalize_host(host_str));
-                (pages::error_page(StatusCode::NOT_FOUND, &msg), None)
+                return Routed::Local(pages::error_page(StatusCode::NOT_FOUND, &msg));
             }
             Some(HostMatch::Alias(canonical)) => {
                 let https = client.https || self.has_certificate(canonical);
-                (
-                    pages::redirect(&self.location(https, canonical, &req)),
-                    None,
-                )
+                return Routed::Local(pages::redirect(&self.location(https, canonical, &req)));
             }
-            Some(HostMatch::App(app)) => {
-                if !client.https {
-                    let name = normalize_host(host_str);
-                    if self.has_certificate(&name) {
-                        return (pages::redirect(&self.location(true, &name, &req)), None);
-                    }
-                }
-                if let Some(limit) = self.config.max_body_bytes {
-                    if declared_length(&req).is_some_and(|len| len > limit) {
-                        let msg = format!("The request body is larger than {limit} bytes.");
-                        return (
-                            close_after(pages::error_page(StatusCode::PAYLOAD_TOO_LARGE, &msg)),
-                            None,
-                        );
-                    }
-                }
-                let upgrade = headers::upgrade_requested(&req);
-                let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-                headers::prepare_request(&mut req, &client, &host, upgrade);
-                let req = req.map(|body| UpstreamBody::new(body, self.config.max_body_bytes));
-                self.forward(app, req, client_upgrade, active).await
+            Some(HostMatch::App(app)) => Arc::clone(app),
+        };
+        if !client.https {
+            let name = normalize_host(host_str);
+            if self.has_certificate(&name) {
+                return Routed::Local(pages::redirect(&self.location(true, &name, &req)));
             }
+        }
+        if let Some(limit) = self.config.max_body_bytes {
+            if declared_length(&req).is_some_and(|len| len > limit) {
+                let msg = format!("The request body is larger than {limit} bytes.");
+                let page = pages::error_page(StatusCode::PAYLOAD_TOO_LARGE, &msg);
+                return Routed::Local(close_after(page));
+            }
+        }
+        let upgrade = headers::upgrade_requested(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        headers::prepare_request(&mut req, client, &host, upgrade);
+        let (parts, body) = req.into_parts();
+        Routed::Forward(Forward {
+            app,
+            parts,
+            body: UpstreamBody::new(body, self.config.max_body_bytes),
+            client_upgrade,
+        })
+    }
+
+    fn acme_challenge(&self, token: &str) -> Response<ProxyBody> {
+        let answer = self
+            .hooks
+            .as_ref()
+            .and_then(|h| h.challenge_response(token));
+        match answer {
+            Some(key_auth) => pages::challenge(key_auth),
+            None => pages::error_page(StatusCode::NOT_FOUND, "No such ACME challenge."),
         }
     }
 
@@ -147,58 +196,136 @@ impl Shared {
         }
     }
 
-    /// Send `req` to the app's next ready backend; when connecting fails, once more to the next.
-    async fn forward(
-        &self,
-        app: &AppEntry,
-        req: Request<UpstreamBody>,
-        client_upgrade: Option<OnUpgrade>,
+    /// Send the request to the app's next ready backend (when connecting fails, once more to
+    /// the next one) and turn its answer into the client's response.
+    ///
+    /// A plain fn returning an `async move` block: an `async fn` would keep a second copy of
+    /// every argument in its state.
+    fn forward(
+        self: Arc<Self>,
+        mut fwd: Forward,
         active: ActiveRequest,
-    ) -> Outcome {
-        let Some(first) = app.pick(None).cloned() else {
+        log: Option<AccessLog>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
+        async move {
+            let acquired = match self.pooled(&fwd.app) {
+                Ok(Some(acquired)) => Ok(acquired),
+                Ok(None) => Box::pin(self.connect_any(&fwd.app)).await,
+                Err(page) => Err((page, None)),
+            };
+            let (resp, backend) = match acquired {
+                Err(outcome) => outcome,
+                Ok(Acquired {
+                    in_flight,
+                    conn,
+                    pooled,
+                }) => {
+                    let backend = Arc::clone(in_flight.backend());
+                    let sent_at = Instant::now();
+                    let timeout = self.config.backend_response_timeout;
+                    let send = upstream::send(conn, &fwd.parts, &mut fwd.body);
+                    let mut attempt = tokio::time::timeout(timeout, send).await;
+                    if pooled && matches!(&attempt, Ok(Err(f)) if f.retry_safe) {
+                        let resend = self.resend(&backend, &fwd.parts, &mut fwd.body);
+                        attempt = Box::pin(resend).await;
+                    }
+                    let client_upgrade = fwd.client_upgrade.take();
+                    let resp = self.answer(attempt, in_flight, sent_at, client_upgrade, active);
+                    (resp, Some(backend))
+                }
+            };
+            if let Some(log) = log {
+                log.write(&resp, backend.as_deref());
+            }
+            Ok(resp)
+        }
+    }
+
+    /// A pooled connection to the next ready backend (`None`: a new one must be opened);
+    /// the 503 page when no backend is ready.
+    fn pooled(&self, app: &AppEntry) -> Result<Option<Acquired>, Response<ProxyBody>> {
+        let Some(backend) = app.pick(None) else {
             let msg = format!(
                 "App {} has no ready replica right now; try again shortly.",
                 app.name()
             );
-            return (
-                pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg),
-                None,
-            );
+            return Err(pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg));
+        };
+        let Some(conn) = self.checkout(backend) else {
+            return Ok(None);
         };
         // Counted in flight from the pick on, so a drain starting now waits for this request.
+        Ok(Some(Acquired {
+            in_flight: backend.start_request(),
+            conn,
+            pooled: true,
+        }))
+    }
+
+    fn checkout(&self, backend: &Backend) -> Option<UpstreamConn> {
+        while let Some(idle) = backend.checkout() {
+            if let Some(conn) = idle.reuse(self.config.upstream_idle_timeout) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Open a connection to the next ready backend; when that fails, to the one after it.
+    async fn connect_any(
+        &self,
+        app: &AppEntry,
+    ) -> Result<Acquired, (Response<ProxyBody>, Option<Arc<Backend>>)> {
+        let no_replica = || {
+            let msg = format!("App {} has no ready replica right now.", app.name());
+            (pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg), None)
+        };
+        let first = Arc::clone(app.pick(None).ok_or_else(no_replica)?);
         let first_flight = first.start_request();
-        let (in_flight, sender) = match self.acquire(&first).await {
-            Ok(conn) => (first_flight, conn),
+        match upstream::connect(first.addr(), self.config.connect_timeout).await {
+            Ok(conn) => {
+                return Ok(Acquired {
+                    in_flight: first_flight,
+                    conn,
+                    pooled: false,
+                })
+            }
             Err(e) => {
                 drop(first_flight);
                 self.connect_failed(app, &first, &e);
-                let Some(second) = app.pick(Some(&first)).cloned() else {
-                    let page = pages::error_page(
-                        StatusCode::BAD_GATEWAY,
-                        "The app's replica could not be reached.",
-                    );
-                    return (page, Some(first));
-                };
-                let second_flight = second.start_request();
-                match self.acquire(&second).await {
-                    Ok(conn) => (second_flight, conn),
-                    Err(e) => {
-                        drop(second_flight);
-                        self.connect_failed(app, &second, &e);
-                        let page = pages::error_page(
-                            StatusCode::BAD_GATEWAY,
-                            "The app's replicas could not be reached.",
-                        );
-                        return (page, Some(second));
-                    }
-                }
             }
+        }
+        let Some(second) = app.pick(Some(&first)).cloned() else {
+            let page = pages::error_page(
+                StatusCode::BAD_GATEWAY,
+                "The app's replica could not be reached.",
+            );
+            return Err((page, Some(first)));
         };
-        let backend = Arc::clone(in_flight.backend());
-        let resp = self
-            .exchange(in_flight, sender, req, client_upgrade, active)
-            .await;
-        (resp, Some(backend))
+        let in_flight = second.start_request();
+        if let Some(conn) = self.checkout(&second) {
+            return Ok(Acquired {
+                in_flight,
+                conn,
+                pooled: true,
+            });
+        }
+        match upstream::connect(second.addr(), self.config.connect_timeout).await {
+            Ok(conn) => Ok(Acquired {
+                in_flight,
+                conn,
+                pooled: false,
+            }),
+            Err(e) => {
+                drop(in_flight);
+                self.connect_failed(app, &second, &e);
+                let page = pages::error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "The app's replicas could not be reached.",
+                );
+                Err((page, Some(second)))
+            }
+        }
     }
 
     fn connect_failed(&self, app: &AppEntry, backend: &Arc<Backend>, e: &ConnectError) {
@@ -209,81 +336,54 @@ impl Shared {
         }
     }
 
-    /// A ready upstream connection: a pooled one if any is still usable, else a new one.
-    /// For a pooled one, also when it went idle.
-    async fn acquire(
-        &self,
-        backend: &Arc<Backend>,
-    ) -> Result<(Sender, Option<Instant>), ConnectError> {
-        let cutoff = Instant::now().checked_sub(self.config.upstream_idle_timeout);
-        while let Some(conn) = backend.checkout() {
-            if conn.is_closed() || cutoff.is_some_and(|c| conn.idle_since() < c) {
-                continue;
+    /// A pooled connection the backend closed just before we wrote to it: the backend cannot
+    /// have acted on the request, so it goes out once more on a fresh connection.
+    async fn resend(&self, backend: &Backend, parts: &Parts, body: &mut UpstreamBody) -> Attempt {
+        tracing::debug!(
+            task_id = backend.id(),
+            "resending on a fresh upstream connection"
+        );
+        let conn = match upstream::connect(backend.addr(), self.config.connect_timeout).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(task_id = backend.id(), error = %e, "backend reconnect failed");
+                let failure = SendFailure {
+                    error: UpstreamError::Closed,
+                    retry_safe: false,
+                };
+                return Ok(Err(failure));
             }
-            let idle_since = conn.idle_since();
-            let mut sender = conn.into_sender();
-            if sender.ready().await.is_ok() {
-                return Ok((sender, Some(idle_since)));
-            }
-        }
-        let sender = upstream::connect(backend.addr(), self.config.connect_timeout).await?;
-        Ok((sender, None))
+        };
+        let timeout = self.config.backend_response_timeout;
+        tokio::time::timeout(timeout, upstream::send(conn, parts, body)).await
     }
 
-    async fn exchange(
+    /// The client's response for a backend's answer (or failure).
+    fn answer(
         &self,
+        attempt: Attempt,
         in_flight: InFlight,
-        (mut sender, idle_since): (Sender, Option<Instant>),
-        req: Request<UpstreamBody>,
+        sent_at: Instant,
         client_upgrade: Option<OnUpgrade>,
         active: ActiveRequest,
     ) -> Response<ProxyBody> {
-        let backend = &Arc::clone(in_flight.backend());
-        // A connection idle for a while may be closed by the backend just as we write to it;
-        // a bodiless idempotent request can then be sent again on a fresh connection.
-        let mut replay = idle_since
-            .filter(|t| t.elapsed() >= STALE_AFTER)
-            .and_then(|_| replayable_copy(&req));
-        let sent_at = Instant::now();
-        let timeout = self.config.backend_response_timeout;
-        let mut attempt = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
-        if let Ok(Err(ref mut e)) = attempt {
-            // A pooled connection that closed before we wrote hands the request back untouched.
-            if let Some(req) = e.take_message().or_else(|| replay.take()) {
-                tracing::debug!(task_id = backend.id(), error = %e.error(), "resending on a fresh upstream connection");
-                match upstream::connect(backend.addr(), self.config.connect_timeout).await {
-                    Ok(fresh) => {
-                        sender = fresh;
-                        attempt = tokio::time::timeout(timeout, sender.try_send_request(req)).await;
-                    }
-                    Err(e) => {
-                        backend.record_error();
-                        tracing::warn!(task_id = backend.id(), error = %e, "backend reconnect failed");
-                        return pages::error_page(
-                            StatusCode::BAD_GATEWAY,
-                            "The app's replica could not be reached.",
-                        );
-                    }
-                }
-            }
-        }
-        let mut resp = match attempt {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
-                let e = e.into_error();
-                let status = status_for_send_error(&e);
+        let backend = in_flight.backend();
+        let exchanged = match attempt {
+            Ok(Ok(exchanged)) => exchanged,
+            Ok(Err(failure)) => {
+                let status = status_for_failure(&failure.error);
                 if status == StatusCode::BAD_GATEWAY {
                     backend.record_error();
-                    tracing::warn!(task_id = backend.id(), replica = backend.replica(), error = %e, "backend request failed");
+                    tracing::warn!(task_id = backend.id(), replica = backend.replica(), error = %failure.error, "backend request failed");
                 }
-                return close_after(pages::error_page(status, send_error_detail(status)));
+                return close_after(pages::error_page(status, failure_detail(status)));
             }
             Err(_) => {
                 backend.record_error();
                 tracing::warn!(
                     task_id = backend.id(),
                     replica = backend.replica(),
-                    ?timeout,
+                    timeout = ?self.config.backend_response_timeout,
                     "backend response timed out"
                 );
                 return pages::error_page(
@@ -293,42 +393,25 @@ impl Shared {
             }
         };
         backend.record_response(sent_at.elapsed());
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if switching {
-            let Some(client_upgrade) = client_upgrade else {
-                backend.record_error();
-                return pages::error_page(
-                    StatusCode::BAD_GATEWAY,
-                    "The app switched protocols unasked.",
-                );
-            };
-            spawn_tunnel(
-                Arc::clone(backend),
-                client_upgrade,
-                hyper::upgrade::on(&mut resp),
-            );
+        match exchanged {
+            Exchanged::Response(mut resp) => {
+                headers::prepare_response(resp.headers_mut(), false);
+                resp.map(|body| ProxyBody::upstream(body, in_flight, active))
+            }
+            Exchanged::Switched(mut resp, conn) => {
+                let Some(client_upgrade) = client_upgrade else {
+                    backend.record_error();
+                    return pages::error_page(
+                        StatusCode::BAD_GATEWAY,
+                        "The app switched protocols unasked.",
+                    );
+                };
+                spawn_tunnel(Arc::clone(backend), client_upgrade, conn);
+                headers::prepare_response(resp.headers_mut(), true);
+                resp.map(|()| ProxyBody::local(Bytes::new()))
+            }
         }
-        headers::prepare_response(resp.headers_mut(), switching);
-        let reusable = (!switching).then_some(sender);
-        resp.map(|body| ProxyBody::upstream(body, reusable, in_flight, active))
     }
-}
-
-/// Pooled connections idle at least this long get a replay copy of bodiless idempotent requests.
-const STALE_AFTER: Duration = Duration::from_secs(1);
-
-/// A copy of `req` to resend when it is a GET/HEAD/OPTIONS without body.
-fn replayable_copy(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !idempotent || !req.body().is_end_stream() {
-        return None;
-    }
-    let mut copy = Request::new(UpstreamBody::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
 }
 
 /// Content-Length of the request, when declared.
@@ -348,21 +431,15 @@ fn close_after(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
     resp
 }
 
-fn status_for_send_error(e: &hyper::Error) -> StatusCode {
-    let mut source = e.source();
-    while let Some(err) = source {
-        if let Some(body_err) = err.downcast_ref::<BodyError>() {
-            return match body_err {
-                BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                BodyError::Client(_) => StatusCode::BAD_REQUEST,
-            };
-        }
-        source = err.source();
+fn status_for_failure(e: &UpstreamError) -> StatusCode {
+    match e {
+        UpstreamError::ClientBody(BodyError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        UpstreamError::ClientBody(BodyError::Client(_)) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::BAD_GATEWAY,
     }
-    StatusCode::BAD_GATEWAY
 }
 
-fn send_error_detail(status: StatusCode) -> &'static str {
+fn failure_detail(status: StatusCode) -> &'static str {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.",
         StatusCode::BAD_REQUEST => "The request body could not be read.",
@@ -372,19 +449,20 @@ fn send_error_detail(status: StatusCode) -> &'static str {
 
 /// Pipe bytes both ways between the upgraded client and backend connections until either side
 /// closes or the backend's drain ends.
-fn spawn_tunnel(backend: Arc<Backend>, client: OnUpgrade, upstream: OnUpgrade) {
+fn spawn_tunnel(backend: Arc<Backend>, client: OnUpgrade, upstream: UpstreamConn) {
     tokio::spawn(async move {
         let _tunnel = backend.start_tunnel();
-        let (client, upstream) = match tokio::join!(client, upstream) {
-            (Ok(c), Ok(u)) => (c, u),
-            (Err(e), _) | (_, Err(e)) => {
+        let client = match client.await {
+            Ok(c) => c,
+            Err(e) => {
                 tracing::debug!(task_id = backend.id(), error = %e, "upgrade failed");
                 return;
             }
         };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        let mut client = TokioIo::new(client);
+        let (mut upstream, early) = upstream.into_parts();
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            r = pipe(&mut client, &mut upstream, &early) => {
                 if let Err(e) = r {
                     tracing::debug!(task_id = backend.id(), error = %e, "tunnel ended with error");
                 }
@@ -394,4 +472,17 @@ fn spawn_tunnel(backend: Arc<Backend>, client: OnUpgrade, upstream: OnUpgrade) {
             }
         }
     });
+}
+
+/// Hand the client what the backend sent right after its 101, then copy both ways.
+async fn pipe(
+    client: &mut TokioIo<hyper::upgrade::Upgraded>,
+    upstream: &mut tokio::net::TcpStream,
+    early: &[u8],
+) -> std::io::Result<()> {
+    if !early.is_empty() {
+        client.write_all(early).await?;
+    }
+    tokio::io::copy_bidirectional(client, upstream).await?;
+    Ok(())
 }

@@ -35,7 +35,7 @@ pub struct AppRoute {
 #[derive(Debug)]
 pub(crate) enum HostMatch<'a> {
     /// Serve the app.
-    App(&'a AppEntry),
+    App(&'a Arc<AppEntry>),
     /// Redirect to this canonical host.
     Alias(&'a str),
 }
@@ -57,7 +57,7 @@ enum HostEntry {
 /// An immutable snapshot of all routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    apps: HashMap<String, AppEntry>,
+    apps: HashMap<String, Arc<AppEntry>>,
     hosts: HashMap<String, HostEntry>,
 }
 
@@ -144,13 +144,13 @@ impl RouteTable {
                 )?;
             }
         }
-        let mut apps: HashMap<String, AppEntry> = self
+        let mut apps: HashMap<String, Arc<AppEntry>> = self
             .apps
             .iter()
             .filter(|(name, _)| **name != route.app)
             .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
-        apps.insert(route.app.clone(), AppEntry { route, cursor });
+        apps.insert(route.app.clone(), Arc::new(AppEntry { route, cursor }));
         Ok(RouteTable { apps, hosts })
     }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -154,11 +154,11 @@ impl Proxy {
     }
 }
 
+/// No hyper timer on plain HTTP/1: `ClientConn::drive`'s quiet watch enforces the header
+/// timeout, saving a timer re-arm per request.
 fn http1_builder(config: &ProxyConfig) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BUFFER))
         .keep_alive(true);
     builder
@@ -193,26 +193,19 @@ struct ClientConn {
 impl ClientConn {
     async fn serve_plain(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        // hyper's header timer starts only once it has detected the protocol, so a client that
-        // sends nothing at all would otherwise hold its connection slot until the idle timeout.
-        let mut first = [0u8; 1];
-        match tokio::time::timeout(
-            self.shared.config.header_read_timeout,
-            stream.peek(&mut first),
-        )
-        .await
-        {
-            Ok(Ok(n)) if n > 0 => {}
-            _ => return,
-        }
         let io = TokioIo::new(stream);
-        let service = self.service(false);
+        let (service, activity) = self.service(false);
         let conn = self
             .shared
             .http1
-            .serve_connection(io, service.0)
+            .serve_connection(io, service)
             .with_upgrades();
-        self.drive(conn, service.1, |c| c.graceful_shutdown()).await;
+        // Without a request in progress an HTTP/1 connection is either idle or still sending
+        // its head: both end at the header timeout (slowloris), and at the idle timeout.
+        let config = &self.shared.config;
+        let quiet_limit = config.header_read_timeout.min(config.idle_timeout);
+        self.drive(conn, activity, quiet_limit, |c| c.graceful_shutdown())
+            .await;
     }
 
     async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
@@ -232,7 +225,9 @@ impl ClientConn {
         let (service, activity) = self.service(https);
         let shared = Arc::clone(&self.shared);
         let conn = shared.builder.serve_connection_with_upgrades(io, service);
-        self.drive(conn, activity, |c| c.graceful_shutdown()).await;
+        let quiet_limit = self.shared.config.idle_timeout;
+        self.drive(conn, activity, quiet_limit, |c| c.graceful_shutdown())
+            .await;
     }
 
     /// The per-connection service: every request goes through `Shared::handle`. The type is
@@ -256,38 +251,43 @@ impl ClientConn {
     ) {
         let peer_ip = self.peer.ip().to_canonical();
         let client = ClientInfo::new(peer_ip, self.shared.config.is_trusted(peer_ip), https);
-        let activity = Arc::new(ConnActivity::new());
+        let activity = Arc::new(ConnActivity::default());
         let shared = Arc::clone(&self.shared);
         let svc_activity = Arc::clone(&activity);
         let service = service_fn(move |req: Request<Incoming>| {
-            let shared = Arc::clone(&shared);
             let active = ActiveRequest::start(&svc_activity);
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(shared.handle(req, client, active).await) }
+            shared.respond(req, &client, active)
         });
         (service, activity)
     }
 
-    /// Runs a client connection until it ends, the listener stops, or it sits idle too long;
-    /// the last two shut it down gracefully (in-flight requests finish).
-    async fn drive<C, E>(self, conn: C, activity: Arc<ConnActivity>, shutdown: fn(Pin<&mut C>))
-    where
+    /// Runs a client connection until it ends, the listener stops, or it had no request in
+    /// progress for `quiet_limit`; the last two shut it down gracefully.
+    async fn drive<C, E>(
+        self,
+        conn: C,
+        activity: Arc<ConnActivity>,
+        quiet_limit: Duration,
+        shutdown: fn(Pin<&mut C>),
+    ) where
         C: Future<Output = Result<(), E>>,
         E: std::fmt::Display,
     {
         tokio::pin!(conn);
-        let idle = activity.idle_watch(self.shared.config.idle_timeout);
-        tokio::pin!(idle);
+        let quiet = activity.quiet_for(quiet_limit);
+        tokio::pin!(quiet);
         let result = tokio::select! {
+            biased;
             r = conn.as_mut() => r,
             _ = self.stop.cancelled() => {
                 shutdown(conn.as_mut());
                 conn.await
             }
-            _ = &mut idle => {
-                tracing::debug!(peer = %self.peer, "closing idle keep-alive connection");
+            _ = &mut quiet => {
+                tracing::debug!(peer = %self.peer, ?quiet_limit, "closing connection without a request in progress");
+                // Graceful: a response still being flushed to a slow reader may finish.
                 shutdown(conn.as_mut());
-                conn.await
+                tokio::time::timeout(quiet_limit, conn).await.unwrap_or(Ok(()))
             }
         };
         if let Err(e) = result {
@@ -296,47 +296,36 @@ impl ClientConn {
     }
 }
 
-/// Per-connection request activity, for the idle keep-alive timeout.
-#[derive(Debug)]
+/// Per-connection request activity, watched by a coarse timer rather than a clock read and a
+/// wake-up per request.
+#[derive(Debug, Default)]
 pub(crate) struct ConnActivity {
-    started: Instant,
     active: AtomicUsize,
-    last_done_ms: AtomicU64,
-    changed: Notify,
+    started: AtomicU64,
 }
 
+/// The quiet watch samples this many times per limit; a connection closes after one more
+/// quiet sample, so between 1 and 1.25 times the limit after its last request ended.
+const QUIET_SAMPLES: u32 = 4;
+
 impl ConnActivity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            active: AtomicUsize::new(0),
-            last_done_ms: AtomicU64::new(0),
-            changed: Notify::new(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Resolves once the connection had no request in progress for `timeout`.
-    async fn idle_watch(&self, timeout: Duration) {
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    /// Resolves once no request was in progress or started for `limit` (up to 1.25 × `limit`).
+    async fn quiet_for(&self, limit: Duration) {
+        let tick = limit / QUIET_SAMPLES;
+        let mut last_started = self.started.load(Ordering::Acquire);
+        let mut quiet_samples = 0;
         loop {
-            if self.active.load(Ordering::Acquire) > 0 {
-                let changed = self.changed.notified();
-                if self.active.load(Ordering::Acquire) > 0 {
-                    changed.await;
+            tokio::time::sleep(tick).await;
+            let started = self.started.load(Ordering::Acquire);
+            if self.active.load(Ordering::Acquire) == 0 && started == last_started {
+                quiet_samples += 1;
+                if quiet_samples > QUIET_SAMPLES {
+                    return;
                 }
-                continue;
+            } else {
+                quiet_samples = 0;
             }
-            let idle_for = self
-                .now_ms()
-                .saturating_sub(self.last_done_ms.load(Ordering::Acquire));
-            if idle_for >= timeout_ms {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(timeout_ms - idle_for)).await;
+            last_started = started;
         }
     }
 }
@@ -348,17 +337,14 @@ pub(crate) struct ActiveRequest(Arc<ConnActivity>);
 impl ActiveRequest {
     fn start(activity: &Arc<ConnActivity>) -> Self {
         activity.active.fetch_add(1, Ordering::AcqRel);
+        activity.started.fetch_add(1, Ordering::AcqRel);
         ActiveRequest(Arc::clone(activity))
     }
 }
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.last_done_ms.store(a.now_ms(), Ordering::Release);
-        if a.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            a.changed.notify_waiters();
-        }
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -1,0 +1,357 @@
+//! HTTP/1.1 wire format towards backends: request heads written into a reused buffer, response
+//! heads parsed with httparse into `http` types, the response body framing of RFC 9112 §6.3,
+//! and the chunked decoder. Pure functions over buffers: no I/O here.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+use super::UpstreamError;
+
+/// Most header fields accepted in a backend's response head (hyper's default too).
+const MAX_RESPONSE_HEADERS: usize = 100;
+/// Largest response head accepted from a backend.
+pub(crate) const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line (size, extensions) accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes accepted after the last chunk.
+const MAX_TRAILER_BYTES: usize = 64 * 1024;
+
+/// How the request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestFraming {
+    /// No body bytes follow the head.
+    Empty,
+    /// Exactly the declared Content-Length follows (the header is already in the head).
+    Length,
+    /// The proxy chunk-encodes the body (length unknown up front).
+    Chunked,
+}
+
+/// Write `method target HTTP/1.1`, the headers and, for `Chunked`, the framing header into `out`.
+pub(crate) fn encode_request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if framing == RequestFraming::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The chunk header for `len` data bytes (`len` > 0).
+pub(crate) fn chunk_header(len: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+}
+
+/// The bytes that end a chunked request body (last chunk, no trailers).
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+}
+
+/// Parse a complete response head at the start of `buf` and remove it from `buf`. `Ok(None)`:
+/// more bytes are needed. Header values share the received bytes (no copy).
+pub(crate) fn parse_response_head(
+    buf: &mut BytesMut,
+) -> Result<Option<ResponseHead>, UpstreamError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD_BYTES => {
+            return Err(UpstreamError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(UpstreamError::BadResponse(e.to_string())),
+    };
+    let status = parsed
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| UpstreamError::BadResponse("invalid status code".into()))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Offsets first: the header slices borrow `buf`, which is split below.
+    let mut fields = [Field::default(); MAX_RESPONSE_HEADERS];
+    let count = parsed.headers.len();
+    let base = buf.as_ptr() as usize;
+    for (field, h) in fields.iter_mut().zip(parsed.headers.iter()) {
+        *field = Field {
+            name_at: h.name.as_ptr() as usize - base,
+            name_len: h.name.len(),
+            value_at: h.value.as_ptr() as usize - base,
+            value_len: h.value.len(),
+        };
+    }
+    let head: Bytes = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for f in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[f.name_at..f.name_at + f.name_len])
+            .map_err(|_| UpstreamError::BadResponse("invalid header name".into()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(f.value_at..f.value_at + f.value_len))
+            .map_err(|_| UpstreamError::BadResponse(format!("invalid value for header {name}")))?;
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// Where one header field sits in the response head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Field {
+    name_at: usize,
+    name_len: usize,
+    value_at: usize,
+    value_len: usize,
+}
+
+/// How a response body is delimited (RFC 9112 §6.3), and whether the connection can carry
+/// another request afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ResponseFraming {
+    pub(crate) body: BodyFraming,
+    pub(crate) keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Decide the framing of `head`, the answer to a request with `method`. Removes a
+/// Content-Length that Transfer-Encoding overrides, so the client never sees both.
+pub(crate) fn response_framing(
+    method: &Method,
+    head: &mut ResponseHead,
+) -> Result<ResponseFraming, UpstreamError> {
+    let mut keep_alive = connection_keep_alive(head.version, &head.headers);
+    let status = head.status;
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let body = if bodiless {
+        BodyFraming::Empty
+    } else if head.headers.contains_key(header::TRANSFER_ENCODING) {
+        if head.headers.remove(header::CONTENT_LENGTH).is_some() {
+            // Both framings given: chunked wins, and the connection can't be trusted after it.
+            keep_alive = false;
+        }
+        if ends_with_chunked(&head.headers) {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::UntilClose
+        }
+    } else if let Some(len) = content_length(&head.headers)? {
+        BodyFraming::Length(len)
+    } else {
+        BodyFraming::UntilClose
+    };
+    if body == BodyFraming::UntilClose {
+        keep_alive = false;
+    }
+    Ok(ResponseFraming { body, keep_alive })
+}
+
+fn connection_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut close = false;
+    let mut keep_alive = false;
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (version == Version::HTTP_11 || keep_alive)
+}
+
+fn ends_with_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .last()
+        .and_then(|v| v.as_bytes().split(|&b| b == b',').next_back())
+        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The Content-Length, when present; repeated fields must agree.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, UpstreamError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let parsed = parse_decimal(item.trim_ascii())
+                .ok_or_else(|| UpstreamError::BadResponse("invalid Content-Length".into()))?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(UpstreamError::BadResponse(
+                    "differing Content-Length values".into(),
+                ));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunked {
+    /// Expecting a chunk-size line.
+    Size,
+    /// This many data bytes of the current chunk are still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer fields after the last chunk; `seen` bytes so far.
+    Trailers { seen: usize },
+    /// The body ended.
+    Done,
+}
+
+/// One step of chunked decoding over `buf`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    /// Body data, removed from `buf`.
+    Data(Bytes),
+    /// `buf` holds no complete next element: read more.
+    NeedMore,
+    /// The last chunk and the trailers were consumed.
+    End,
+}
+
+impl Chunked {
+    /// Advance over `buf` until data is available, more bytes are needed or the body ended.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, UpstreamError> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = parse_chunk_size(&line)?;
+                    *self = if size == 0 {
+                        Chunked::Trailers { seen: 0 }
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(remaining) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = usize::try_from(remaining).map_or(buf.len(), |r| r.min(buf.len()));
+                    let left = remaining - n as u64;
+                    *self = if left == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(UpstreamError::BadResponse(
+                            "chunk data not followed by CRLF".into(),
+                        ));
+                    }
+                    let _ = buf.split_to(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers { seen } => {
+                    let Some(line) = take_line(buf, MAX_TRAILER_BYTES - seen)? else {
+                        return Ok(Decoded::NeedMore);
+                    };
+                    if line.is_empty() {
+                        *self = Chunked::Done;
+                        return Ok(Decoded::End);
+                    }
+                    *self = Chunked::Trailers {
+                        seen: seen + line.len() + 2,
+                    };
+                }
+                Chunked::Done => return Ok(Decoded::End),
+            }
+        }
+    }
+}
+
+/// Remove one CRLF-terminated line (without the CRLF) from `buf`.
+fn take_line(buf: &mut BytesMut, limit: usize) -> Result<Option<BytesMut>, UpstreamError> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => {
+            if end == 0 || buf[end - 1] != b'\r' {
+                return Err(UpstreamError::BadResponse("line not ended by CRLF".into()));
+            }
+            let mut line = buf.split_to(end + 1);
+            line.truncate(end - 1);
+            Ok(Some(line))
+        }
+        None if buf.len() > limit => Err(UpstreamError::BadResponse(
+            "chunk line or trailers too long".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let valid = !digits.is_empty() && digits.len() <= 16 && digits.iter().all(u8::is_ascii_hexdigit);
+    let size = valid
+        .then(|| std::str::from_utf8(digits).ok())
+        .flatten()
+        .and_then(|s| u64::from_str_radix(s, 16).ok());
+    size.ok_or_else(|| UpstreamError::BadResponse("invalid chunk size".into()))
+}
+
+#[cfg(test)]
+#[path = "../tests/upstream_codec.rs"]
+mod tests;

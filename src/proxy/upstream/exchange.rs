@@ -1,0 +1,189 @@
+//! One request/response exchange on an upstream connection: the request head and body go out
+//! while the response head is awaited (a backend may answer before it read the whole body),
+//! 1xx interim responses are skipped, and the response body framing is decided.
+
+use std::future::Future;
+
+use http::request::Parts;
+use http::{header, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use super::codec::{self, RequestFraming, ResponseHead};
+use super::{ResponseBody, UpstreamConn, UpstreamError, READ_BUFFER};
+use crate::proxy::body::{BodyError, UpstreamBody};
+
+/// A backend's answer.
+#[derive(Debug)]
+pub(crate) enum Exchanged {
+    /// A response whose body streams from the connection.
+    Response(Response<ResponseBody>),
+    /// `101 Switching Protocols`: the connection now belongs to the tunnel.
+    Switched(Response<()>, UpstreamConn),
+}
+
+/// A failed exchange; the connection is gone.
+#[derive(Debug)]
+pub(crate) struct SendFailure {
+    pub(crate) error: UpstreamError,
+    /// The backend cannot have acted on the request: its head never got out, or the
+    /// connection died without a response byte for an idempotent request without body.
+    pub(crate) retry_safe: bool,
+}
+
+/// Why streaming the request body stopped.
+enum BodyStop {
+    Client(BodyError),
+    Write(std::io::Error),
+}
+
+/// Send `parts` and `body` on `conn` and read the response head.
+///
+/// A plain fn returning an `async move` block: an `async fn` would keep a second copy of
+/// `conn` in its state, which is copied with it on every move.
+pub(crate) fn send<'a>(
+    mut conn: UpstreamConn,
+    parts: &'a Parts,
+    body: &'a mut UpstreamBody,
+) -> impl Future<Output = Result<Exchanged, SendFailure>> + Send + 'a {
+    async move {
+        let framing = request_framing(parts, body);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let UpstreamConn {
+            stream,
+            read_buf,
+            write_buf,
+            ..
+        } = &mut conn;
+        codec::encode_request_head(&parts.method, target, &parts.headers, framing, write_buf);
+        let (mut reader, mut writer) = stream.split();
+        if let Err(e) = writer.write_all(write_buf).await {
+            return Err(SendFailure {
+                error: UpstreamError::Write(e),
+                retry_safe: true,
+            });
+        }
+        let mut received_any = false;
+        let mut body_done = framing == RequestFraming::Empty;
+        let head = if body_done {
+            read_head(&mut reader, read_buf, &mut received_any).await
+        } else {
+            let chunked = framing == RequestFraming::Chunked;
+            let sending = send_body(&mut writer, body, chunked, write_buf);
+            let reading = read_head(&mut reader, read_buf, &mut received_any);
+            tokio::pin!(sending, reading);
+            let mut write_error = None;
+            loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut sending, if !body_done => {
+                        body_done = true;
+                        match sent {
+                            Ok(()) => {}
+                            Err(BodyStop::Client(e)) => return Err(SendFailure { error: e.into(), retry_safe: false }),
+                            // The backend may have answered early (e.g. 413) and stopped reading.
+                            Err(BodyStop::Write(e)) => write_error = Some(e),
+                        }
+                    }
+                    head = &mut reading => break head.map_err(|e| write_error.map_or(e, UpstreamError::Write)),
+                }
+            }
+        };
+        let retry_safe =
+            !received_any && framing == RequestFraming::Empty && parts.method.is_idempotent();
+        let mut head = head.map_err(|error| SendFailure { error, retry_safe })?;
+        if head.status == StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(Exchanged::Switched(into_response(head, ()), conn));
+        }
+        let mut framing = codec::response_framing(&parts.method, &mut head).map_err(|error| {
+            SendFailure {
+                error,
+                retry_safe: false,
+            }
+        })?;
+        // Unread request body bytes would be taken for the next request.
+        framing.keep_alive &= body_done;
+        let body = ResponseBody::new(conn, framing);
+        Ok(Exchanged::Response(into_response(head, body)))
+    }
+}
+
+fn request_framing(parts: &Parts, body: &UpstreamBody) -> RequestFraming {
+    if body.is_end_stream() {
+        RequestFraming::Empty
+    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        RequestFraming::Length
+    } else {
+        RequestFraming::Chunked
+    }
+}
+
+async fn send_body(
+    writer: &mut WriteHalf<'_>,
+    body: &mut UpstreamBody,
+    chunked: bool,
+    scratch: &mut Vec<u8>,
+) -> Result<(), BodyStop> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyStop::Client)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers of an HTTP/2 request are not passed on
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            codec::chunk_header(data.len(), scratch);
+            writer.write_all(scratch).await.map_err(BodyStop::Write)?;
+            writer.write_all(&data).await.map_err(BodyStop::Write)?;
+            writer.write_all(b"\r\n").await.map_err(BodyStop::Write)?;
+        } else {
+            writer.write_all(&data).await.map_err(BodyStop::Write)?;
+        }
+    }
+    if chunked {
+        writer
+            .write_all(codec::LAST_CHUNK)
+            .await
+            .map_err(BodyStop::Write)?;
+    }
+    Ok(())
+}
+
+/// Read until a final response head (or 101) is parsed; interim 1xx responses are dropped.
+async fn read_head(
+    reader: &mut ReadHalf<'_>,
+    buf: &mut bytes::BytesMut,
+    received_any: &mut bool,
+) -> Result<ResponseHead, UpstreamError> {
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = codec::parse_response_head(buf)? {
+                let interim = head.status.is_informational()
+                    && head.status != StatusCode::SWITCHING_PROTOCOLS;
+                if !interim {
+                    return Ok(head);
+                }
+                continue;
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
+        }
+        let n = reader.read_buf(buf).await.map_err(UpstreamError::Read)?;
+        if n == 0 {
+            return Err(UpstreamError::Closed);
+        }
+        *received_any = true;
+    }
+}
+
+fn into_response<B>(head: ResponseHead, body: B) -> Response<B> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.version_mut() = head.version;
+    *resp.headers_mut() = head.headers;
+    resp
+}
