@@ -47,6 +47,16 @@ struct Forward {
     client_upgrade: Option<OnUpgrade>,
 }
 
+/// The backend chosen for a request.
+enum Picked {
+    /// With an idle pooled connection.
+    Pooled(Acquired),
+    /// Without one: a connection must be opened.
+    Connect(Arc<Backend>),
+    /// No backend of the app is ready.
+    NoReplica,
+}
+
 /// An upstream connection ready for the request, counted in flight on its backend.
 struct Acquired {
     in_flight: InFlight,
@@ -201,6 +211,7 @@ impl Shared {
     ///
     /// A plain fn returning an `async move` block: an `async fn` would keep a second copy of
     /// every argument in its state.
+    #[allow(clippy::manual_async_fn)]
     fn forward(
         self: Arc<Self>,
         mut fwd: Forward,
@@ -208,10 +219,10 @@ impl Shared {
         log: Option<AccessLog>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         async move {
-            let acquired = match self.pooled(&fwd.app) {
-                Ok(Some(acquired)) => Ok(acquired),
-                Ok(None) => Box::pin(self.connect_any(&fwd.app)).await,
-                Err(page) => Err((page, None)),
+            let acquired = match self.pick(&fwd.app) {
+                Picked::Pooled(acquired) => Ok(acquired),
+                Picked::Connect(backend) => Box::pin(self.connect_any(&fwd.app, backend)).await,
+                Picked::NoReplica => Err((no_replica_page(&fwd.app), None)),
             };
             let (resp, backend) = match acquired {
                 Err(outcome) => outcome,
@@ -241,25 +252,20 @@ impl Shared {
         }
     }
 
-    /// A pooled connection to the next ready backend (`None`: a new one must be opened);
-    /// the 503 page when no backend is ready.
-    fn pooled(&self, app: &AppEntry) -> Result<Option<Acquired>, Response<ProxyBody>> {
+    /// The next ready backend, with a pooled connection when it has one.
+    fn pick(&self, app: &AppEntry) -> Picked {
         let Some(backend) = app.pick(None) else {
-            let msg = format!(
-                "App {} has no ready replica right now; try again shortly.",
-                app.name()
-            );
-            return Err(pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg));
+            return Picked::NoReplica;
         };
         let Some(conn) = self.checkout(backend) else {
-            return Ok(None);
+            return Picked::Connect(Arc::clone(backend));
         };
         // Counted in flight from the pick on, so a drain starting now waits for this request.
-        Ok(Some(Acquired {
+        Picked::Pooled(Acquired {
             in_flight: backend.start_request(),
             conn,
             pooled: true,
-        }))
+        })
     }
 
     fn checkout(&self, backend: &Backend) -> Option<UpstreamConn> {
@@ -271,16 +277,12 @@ impl Shared {
         None
     }
 
-    /// Open a connection to the next ready backend; when that fails, to the one after it.
+    /// Open a connection to `first`; when that fails, to the app's next ready backend.
     async fn connect_any(
         &self,
         app: &AppEntry,
+        first: Arc<Backend>,
     ) -> Result<Acquired, (Response<ProxyBody>, Option<Arc<Backend>>)> {
-        let no_replica = || {
-            let msg = format!("App {} has no ready replica right now.", app.name());
-            (pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg), None)
-        };
-        let first = Arc::clone(app.pick(None).ok_or_else(no_replica)?);
         let first_flight = first.start_request();
         match upstream::connect(first.addr(), self.config.connect_timeout).await {
             Ok(conn) => {
@@ -412,6 +414,14 @@ impl Shared {
             }
         }
     }
+}
+
+fn no_replica_page(app: &AppEntry) -> Response<ProxyBody> {
+    let msg = format!(
+        "App {} has no ready replica right now; try again shortly.",
+        app.name()
+    );
+    pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg)
 }
 
 /// Content-Length of the request, when declared.

@@ -117,8 +117,11 @@ pub(crate) fn parse_response_head(
     for f in &fields[..count] {
         let name = HeaderName::from_bytes(&head[f.name_at..f.name_at + f.name_len])
             .map_err(|_| UpstreamError::BadResponse("invalid header name".into()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(f.value_at..f.value_at + f.value_len))
-            .map_err(|_| UpstreamError::BadResponse(format!("invalid value for header {name}")))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(f.value_at..f.value_at + f.value_len))
+                .map_err(|_| {
+                    UpstreamError::BadResponse(format!("invalid value for header {name}"))
+                })?;
         headers.append(name, value);
     }
     Ok(Some(ResponseHead {
@@ -205,7 +208,7 @@ fn ends_with_chunked(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .last()
+        .next_back()
         .and_then(|v| v.as_bytes().split(|&b| b == b',').next_back())
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
 }
@@ -344,7 +347,8 @@ fn parse_chunk_size(line: &[u8]) -> Result<u64, UpstreamError> {
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    let valid = !digits.is_empty() && digits.len() <= 16 && digits.iter().all(u8::is_ascii_hexdigit);
+    let valid =
+        !digits.is_empty() && digits.len() <= 16 && digits.iter().all(u8::is_ascii_hexdigit);
     let size = valid
         .then(|| std::str::from_utf8(digits).ok())
         .flatten()

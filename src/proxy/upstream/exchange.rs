@@ -43,6 +43,7 @@ enum BodyStop {
 ///
 /// A plain fn returning an `async move` block: an `async fn` would keep a second copy of
 /// `conn` in its state, which is copied with it on every move.
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn send<'a>(
     mut conn: UpstreamConn,
     parts: &'a Parts,
@@ -97,12 +98,11 @@ pub(crate) fn send<'a>(
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Exchanged::Switched(into_response(head, ()), conn));
         }
-        let mut framing = codec::response_framing(&parts.method, &mut head).map_err(|error| {
-            SendFailure {
+        let mut framing =
+            codec::response_framing(&parts.method, &mut head).map_err(|error| SendFailure {
                 error,
                 retry_safe: false,
-            }
-        })?;
+            })?;
         // Unread request body bytes would be taken for the next request.
         framing.keep_alive &= body_done;
         let body = ResponseBody::new(conn, framing);

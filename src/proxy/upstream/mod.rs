@@ -104,7 +104,10 @@ pub enum UpstreamError {
     #[error("the backend sent an invalid response: {0}")]
     BadResponse(String),
     /// The backend's response head is larger than the proxy accepts.
-    #[error("the backend's response head exceeds {} bytes", codec::MAX_RESPONSE_HEAD_BYTES)]
+    #[error(
+        "the backend's response head exceeds {} bytes",
+        codec::MAX_RESPONSE_HEAD_BYTES
+    )]
     HeadTooLarge,
     /// The client's request body could not be passed on.
     #[error(transparent)]
