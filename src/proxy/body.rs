@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -99,6 +100,8 @@ pub struct UpstreamResponse {
     body: ResponseBody,
     /// Until the body ended: keeps the request counted on its backend (drain waits for it).
     in_flight: Option<InFlight>,
+    /// When the response head arrived: the idle pool's clock for the connection.
+    responded: Instant,
     _active: ActiveRequest,
 }
 
@@ -108,7 +111,9 @@ impl UpstreamResponse {
     fn finish(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
             if let Some(conn) = self.body.take_reusable() {
-                in_flight.backend().checkin(PooledConn::new(conn));
+                in_flight
+                    .backend()
+                    .checkin(PooledConn::new(conn, self.responded));
             }
         }
     }
@@ -120,10 +125,16 @@ impl ProxyBody {
     }
 
     /// Wrap a backend's body; its connection returns to the pool once the body was read.
-    pub(crate) fn upstream(body: ResponseBody, in_flight: InFlight, active: ActiveRequest) -> Self {
+    pub(crate) fn upstream(
+        body: ResponseBody,
+        in_flight: InFlight,
+        active: ActiveRequest,
+        responded: Instant,
+    ) -> Self {
         let mut up = UpstreamResponse {
             body,
             in_flight: Some(in_flight),
+            responded,
             _active: active,
         };
         if up.body.is_end_stream() {

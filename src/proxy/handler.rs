@@ -15,7 +15,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::future::Either;
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::backend::{Backend, InFlight};
 use super::body::{BodyError, ProxyBody, UpstreamBody};
+use super::deadline::{self, TimedOut};
 use super::headers::{self, ClientInfo};
 use super::pages;
 use super::routes::{normalize_host, AppEntry, HostMatch};
@@ -42,6 +43,8 @@ enum Routed {
 /// A request bound for a backend, already rewritten for it.
 struct Forward {
     app: Arc<AppEntry>,
+    /// HTTP/2 streams run in tasks of their own, which no connection watch wakes.
+    own_task: bool,
     parts: Parts,
     body: UpstreamBody,
     client_upgrade: Option<OnUpgrade>,
@@ -65,7 +68,7 @@ struct Acquired {
 }
 
 /// The outcome of sending a request: response head, failure, or response timeout.
-type Attempt = Result<Result<Exchanged, SendFailure>, tokio::time::error::Elapsed>;
+type Attempt = Result<Result<Exchanged, SendFailure>, TimedOut>;
 
 /// The fields of the access log line, captured only while the access log is enabled.
 struct AccessLog {
@@ -170,12 +173,14 @@ impl Shared {
                 return Routed::Local(close_after(page));
             }
         }
+        let own_task = req.version() == Version::HTTP_2;
         let upgrade = headers::upgrade_requested(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         headers::prepare_request(&mut req, client, &host, upgrade);
         let (parts, body) = req.into_parts();
         Routed::Forward(Forward {
             app,
+            own_task,
             parts,
             body: UpstreamBody::new(body, self.config.max_body_bytes),
             client_upgrade,
@@ -219,7 +224,9 @@ impl Shared {
         log: Option<AccessLog>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         async move {
-            let acquired = match self.pick(&fwd.app) {
+            // One clock read serves the pool's idle check, the latency and the deadline.
+            let now = Instant::now();
+            let acquired = match self.pick(&fwd.app, now) {
                 Picked::Pooled(acquired) => Ok(acquired),
                 Picked::Connect(backend) => Box::pin(self.connect_any(&fwd.app, backend)).await,
                 Picked::NoReplica => Err((no_replica_page(&fwd.app), None)),
@@ -232,10 +239,14 @@ impl Shared {
                     pooled,
                 }) => {
                     let backend = Arc::clone(in_flight.backend());
-                    let sent_at = Instant::now();
+                    let sent_at = now;
                     let timeout = self.config.backend_response_timeout;
                     let send = upstream::send(conn, &fwd.parts, &mut fwd.body);
-                    let mut attempt = tokio::time::timeout(timeout, send).await;
+                    let mut attempt = if fwd.own_task {
+                        deadline::timer_timeout(timeout, send).await
+                    } else {
+                        deadline::polled_timeout(sent_at + timeout, send).await
+                    };
                     if pooled && matches!(&attempt, Ok(Err(f)) if f.retry_safe) {
                         let resend = self.resend(&backend, &fwd.parts, &mut fwd.body);
                         attempt = Box::pin(resend).await;
@@ -253,11 +264,11 @@ impl Shared {
     }
 
     /// The next ready backend, with a pooled connection when it has one.
-    fn pick(&self, app: &AppEntry) -> Picked {
+    fn pick(&self, app: &AppEntry, now: Instant) -> Picked {
         let Some(backend) = app.pick(None) else {
             return Picked::NoReplica;
         };
-        let Some(conn) = self.checkout(backend) else {
+        let Some(conn) = self.checkout(backend, now) else {
             return Picked::Connect(Arc::clone(backend));
         };
         // Counted in flight from the pick on, so a drain starting now waits for this request.
@@ -268,9 +279,9 @@ impl Shared {
         })
     }
 
-    fn checkout(&self, backend: &Backend) -> Option<UpstreamConn> {
+    fn checkout(&self, backend: &Backend, now: Instant) -> Option<UpstreamConn> {
         while let Some(idle) = backend.checkout() {
-            if let Some(conn) = idle.reuse(self.config.upstream_idle_timeout) {
+            if let Some(conn) = idle.reuse(self.config.upstream_idle_timeout, now) {
                 return Some(conn);
             }
         }
@@ -305,7 +316,7 @@ impl Shared {
             return Err((page, Some(first)));
         };
         let in_flight = second.start_request();
-        if let Some(conn) = self.checkout(&second) {
+        if let Some(conn) = self.checkout(&second, Instant::now()) {
             return Ok(Acquired {
                 in_flight,
                 conn,
@@ -356,8 +367,9 @@ impl Shared {
                 return Ok(Err(failure));
             }
         };
+        // Rare path: tokio's timer, whichever task this runs in.
         let timeout = self.config.backend_response_timeout;
-        tokio::time::timeout(timeout, upstream::send(conn, parts, body)).await
+        deadline::timer_timeout(timeout, upstream::send(conn, parts, body)).await
     }
 
     /// The client's response for a backend's answer (or failure).
@@ -394,11 +406,12 @@ impl Shared {
                 );
             }
         };
-        backend.record_response(sent_at.elapsed());
+        let responded = Instant::now();
+        backend.record_response(responded.saturating_duration_since(sent_at));
         match exchanged {
             Exchanged::Response(mut resp) => {
                 headers::prepare_response(resp.headers_mut(), false);
-                resp.map(|body| ProxyBody::upstream(body, in_flight, active))
+                resp.map(|body| ProxyBody::upstream(body, in_flight, active, responded))
             }
             Exchanged::Switched(mut resp, conn) => {
                 let Some(client_upgrade) = client_upgrade else {

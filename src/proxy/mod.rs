@@ -24,6 +24,7 @@
 
 mod backend;
 mod body;
+mod deadline;
 mod handler;
 mod headers;
 mod pages;

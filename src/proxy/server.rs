@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::deadline;
 use super::headers::ClientInfo;
 use super::routes::Routes;
 use super::tls_hooks::TlsHooks;
@@ -274,7 +275,10 @@ impl ClientConn {
         E: std::fmt::Display,
     {
         tokio::pin!(conn);
-        let quiet = activity.quiet_for(quiet_limit);
+        let tick = (quiet_limit / QUIET_SAMPLES).min(deadline::tick_for(
+            self.shared.config.backend_response_timeout,
+        ));
+        let quiet = activity.watch(quiet_limit, tick);
         tokio::pin!(quiet);
         let result = tokio::select! {
             biased;
@@ -304,22 +308,25 @@ pub(crate) struct ConnActivity {
     started: AtomicU64,
 }
 
-/// The quiet watch samples this many times per limit; a connection closes after one more
-/// quiet sample, so between 1 and 1.25 times the limit after its last request ended.
+/// The watch samples at least this many times per quiet limit; a connection closes after one
+/// more quiet sample, so between 1 and 1.25 times the limit after its last request ended.
 const QUIET_SAMPLES: u32 = 4;
 
 impl ConnActivity {
-    /// Resolves once no request was in progress or started for `limit` (up to 1.25 × `limit`).
-    async fn quiet_for(&self, limit: Duration) {
-        let tick = limit / QUIET_SAMPLES;
+    /// Wakes the connection's task every `tick` (which polls its in-flight HTTP/1 request, so
+    /// `deadline::polled_timeout` fires) and resolves once no request was in progress or
+    /// started for `limit` (up to `limit` + `tick`).
+    async fn watch(&self, limit: Duration, tick: Duration) {
+        let tick = tick.max(Duration::from_millis(1));
+        let needed = u32::try_from(limit.as_nanos().div_ceil(tick.as_nanos())).unwrap_or(u32::MAX);
         let mut last_started = self.started.load(Ordering::Acquire);
-        let mut quiet_samples = 0;
+        let mut quiet_samples: u32 = 0;
         loop {
             tokio::time::sleep(tick).await;
             let started = self.started.load(Ordering::Acquire);
             if self.active.load(Ordering::Acquire) == 0 && started == last_started {
                 quiet_samples += 1;
-                if quiet_samples > QUIET_SAMPLES {
+                if quiet_samples > needed {
                     return;
                 }
             } else {

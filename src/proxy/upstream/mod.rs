@@ -55,16 +55,14 @@ pub(crate) struct PooledConn {
 }
 
 impl PooledConn {
-    pub(crate) fn new(conn: UpstreamConn) -> Self {
-        Self {
-            conn,
-            idle_since: Instant::now(),
-        }
+    /// `conn`, idle since `idle_since` (the caller's last clock read, to spare one).
+    pub(crate) fn new(conn: UpstreamConn, idle_since: Instant) -> Self {
+        Self { conn, idle_since }
     }
 
-    /// The connection, when it is still usable and idle for less than `max_idle`.
-    pub(crate) fn reuse(self, max_idle: Duration) -> Option<UpstreamConn> {
-        let fresh = self.idle_since.elapsed() < max_idle;
+    /// The connection, when it is still usable and was idle for less than `max_idle` at `now`.
+    pub(crate) fn reuse(self, max_idle: Duration, now: Instant) -> Option<UpstreamConn> {
+        let fresh = now.saturating_duration_since(self.idle_since) < max_idle;
         (fresh && self.conn.is_idle_and_open()).then_some(self.conn)
     }
 }
