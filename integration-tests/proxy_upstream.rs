@@ -352,6 +352,26 @@ struct TestProxy {
 }
 
 /// A proxy on 127.0.0.1 routing `HOST` to the single ready backend at `backend`.
+/// A backend whose first answer (on whichever connection) is `first`, every later one `then`.
+async fn first_answer_then(first: Vec<u8>, then: &'static [u8]) -> ScriptedBackend {
+    let first = Arc::new(first);
+    let answered = Arc::new(AtomicUsize::new(0));
+    scripted_backend(move |mut conn| {
+        let (first, answered) = (Arc::clone(&first), Arc::clone(&answered));
+        async move {
+            while conn.next_request().await.is_some() {
+                if answered.fetch_add(1, Ordering::SeqCst) == 0 {
+                    // Kept open afterwards: the proxy must judge the framing itself.
+                    conn.send(&first).await;
+                } else {
+                    conn.send(then).await;
+                }
+            }
+        }
+    })
+    .await
+}
+
 async fn proxy_to(backend: SocketAddr) -> TestProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -478,24 +498,12 @@ async fn backend_connection_is_reused_after_a_response_with_trailers() {
 /// length that contradicts the body. The follow-up requests do get `next`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_chunked_response_is_never_forwarded_ambiguously() {
-    let answered = Arc::new(AtomicUsize::new(0));
-    let backend = scripted_backend(move |mut conn| {
-        let answered = Arc::clone(&answered);
-        async move {
-            while conn.next_request().await.is_some() {
-                if answered.fetch_add(1, Ordering::SeqCst) == 0 {
-                    conn.send(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
-                          5\r\nhello\r\n0\r\n\r\n",
-                    )
-                    .await;
-                } else {
-                    conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
-                        .await;
-                }
-            }
-        }
-    })
+    let backend = first_answer_then(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext",
+    )
     .await;
     let proxy = proxy_to(backend.addr).await;
 
@@ -516,23 +524,10 @@ async fn content_length_with_chunked_response_is_never_forwarded_ambiguously() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn differing_duplicate_content_lengths_from_backend_give_502() {
-    let answered = Arc::new(AtomicUsize::new(0));
-    let backend = scripted_backend(move |mut conn| {
-        let answered = Arc::clone(&answered);
-        async move {
-            while conn.next_request().await.is_some() {
-                if answered.fetch_add(1, Ordering::SeqCst) == 0 {
-                    conn.send(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-                    )
-                    .await;
-                } else {
-                    conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                }
-            }
-        }
-    })
+    let backend = first_answer_then(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    )
     .await;
     let proxy = proxy_to(backend.addr).await;
 
@@ -542,22 +537,12 @@ async fn differing_duplicate_content_lengths_from_backend_give_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_chunk_size_breaks_that_response_only() {
-    let backend = scripted_backend(|mut conn| async move {
-        let first_connection = conn.index == 0;
-        while conn.next_request().await.is_some() {
-            if first_connection {
-                conn.send(
-                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-                      5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n",
-                )
-                .await;
-                // Kept open: the proxy must notice the bad framing itself, not wait for EOF.
-            } else {
-                conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
-                    .await;
-            }
-        }
-    })
+    let backend = first_answer_then(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\nzz\r\nmore\r\n0\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood",
+    )
     .await;
     let proxy = proxy_to(backend.addr).await;
 
@@ -608,23 +593,10 @@ async fn oversized_response_head_gives_502_and_proxy_keeps_working() {
             head.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
         }
         head.extend_from_slice(b"Content-Length: 2\r\n\r\nok");
-        Arc::new(head)
+        head
     };
-    let backend = scripted_backend(move |mut conn| {
-        let big_head = Arc::clone(&big_head);
-        async move {
-            let first_connection = conn.index == 0;
-            while conn.next_request().await.is_some() {
-                if first_connection {
-                    conn.send(&big_head).await;
-                } else {
-                    conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await;
-                }
-            }
-        }
-    })
-    .await;
+    let backend =
+        first_answer_then(big_head, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
     let proxy = proxy_to(backend.addr).await;
 
     assert_eq!(get(&proxy, "/big").await.status(), 502);
