@@ -2,7 +2,7 @@
 # Benchmark haloyd's reverse proxy against nginx and HAProxy in front of the same backend.
 #
 # One run, same machine, same load tool (wrk, keep-alive, 1 KB body):
-#   1. req/s at saturation (closed loop, 64 connections);
+#   1. req/s at saturation (closed loop, 64 connections), and each proxy's CPU time per request;
 #   2. p50/p99 latency at a fixed rate below saturation (half of the slowest proxy's saturation).
 # Prints haloyd/nginx and haloyd/haproxy ratios.
 #
@@ -69,6 +69,7 @@ wait_port() {
 "$EXAMPLES/bench-backend" "127.0.0.1:$BACKEND_PORT" &
 PIDS+=($!)
 "$EXAMPLES/bench-proxy" "127.0.0.1:$HALOY_PORT" "127.0.0.1:$BACKEND_PORT" &
+HALOY_PID=$!
 PIDS+=($!)
 
 mkdir -p "$WORK/nginx"
@@ -103,6 +104,7 @@ http {
 }
 EOF
 "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+NGINX_PID=$!
 PIDS+=($!)
 
 cat >"$WORK/haproxy.cfg" <<EOF
@@ -126,6 +128,7 @@ backend be
     server s1 127.0.0.1:$BACKEND_PORT
 EOF
 "$HAPROXY" -db -f "$WORK/haproxy.cfg" &
+HAPROXY_PID=$!
 PIDS+=($!)
 
 for port in $BACKEND_PORT $HALOY_PORT $NGINX_PORT $HAPROXY_PORT; do wait_port "$port"; done
@@ -150,10 +153,23 @@ to_ms() { # wrk latency value like 812.00us / 1.23ms / 1.01s -> ms
     }'
 }
 
-saturate() { # port -> req/s
+CLK_TCK=$(getconf CLK_TCK)
+cpu_ticks() { # pid -> user+system clock ticks used so far
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# CPU time per request (user + system, from /proc) is printed next to req/s: it is the
+# proxy's own cost, less disturbed than req/s by the load tool and backend sharing the cores.
+saturate() { # port pid -> "req/s cpu_us_per_request"
     wrk -t1 -c2 -d2s -H 'Host: bench.test' "http://127.0.0.1:$1/" >/dev/null # warm up pools
-    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H 'Host: bench.test' "http://127.0.0.1:$1/" |
-        awk '/^Requests\/sec:/ { print $2 }'
+    local before after out
+    before=$(cpu_ticks "$2")
+    out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -H 'Host: bench.test' "http://127.0.0.1:$1/")
+    after=$(cpu_ticks "$2")
+    awk -v t=$((after - before)) -v hz="$CLK_TCK" '
+        /^Requests\/sec:/ { rps = $2 }
+        / requests in / { n = $1 }
+        END { printf "%s %.2f\n", rps, t * 1e6 / hz / n }' <<<"$out"
 }
 
 fixed_rate() { # port rate -> "achieved_rps p50_ms p99_ms"
@@ -179,16 +195,22 @@ median() { # numbers... -> median
 # The machine is shared: rounds interleave the three proxies and the median is reported, so a
 # burst of foreign load hits all of them rather than one.
 echo "== saturation: wrk -t1 -c$CONNS -d${DURATION}s, 1 KB body, keep-alive, $ROUNDS interleaved rounds" >&2
-H_ALL=() N_ALL=() A_ALL=()
+H_ALL=() N_ALL=() A_ALL=() H_CPU=() N_CPU=() A_CPU=()
 for _ in $(seq 1 "$ROUNDS"); do
-    H_ALL+=("$(saturate $HALOY_PORT)")
-    N_ALL+=("$(saturate $NGINX_PORT)")
-    A_ALL+=("$(saturate $HAPROXY_PORT)")
+    read -r rps cpu <<<"$(saturate $HALOY_PORT $HALOY_PID)"
+    H_ALL+=("$rps") H_CPU+=("$cpu")
+    read -r rps cpu <<<"$(saturate $NGINX_PORT $NGINX_PID)"
+    N_ALL+=("$rps") N_CPU+=("$cpu")
+    read -r rps cpu <<<"$(saturate $HAPROXY_PORT $HAPROXY_PID)"
+    A_ALL+=("$rps") A_CPU+=("$cpu")
 done
 echo "   haloyd ${H_ALL[*]} | nginx ${N_ALL[*]} | haproxy ${A_ALL[*]}" >&2
 H_RPS=$(median "${H_ALL[@]}")
 N_RPS=$(median "${N_ALL[@]}")
 A_RPS=$(median "${A_ALL[@]}")
+H_US=$(median "${H_CPU[@]}")
+N_US=$(median "${N_CPU[@]}")
+A_US=$(median "${A_CPU[@]}")
 RATE=$(awk -v a="$H_RPS" -v b="$N_RPS" -v c="$A_RPS" 'BEGIN { m = a; if (b < m) m = b; if (c < m) m = c; printf "%d", m / 2 }')
 
 echo "== fixed rate ~$RATE req/s (half the slowest saturation), wrk pacing 2 ms/connection, $ROUNDS rounds" >&2
@@ -204,13 +226,15 @@ read -r H_FR H_P50 H_P99 <<<"$(fixed_median $HALOY_PORT)"
 read -r N_FR N_P50 N_P99 <<<"$(fixed_median $NGINX_PORT)"
 read -r A_FR A_P50 A_P99 <<<"$(fixed_median $HAPROXY_PORT)"
 
-printf '\n%-10s %14s %14s %10s %10s\n' proxy "sat req/s" "fixed req/s" "p50 ms" "p99 ms"
-printf '%-10s %14s %14s %10s %10s\n' haloyd "$H_RPS" "$H_FR" "$H_P50" "$H_P99"
-printf '%-10s %14s %14s %10s %10s\n' nginx "$N_RPS" "$N_FR" "$N_P50" "$N_P99"
-printf '%-10s %14s %14s %10s %10s\n' haproxy "$A_RPS" "$A_FR" "$A_P50" "$A_P99"
+printf '\n%-10s %14s %12s %14s %10s %10s\n' proxy "sat req/s" "CPU us/req" "fixed req/s" "p50 ms" "p99 ms"
+printf '%-10s %14s %12s %14s %10s %10s\n' haloyd "$H_RPS" "$H_US" "$H_FR" "$H_P50" "$H_P99"
+printf '%-10s %14s %12s %14s %10s %10s\n' nginx "$N_RPS" "$N_US" "$N_FR" "$N_P50" "$N_P99"
+printf '%-10s %14s %12s %14s %10s %10s\n' haproxy "$A_RPS" "$A_US" "$A_FR" "$A_P50" "$A_P99"
 awk -v h="$H_RPS" -v n="$N_RPS" -v a="$A_RPS" -v hp="$H_P99" -v np="$N_P99" -v ap="$A_P99" \
+    -v hc="$H_US" -v nc="$N_US" -v ac="$A_US" \
     -v h5="$H_P50" -v n5="$N_P50" -v a5="$A_P50" 'BEGIN {
     printf "\nratio req/s  haloyd/nginx = %.2f   haloyd/haproxy = %.2f   (target >= 1)\n", h / n, h / a
     printf "ratio p50    haloyd/nginx = %.2f   haloyd/haproxy = %.2f\n", h5 / n5, h5 / a5
     printf "ratio p99    haloyd/nginx = %.2f   haloyd/haproxy = %.2f   (target <= 1)\n", hp / np, hp / ap
+    printf "ratio CPU/req haloyd/nginx = %.2f   haloyd/haproxy = %.2f   (lower is better)\n", hc / nc, hc / ac
 }'
