@@ -79,16 +79,17 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    fn begin<B>(req: &Request<B>) -> Option<Self> {
+    /// Boxed: the request's future carries it, and a pointer keeps that small.
+    fn begin<B>(req: &Request<B>) -> Option<Box<Self>> {
         if !tracing::enabled!(target: "haloy::access", tracing::Level::INFO) {
             return None;
         }
-        Some(Self {
+        Some(Box::new(Self {
             started: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             host: headers::request_host_value(req),
-        })
+        }))
     }
 
     fn write(self, resp: &Response<ProxyBody>, backend: Option<&Backend>) {
@@ -115,12 +116,7 @@ impl Shared {
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         let log = AccessLog::begin(&req);
         match self.route(req, client) {
-            Routed::Local(resp) => {
-                if let Some(log) = log {
-                    log.write(&resp, None);
-                }
-                Either::Left(std::future::ready(Ok(resp)))
-            }
+            Routed::Local(resp) => Either::Left(std::future::ready(Ok(logged(log, resp, None)))),
             Routed::Forward(fwd) => Either::Right(Arc::clone(self).forward(fwd, active, log)),
         }
     }
@@ -221,45 +217,36 @@ impl Shared {
         self: Arc<Self>,
         mut fwd: Forward,
         active: ActiveRequest,
-        log: Option<AccessLog>,
+        log: Option<Box<AccessLog>>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         async move {
             // One clock read serves the pool's idle check, the latency and the deadline.
             let now = Instant::now();
             let acquired = match self.pick(&fwd.app, now) {
-                Picked::Pooled(acquired) => Ok(acquired),
-                Picked::Connect(backend) => Box::pin(self.connect_any(&fwd.app, backend)).await,
-                Picked::NoReplica => Err((no_replica_page(&fwd.app), None)),
-            };
-            let (resp, backend) = match acquired {
-                Err(outcome) => outcome,
-                Ok(Acquired {
-                    in_flight,
-                    conn,
-                    pooled,
-                }) => {
-                    let backend = Arc::clone(in_flight.backend());
-                    let sent_at = now;
-                    let timeout = self.config.backend_response_timeout;
-                    let send = upstream::send(conn, &fwd.parts, &mut fwd.body);
-                    let mut attempt = if fwd.own_task {
-                        deadline::timer_timeout(timeout, send).await
-                    } else {
-                        deadline::polled_timeout(sent_at + timeout, send).await
-                    };
-                    if pooled && matches!(&attempt, Ok(Err(f)) if f.retry_safe) {
-                        let resend = self.resend(&backend, &fwd.parts, &mut fwd.body);
-                        attempt = Box::pin(resend).await;
+                Picked::Pooled(acquired) => acquired,
+                Picked::Connect(backend) => {
+                    match Box::pin(self.connect_any(&fwd.app, backend)).await {
+                        Ok(acquired) => acquired,
+                        Err((page, backend)) => return Ok(logged(log, page, backend.as_deref())),
                     }
-                    let client_upgrade = fwd.client_upgrade.take();
-                    let resp = self.answer(attempt, in_flight, sent_at, client_upgrade, active);
-                    (resp, Some(backend))
                 }
+                Picked::NoReplica => return Ok(logged(log, no_replica_page(&fwd.app), None)),
             };
-            if let Some(log) = log {
-                log.write(&resp, backend.as_deref());
+            let timeout = self.config.backend_response_timeout;
+            let send = upstream::send(acquired.conn, &fwd.parts, &mut fwd.body);
+            let mut attempt = if fwd.own_task {
+                deadline::timed(timeout, send).await
+            } else {
+                deadline::polled(now + timeout, send).await
+            };
+            let backend = acquired.in_flight.backend();
+            if acquired.pooled && matches!(&attempt, Ok(Err(f)) if f.retry_safe) {
+                attempt = Box::pin(self.resend(backend, &fwd.parts, &mut fwd.body)).await;
             }
-            Ok(resp)
+            let backend = log.is_some().then(|| Arc::clone(backend));
+            let client_upgrade = fwd.client_upgrade.take();
+            let resp = self.answer(attempt, acquired.in_flight, now, client_upgrade, active);
+            Ok(logged(log, resp, backend.as_deref()))
         }
     }
 
@@ -369,7 +356,7 @@ impl Shared {
         };
         // Rare path: tokio's timer, whichever task this runs in.
         let timeout = self.config.backend_response_timeout;
-        deadline::timer_timeout(timeout, upstream::send(conn, parts, body)).await
+        deadline::timed(timeout, upstream::send(conn, parts, body)).await
     }
 
     /// The client's response for a backend's answer (or failure).
@@ -435,6 +422,18 @@ fn no_replica_page(app: &AppEntry) -> Response<ProxyBody> {
         app.name()
     );
     pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg)
+}
+
+/// `resp`, after its access log line when the access log is on.
+fn logged(
+    log: Option<Box<AccessLog>>,
+    resp: Response<ProxyBody>,
+    backend: Option<&Backend>,
+) -> Response<ProxyBody> {
+    if let Some(log) = log {
+        log.write(&resp, backend);
+    }
+    resp
 }
 
 /// Content-Length of the request, when declared.
