@@ -1,10 +1,10 @@
 //! The backend response timeout without a timer per request. On an HTTP/1 connection the
 //! request's future runs inside the connection's task, and that task is woken at least every
-//! quarter of the response timeout by the connection's watch (`server::ConnActivity::watch`), which polls the
-//! in-flight request; the request then compares the clock with its deadline. Registering a
-//! tokio timer per request instead cost about a fifth of the proxy's CPU time per request
-//! (measured with integration-tests/bench/proxy.sh). HTTP/2 streams run in tasks of their own
-//! and keep tokio's timer.
+//! quarter of the response timeout by the connection's watch (`server::ConnActivity::watch`),
+//! which polls the in-flight request; the request then compares the clock with its deadline.
+//! Registering a tokio timer per request instead cost about a fifth of the proxy's CPU time per
+//! request (measured with integration-tests/bench/proxy.sh). HTTP/2 streams run in tasks of
+//! their own and keep tokio's timer.
 
 use std::future::Future;
 use std::pin::Pin;
