@@ -24,7 +24,7 @@ use tokio::io::AsyncWriteExt;
 use super::backend::{Backend, InFlight};
 use super::body::{BodyError, ProxyBody, UpstreamBody};
 use super::deadline::{self, TimedOut};
-use super::headers::{self, ClientInfo};
+use super::headers::{self, ClientInfo, Forwarding};
 use super::pages;
 use super::routes::{normalize_host, AppEntry, HostMatch};
 use super::server::{ActiveRequest, Shared};
@@ -46,6 +46,7 @@ struct Forward {
     /// HTTP/2 streams run in tasks of their own, which no connection watch wakes.
     own_task: bool,
     parts: Parts,
+    forwarding: Forwarding,
     body: UpstreamBody,
     client_upgrade: Option<OnUpgrade>,
 }
@@ -172,12 +173,13 @@ impl Shared {
         let own_task = req.version() == Version::HTTP_2;
         let upgrade = headers::upgrade_requested(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        headers::prepare_request(&mut req, client, &host, upgrade);
+        let forwarding = headers::prepare_request(&mut req, client, &host, upgrade);
         let (parts, body) = req.into_parts();
         Routed::Forward(Forward {
             app,
             own_task,
             parts,
+            forwarding,
             body: UpstreamBody::new(body, self.config.max_body_bytes),
             client_upgrade,
         })
@@ -233,7 +235,7 @@ impl Shared {
                 Picked::NoReplica => return Ok(logged(log, no_replica_page(&fwd.app), None)),
             };
             let timeout = self.config.backend_response_timeout;
-            let send = upstream::send(acquired.conn, &fwd.parts, &mut fwd.body);
+            let send = upstream::send(acquired.conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
             let mut attempt = if fwd.own_task {
                 deadline::timed(timeout, send).await
             } else {
@@ -241,7 +243,8 @@ impl Shared {
             };
             let backend = acquired.in_flight.backend();
             if acquired.pooled && matches!(&attempt, Ok(Err(f)) if f.retry_safe) {
-                attempt = Box::pin(self.resend(backend, &fwd.parts, &mut fwd.body)).await;
+                let resend = self.resend(backend, &fwd.parts, &fwd.forwarding, &mut fwd.body);
+                attempt = Box::pin(resend).await;
             }
             let backend = log.is_some().then(|| Arc::clone(backend));
             let client_upgrade = fwd.client_upgrade.take();
@@ -338,7 +341,13 @@ impl Shared {
 
     /// A pooled connection the backend closed just before we wrote to it: the backend cannot
     /// have acted on the request, so it goes out once more on a fresh connection.
-    async fn resend(&self, backend: &Backend, parts: &Parts, body: &mut UpstreamBody) -> Attempt {
+    async fn resend(
+        &self,
+        backend: &Backend,
+        parts: &Parts,
+        forwarding: &Forwarding,
+        body: &mut UpstreamBody,
+    ) -> Attempt {
         tracing::debug!(
             task_id = backend.id(),
             "resending on a fresh upstream connection"
@@ -356,7 +365,7 @@ impl Shared {
         };
         // Rare path: tokio's timer, whichever task this runs in.
         let timeout = self.config.backend_response_timeout;
-        deadline::timed(timeout, upstream::send(conn, parts, body)).await
+        deadline::timed(timeout, upstream::send(conn, parts, forwarding, body)).await
     }
 
     /// The client's response for a backend's answer (or failure).

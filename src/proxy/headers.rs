@@ -23,9 +23,6 @@ static HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Why a request is refused before anything is forwarded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -156,50 +153,92 @@ impl ClientInfo {
     }
 }
 
-/// Rewrite a client request into the HTTP/1.1 request the backend gets.
+/// The fields the proxy sets on every request it forwards. The upstream encoder writes them
+/// after the client's own fields, from which it leaves out the hop-by-hop ones, those the
+/// Connection header names and the client's values of these (see [`backend_fields`]): no
+/// header map is changed on the way.
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    forwarded_for: HeaderValue,
+    https: bool,
+    host: HeaderValue,
+    /// The `Upgrade` protocol passed on (with `Connection: upgrade`).
+    upgrade: Option<HeaderValue>,
+}
+
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+
+/// Rewrite an HTTP/2 or absolute-form client request into a valid HTTP/1.1 one (Host from the
+/// URI, cookies joined, origin-form) and say what the proxy adds for the backend.
 pub(crate) fn prepare_request<B>(
     req: &mut Request<B>,
     client: &ClientInfo,
     host: &HeaderValue,
     upgrade: bool,
-) {
-    let upgrade_value = if upgrade {
-        req.headers().get(header::UPGRADE).cloned()
-    } else {
-        None
+) -> Forwarding {
+    let forwarding = Forwarding {
+        forwarded_for: forwarded_for(req.headers(), client),
+        https: client.https,
+        host: host.clone(),
+        upgrade: upgrade
+            .then(|| req.headers().get(header::UPGRADE).cloned())
+            .flatten(),
     };
     let http2 = req.version() == Version::HTTP_2;
     // HTTP/2 and absolute-form requests name the host in the URI; the backend gets it as Host.
-    let host_from_uri = req.uri().authority().is_some();
-    let headers = req.headers_mut();
-    strip_hop_by_hop(headers);
-    if let Some(protocol) = upgrade_value {
-        headers.insert(header::UPGRADE, protocol);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    // Room for the X-Forwarded-* fields up front: one growth instead of several.
-    headers.reserve(3);
-    set_forwarded_for(headers, client);
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if client.https { "https" } else { "http" }),
-    );
-    headers.insert(&X_FORWARDED_HOST, host.clone());
-    if headers.contains_key(&X_REAL_IP) {
-        headers.remove(&X_REAL_IP);
-    }
-    if host_from_uri {
-        headers.insert(header::HOST, host.clone());
+    if req.uri().authority().is_some() {
+        req.headers_mut().insert(header::HOST, host.clone());
     }
     if http2 {
-        join_cookies(headers);
+        join_cookies(req.headers_mut());
     }
-    normalize_content_length(headers);
     to_origin_form(req);
     *req.version_mut() = Version::HTTP_11;
+    forwarding
 }
 
-fn set_forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) {
+/// The header fields the backend gets, in order: the client's own minus hop-by-hop fields,
+/// those its Connection header names and the forwarding ones; then the proxy's.
+pub(crate) fn backend_fields<'a>(
+    headers: &'a HeaderMap,
+    forwarding: &'a Forwarding,
+) -> impl Iterator<Item = (&'a str, &'a HeaderValue)> + 'a {
+    let has_connection = headers.contains_key(header::CONNECTION);
+    let own = headers
+        .iter()
+        .filter(move |(name, _)| passes_to_backend(name, headers, has_connection))
+        .map(|(name, value)| (name.as_str(), value));
+    let proto = if forwarding.https { &HTTPS } else { &HTTP };
+    let set = [
+        ("x-forwarded-for", &forwarding.forwarded_for),
+        ("x-forwarded-proto", proto),
+        ("x-forwarded-host", &forwarding.host),
+    ];
+    let upgrade = forwarding
+        .upgrade
+        .iter()
+        .flat_map(|protocol| [("upgrade", protocol), ("connection", &UPGRADE_TOKEN)]);
+    own.chain(set).chain(upgrade)
+}
+
+fn passes_to_backend(name: &HeaderName, headers: &HeaderMap, has_connection: bool) -> bool {
+    if HOP_BY_HOP.contains(name) || SET_BY_PROXY.contains(name) {
+        return false;
+    }
+    !(has_connection && name != header::HOST && connection_has_token(headers, name.as_str()))
+}
+
+/// Fields the proxy sets itself; the client's values never reach the backend.
+static SET_BY_PROXY: [HeaderName; 4] = [
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+fn forwarded_for(headers: &HeaderMap, client: &ClientInfo) -> HeaderValue {
     if client.peer_trusted && headers.contains_key(&X_FORWARDED_FOR) {
         let chain: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -207,11 +246,10 @@ fn set_forwarded_for(headers: &mut HeaderMap, client: &ClientInfo) {
             .filter_map(|v| v.to_str().ok())
             .collect();
         if let Ok(v) = HeaderValue::from_str(&format!("{}, {}", chain.join(", "), client.peer)) {
-            headers.insert(&X_FORWARDED_FOR, v);
-            return;
+            return v;
         }
     }
-    headers.insert(&X_FORWARDED_FOR, client.peer_header.clone());
+    client.peer_header.clone()
 }
 
 /// HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
@@ -227,15 +265,6 @@ fn join_cookies(headers: &mut HeaderMap) {
         .collect();
     if let Ok(v) = HeaderValue::from_str(&joined.join("; ")) {
         headers.insert(header::COOKIE, v);
-    }
-}
-
-/// Collapse repeated identical Content-Length fields into one.
-fn normalize_content_length(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let (Some(first), Some(_)) = (values.next(), values.next()) {
-        let first = first.clone();
-        headers.insert(header::CONTENT_LENGTH, first);
     }
 }
 

@@ -6,9 +6,23 @@ fn client(trusted: bool) -> ClientInfo {
     ClientInfo::new("10.0.0.9".parse().unwrap(), trusted, false)
 }
 
+/// The header fields the backend gets for `req`.
+fn sent_to_backend(mut req: Request<()>, client: &ClientInfo, upgrade: bool) -> HeaderMap {
+    let host = HeaderValue::from_static("a.com");
+    let forwarding = prepare_request(&mut req, client, &host, upgrade);
+    let mut sent = HeaderMap::new();
+    for (name, value) in backend_fields(req.headers(), &forwarding) {
+        sent.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.clone(),
+        );
+    }
+    sent
+}
+
 #[test]
 fn strips_hop_by_hop_and_connection_named() {
-    let mut req = Request::builder()
+    let req = Request::builder()
         .uri("/x")
         .header("connection", "keep-alive, x-secret, host")
         .header("x-secret", "1")
@@ -16,11 +30,12 @@ fn strips_hop_by_hop_and_connection_named() {
         .header("te", "trailers")
         .header("host", "a.com")
         .header("x-real-ip", "1.2.3.4")
+        .header("x-forwarded-proto", "https")
+        .header("x-kept", "yes")
         .body(())
         .unwrap();
-    let host = HeaderValue::from_static("a.com");
-    prepare_request(&mut req, &client(false), &host, false);
-    let h = req.headers();
+    let h = &sent_to_backend(req, &client(false), false);
+    assert_eq!(h["x-kept"], "yes");
     for gone in ["connection", "x-secret", "keep-alive", "te", "x-real-ip"] {
         assert!(!h.contains_key(gone), "{gone} kept");
     }
@@ -38,13 +53,11 @@ fn forwarded_for_trust() {
             .body(())
             .unwrap()
     };
-    let host = HeaderValue::from_static("a.com");
-    let mut untrusted = build();
-    prepare_request(&mut untrusted, &client(false), &host, false);
-    assert_eq!(untrusted.headers()["x-forwarded-for"], "10.0.0.9");
-    let mut trusted = build();
-    prepare_request(&mut trusted, &client(true), &host, false);
-    assert_eq!(trusted.headers()["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
+    let untrusted = sent_to_backend(build(), &client(false), false);
+    assert_eq!(untrusted["x-forwarded-for"], "10.0.0.9");
+    assert_eq!(untrusted.get_all("x-forwarded-for").iter().count(), 1);
+    let trusted = sent_to_backend(build(), &client(true), false);
+    assert_eq!(trusted["x-forwarded-for"], "6.6.6.6, 10.0.0.9");
 }
 
 #[test]
@@ -86,6 +99,10 @@ fn h2c_upgrade_not_forwarded() {
     };
     assert!(!upgrade_requested(&req("h2c")));
     assert!(upgrade_requested(&req("websocket")));
+    let sent = sent_to_backend(req("websocket"), &client(false), true);
+    assert_eq!(sent["upgrade"], "websocket");
+    assert_eq!(sent["connection"], "upgrade");
+    assert!(!sent.contains_key("http2-settings"));
 }
 
 #[test]

@@ -30,11 +30,12 @@ pub(crate) enum RequestFraming {
     Chunked,
 }
 
-/// Write `method target HTTP/1.1`, the headers and, for `Chunked`, the framing header into `out`.
-pub(crate) fn encode_request_head(
+/// Write `method target HTTP/1.1`, the header `fields` and, for `Chunked`, the framing header
+/// into `out`.
+pub(crate) fn encode_request_head<'a>(
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
+    fields: impl Iterator<Item = (&'a str, &'a HeaderValue)>,
     framing: RequestFraming,
     out: &mut Vec<u8>,
 ) {
@@ -43,8 +44,8 @@ pub(crate) fn encode_request_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");

@@ -14,6 +14,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use super::codec::{self, RequestFraming, ResponseHead};
 use super::{ResponseBody, UpstreamConn, UpstreamError, READ_BUFFER};
 use crate::proxy::body::{BodyError, UpstreamBody};
+use crate::proxy::headers::{self, Forwarding};
 
 /// A backend's answer.
 #[derive(Debug)]
@@ -47,6 +48,7 @@ enum BodyStop {
 pub(crate) fn send<'a>(
     mut conn: UpstreamConn,
     parts: &'a Parts,
+    forwarding: &'a Forwarding,
     body: &'a mut UpstreamBody,
 ) -> impl Future<Output = Result<Exchanged, SendFailure>> + Send + 'a {
     async move {
@@ -58,7 +60,8 @@ pub(crate) fn send<'a>(
             write_buf,
             ..
         } = &mut conn;
-        codec::encode_request_head(&parts.method, target, &parts.headers, framing, write_buf);
+        let fields = headers::backend_fields(&parts.headers, forwarding);
+        codec::encode_request_head(&parts.method, target, fields, framing, write_buf);
         let (mut reader, mut writer) = stream.split();
         if let Err(e) = writer.write_all(write_buf).await {
             return Err(SendFailure {
