@@ -261,7 +261,27 @@ pub struct Lease {
 
 impl Lease {
     /// Creates a lease that expires on its own after an hour (in case haloyd dies mid-pull).
+    ///
+    /// The create call runs in a task of its own: when the pull is cancelled while the call is
+    /// in flight, containerd still creates the lease, and the task then drops it, which
+    /// deletes it. Cancelling the call itself would leave the lease behind for an hour.
     pub async fn create(client: &Containerd, purpose: &str) -> Result<Lease, RuntimeError> {
+        let (created, receive) = tokio::sync::oneshot::channel();
+        let task_client = client.clone();
+        let purpose = purpose.to_string();
+        tokio::spawn(async move {
+            let lease = Lease::create_now(task_client, &purpose).await;
+            // Fails only when the pull was abandoned: the lease is dropped here and deletes itself.
+            let _ = created.send(lease);
+        });
+        receive.await.map_err(|_| RuntimeError::Rpc {
+            operation: "Leases.Create",
+            code: Code::Aborted,
+            message: "the call's task ended without an answer (haloyd shutting down?)".into(),
+        })?
+    }
+
+    async fn create_now(client: Containerd, purpose: &str) -> Result<Lease, RuntimeError> {
         let id = format!(
             "haloy-{purpose}-{}",
             ulid::Ulid::new().to_string().to_lowercase()
@@ -282,7 +302,7 @@ impl Lease {
             .map_err(|s| client.rpc_error("Leases.Create", s))?;
         Ok(Lease {
             id,
-            client: client.clone(),
+            client,
             deleted: false,
         })
     }
