@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod files;
 pub mod health;
 pub mod network;
 pub mod proxy;

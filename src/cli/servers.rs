@@ -6,9 +6,8 @@ use super::CliError;
 use crate::config::SecretString;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// Port of haloyd's plain-HTTP API.
@@ -119,18 +118,7 @@ impl ClientConfig {
             .map_err(io_err("create", dir))?;
         let text = serde_yaml::to_string(self)
             .map_err(|e| CliError::Usage(format!("cannot encode client config: {e}")))?;
-        let tmp = path.with_extension("yaml.tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err("write", &tmp))?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .map_err(io_err("write", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(io_err("replace", path))
+        crate::files::write_atomic(path, text.as_bytes(), 0o600).map_err(io_err("write", path))
     }
 }
 

@@ -3,9 +3,7 @@
 //! `rollback-targets` read. The *running* truth is never stored here: it lives in containerd
 //! labels, so a lost or stale history file can never make haloyd route to the wrong replicas.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -253,34 +251,13 @@ impl StateStore {
     }
 }
 
-/// Write to a temp file in the same directory, fsync it, rename over the target, fsync the
-/// directory: after a crash the file is either the old or the new version, never a mix.
+/// Replace `path` atomically (see [`crate::files::write_atomic`]). History holds resolved env
+/// values and registry passwords: owner-only.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
-    let err = |source| StateError::Write {
+    crate::files::write_atomic(path, contents, 0o600).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
-        std::process::id()
-    ));
-    {
-        // History holds resolved env values and registry passwords: owner-only.
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(contents).map_err(err)?;
-        file.sync_all().map_err(err)?;
-    }
-    fs::rename(&tmp, path).map_err(err)?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

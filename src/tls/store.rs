@@ -4,7 +4,6 @@
 //! crash leaves either the old or the new file, never half of one.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -186,23 +185,9 @@ pub(crate) fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, TlsError> {
     }
 }
 
-/// Temp file in the target's directory (same filesystem, so rename is atomic), mode 0600
-/// from creation, fsync before rename, fsync of the directory after it.
+/// Replace `path` atomically, owner-only (see [`crate::files::write_atomic`]).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(|e| TlsError::io("create a temporary file in", dir, e))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .map_err(|e| TlsError::io("write", tmp.path().to_path_buf(), e))?;
-    tmp.persist(path)
-        .map_err(|e| TlsError::io("rename into place", path, e.error))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| TlsError::io("fsync", dir, e))
+    crate::files::write_atomic(path, bytes, 0o600).map_err(|e| TlsError::io("write", path, e))
 }
 
 fn restrict_dir(dir: &Path) -> Result<(), TlsError> {
