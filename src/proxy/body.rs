@@ -30,7 +30,7 @@ pub enum BodyError {
 /// The client's request body on its way to the backend.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Option<Incoming>,
+    inner: Incoming,
     limit: Option<u64>,
     seen: u64,
 }
@@ -38,7 +38,7 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
         Self {
-            inner: Some(inner),
+            inner,
             limit,
             seen: 0,
         }
@@ -54,10 +54,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -73,14 +70,11 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map(Body::size_hint)
-            .unwrap_or_else(|| SizeHint::with_exact(0))
+        self.inner.size_hint()
     }
 }
 

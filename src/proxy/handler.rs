@@ -157,7 +157,8 @@ impl Shared {
             }
             Some(HostMatch::App(app)) => Arc::clone(app),
         };
-        if !client.https {
+        // Only with TLS hooks can a host have a certificate to redirect to.
+        if !client.https && self.hooks.is_some() {
             let name = normalize_host(host_str);
             if self.has_certificate(&name) {
                 return Routed::Local(pages::redirect(&self.location(true, &name, &req)));

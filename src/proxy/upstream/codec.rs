@@ -58,8 +58,10 @@ pub(crate) fn encode_request_head<'a>(
 
 /// The chunk header for `len` data bytes (`len` > 0).
 pub(crate) fn chunk_header(len: usize, out: &mut Vec<u8>) {
+    use std::io::Write as _;
     out.clear();
-    out.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{len:x}\r\n");
 }
 
 /// The bytes that end a chunked request body (last chunk, no trailers).
