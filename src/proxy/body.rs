@@ -30,7 +30,8 @@ pub enum BodyError {
 /// The client's request body on its way to the backend.
 #[derive(Debug)]
 pub struct UpstreamBody {
-    inner: Incoming,
+    /// `None` for a request without body read by the proxy's own HTTP/1 server.
+    inner: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
 }
@@ -38,10 +39,36 @@ pub struct UpstreamBody {
 impl UpstreamBody {
     pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
             limit,
             seen: 0,
         }
+    }
+
+    pub(crate) fn empty() -> Self {
+        Self {
+            inner: None,
+            limit: None,
+            seen: 0,
+        }
+    }
+}
+
+/// A client request's body as a server hands it over: hyper's, or none at all.
+pub(crate) trait ClientBody: Send + 'static {
+    fn into_upstream(self, limit: Option<u64>) -> UpstreamBody;
+}
+
+impl ClientBody for Incoming {
+    fn into_upstream(self, limit: Option<u64>) -> UpstreamBody {
+        UpstreamBody::new(self, limit)
+    }
+}
+
+/// No body: the request declared none.
+impl ClientBody for () {
+    fn into_upstream(self, _limit: Option<u64>) -> UpstreamBody {
+        UpstreamBody::empty()
     }
 }
 
@@ -54,7 +81,10 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -70,11 +100,13 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

@@ -16,13 +16,12 @@ use bytes::Bytes;
 use futures_util::future::Either;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::backend::{Backend, InFlight};
-use super::body::{BodyError, ProxyBody, UpstreamBody};
+use super::body::{BodyError, ClientBody, ProxyBody, UpstreamBody};
 use super::deadline::{self, TimedOut};
 use super::headers::{self, ClientInfo, Forwarding};
 use super::pages;
@@ -109,9 +108,9 @@ impl AccessLog {
 
 impl Shared {
     /// Answer one client request: the proxy's own pages at once, everything else from a backend.
-    pub(crate) fn respond(
+    pub(crate) fn respond<B: ClientBody>(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         client: &ClientInfo,
         active: ActiveRequest,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
@@ -122,7 +121,7 @@ impl Shared {
         }
     }
 
-    fn route(&self, mut req: Request<Incoming>, client: &ClientInfo) -> Routed {
+    fn route<B: ClientBody>(&self, mut req: Request<B>, client: &ClientInfo) -> Routed {
         if let Err(e) = headers::check_framing(&req) {
             let page = pages::error_page(StatusCode::BAD_REQUEST, &e.to_string());
             return Routed::Local(close_after(page));
@@ -181,7 +180,7 @@ impl Shared {
             own_task,
             parts,
             forwarding,
-            body: UpstreamBody::new(body, self.config.max_body_bytes),
+            body: body.into_upstream(self.config.max_body_bytes),
             client_upgrade,
         })
     }

@@ -27,6 +27,7 @@ mod body;
 mod deadline;
 mod handler;
 mod headers;
+mod http1;
 mod pages;
 mod routes;
 mod server;

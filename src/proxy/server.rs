@@ -1,17 +1,18 @@
 //! Listeners and client connections: accept loop with the connection limit, TLS handshake,
-//! hyper's auto (HTTP/1.1 + HTTP/2) connection with header timeout and size limit, the idle
-//! keep-alive watchdog and graceful shutdown.
+//! plain HTTP/1 through the proxy's own server (`http1`) with hyper behind it for what that
+//! does not take, hyper's auto (HTTP/1.1 + HTTP/2) connection for HTTPS with header timeout
+//! and size limit, the idle keep-alive watchdog and graceful shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::http1 as hyper_http1;
 use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deadline;
 use super::headers::ClientInfo;
+use super::http1;
 use super::routes::Routes;
 use super::tls_hooks::TlsHooks;
 use super::ProxyConfig;
@@ -43,7 +45,7 @@ pub(crate) struct Shared {
     /// HTTPS: HTTP/1.1 or HTTP/2 as negotiated by ALPN.
     builder: auto::Builder<TokioExecutor>,
     /// Plain HTTP (:80) is HTTP/1 only: no protocol sniffing in front of every read.
-    http1: http1::Builder,
+    http1: hyper_http1::Builder,
     connections: Arc<Semaphore>,
 }
 
@@ -157,8 +159,8 @@ impl Proxy {
 
 /// No hyper timer on plain HTTP/1: `ClientConn::drive`'s quiet watch enforces the header
 /// timeout, saving a timer re-arm per request.
-fn http1_builder(config: &ProxyConfig) -> http1::Builder {
-    let mut builder = http1::Builder::new();
+fn http1_builder(config: &ProxyConfig) -> hyper_http1::Builder {
+    let mut builder = hyper_http1::Builder::new();
     builder
         .max_buf_size(config.max_header_bytes.max(MIN_HEADER_BUFFER))
         .keep_alive(true);
@@ -192,20 +194,34 @@ struct ClientConn {
 }
 
 impl ClientConn {
+    /// Plain HTTP/1: the proxy's own server (`http1`) until a request needs hyper, which then
+    /// serves the rest of the connection.
     async fn serve_plain(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
-        let (service, activity) = self.service(false);
-        let conn = self
-            .shared
-            .http1
-            .serve_connection(io, service)
-            .with_upgrades();
         // Without a request in progress an HTTP/1 connection is either idle or still sending
         // its head: both end at the header timeout (slowloris), and at the idle timeout.
         let config = &self.shared.config;
         let quiet_limit = config.header_read_timeout.min(config.idle_timeout);
-        self.drive(conn, activity, quiet_limit, |c| c.graceful_shutdown())
+        let activity = Arc::new(ConnActivity::default());
+        let own = http1::serve(
+            Arc::clone(&self.shared),
+            self.client_info(false),
+            Arc::clone(&activity),
+            stream,
+        );
+        let ended = self
+            .drive(own, &activity, quiet_limit, |_| activity.close())
+            .await;
+        let Some(http1::Ended::Handoff(io)) = ended else {
+            return;
+        };
+        let service = self.service(false, &activity);
+        let conn = self
+            .shared
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        self.drive(conn, &activity, quiet_limit, |c| c.graceful_shutdown())
             .await;
     }
 
@@ -223,55 +239,57 @@ impl ClientConn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (service, activity) = self.service(https);
+        let activity = Arc::new(ConnActivity::default());
+        let service = self.service(https, &activity);
         let shared = Arc::clone(&self.shared);
         let conn = shared.builder.serve_connection_with_upgrades(io, service);
         let quiet_limit = self.shared.config.idle_timeout;
-        self.drive(conn, activity, quiet_limit, |c| c.graceful_shutdown())
+        self.drive(conn, &activity, quiet_limit, |c| c.graceful_shutdown())
             .await;
     }
 
-    /// The per-connection service: every request goes through `Shared::handle`. The type is
-    /// spelled out (instead of boxing the future) to keep the request path allocation-free.
+    fn client_info(&self, https: bool) -> ClientInfo {
+        let peer_ip = self.peer.ip().to_canonical();
+        ClientInfo::new(peer_ip, self.shared.config.is_trusted(peer_ip), https)
+    }
+
+    /// The per-connection hyper service: every request goes through `Shared::respond`. The
+    /// type is spelled out (instead of boxing the future) to keep the request path
+    /// allocation-free.
     #[allow(clippy::type_complexity)]
     fn service(
         &self,
         https: bool,
-    ) -> (
-        impl hyper::service::Service<
-                Request<Incoming>,
-                Response = hyper::Response<super::body::ProxyBody>,
-                Error = Infallible,
-                Future = impl Future<
-                    Output = Result<hyper::Response<super::body::ProxyBody>, Infallible>,
-                > + Send,
-            > + Clone
-            + Send
-            + 'static,
-        Arc<ConnActivity>,
-    ) {
-        let peer_ip = self.peer.ip().to_canonical();
-        let client = ClientInfo::new(peer_ip, self.shared.config.is_trusted(peer_ip), https);
-        let activity = Arc::new(ConnActivity::default());
+        activity: &Arc<ConnActivity>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = hyper::Response<super::body::ProxyBody>,
+        Error = Infallible,
+        Future = impl Future<Output = Result<hyper::Response<super::body::ProxyBody>, Infallible>>
+                     + Send,
+    > + Clone
+           + Send
+           + 'static {
+        let client = self.client_info(https);
         let shared = Arc::clone(&self.shared);
-        let svc_activity = Arc::clone(&activity);
-        let service = service_fn(move |req: Request<Incoming>| {
-            let active = ActiveRequest::start(&svc_activity);
+        let activity = Arc::clone(activity);
+        service_fn(move |req: Request<Incoming>| {
+            let active = ActiveRequest::start(&activity);
             shared.respond(req, &client, active)
-        });
-        (service, activity)
+        })
     }
 
-    /// Runs a client connection until it ends, the listener stops, or it had no request in
-    /// progress for `quiet_limit`; the last two shut it down gracefully.
-    async fn drive<C, E>(
-        self,
+    /// Runs a client connection until it ends (giving its output), the listener stops, or it
+    /// had no request in progress for `quiet_limit`; the last two shut it down gracefully.
+    async fn drive<C, T, E>(
+        &self,
         conn: C,
-        activity: Arc<ConnActivity>,
+        activity: &ConnActivity,
         quiet_limit: Duration,
-        shutdown: fn(Pin<&mut C>),
-    ) where
-        C: Future<Output = Result<(), E>>,
+        shutdown: impl FnOnce(Pin<&mut C>),
+    ) -> Option<T>
+    where
+        C: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
         tokio::pin!(conn);
@@ -291,11 +309,18 @@ impl ClientConn {
                 tracing::debug!(peer = %self.peer, ?quiet_limit, "closing connection without a request in progress");
                 // Graceful: a response still being flushed to a slow reader may finish.
                 shutdown(conn.as_mut());
-                tokio::time::timeout(quiet_limit, conn).await.unwrap_or(Ok(()))
+                match tokio::time::timeout(quiet_limit, conn).await {
+                    Ok(r) => r,
+                    Err(_) => return None,
+                }
             }
         };
-        if let Err(e) = result {
-            tracing::debug!(peer = %self.peer, error = %e, "client connection ended with error");
+        match result {
+            Ok(out) => Some(out),
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "client connection ended with error");
+                None
+            }
         }
     }
 }
@@ -306,6 +331,9 @@ impl ClientConn {
 pub(crate) struct ConnActivity {
     active: AtomicUsize,
     started: AtomicU64,
+    /// Set by shutdown and the quiet watch: the proxy's own HTTP/1 server finishes the
+    /// request in progress, if any, and closes.
+    closing: AtomicBool,
 }
 
 /// The watch samples at least this many times per quiet limit; a connection closes after one
@@ -313,6 +341,14 @@ pub(crate) struct ConnActivity {
 const QUIET_SAMPLES: u32 = 4;
 
 impl ConnActivity {
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
     /// Wakes the connection's task every `tick` (which polls its in-flight HTTP/1 request, so
     /// `deadline::polled_timeout` fires) and resolves once no request was in progress or
     /// started for `limit` (up to `limit` + `tick`).
@@ -342,7 +378,7 @@ impl ConnActivity {
 pub(crate) struct ActiveRequest(Arc<ConnActivity>);
 
 impl ActiveRequest {
-    fn start(activity: &Arc<ConnActivity>) -> Self {
+    pub(crate) fn start(activity: &Arc<ConnActivity>) -> Self {
         activity.active.fetch_add(1, Ordering::AcqRel);
         activity.started.fetch_add(1, Ordering::AcqRel);
         ActiveRequest(Arc::clone(activity))

@@ -39,8 +39,10 @@ fn request_head_with_and_without_chunked_framing() {
         out,
         b"POST / HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"
     );
+    out.clear();
     chunk_header(300, &mut out);
-    assert_eq!(out, b"12c\r\n");
+    chunk_header(1, &mut out);
+    assert_eq!(out, b"12c\r\n1\r\n");
 }
 
 #[test]

@@ -56,10 +56,9 @@ pub(crate) fn encode_request_head<'a>(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The chunk header for `len` data bytes (`len` > 0).
+/// Append the chunk header for `len` data bytes (`len` > 0) to `out`.
 pub(crate) fn chunk_header(len: usize, out: &mut Vec<u8>) {
     use std::io::Write as _;
-    out.clear();
     // Writing into a Vec cannot fail.
     let _ = write!(out, "{len:x}\r\n");
 }

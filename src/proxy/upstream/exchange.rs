@@ -138,6 +138,7 @@ async fn send_body(
             continue;
         }
         if chunked {
+            scratch.clear();
             codec::chunk_header(data.len(), scratch);
             writer.write_all(scratch).await.map_err(BodyStop::Write)?;
             writer.write_all(&data).await.map_err(BodyStop::Write)?;

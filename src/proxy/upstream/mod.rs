@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+pub(crate) use codec::{chunk_header, LAST_CHUNK};
 pub(crate) use exchange::{send, Exchanged, SendFailure};
 pub(crate) use response::ResponseBody;
 

@@ -1,0 +1,563 @@
+//! The proxy's own HTTP/1.1 server for plain client connections (port 80), for the requests
+//! that make up nearly all traffic: well-formed heads without a body, upgrade or `Expect`.
+//! The head is parsed in place, the request runs through the handler inside the connection's
+//! task, and the response head and body go out in as few writes as the body allows.
+//!
+//! Everything else (a request with a body, an upgrade, a malformed or oversized head) is handed
+//! to hyper together with the bytes already read, and hyper serves the rest of that
+//! connection: framing edge cases, `100 Continue` and 4xx answers stay with the server that is
+//! tested against them, and this path stays small.
+//!
+//! Why not hyper for all of it: its dispatcher costs about as much CPU per request as the
+//! whole upstream exchange (measured with integration-tests/bench/proxy.sh).
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::body::ProxyBody;
+use super::headers::ClientInfo;
+use super::server::{ActiveRequest, ConnActivity, Shared};
+use super::upstream::{self, UpstreamError};
+
+/// Header fields a head may have on this path; more go to hyper (which allows 100).
+const MAX_FIELDS: usize = 64;
+/// Read buffer of a fresh connection: most request heads fit in well under 1 KiB.
+const READ_BUFFER: usize = 4096;
+/// Body data at least this large is written from its own buffer instead of being copied.
+const COPY_LIMIT: usize = 8192;
+
+/// How a plain connection served by this path ended.
+pub(crate) enum Ended {
+    /// Closed, or to be closed: the client or the proxy is done with it.
+    Closed,
+    /// A request this path does not take: hyper serves the rest of the connection, starting
+    /// with the bytes read so far.
+    Handoff(Rewind),
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnError {
+    #[error("reading from the client failed: {0}")]
+    Read(#[source] io::Error),
+    #[error("writing to the client failed: {0}")]
+    Write(#[source] io::Error),
+    #[error("the backend's response body broke off: {0}")]
+    Body(#[source] UpstreamError),
+    #[error("the client closed the connection in the middle of a request head")]
+    PartialHead,
+}
+
+/// Serve requests on `stream` until the client or the proxy closes it, or a request needs
+/// hyper. `activity` carries the connection's request count (for the quiet watch) and the
+/// closing flag the watch and shutdown set.
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    client: ClientInfo,
+    activity: Arc<ConnActivity>,
+    mut stream: TcpStream,
+) -> Result<Ended, ConnError> {
+    let mut read_buf = BytesMut::with_capacity(READ_BUFFER);
+    let mut write_buf = Vec::with_capacity(READ_BUFFER);
+    loop {
+        let head = match next_head(&mut stream, &mut read_buf, &activity, &shared).await? {
+            NextHead::Request(head) => head,
+            NextHead::Closed => return Ok(Ended::Closed),
+            NextHead::Handoff => return Ok(Ended::Handoff(Rewind::new(stream, read_buf))),
+        };
+        let active = ActiveRequest::start(&activity);
+        let is_head = head.request.method() == Method::HEAD;
+        let mut keep_alive = head.keep_alive;
+        let version = head.request.version();
+        let Ok(resp) = shared.respond(head.request, &client, active).await;
+        keep_alive &= !activity.is_closing();
+        let (parts, mut body) = resp.into_parts();
+        write_buf.clear();
+        let length = body.size_hint().exact();
+        let framing = encode_head(
+            &parts,
+            version,
+            is_head,
+            length,
+            &mut keep_alive,
+            &mut write_buf,
+        );
+        drop(parts);
+        write_body(&mut stream, &mut write_buf, &mut body, framing).await?;
+        drop(body);
+        if !keep_alive {
+            let _ = stream.shutdown().await;
+            return Ok(Ended::Closed);
+        }
+    }
+}
+
+/// A request head read and accepted by this path.
+struct Head {
+    request: Request<()>,
+    keep_alive: bool,
+}
+
+#[allow(clippy::large_enum_variant)] // unpacked at once; a Box would cost an allocation
+enum NextHead {
+    Request(Head),
+    Closed,
+    Handoff,
+}
+
+/// Read until the buffer holds a complete request head, then take it.
+async fn next_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    activity: &ConnActivity,
+    shared: &Shared,
+) -> Result<NextHead, ConnError> {
+    let limit = shared.config.max_header_bytes;
+    loop {
+        if !buf.is_empty() {
+            match parse_head(buf) {
+                Parsed::Complete(head) => return Ok(NextHead::Request(head)),
+                Parsed::Other => return Ok(NextHead::Handoff),
+                Parsed::Partial if buf.len() >= limit => return Ok(NextHead::Handoff),
+                Parsed::Partial => {}
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUFFER);
+        }
+        // Checked on every poll: shutdown and the quiet watch set the flag, then poll again.
+        let read = poll_fn(|cx| {
+            if activity.is_closing() {
+                return Poll::Ready(Ok(None));
+            }
+            tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf).map_ok(Some)
+        })
+        .await
+        .map_err(ConnError::Read)?;
+        match read {
+            None => return Ok(NextHead::Closed),
+            Some(0) if buf.is_empty() => return Ok(NextHead::Closed),
+            Some(0) => return Err(ConnError::PartialHead),
+            Some(_) => {}
+        }
+    }
+}
+
+#[allow(clippy::large_enum_variant)] // unpacked at once; a Box would cost an allocation
+enum Parsed {
+    Complete(Head),
+    Partial,
+    /// Valid or not, not for this path: hyper takes the connection from here.
+    Other,
+}
+
+/// Where each part of a head lies in the buffer, so the parsed slices can be turned into
+/// shared `Bytes` after the buffer is split (no copy of names and values).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: usize,
+    end: usize,
+}
+
+struct Layout {
+    method: Span,
+    target: Span,
+    version: Version,
+    fields: [(Span, Span); MAX_FIELDS],
+    field_count: usize,
+    len: usize,
+    keep_alive: bool,
+}
+
+fn parse_head(buf: &mut BytesMut) -> Parsed {
+    let Some(layout) = scan(buf) else {
+        return Parsed::Other;
+    };
+    if layout.len == 0 {
+        return Parsed::Partial;
+    }
+    let bytes = buf.split_to(layout.len).freeze();
+    match build_request(&bytes, &layout) {
+        Some(request) => Parsed::Complete(Head {
+            request,
+            keep_alive: layout.keep_alive,
+        }),
+        None => {
+            // Put the head back in front for hyper: rare, so the copy does not matter.
+            let mut whole = BytesMut::with_capacity(bytes.len() + buf.len());
+            whole.extend_from_slice(&bytes);
+            whole.extend_from_slice(buf);
+            *buf = whole;
+            Parsed::Other
+        }
+    }
+}
+
+/// Parse the head in `buf`: `None` when this path does not take it, a layout with `len == 0`
+/// while the head is incomplete.
+fn scan(buf: &[u8]) -> Option<Layout> {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Some(Layout::partial()),
+        Err(_) => return None,
+    };
+    let version = match req.version? {
+        0 => Version::HTTP_10,
+        1 => Version::HTTP_11,
+        _ => return None,
+    };
+    let method = req.method?;
+    if method == "CONNECT" {
+        return None;
+    }
+    let base = buf.as_ptr() as usize;
+    let span = |s: &[u8]| Span {
+        start: s.as_ptr() as usize - base,
+        end: s.as_ptr() as usize - base + s.len(),
+    };
+    let mut layout = Layout {
+        method: span(method.as_bytes()),
+        target: span(req.path?.as_bytes()),
+        version,
+        fields: [(Span::default(), Span::default()); MAX_FIELDS],
+        field_count: req.headers.len(),
+        len,
+        keep_alive: version == Version::HTTP_11,
+    };
+    let mut content_length = false;
+    for (slot, field) in layout.fields.iter_mut().zip(req.headers.iter()) {
+        let name = field.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // Only an explicit empty body stays here; any body goes to hyper.
+            if content_length || field.value.trim_ascii() != b"0" {
+                return None;
+            }
+            content_length = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return None;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            apply_connection_tokens(field.value, &mut layout.keep_alive);
+        }
+        *slot = (span(name), span(field.value));
+    }
+    Some(layout)
+}
+
+impl Layout {
+    fn partial() -> Self {
+        Layout {
+            method: Span::default(),
+            target: Span::default(),
+            version: Version::HTTP_11,
+            fields: [(Span::default(), Span::default()); MAX_FIELDS],
+            field_count: 0,
+            len: 0,
+            keep_alive: false,
+        }
+    }
+}
+
+/// `Connection: close` ends the connection after this exchange; HTTP/1.0 keeps it only with
+/// `Connection: keep-alive`.
+fn apply_connection_tokens(value: &[u8], keep_alive: &mut bool) {
+    for token in value.split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") {
+            *keep_alive = false;
+            return;
+        }
+        if token.eq_ignore_ascii_case(b"keep-alive") {
+            *keep_alive = true;
+        }
+    }
+}
+
+/// The request for the handler; `None` when a part does not make a valid `http` type.
+fn build_request(bytes: &Bytes, layout: &Layout) -> Option<Request<()>> {
+    let slice = |s: Span| bytes.slice(s.start..s.end);
+    let method = Method::from_bytes(&bytes[layout.method.start..layout.method.end]).ok()?;
+    let uri = Uri::from_maybe_shared(slice(layout.target)).ok()?;
+    let mut headers = HeaderMap::with_capacity(layout.field_count);
+    for &(name, value) in &layout.fields[..layout.field_count] {
+        let name = HeaderName::from_bytes(&bytes[name.start..name.end]).ok()?;
+        let value = HeaderValue::from_maybe_shared(slice(value)).ok()?;
+        headers.append(name, value);
+    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = layout.version;
+    *request.headers_mut() = headers;
+    Some(request)
+}
+
+/// How the response body goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body bytes (HEAD, 204, 304).
+    None,
+    Length,
+    Chunked,
+    /// An HTTP/1.0 client of a body of unknown length: the end of the body closes.
+    UntilClose,
+}
+
+/// Write the status line and fields of `parts` into `out`; decide body framing (from the
+/// body's `length` when known) and whether the connection stays open.
+fn encode_head(
+    parts: &http::response::Parts,
+    client_version: Version,
+    is_head: bool,
+    length: Option<u64>,
+    keep_alive: &mut bool,
+    out: &mut Vec<u8>,
+) -> Framing {
+    let status = parts.status;
+    let no_body = is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::None
+    } else if length.is_some() {
+        Framing::Length
+    } else if client_version == Version::HTTP_11 {
+        Framing::Chunked
+    } else {
+        Framing::UntilClose
+    };
+    if framing == Framing::UntilClose {
+        *keep_alive = false;
+    }
+    // The proxy's own pages ask to close when the request's framing can't be trusted.
+    if parts.headers.contains_key(header::CONNECTION) {
+        *keep_alive = false;
+    }
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        let framing_field = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        // HEAD and 304 keep the length of the body they describe but do not carry.
+        let keep_length =
+            name == header::CONTENT_LENGTH && (is_head || status == StatusCode::NOT_MODIFIED);
+        if (framing_field && !keep_length) || name == header::CONNECTION {
+            continue;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match framing {
+        Framing::Length => {
+            let mut digits = itoa::Buffer::new();
+            field(
+                out,
+                b"content-length",
+                digits.format(length.unwrap_or(0)).as_bytes(),
+            );
+        }
+        Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    if !parts.headers.contains_key(header::DATE) {
+        date::with_now(|now| field(out, b"date", now));
+    }
+    if !*keep_alive {
+        field(out, b"connection", b"close");
+    } else if client_version == Version::HTTP_10 {
+        field(out, b"connection", b"keep-alive");
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Send the head in `buf` and the body after it; frames that are ready join the buffer, which
+/// goes out before waiting for more (so streamed responses are never held back).
+async fn write_body(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    body: &mut ProxyBody,
+    framing: Framing,
+) -> Result<(), ConnError> {
+    if framing == Framing::None {
+        return flush(stream, buf).await;
+    }
+    loop {
+        let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
+        let frame = match ready {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                flush(stream, buf).await?;
+                poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(e)) => return Err(ConnError::Body(e)),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        if framing == Framing::Chunked {
+            upstream::chunk_header(data.len(), buf);
+        }
+        if data.len() >= COPY_LIMIT {
+            write_both(stream, buf, &data).await?;
+        } else {
+            buf.extend_from_slice(&data);
+        }
+        if framing == Framing::Chunked {
+            buf.extend_from_slice(b"\r\n");
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    if framing == Framing::Chunked {
+        buf.extend_from_slice(upstream::LAST_CHUNK);
+    }
+    flush(stream, buf).await
+}
+
+async fn flush(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ConnError> {
+    if !buf.is_empty() {
+        stream.write_all(buf).await.map_err(ConnError::Write)?;
+        buf.clear();
+    }
+    Ok(())
+}
+
+/// Write `first` then `second` with as few syscalls as the socket allows; clears `first`.
+async fn write_both(
+    stream: &mut TcpStream,
+    first: &mut Vec<u8>,
+    second: &[u8],
+) -> Result<(), ConnError> {
+    let (mut a, mut b) = (0, 0);
+    while a < first.len() || b < second.len() {
+        let written = if a < first.len() {
+            let slices = [IoSlice::new(&first[a..]), IoSlice::new(&second[b..])];
+            stream.write_vectored(&slices).await
+        } else {
+            stream.write(&second[b..]).await
+        };
+        let n = written.map_err(ConnError::Write)?;
+        if n == 0 {
+            return Err(ConnError::Write(io::ErrorKind::WriteZero.into()));
+        }
+        let from_first = n.min(first.len() - a);
+        a += from_first;
+        b += n - from_first;
+    }
+    first.clear();
+    Ok(())
+}
+
+/// The Date field of the proxy's own responses (and of backends that send none), formatted
+/// once per second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+
+    pub(super) fn with_now(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHE.with_borrow_mut(|(at, text)| {
+            if *at != secs || text.is_empty() {
+                *text = httpdate::fmt_http_date(now);
+                *at = secs;
+            }
+            f(text.as_bytes());
+        });
+    }
+}
+
+/// The client socket with the bytes already read from it in front, for hyper.
+pub(crate) struct Rewind {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    fn new(stream: TcpStream, read: BytesMut) -> Self {
+        Self {
+            prefix: read.freeze(),
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let taken = self.prefix.split_to(n);
+            buf.put_slice(&taken);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[path = "tests/http1.rs"]
+mod tests;
