@@ -125,10 +125,9 @@ async fn next_head(
     let limit = shared.config.max_header_bytes;
     loop {
         if !buf.is_empty() {
-            match parse_head(buf) {
+            match parse_head(buf, limit) {
                 Parsed::Complete(head) => return Ok(NextHead::Request(head)),
                 Parsed::Other => return Ok(NextHead::Handoff),
-                Parsed::Partial if buf.len() >= limit => return Ok(NextHead::Handoff),
                 Parsed::Partial => {}
             }
         }
@@ -161,39 +160,30 @@ enum Parsed {
     Other,
 }
 
-/// Where each part of a head lies in the buffer, so the parsed slices can be turned into
-/// shared `Bytes` after the buffer is split (no copy of names and values).
-#[derive(Clone, Copy, Default)]
-struct Span {
-    start: usize,
-    end: usize,
-}
-
-struct Layout {
-    method: Span,
-    target: Span,
-    version: Version,
-    fields: [(Span, Span); MAX_FIELDS],
-    field_count: usize,
-    len: usize,
-    keep_alive: bool,
-}
-
-fn parse_head(buf: &mut BytesMut) -> Parsed {
-    let Some(layout) = scan(buf) else {
-        return Parsed::Other;
+/// Take the head at the front of `buf` when it is complete and for this path; heads of
+/// `limit` bytes or more are not.
+///
+/// The head's end is found first, so it can be split off and frozen before it is parsed:
+/// names and values then become shared slices of it, with no copy and no table of offsets.
+fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
+    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+        // A head ending in bare LFs is complete too, but rare: hyper decides about it.
+        let lenient_end = memchr::memmem::find(buf, b"\n\n").is_some()
+            || memchr::memmem::find(buf, b"\n\r\n").is_some();
+        return if lenient_end || buf.len() >= limit {
+            Parsed::Other
+        } else {
+            Parsed::Partial
+        };
     };
-    if layout.len == 0 {
-        return Parsed::Partial;
+    if end + 4 > limit {
+        return Parsed::Other; // hyper answers 431
     }
-    let bytes = buf.split_to(layout.len).freeze();
-    match build_request(&bytes, &layout) {
-        Some(request) => Parsed::Complete(Head {
-            request,
-            keep_alive: layout.keep_alive,
-        }),
+    let bytes = buf.split_to(end + 4).freeze();
+    match build_request(&bytes) {
+        Some(head) => Parsed::Complete(head),
         None => {
-            // Put the head back in front for hyper: rare, so the copy does not matter.
+            // Put the head back in front for hyper: once per connection at most.
             let mut whole = BytesMut::with_capacity(bytes.len() + buf.len());
             whole.extend_from_slice(&bytes);
             whole.extend_from_slice(buf);
@@ -203,73 +193,56 @@ fn parse_head(buf: &mut BytesMut) -> Parsed {
     }
 }
 
-/// Parse the head in `buf`: `None` when this path does not take it, a layout with `len == 0`
-/// while the head is incomplete.
-fn scan(buf: &[u8]) -> Option<Layout> {
+/// The request in `head` (exactly one complete head); `None` when this path does not take it:
+/// a body, `Transfer-Encoding`, an upgrade, `Expect`, CONNECT, or anything that is not valid.
+fn build_request(head: &Bytes) -> Option<Head> {
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Some(Layout::partial()),
-        Err(_) => return None,
-    };
+    match req.parse_with_uninit_headers(head, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        _ => return None,
+    }
     let version = match req.version? {
         0 => Version::HTTP_10,
         1 => Version::HTTP_11,
         _ => return None,
     };
-    let method = req.method?;
-    if method == "CONNECT" {
+    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
+    if method == Method::CONNECT {
         return None;
     }
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| Span {
-        start: s.as_ptr() as usize - base,
-        end: s.as_ptr() as usize - base + s.len(),
-    };
-    let mut layout = Layout {
-        method: span(method.as_bytes()),
-        target: span(req.path?.as_bytes()),
-        version,
-        fields: [(Span::default(), Span::default()); MAX_FIELDS],
-        field_count: req.headers.len(),
-        len,
-        keep_alive: version == Version::HTTP_11,
-    };
+    let uri = Uri::from_maybe_shared(head.slice_ref(req.path?.as_bytes())).ok()?;
+    let mut keep_alive = version == Version::HTTP_11;
     let mut content_length = false;
-    for (slot, field) in layout.fields.iter_mut().zip(req.headers.iter()) {
-        let name = field.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for field in req.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        if name == header::CONTENT_LENGTH {
             // Only an explicit empty body stays here; any body goes to hyper.
             if content_length || field.value.trim_ascii() != b"0" {
                 return None;
             }
             content_length = true;
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == header::EXPECT
         {
             return None;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            apply_connection_tokens(field.value, &mut layout.keep_alive);
+        } else if name == header::CONNECTION {
+            apply_connection_tokens(field.value, &mut keep_alive);
         }
-        *slot = (span(name), span(field.value));
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value)).ok()?;
+        headers.append(name, value);
     }
-    Some(layout)
-}
-
-impl Layout {
-    fn partial() -> Self {
-        Layout {
-            method: Span::default(),
-            target: Span::default(),
-            version: Version::HTTP_11,
-            fields: [(Span::default(), Span::default()); MAX_FIELDS],
-            field_count: 0,
-            len: 0,
-            keep_alive: false,
-        }
-    }
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Some(Head {
+        request,
+        keep_alive,
+    })
 }
 
 /// `Connection: close` ends the connection after this exchange; HTTP/1.0 keeps it only with
@@ -285,25 +258,6 @@ fn apply_connection_tokens(value: &[u8], keep_alive: &mut bool) {
             *keep_alive = true;
         }
     }
-}
-
-/// The request for the handler; `None` when a part does not make a valid `http` type.
-fn build_request(bytes: &Bytes, layout: &Layout) -> Option<Request<()>> {
-    let slice = |s: Span| bytes.slice(s.start..s.end);
-    let method = Method::from_bytes(&bytes[layout.method.start..layout.method.end]).ok()?;
-    let uri = Uri::from_maybe_shared(slice(layout.target)).ok()?;
-    let mut headers = HeaderMap::with_capacity(layout.field_count);
-    for &(name, value) in &layout.fields[..layout.field_count] {
-        let name = HeaderName::from_bytes(&bytes[name.start..name.end]).ok()?;
-        let value = HeaderValue::from_maybe_shared(slice(value)).ok()?;
-        headers.append(name, value);
-    }
-    let mut request = Request::new(());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = layout.version;
-    *request.headers_mut() = headers;
-    Some(request)
 }
 
 /// How the response body goes out.

@@ -1,44 +1,70 @@
+use bytes::BytesMut;
 use http::{header, HeaderValue, Response, StatusCode, Version};
 
-use super::{encode_head, scan, Framing};
+use super::{encode_head, parse_head, Framing, Head, Parsed};
 
-fn layout(head: &str) -> Option<super::Layout> {
-    scan(head.as_bytes())
+const LIMIT: usize = 1024;
+
+fn parsed(bytes: &str) -> (Parsed, BytesMut) {
+    let mut buf = BytesMut::from(bytes);
+    let parsed = parse_head(&mut buf, LIMIT);
+    (parsed, buf)
 }
 
-fn taken(head: &str) -> bool {
-    layout(head).is_some_and(|l| l.len == head.len())
+fn taken(head: &str) -> Head {
+    match parsed(head) {
+        (Parsed::Complete(head), rest) if rest.is_empty() => head,
+        _ => panic!("not taken: {head:?}"),
+    }
 }
 
 #[test]
-fn heads_without_body_are_taken_and_everything_else_goes_to_hyper() {
-    assert!(taken("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
-    assert!(taken(
-        "DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
-    ));
+fn heads_without_body_are_taken_and_everything_else_goes_to_hyper_untouched() {
+    let get = taken("GET /p?q HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-A: 2\r\n\r\n");
+    assert_eq!(get.request.uri(), "/p?q");
+    assert_eq!(get.request.headers().get_all("x-a").iter().count(), 2);
+    taken("DELETE /x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
     for other in [
-        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
         "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
-        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
         "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
         "GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
         "GET / HTTP/1.1\r\nBad Name: a\r\n\r\n",
+        "GET / HTTP/1.1\nHost: a\n\n",
+        "GET / HTTP/1.1\r\nHost: a\n\r\n",
+        &format!(
+            "GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n",
+            "v".repeat(LIMIT)
+        ),
+        &format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}", "v".repeat(LIMIT)),
     ] {
-        assert!(layout(other).is_none(), "taken: {other:?}");
+        let (parsed, rest) = parsed(other);
+        assert!(matches!(parsed, Parsed::Other), "taken: {other:?}");
+        assert_eq!(&rest[..], other.as_bytes(), "bytes for hyper changed");
     }
 }
 
 #[test]
 fn an_incomplete_head_waits_for_more() {
-    let partial = layout("GET / HTTP/1.1\r\nHost: a\r\n").unwrap();
-    assert_eq!(partial.len, 0);
+    let (partial, rest) = parsed("GET / HTTP/1.1\r\nHost: a\r\n");
+    assert!(matches!(partial, Parsed::Partial));
+    assert_eq!(rest.len(), "GET / HTTP/1.1\r\nHost: a\r\n".len());
+}
+
+#[test]
+fn a_pipelined_request_stays_in_the_buffer() {
+    let second = "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
+    let (first, rest) = parsed(&format!("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n{second}"));
+    assert!(matches!(first, Parsed::Complete(h) if h.request.uri() == "/1"));
+    assert_eq!(&rest[..], second.as_bytes());
 }
 
 #[test]
 fn keep_alive_follows_version_and_connection_tokens() {
-    let keep = |head: &str| layout(head).unwrap().keep_alive;
+    let keep = |head: &str| taken(head).keep_alive;
     assert!(keep("GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
     assert!(!keep(
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo, Close\r\n\r\n"
