@@ -74,26 +74,17 @@ pub(crate) fn send<'a>(
         let head = if body_done {
             read_head(&mut reader, read_buf, &mut received_any).await
         } else {
+            // Boxed: requests without a body, nearly all of them, keep a small future.
             let chunked = framing == RequestFraming::Chunked;
-            let sending = send_body(&mut writer, body, chunked, write_buf);
-            let reading = read_head(&mut reader, read_buf, &mut received_any);
-            tokio::pin!(sending, reading);
-            let mut write_error = None;
-            loop {
-                tokio::select! {
-                    biased;
-                    sent = &mut sending, if !body_done => {
-                        body_done = true;
-                        match sent {
-                            Ok(()) => {}
-                            Err(BodyStop::Client(e)) => return Err(SendFailure { error: e.into(), retry_safe: false }),
-                            // The backend may have answered early (e.g. 413) and stopped reading.
-                            Err(BodyStop::Write(e)) => write_error = Some(e),
-                        }
-                    }
-                    head = &mut reading => break head.map_err(|e| write_error.map_or(e, UpstreamError::Write)),
-                }
-            }
+            let mut io = BodyIo {
+                reader: &mut reader,
+                writer: &mut writer,
+                read_buf,
+                write_buf,
+                received_any: &mut received_any,
+                body_done: &mut body_done,
+            };
+            Box::pin(io.send_body_while_reading_head(body, chunked)).await?
         };
         let retry_safe =
             !received_any && framing == RequestFraming::Empty && parts.method.is_idempotent();
@@ -120,6 +111,46 @@ fn request_framing(parts: &Parts, body: &UpstreamBody) -> RequestFraming {
         RequestFraming::Length
     } else {
         RequestFraming::Chunked
+    }
+}
+
+/// Both directions of an upstream connection while a request body goes out.
+struct BodyIo<'c, 'r> {
+    reader: &'c mut ReadHalf<'r>,
+    writer: &'c mut WriteHalf<'r>,
+    read_buf: &'c mut bytes::BytesMut,
+    write_buf: &'c mut Vec<u8>,
+    received_any: &'c mut bool,
+    body_done: &'c mut bool,
+}
+
+impl BodyIo<'_, '_> {
+    /// Stream `body` while awaiting the response head: a backend may answer (e.g. 413) before
+    /// it read the whole body, and then stop reading it.
+    async fn send_body_while_reading_head(
+        &mut self,
+        body: &mut UpstreamBody,
+        chunked: bool,
+    ) -> Result<Result<ResponseHead, UpstreamError>, SendFailure> {
+        let sending = send_body(self.writer, body, chunked, self.write_buf);
+        let reading = read_head(self.reader, self.read_buf, self.received_any);
+        tokio::pin!(sending, reading);
+        let mut write_error = None;
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut sending, if !*self.body_done => {
+                    *self.body_done = true;
+                    match sent {
+                        Ok(()) => {}
+                        Err(BodyStop::Client(e)) => return Err(SendFailure { error: e.into(), retry_safe: false }),
+                        // The backend may have answered early (e.g. 413) and stopped reading.
+                        Err(BodyStop::Write(e)) => write_error = Some(e),
+                    }
+                }
+                head = &mut reading => return Ok(head.map_err(|e| write_error.map_or(e, UpstreamError::Write))),
+            }
+        }
     }
 }
 
