@@ -1,6 +1,9 @@
 //! End-to-end tests of the reverse proxy with real sockets on 127.0.0.1: hyper backends, raw
 //! TCP backends that record exactly what they received, raw and hyper clients.
 
+#[path = "harness/wire.rs"]
+mod wire;
+
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -283,14 +286,7 @@ async fn start_proxy(config: ProxyConfig, hooks: Option<Arc<dyn TlsHooks>>) -> T
     let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
     let proxy = Proxy::new(config, routes.clone(), hooks);
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve_http(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let stop = wire::serve_until_stopped(proxy, listener);
     TestProxy {
         addr,
         routes,

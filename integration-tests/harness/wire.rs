@@ -390,6 +390,12 @@ pub async fn proxy_to(backend: SocketAddr) -> TestProxy {
         })
         .unwrap();
     let proxy = Proxy::new(ProxyConfig::default(), routes, None);
+    let stop = serve_until_stopped(proxy, listener);
+    TestProxy { addr, stop }
+}
+
+/// Serve plain HTTP with `proxy` on `listener` until the returned sender is dropped or sent on.
+pub fn serve_until_stopped(proxy: Proxy, listener: TcpListener) -> oneshot::Sender<()> {
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         proxy
@@ -398,7 +404,7 @@ pub async fn proxy_to(backend: SocketAddr) -> TestProxy {
             })
             .await
     });
-    TestProxy { addr, stop }
+    stop
 }
 
 pub fn get_request(path: &str) -> Vec<u8> {
