@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::Body;
@@ -315,37 +315,30 @@ fn encode_head(
         if (framing_field && !keep_length) || name == header::CONNECTION {
             continue;
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        upstream::write_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     match framing {
         Framing::Length => {
             let mut digits = itoa::Buffer::new();
-            field(
+            upstream::write_field(
                 out,
                 b"content-length",
                 digits.format(length.unwrap_or(0)).as_bytes(),
             );
         }
-        Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        Framing::Chunked => upstream::write_field(out, b"transfer-encoding", b"chunked"),
         Framing::None | Framing::UntilClose => {}
     }
     if !parts.headers.contains_key(header::DATE) {
-        date::with_now(|now| field(out, b"date", now));
+        date::with_now(|now| upstream::write_field(out, b"date", now));
     }
     if !*keep_alive {
-        field(out, b"connection", b"close");
+        upstream::write_field(out, b"connection", b"close");
     } else if client_version == Version::HTTP_10 {
-        field(out, b"connection", b"keep-alive");
+        upstream::write_field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
     framing
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Send the head in `buf` and the body after it; frames that are ready join the buffer, which
@@ -409,28 +402,17 @@ async fn flush(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), ConnErro
     Ok(())
 }
 
-/// Write `first` then `second` with as few syscalls as the socket allows; clears `first`.
+/// Write `first` then `second` (vectored writes, no copy of `second`); clears `first`.
 async fn write_both(
     stream: &mut TcpStream,
     first: &mut Vec<u8>,
     second: &[u8],
 ) -> Result<(), ConnError> {
-    let (mut a, mut b) = (0, 0);
-    while a < first.len() || b < second.len() {
-        let written = if a < first.len() {
-            let slices = [IoSlice::new(&first[a..]), IoSlice::new(&second[b..])];
-            stream.write_vectored(&slices).await
-        } else {
-            stream.write(&second[b..]).await
-        };
-        let n = written.map_err(ConnError::Write)?;
-        if n == 0 {
-            return Err(ConnError::Write(io::ErrorKind::WriteZero.into()));
-        }
-        let from_first = n.min(first.len() - a);
-        a += from_first;
-        b += n - from_first;
-    }
+    let mut both = first.as_slice().chain(second);
+    stream
+        .write_all_buf(&mut both)
+        .await
+        .map_err(ConnError::Write)?;
     first.clear();
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 
+use bytes::Buf;
 use http::request::Parts;
 use http::{header, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -171,9 +172,12 @@ async fn send_body(
         if chunked {
             scratch.clear();
             codec::chunk_header(data.len(), scratch);
-            writer.write_all(scratch).await.map_err(BodyStop::Write)?;
-            writer.write_all(&data).await.map_err(BodyStop::Write)?;
-            writer.write_all(b"\r\n").await.map_err(BodyStop::Write)?;
+            // One vectored write per chunk: size line, data and CRLF together.
+            let mut chunk = Buf::chain(Buf::chain(scratch.as_slice(), &data[..]), &b"\r\n"[..]);
+            writer
+                .write_all_buf(&mut chunk)
+                .await
+                .map_err(BodyStop::Write)?;
         } else {
             writer.write_all(&data).await.map_err(BodyStop::Write)?;
         }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-pub(crate) use codec::{chunk_header, LAST_CHUNK};
+pub(crate) use codec::{chunk_header, write_field, LAST_CHUNK};
 pub(crate) use exchange::{send, Exchanged, SendFailure};
 pub(crate) use response::ResponseBody;
 
