@@ -163,13 +163,13 @@ enum Parsed {
     Other,
 }
 
-/// Take the head at the front of `buf` when it is complete and for this path; heads of
-/// `limit` bytes or more are not.
+/// Take the head at the front of `buf` when it is complete and for this path; a head over
+/// `limit` bytes, or still incomplete at `limit`, is not.
 ///
 /// The head's end is found first, so it can be split off and frozen before it is parsed:
 /// names and values then become shared slices of it, with no copy and no table of offsets.
 fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
-    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+    let Some(head) = upstream::split_crlf_head(buf) else {
         // A head ending in bare LFs is complete too, but rare: hyper decides about it.
         let lenient_end = memchr::memmem::find(buf, b"\n\n").is_some()
             || memchr::memmem::find(buf, b"\n\r\n").is_some();
@@ -179,18 +179,15 @@ fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
             Parsed::Partial
         };
     };
-    if end + 4 > limit {
-        return Parsed::Other; // hyper answers 431
-    }
-    let bytes = buf.split_to(end + 4).freeze();
-    match build_request(&bytes) {
+    // Over the limit hyper answers 431.
+    let taken = (head.len() <= limit)
+        .then(|| build_request(&head))
+        .flatten();
+    match taken {
         Some(head) => Parsed::Complete(head),
         None => {
-            // Put the head back in front for hyper: once per connection at most.
-            let mut whole = BytesMut::with_capacity(bytes.len() + buf.len());
-            whole.extend_from_slice(&bytes);
-            whole.extend_from_slice(buf);
-            *buf = whole;
+            // Back in front for hyper: once per connection at most.
+            upstream::put_back(&head, buf);
             Parsed::Other
         }
     }
@@ -215,7 +212,6 @@ fn build_request(head: &Bytes) -> Option<Head> {
         return None;
     }
     let uri = Uri::from_maybe_shared(head.slice_ref(req.path?.as_bytes())).ok()?;
-    let mut keep_alive = version == Version::HTTP_11;
     let mut content_length = false;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for field in req.headers.iter() {
@@ -231,8 +227,6 @@ fn build_request(head: &Bytes) -> Option<Head> {
             || name == header::EXPECT
         {
             return None;
-        } else if name == header::CONNECTION {
-            apply_connection_tokens(field.value, &mut keep_alive);
         }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value)).ok()?;
         headers.append(name, value);
@@ -242,25 +236,11 @@ fn build_request(head: &Bytes) -> Option<Head> {
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     *request.headers_mut() = headers;
+    let keep_alive = upstream::connection_keep_alive(version, request.headers());
     Some(Head {
         request,
         keep_alive,
     })
-}
-
-/// `Connection: close` ends the connection after this exchange; HTTP/1.0 keeps it only with
-/// `Connection: keep-alive`.
-fn apply_connection_tokens(value: &[u8], keep_alive: &mut bool) {
-    for token in value.split(|b| *b == b',') {
-        let token = token.trim_ascii();
-        if token.eq_ignore_ascii_case(b"close") {
-            *keep_alive = false;
-            return;
-        }
-        if token.eq_ignore_ascii_case(b"keep-alive") {
-            *keep_alive = true;
-        }
-    }
 }
 
 /// How the response body goes out.

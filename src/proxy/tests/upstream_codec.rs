@@ -57,6 +57,18 @@ fn response_head_parsed_and_removed_from_buffer() {
 }
 
 #[test]
+fn heads_with_bare_lf_line_ends_or_leading_blank_lines_are_found_by_the_parser() {
+    // The body holds a CRLF CRLF that is not the end of the head.
+    let (head, rest) = head_of("HTTP/1.1 200 OK\nContent-Length: 6\n\nab\r\n\r\n");
+    assert_eq!(head.headers["content-length"], "6");
+    assert_eq!(&rest[..], b"ab\r\n\r\n");
+    let (head, rest) = head_of("\r\n\r\nHTTP/1.1 204 No Content\r\nX: y\r\n\r\nnext");
+    assert_eq!(head.status, StatusCode::NO_CONTENT);
+    assert_eq!(head.headers["x"], "y");
+    assert_eq!(&rest[..], b"next");
+}
+
+#[test]
 fn partial_head_needs_more_and_oversized_or_invalid_heads_fail() {
     let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
     assert!(parse_response_head(&mut partial).unwrap().is_none());

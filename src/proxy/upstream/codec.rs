@@ -1,6 +1,7 @@
 //! HTTP/1.1 wire format towards backends: request heads written into a reused buffer, response
 //! heads parsed with httparse into `http` types, the response body framing of RFC 9112 §6.3,
-//! and the chunked decoder. Pure functions over buffers: no I/O here.
+//! and the chunked decoder. Head splitting, field writing and the keep-alive rule are shared
+//! with the client side (`proxy::http1`). Pure functions over buffers: no I/O here.
 
 use std::mem::MaybeUninit;
 
@@ -79,25 +80,75 @@ pub(crate) struct ResponseHead {
     pub(crate) headers: HeaderMap,
 }
 
+/// The head at the start of `buf` split off at its first CRLF CRLF and frozen, so names and
+/// values parsed from it can be shared slices of it; `None` while `buf` holds no CRLF CRLF.
+pub(crate) fn split_crlf_head(buf: &mut BytesMut) -> Option<Bytes> {
+    let end = memchr::memmem::find(buf, b"\r\n\r\n")?;
+    Some(buf.split_to(end + 4).freeze())
+}
+
+/// Put `head`, split off by [`split_crlf_head`], back in front of `buf` (rare: a head that is
+/// not taken as split).
+pub(crate) fn put_back(head: &Bytes, buf: &mut BytesMut) {
+    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(buf);
+    *buf = whole;
+}
+
 /// Parse a complete response head at the start of `buf` and remove it from `buf`. `Ok(None)`:
 /// more bytes are needed. Header values share the received bytes (no copy).
 pub(crate) fn parse_response_head(
     buf: &mut BytesMut,
 ) -> Result<Option<ResponseHead>, UpstreamError> {
+    // Nearly always the head ends at the first CRLF CRLF: split it off and parse it once.
+    if let Some(head) = split_crlf_head(buf) {
+        if let Some(parsed) = decode_response_head(&head)? {
+            return Ok(Some(parsed));
+        }
+        put_back(&head, buf);
+    }
+    // Bare-LF line ends or blank lines before the status line: httparse finds the end.
+    let Some(len) = response_head_len(buf)? else {
+        return Ok(None);
+    };
+    let head = buf.split_to(len).freeze();
+    decode_response_head(&head)?
+        .map(Some)
+        .ok_or_else(|| UpstreamError::BadResponse("the response head could not be parsed".into()))
+}
+
+/// Where the response head at the start of `buf` ends; `None` while it is incomplete.
+fn response_head_len(buf: &[u8]) -> Result<Option<usize>, UpstreamError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut parsed,
         buf,
         &mut slots,
     ) {
-        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
         Ok(httparse::Status::Partial) if buf.len() >= MAX_RESPONSE_HEAD_BYTES => {
-            return Err(UpstreamError::HeadTooLarge);
+            Err(UpstreamError::HeadTooLarge)
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(UpstreamError::BadResponse(e.to_string())),
+    }
+}
+
+/// The response head that is exactly `head`; `None` when `head` holds more or less than one.
+fn decode_response_head(head: &Bytes) -> Result<Option<ResponseHead>, UpstreamError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        head,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        Ok(_) => return Ok(None),
         Err(e) => return Err(UpstreamError::BadResponse(e.to_string())),
-    };
+    }
     let status = parsed
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
@@ -107,28 +158,12 @@ pub(crate) fn parse_response_head(
     } else {
         Version::HTTP_11
     };
-    // Offsets first: the header slices borrow `buf`, which is split below.
-    let mut fields = [Field::default(); MAX_RESPONSE_HEADERS];
-    let count = parsed.headers.len();
-    let base = buf.as_ptr() as usize;
-    for (field, h) in fields.iter_mut().zip(parsed.headers.iter()) {
-        *field = Field {
-            name_at: h.name.as_ptr() as usize - base,
-            name_len: h.name.len(),
-            value_at: h.value.as_ptr() as usize - base,
-            value_len: h.value.len(),
-        };
-    }
-    let head: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for f in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[f.name_at..f.name_at + f.name_len])
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| UpstreamError::BadResponse("invalid header name".into()))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(f.value_at..f.value_at + f.value_len))
-                .map_err(|_| {
-                    UpstreamError::BadResponse(format!("invalid value for header {name}"))
-                })?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
+            .map_err(|_| UpstreamError::BadResponse(format!("invalid value for header {name}")))?;
         headers.append(name, value);
     }
     Ok(Some(ResponseHead {
@@ -136,15 +171,6 @@ pub(crate) fn parse_response_head(
         version,
         headers,
     }))
-}
-
-/// Where one header field sits in the response head.
-#[derive(Debug, Clone, Copy, Default)]
-struct Field {
-    name_at: usize,
-    name_len: usize,
-    value_at: usize,
-    value_len: usize,
 }
 
 /// How a response body is delimited (RFC 9112 §6.3), and whether the connection can carry
@@ -198,7 +224,9 @@ pub(crate) fn response_framing(
     Ok(ResponseFraming { body, keep_alive })
 }
 
-fn connection_keep_alive(version: Version, headers: &HeaderMap) -> bool {
+/// Whether a message of `version` with these fields leaves the connection open: `close`
+/// anywhere in Connection closes it; HTTP/1.0 stays open only with `keep-alive`.
+pub(crate) fn connection_keep_alive(version: Version, headers: &HeaderMap) -> bool {
     let mut close = false;
     let mut keep_alive = false;
     for value in headers.get_all(header::CONNECTION) {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
-pub(crate) use codec::{chunk_header, write_field, LAST_CHUNK};
+pub(crate) use codec::{
+    chunk_header, connection_keep_alive, put_back, split_crlf_head, write_field, LAST_CHUNK,
+};
 pub(crate) use exchange::{send, Exchanged, SendFailure};
 pub(crate) use response::ResponseBody;
 
