@@ -205,10 +205,10 @@ pub(crate) fn backend_fields<'a>(
     headers: &'a HeaderMap,
     forwarding: &'a Forwarding,
 ) -> impl Iterator<Item = (&'a str, &'a HeaderValue)> + 'a {
-    let has_connection = headers.contains_key(header::CONNECTION);
+    let names_fields = connection_names_end_to_end_fields(headers);
     let own = headers
         .iter()
-        .filter(move |(name, _)| passes_to_backend(name, headers, has_connection))
+        .filter(move |(name, _)| passes_to_backend(name, headers, names_fields))
         .map(|(name, value)| (name.as_str(), value));
     let proto = if forwarding.https { &HTTPS } else { &HTTP };
     let set = [
@@ -223,11 +223,28 @@ pub(crate) fn backend_fields<'a>(
     own.chain(set).chain(upgrade)
 }
 
-fn passes_to_backend(name: &HeaderName, headers: &HeaderMap, has_connection: bool) -> bool {
+fn passes_to_backend(name: &HeaderName, headers: &HeaderMap, names_fields: bool) -> bool {
     if HOP_BY_HOP.contains(name) || SET_BY_PROXY.contains(name) {
         return false;
     }
-    !(has_connection && name != header::HOST && connection_has_token(headers, name.as_str()))
+    !(names_fields && name != header::HOST && connection_has_token(headers, name.as_str()))
+}
+
+/// True when Connection names a field other than the hop-by-hop ones (which never pass
+/// anyway): only then is every field checked against its tokens. Browsers send
+/// `Connection: keep-alive`, which needs no per-field check.
+fn connection_names_end_to_end_fields(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .any(|token| {
+            !token.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+        })
 }
 
 /// Fields the proxy sets itself; the client's values never reach the backend.

@@ -46,6 +46,31 @@ fn strips_hop_by_hop_and_connection_named() {
 }
 
 #[test]
+fn connection_naming_only_hop_by_hop_fields_keeps_every_other_field() {
+    let req = Request::builder()
+        .header("connection", "Keep-Alive, TE")
+        .header("te", "trailers")
+        .header("x-a", "1")
+        .header("cookie", "c=1")
+        .body(())
+        .unwrap();
+    let h = &sent_to_backend(req, &client(false), false);
+    assert_eq!(
+        (h["x-a"].as_bytes(), h["cookie"].as_bytes()),
+        (&b"1"[..], &b"c=1"[..])
+    );
+    assert!(!h.contains_key("te") && !h.contains_key("connection"));
+    let names_other = |v: &'static str| {
+        let mut map = HeaderMap::new();
+        map.insert(header::CONNECTION, HeaderValue::from_static(v));
+        connection_names_end_to_end_fields(&map)
+    };
+    assert!(!names_other("keep-alive, upgrade, , TE"));
+    assert!(names_other("keep-alive, x-secret"));
+    assert!(names_other("close"));
+}
+
+#[test]
 fn forwarded_for_trust() {
     let build = || {
         Request::builder()
