@@ -285,18 +285,8 @@ impl Shared {
         first: Arc<Backend>,
     ) -> Result<Acquired, (Response<ProxyBody>, Option<Arc<Backend>>)> {
         let first_flight = first.start_request();
-        match upstream::connect(first.addr(), self.config.connect_timeout).await {
-            Ok(conn) => {
-                return Ok(Acquired {
-                    in_flight: first_flight,
-                    conn,
-                    pooled: false,
-                })
-            }
-            Err(e) => {
-                drop(first_flight);
-                self.connect_failed(app, &first, &e);
-            }
+        if let Some(acquired) = self.open(app, &first, first_flight).await {
+            return Ok(acquired);
         }
         let Some(second) = app.pick(Some(&first)).cloned() else {
             let page = pages::error_page(
@@ -313,20 +303,36 @@ impl Shared {
                 pooled: true,
             });
         }
-        match upstream::connect(second.addr(), self.config.connect_timeout).await {
-            Ok(conn) => Ok(Acquired {
+        match self.open(app, &second, in_flight).await {
+            Some(acquired) => Ok(acquired),
+            None => {
+                let page = pages::error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "The app's replicas could not be reached.",
+                );
+                Err((page, Some(second)))
+            }
+        }
+    }
+
+    /// A fresh connection to `backend` for the request counted by `in_flight`; `None` (the
+    /// failure recorded, the count dropped) when connecting fails.
+    async fn open(
+        &self,
+        app: &AppEntry,
+        backend: &Arc<Backend>,
+        in_flight: InFlight,
+    ) -> Option<Acquired> {
+        match upstream::connect(backend.addr(), self.config.connect_timeout).await {
+            Ok(conn) => Some(Acquired {
                 in_flight,
                 conn,
                 pooled: false,
             }),
             Err(e) => {
                 drop(in_flight);
-                self.connect_failed(app, &second, &e);
-                let page = pages::error_page(
-                    StatusCode::BAD_GATEWAY,
-                    "The app's replicas could not be reached.",
-                );
-                Err((page, Some(second)))
+                self.connect_failed(app, backend, &e);
+                None
             }
         }
     }
