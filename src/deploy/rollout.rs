@@ -160,13 +160,8 @@ async fn rolling(
     let mut retired: Vec<ReplicaSpec> = Vec::new();
     // New capacity first, all at once: no old replica has to keep serving for these slots.
     if !extra.is_empty() {
-        let ready = match start_all(deployer, entry, app, extra, reporter).await {
-            Ok(ready) => ready,
-            Err(failure) => {
-                restore(deployer, entry, previous_config, &retired, &added, reporter).await;
-                return Err(failure);
-            }
-        };
+        // On failure start_all removed what it started; nothing was replaced yet.
+        let ready = start_all(deployer, entry, app, extra, reporter).await?;
         entry.live_lock().config = Some(app.clone());
         for new in ready {
             enter_rotation(deployer, entry, &new, reporter);
