@@ -458,14 +458,14 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
             token = token_file.display(),
             template = haloy::config::server::TEMPLATE_YAML
         );
-        write_private(config_path, text.as_bytes(), 0o644)?;
+        write_file(config_path, text.as_bytes(), 0o644)?;
         println!("wrote {}", config_path.display());
     } else {
         println!("kept existing {}", config_path.display());
     }
     if new_token || !token_file.exists() {
         let token = fresh_token();
-        write_private(&token_file, format!("{token}\n").as_bytes(), 0o600)?;
+        write_file(&token_file, format!("{token}\n").as_bytes(), 0o600)?;
         println!("wrote a new API token to {}", token_file.display());
     }
     println!(
@@ -481,7 +481,7 @@ fn fresh_token() -> String {
     hex::encode(bytes)
 }
 
-fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     haloy::files::write_atomic(path, contents, mode)
         .with_context(|| format!("cannot write {}", path.display()))
 }

@@ -204,7 +204,7 @@ fn remove_if_exists(path: &Path) -> io::Result<()> {
     }
 }
 
-pub use crate::timefmt::now_rfc3339;
+use crate::timefmt::now_rfc3339;
 
 /// Cuts a byte stream into lines (without the newline), splitting lines at `MAX_LINE_BYTES`.
 #[derive(Debug, Default)]

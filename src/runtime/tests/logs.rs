@@ -1,7 +1,8 @@
 //! Unit tests of `runtime::logs`.
 
-use super::super::log_driver::{now_rfc3339, LogDriverConfig, RotatingWriter};
+use super::super::log_driver::{LogDriverConfig, RotatingWriter};
 use super::*;
+use crate::timefmt::now_rfc3339;
 use futures_util::StreamExt;
 
 fn record(i: usize, stream: &str) -> LogRecord {
