@@ -241,17 +241,8 @@ impl Deployer {
             return Err(DeployError::InvalidConfig { problems });
         }
         let entry = self.entry(&app.name);
-        let guard = entry
-            .lock
-            .clone()
-            .try_lock_owned()
-            .map_err(|_| DeployError::Busy {
-                app: app.name.clone(),
-                deployment_id: entry.live_lock().in_progress.clone().unwrap_or_default(),
-            })?;
         let deployment_id = ulid::Ulid::new().to_string();
-        // Claimed before the (slow, fsynced) state write, so a refused deploy can name it.
-        entry.live_lock().in_progress = Some(deployment_id.clone());
+        let guard = entry.claim_for_deploy(&deployment_id)?;
         let image = app.image_reference();
         let recorded = self.state.insert(DeploymentRecord {
             id: deployment_id.clone(),
@@ -265,15 +256,14 @@ impl Deployer {
             rollback_of,
         });
         if let Err(e) = recorded {
-            entry.live_lock().in_progress = None;
+            entry.release_deploy(guard);
             return Err(e.into());
         }
         let reporter = self.progress.start(&deployment_id, &app.name);
         let deployer = self.clone();
         tokio::spawn(async move {
-            let _guard = guard;
             rollout::run(&deployer, &entry, app, reporter).await;
-            entry.live_lock().in_progress = None;
+            entry.release_deploy(guard);
         });
         Ok(deployment_id)
     }
@@ -547,6 +537,33 @@ impl AppEntry {
     pub(crate) fn live_lock(&self) -> std::sync::MutexGuard<'_, LiveApp> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Takes the app's deploy lock for `deployment_id`, or names who holds it. The lock and
+    /// `in_progress` change together under `live`, so a refused deploy never sees the lock
+    /// taken by a deploy whose id is not recorded yet (or no longer).
+    fn claim_for_deploy(
+        &self,
+        deployment_id: &str,
+    ) -> Result<tokio::sync::OwnedMutexGuard<()>, DeployError> {
+        let mut live = self.live_lock();
+        match self.lock.clone().try_lock_owned() {
+            Ok(guard) => {
+                live.in_progress = Some(deployment_id.to_string());
+                Ok(guard)
+            }
+            Err(_) => Err(DeployError::Busy {
+                app: self.name.clone(),
+                deployment_id: live.in_progress.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Ends what `claim_for_deploy` started, again as one step under `live`.
+    fn release_deploy(&self, guard: tokio::sync::OwnedMutexGuard<()>) {
+        let mut live = self.live_lock();
+        live.in_progress = None;
+        drop(guard);
+    }
 }
 
 fn replica_status(replica: &LiveReplica, app_stopped: bool) -> ReplicaStatus {
@@ -572,3 +589,7 @@ fn replica_status(replica: &LiveReplica, app_stopped: bool) -> ReplicaStatus {
         in_flight: stats.in_flight,
     }
 }
+
+#[cfg(test)]
+#[path = "tests/claim.rs"]
+mod tests;
