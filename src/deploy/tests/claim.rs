@@ -57,7 +57,7 @@ fn racing_deploys_always_see_the_holders_id() {
 fn a_stop_holding_the_app_is_named_as_such() {
     let entry = entry();
     let _stop = entry.lock.clone().try_lock_owned().expect("free app");
-    let refused = entry.claim_for_deploy("01DEPLOY").err().expect("busy");
+    let refused = entry.claim_for_deploy("01DEPLOY").expect_err("busy");
     assert_eq!(
         refused.to_string(),
         "`web` is being stopped or deployed right now; wait for it to finish"
