@@ -27,6 +27,13 @@ impl Remote {
             eprintln!("[{}] {line}", self.label());
         }
     }
+
+    /// Prints `error` as this target's failure and hands its text on for the summary.
+    fn failed(&self, error: impl std::fmt::Display) -> String {
+        let msg = error.to_string();
+        self.eprint(&format!("error: {msg}"));
+        msg
+    }
 }
 
 fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
@@ -94,26 +101,14 @@ async fn deploy_one(r: &Remote) -> Result<String, String> {
             .unwrap_or_default(),
         r.client.url()
     );
-    let accepted = r.client.deploy(app).await.map_err(|e| {
-        let msg = e.to_string();
-        r.eprint(&format!("error: {msg}"));
-        msg
-    })?;
+    let accepted = r.client.deploy(app).await.map_err(|e| r.failed(e))?;
     println!("[{}] deployment {}", r.label(), accepted.deployment_id);
     follow_deployment(r, &accepted.deployment_id).await
 }
 
 /// Prints the progress events of a deployment until it finishes.
 async fn follow_deployment(r: &Remote, id: &str) -> Result<String, String> {
-    let fail = |msg: String| {
-        r.eprint(&format!("error: {msg}"));
-        msg
-    };
-    let mut stream = r
-        .client
-        .deploy_events(id)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let mut stream = r.client.deploy_events(id).await.map_err(|e| r.failed(e))?;
     loop {
         match stream.next::<DeployEvent>().await {
             Ok(Some(ev)) => {
@@ -127,12 +122,12 @@ async fn follow_deployment(r: &Remote, id: &str) -> Result<String, String> {
                 }
             }
             Ok(None) => {
-                return Err(fail(format!(
+                return Err(r.failed(format!(
                     "haloyd at {} closed the progress stream of {id} before it finished; see `haloy status`",
                     r.client.url()
                 )))
             }
-            Err(e) => return Err(fail(e.to_string())),
+            Err(e) => return Err(r.failed(e)),
         }
     }
 }
@@ -437,11 +432,7 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
             .client
             .rollback(&r.app.name, deployment_id)
             .await
-            .map_err(|e| {
-                let msg = e.to_string();
-                r.eprint(&format!("error: {msg}"));
-                msg
-            })?;
+            .map_err(|e| r.failed(e))?;
         println!("[{}] deployment {}", r.label(), accepted.deployment_id);
         follow_deployment(r, &accepted.deployment_id).await
     }))
