@@ -1153,7 +1153,11 @@ async fn websocket_tunnel_closed_when_drain_ends() {
 
 // ---------------------------------------------------------------- HTTPS + HTTP/2
 
-fn tls_pair(host: &str) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
+/// A server and a client TLS config for `host`; the client offers only `client_alpn`.
+fn tls_pair(
+    host: &str,
+    client_alpn: &[u8],
+) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector) {
     use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
@@ -1173,7 +1177,7 @@ fn tls_pair(host: &str) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnecto
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    client.alpn_protocols = vec![b"h2".to_vec()];
+    client.alpn_protocols = vec![client_alpn.to_vec()];
     (
         tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         tokio_rustls::TlsConnector::from(Arc::new(client)),
@@ -1184,7 +1188,7 @@ fn tls_pair(host: &str) -> (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnecto
 async fn http2_over_tls_is_proxied_to_http11_backend() {
     let rb = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
         .await;
-    let (acceptor, connector) = tls_pair("tls.test");
+    let (acceptor, connector) = tls_pair("tls.test", b"h2");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
@@ -1246,6 +1250,67 @@ async fn http2_over_tls_is_proxied_to_http11_backend() {
     let resp = sender.send_request(alias).await.unwrap();
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://tls.test/x");
+}
+
+/// HTTPS with HTTP/1.1: the proxy answers 413 from the declared length while the client is
+/// still uploading. The close must let the upload finish (the proxy reads and discards it)
+/// instead of resetting the connection under the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_close() {
+    let b = test_backend("b0").await;
+    let (acceptor, connector) = tls_pair("tls.test", b"http/1.1");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let routes = Routes::new();
+    route(
+        &routes,
+        "web",
+        "tls.test",
+        &[],
+        vec![ready_backend(0, b.addr)],
+    );
+    let config = ProxyConfig {
+        max_body_bytes: Some(1 << 20),
+        ..ProxyConfig::default()
+    };
+    let proxy = Proxy::new(config, routes, None);
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        proxy
+            .serve_https(listener, acceptor, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("tls.test").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut rd, mut wr) = tokio::io::split(tls);
+    let body_len: usize = 16 << 20;
+    let upload = tokio::spawn(async move {
+        let head =
+            format!("POST /up HTTP/1.1\r\nHost: tls.test\r\nContent-Length: {body_len}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..body_len / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        wr.flush().await
+    });
+    let mut answer = Vec::new();
+    // The proxy's close_notify ends the read; a reset would fail it.
+    let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer))
+        .await
+        .expect("proxy did not close in time");
+    let uploaded = tokio::time::timeout(Duration::from_secs(10), upload)
+        .await
+        .expect("upload hung")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(read.is_ok(), "reading the answer failed: {read:?}");
+    assert!(uploaded.is_ok(), "the upload was cut off: {uploaded:?}");
 }
 
 // ---------------------------------------------------------------- upstream keep-alive race

@@ -316,3 +316,87 @@ async fn shutdown_closes_idle_connections_at_once_and_lets_a_request_in_flight_f
     assert_eq!(resp.head.get("connection"), Some("close"), "{resp:?}");
     assert!(closed_within(&mut busy, NO_HANG).await);
 }
+
+/// The proxy answers 413 as soon as it sees the declared length; the client keeps sending the
+/// body. Closing then must not reset the connection (which could destroy the 413 on its way):
+/// the proxy reads and discards the rest, and the client's upload and read both end cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_close() {
+    let backend = path_echo_backend().await;
+    let config = haloy::proxy::ProxyConfig {
+        max_body_bytes: Some(1 << 20),
+        ..haloy::proxy::ProxyConfig::default()
+    };
+    let proxy = proxy_with(backend.addr, config).await;
+    let body_len: usize = 16 << 20;
+    let wire = Wire::connect(proxy.addr).await;
+    let (mut rd, mut wr) = wire.stream.into_split();
+    let upload = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let head =
+            format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {body_len}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..body_len / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        wr.shutdown().await
+    });
+    let mut answer = Vec::new();
+    let read = timeout(
+        NO_HANG,
+        tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut answer),
+    )
+    .await
+    .expect("proxy did not close in time");
+    let uploaded = timeout(NO_HANG, upload)
+        .await
+        .expect("upload hung")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
+    assert!(read.is_ok(), "reading the answer failed: {read:?}");
+    assert!(uploaded.is_ok(), "the upload was cut off: {uploaded:?}");
+}
+
+/// Shutdown while a request is in flight: the client sends its next request before the answer
+/// to the first arrives. The proxy answers the first with `Connection: close` and closes
+/// without reading the second. A close with unread input resets the connection, which throws
+/// away the part of the answer still in the proxy's send buffer: the large answer must arrive
+/// whole, followed by a clean close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_with_an_unread_request_still_delivers_the_whole_answer() {
+    const BIG: usize = 32 << 20;
+    let backend = scripted_backend(|mut conn| async move {
+        while conn.next_request().await.is_some() {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let mut resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+            resp.extend(pattern(BIG));
+            conn.send(&resp).await;
+        }
+    })
+    .await;
+    let proxy = proxy_to(backend.addr).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    wire.write(&get_request("/slow")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(proxy.stop);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    wire.write(&get_request("/next")).await;
+
+    let resp = read_response(&mut wire, false).await;
+    assert_eq!(
+        resp.head.get("connection"),
+        Some("close"),
+        "{:?}",
+        resp.head
+    );
+    assert_eq!(resp.body.len(), BIG, "the answer was cut short");
+    assert!(resp.body == pattern(BIG), "the answer arrived changed");
+    let end = timeout(NO_HANG, wire.fill()).await.expect("no close");
+    assert_eq!(
+        end,
+        Ok(0),
+        "the proxy reset the connection instead of closing it"
+    );
+}

@@ -374,6 +374,11 @@ pub async fn first_answer_then(first: Vec<u8>, then: &'static [u8]) -> ScriptedB
 
 /// A proxy on 127.0.0.1 routing `HOST` to the single ready backend at `backend`.
 pub async fn proxy_to(backend: SocketAddr) -> TestProxy {
+    proxy_with(backend, ProxyConfig::default()).await
+}
+
+/// `proxy_to` with `config`.
+pub async fn proxy_with(backend: SocketAddr, config: ProxyConfig) -> TestProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
@@ -389,7 +394,7 @@ pub async fn proxy_to(backend: SocketAddr) -> TestProxy {
             backends: vec![task],
         })
         .unwrap();
-    let proxy = Proxy::new(ProxyConfig::default(), routes, None);
+    let proxy = Proxy::new(config, routes, None);
     let stop = serve_until_stopped(proxy, listener);
     TestProxy { addr, stop }
 }

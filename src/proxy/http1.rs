@@ -43,6 +43,8 @@ const FLUSH_LIMIT: usize = 32 * 1024;
 pub(crate) enum Ended {
     /// Closed, or to be closed: the client or the proxy is done with it.
     Closed,
+    /// The proxy closes it while the client may still be sending: close with lingering.
+    Linger(TcpStream),
     /// A request this path does not take: hyper serves the rest of the connection, starting
     /// with the bytes read so far.
     Handoff(Rewind),
@@ -80,7 +82,8 @@ pub(crate) async fn serve(
         };
         let active = ActiveRequest::start(&activity);
         let is_head = head.request.method() == Method::HEAD;
-        let mut keep_alive = head.keep_alive;
+        let client_goes_on = head.keep_alive;
+        let mut keep_alive = client_goes_on;
         let version = head.request.version();
         let Ok(resp) = shared.respond(head.request, &client, active).await;
         keep_alive &= !activity.is_closing();
@@ -99,6 +102,9 @@ pub(crate) async fn serve(
         write_body(&mut stream, &mut write_buf, &mut body, framing).await?;
         drop(body);
         if !keep_alive {
+            if client_goes_on || !read_buf.is_empty() {
+                return Ok(Ended::Linger(stream));
+            }
             let _ = stream.shutdown().await;
             return Ok(Ended::Closed);
         }
@@ -432,6 +438,12 @@ impl Rewind {
             prefix: read.freeze(),
             stream,
         }
+    }
+}
+
+impl super::linger::Socket for Rewind {
+    fn into_tcp(self) -> TcpStream {
+        self.stream
     }
 }
 

@@ -28,6 +28,7 @@ mod deadline;
 mod handler;
 mod headers;
 mod http1;
+mod linger;
 mod pages;
 mod routes;
 mod server;

@@ -19,12 +19,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::deadline;
 use super::headers::ClientInfo;
 use super::http1;
+use super::linger::{self, Reclaim, Socket};
 use super::routes::Routes;
 use super::tls_hooks::TlsHooks;
 use super::ProxyConfig;
@@ -212,9 +213,12 @@ impl ClientConn {
         let ended = self
             .drive(own, &activity, quiet_limit, |_| activity.close())
             .await;
-        let Some(http1::Ended::Handoff(io)) = ended else {
-            return;
+        let io = match ended {
+            Some(http1::Ended::Handoff(io)) => io,
+            Some(http1::Ended::Linger(stream)) => return linger::close(stream).await,
+            Some(http1::Ended::Closed) | None => return,
         };
+        let (io, back) = Reclaim::new(io);
         let service = self.service(false, &activity);
         let conn = self
             .shared
@@ -223,29 +227,34 @@ impl ClientConn {
             .with_upgrades();
         self.drive(conn, &activity, quiet_limit, |c| c.graceful_shutdown())
             .await;
+        close_reclaimed(back).await;
     }
 
     async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
         let _ = stream.set_nodelay(true);
         let timeout = self.shared.config.header_read_timeout;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => self.serve(TokioIo::new(tls), true).await,
+            Ok(Ok(tls)) => self.serve(tls, true).await,
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
         }
     }
 
-    async fn serve<I>(self, io: TokioIo<I>, https: bool)
+    async fn serve<I>(self, io: I, https: bool)
     where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        I: AsyncRead + AsyncWrite + Socket + Unpin + Send + 'static,
     {
         let activity = Arc::new(ConnActivity::default());
         let service = self.service(https, &activity);
         let shared = Arc::clone(&self.shared);
-        let conn = shared.builder.serve_connection_with_upgrades(io, service);
+        let (io, back) = Reclaim::new(io);
+        let conn = shared
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service);
         let quiet_limit = self.shared.config.idle_timeout;
         self.drive(conn, &activity, quiet_limit, |c| c.graceful_shutdown())
             .await;
+        close_reclaimed(back).await;
     }
 
     fn client_info(&self, https: bool) -> ClientInfo {
@@ -322,6 +331,14 @@ impl ClientConn {
                 None
             }
         }
+    }
+}
+
+/// Closes a connection hyper has given back (on dropping it) with lingering. One that was
+/// upgraded is not given back: the upgrade owns it and closes it.
+async fn close_reclaimed<I: Socket>(mut back: oneshot::Receiver<I>) {
+    if let Ok(io) = back.try_recv() {
+        linger::close(io.into_tcp()).await;
     }
 }
 
