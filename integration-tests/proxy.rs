@@ -1184,13 +1184,65 @@ fn tls_pair(
     )
 }
 
+/// haloy's proxy serving HTTPS on 127.0.0.1 with a self-signed certificate.
+struct HttpsProxy {
+    addr: SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+    _stop: oneshot::Sender<()>,
+}
+
+/// `routes` served over HTTPS for `host`; clients of the proxy offer only `client_alpn`.
+async fn start_https_proxy(
+    config: ProxyConfig,
+    routes: Routes,
+    host: &str,
+    client_alpn: &[u8],
+) -> HttpsProxy {
+    let (acceptor, connector) = tls_pair(host, client_alpn);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy = Proxy::new(config, routes, None);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        proxy
+            .serve_https(listener, acceptor, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    HttpsProxy {
+        addr,
+        connector,
+        _stop: stop,
+    }
+}
+
+impl HttpsProxy {
+    async fn connect(&self, host: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).unwrap();
+        self.connector.connect(name, tcp).await.unwrap()
+    }
+
+    /// An HTTP/2 connection to the proxy.
+    async fn http2(&self, host: &str) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+        let tls = self.connect(host).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_over_tls_is_proxied_to_http11_backend() {
     let rb = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello")
         .await;
-    let (acceptor, connector) = tls_pair("tls.test", b"h2");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
     route(
         &routes,
@@ -1199,27 +1251,8 @@ async fn http2_over_tls_is_proxied_to_http11_backend() {
         &["www.tls.test"],
         vec![ready_backend(0, rb.addr)],
     );
-    let proxy = Proxy::new(ProxyConfig::default(), routes, None);
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve_https(listener, acceptor, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("tls.test").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let proxy = start_https_proxy(ProxyConfig::default(), routes, "tls.test", b"h2").await;
+    let mut sender = proxy.http2("tls.test").await;
     let req = Request::get("https://tls.test/p?q=1")
         .header("cookie", "a=1")
         .header("cookie", "b=2")
@@ -1258,9 +1291,6 @@ async fn http2_over_tls_is_proxied_to_http11_backend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_close() {
     let b = test_backend("b0").await;
-    let (acceptor, connector) = tls_pair("tls.test", b"http/1.1");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
     route(
         &routes,
@@ -1273,19 +1303,8 @@ async fn https_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_cl
         max_body_bytes: Some(1 << 20),
         ..ProxyConfig::default()
     };
-    let proxy = Proxy::new(config, routes, None);
-    let (_stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        proxy
-            .serve_https(listener, acceptor, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("tls.test").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    let proxy = start_https_proxy(config, routes, "tls.test", b"http/1.1").await;
+    let tls = proxy.connect("tls.test").await;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let body_len: usize = 16 << 20;
     let upload = tokio::spawn(async move {
@@ -1311,6 +1330,57 @@ async fn https_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_cl
     assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
     assert!(read.is_ok(), "reading the answer failed: {read:?}");
     assert!(uploaded.is_ok(), "the upload was cut off: {uploaded:?}");
+}
+
+/// WebSocket over HTTP/2 (RFC 8441): the proxy advertises extended CONNECT, turns the
+/// request into the backend's HTTP/1.1 handshake, answers the stream with 200 and tunnels it.
+/// A CONNECT without `:protocol` is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_is_tunnelled_to_an_http11_backend() {
+    let b = test_backend("b0").await;
+    let routes = Routes::new();
+    route(
+        &routes,
+        "web",
+        "ws.test",
+        &[],
+        vec![ready_backend(0, b.addr)],
+    );
+    let proxy = start_https_proxy(ProxyConfig::default(), routes, "ws.test", b"h2").await;
+    let mut sender = proxy.http2("ws.test").await;
+    // One exchange first: the proxy's SETTINGS (with extended CONNECT) have arrived after it.
+    let plain = Request::get("https://ws.test/").body(Empty::new()).unwrap();
+    assert_eq!(sender.send_request(plain).await.unwrap().status(), 200);
+
+    let mut open = Request::connect("https://ws.test/ws")
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    open.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = sender.send_request(open).await.unwrap();
+    assert_eq!(resp.status(), 200, "{resp:?}");
+    assert!(
+        !resp.headers().contains_key("sec-websocket-accept"),
+        "{resp:?}"
+    );
+    let stream = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        stream,
+        tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    for i in 0..5 {
+        ws.send(Message::text(format!("ping {i}"))).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("ping {i}"))
+        );
+    }
+
+    let tunnel = Request::connect("ws.test:443").body(Empty::new()).unwrap();
+    assert_eq!(sender.send_request(tunnel).await.unwrap().status(), 405);
 }
 
 // ---------------------------------------------------------------- upstream keep-alive race

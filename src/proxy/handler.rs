@@ -47,7 +47,14 @@ struct Forward {
     parts: Parts,
     forwarding: Forwarding,
     body: UpstreamBody,
-    client_upgrade: Option<OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
+}
+
+/// The client's side of a protocol switch: its connection, once the response is sent.
+struct ClientUpgrade {
+    connection: OnUpgrade,
+    /// RFC 8441 (WebSocket over an HTTP/2 stream): the switch is answered 200, not 101.
+    over_http2: bool,
 }
 
 /// The backend chosen for a request.
@@ -126,7 +133,8 @@ impl Shared {
             let page = pages::error_page(StatusCode::BAD_REQUEST, &e.to_string());
             return Routed::Local(close_after(page));
         }
-        if req.method() == Method::CONNECT {
+        let websocket_over_http2 = headers::websocket_over_http2(&req);
+        if req.method() == Method::CONNECT && !websocket_over_http2 {
             // A reverse proxy is no forward proxy: never open arbitrary tunnels.
             let page =
                 pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported.");
@@ -171,8 +179,14 @@ impl Shared {
             }
         }
         let own_task = req.version() == Version::HTTP_2;
-        let upgrade = headers::upgrade_requested(&req);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        if websocket_over_http2 {
+            headers::websocket_as_http11_handshake(&mut req);
+        }
+        let upgrade = websocket_over_http2 || headers::upgrade_requested(&req);
+        let client_upgrade = upgrade.then(|| ClientUpgrade {
+            connection: hyper::upgrade::on(&mut req),
+            over_http2: websocket_over_http2,
+        });
         let forwarding = headers::prepare_request(&mut req, client, &host, upgrade);
         let (parts, body) = req.into_parts();
         Routed::Forward(Forward {
@@ -380,7 +394,7 @@ impl Shared {
         attempt: Attempt,
         in_flight: InFlight,
         sent_at: Instant,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<ClientUpgrade>,
         active: ActiveRequest,
     ) -> Response<ProxyBody> {
         let backend = in_flight.backend();
@@ -423,8 +437,12 @@ impl Shared {
                         "The app switched protocols unasked.",
                     );
                 };
-                spawn_tunnel(Arc::clone(backend), client_upgrade, conn);
-                headers::prepare_response(resp.headers_mut(), true);
+                spawn_tunnel(Arc::clone(backend), client_upgrade.connection, conn);
+                if client_upgrade.over_http2 {
+                    headers::prepare_switch_over_http2(&mut resp);
+                } else {
+                    headers::prepare_response(resp.headers_mut(), true);
+                }
                 resp.map(|()| ProxyBody::local(Bytes::new()))
             }
         }

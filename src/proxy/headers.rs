@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies still see), as parsed
 /// names so removing them needs no parsing per request.
@@ -92,6 +92,30 @@ pub(crate) fn upgrade_requested<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && protocol.is_some_and(|p| !p.trim_ascii().eq_ignore_ascii_case(b"h2c"))
         && connection_has_token(req.headers(), "upgrade")
+}
+
+/// True for a WebSocket opened over HTTP/2 (RFC 8441: extended CONNECT, `:protocol` websocket).
+pub(crate) fn websocket_over_http2<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Rewrites an RFC 8441 WebSocket request into the HTTP/1.1 handshake the backend expects
+/// (RFC 8441 §5): GET with `Upgrade: websocket` and a fresh `Sec-WebSocket-Key`; the client's
+/// `Sec-WebSocket-Version`, protocols and extensions pass on unchanged.
+pub(crate) fn websocket_as_http11_handshake<B>(req: &mut Request<B>) {
+    use base64::Engine as _;
+    *req.method_mut() = Method::GET;
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
+    let headers = req.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(key) = HeaderValue::from_str(&key) {
+        headers.insert(header::SEC_WEBSOCKET_KEY, key);
+    }
 }
 
 fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
@@ -293,6 +317,14 @@ fn to_origin_form<B>(req: &mut Request<B>) {
     if let Ok(uri) = path.parse::<Uri>() {
         *req.uri_mut() = uri;
     }
+}
+
+/// The backend's 101 as the answer to an RFC 8441 request: 200, and none of HTTP/1.1's
+/// handshake fields (the HTTP/2 stream itself becomes the tunnel).
+pub(crate) fn prepare_switch_over_http2<B>(resp: &mut Response<B>) {
+    *resp.status_mut() = StatusCode::OK;
+    strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(header::SEC_WEBSOCKET_ACCEPT);
 }
 
 /// Clean a backend's response headers for the client.

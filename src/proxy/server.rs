@@ -180,6 +180,8 @@ fn connection_builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        // WebSocket over HTTP/2 (RFC 8441), so browsers need no extra HTTP/1.1 connection.
+        .enable_connect_protocol()
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     builder

@@ -159,3 +159,46 @@ fn http2_request_becomes_http11() {
     assert_eq!(req.headers()["host"], "a.com");
     assert_eq!(req.headers()["cookie"], "a=1; b=2");
 }
+
+#[test]
+fn websocket_over_http2_becomes_an_http11_handshake() {
+    let mut req = Request::builder()
+        .method(Method::CONNECT)
+        .version(Version::HTTP_2)
+        .uri("https://ws.test/chat?room=1")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat")
+        .body(())
+        .unwrap();
+    assert!(!websocket_over_http2(&req), "no :protocol yet");
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    assert!(websocket_over_http2(&req));
+
+    websocket_as_http11_handshake(&mut req);
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(req.headers()["upgrade"], "websocket");
+    assert_eq!(req.headers()["sec-websocket-protocol"], "chat");
+    let key = req.headers()["sec-websocket-key"].to_str().unwrap();
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .unwrap();
+    assert_eq!(raw.len(), 16, "RFC 6455: a base64 16-byte nonce");
+}
+
+#[test]
+fn the_backends_101_becomes_a_200_without_handshake_fields() {
+    let mut resp = Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", "abc")
+        .header("sec-websocket-protocol", "chat")
+        .body(())
+        .unwrap();
+    prepare_switch_over_http2(&mut resp);
+    assert_eq!(resp.status(), StatusCode::OK);
+    let names: Vec<&str> = resp.headers().keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["sec-websocket-protocol"]);
+}
