@@ -1334,7 +1334,8 @@ async fn https_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_cl
 
 /// WebSocket over HTTP/2 (RFC 8441): the proxy advertises extended CONNECT, turns the
 /// request into the backend's HTTP/1.1 handshake, answers the stream with 200 and tunnels it.
-/// A CONNECT without `:protocol` is still refused.
+/// The tunnel keeps its connection from counting as idle. A CONNECT without `:protocol` is
+/// still refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_over_http2_is_tunnelled_to_an_http11_backend() {
     let b = test_backend("b0").await;
@@ -1346,7 +1347,12 @@ async fn websocket_over_http2_is_tunnelled_to_an_http11_backend() {
         &[],
         vec![ready_backend(0, b.addr)],
     );
-    let proxy = start_https_proxy(ProxyConfig::default(), routes, "ws.test", b"h2").await;
+    let idle_timeout = Duration::from_millis(300);
+    let config = ProxyConfig {
+        idle_timeout,
+        ..ProxyConfig::default()
+    };
+    let proxy = start_https_proxy(config, routes, "ws.test", b"h2").await;
     let mut sender = proxy.http2("ws.test").await;
     // One exchange first: the proxy's SETTINGS (with extended CONNECT) have arrived after it.
     let plain = Request::get("https://ws.test/").body(Empty::new()).unwrap();
@@ -1372,6 +1378,10 @@ async fn websocket_over_http2_is_tunnelled_to_an_http11_backend() {
     )
     .await;
     for i in 0..5 {
+        if i == 4 {
+            // Longer than the idle timeout: the tunnel is not an idle connection.
+            tokio::time::sleep(idle_timeout * 4).await;
+        }
         ws.send(Message::text(format!("ping {i}"))).await.unwrap();
         assert_eq!(
             ws.next().await.unwrap().unwrap(),

@@ -437,7 +437,7 @@ impl Shared {
                         "The app switched protocols unasked.",
                     );
                 };
-                spawn_tunnel(Arc::clone(backend), client_upgrade.connection, conn);
+                spawn_tunnel(Arc::clone(backend), client_upgrade.connection, conn, active);
                 if client_upgrade.over_http2 {
                     headers::prepare_switch_over_http2(&mut resp);
                 } else {
@@ -503,10 +503,17 @@ fn failure_detail(status: StatusCode) -> &'static str {
 }
 
 /// Pipe bytes both ways between the upgraded client and backend connections until either side
-/// closes or the backend's drain ends.
-fn spawn_tunnel(backend: Arc<Backend>, client: OnUpgrade, upstream: UpstreamConn) {
+/// closes or the backend's drain ends. The tunnel counts as a request in progress on its
+/// client connection: an HTTP/2 connection carrying one is not idle.
+fn spawn_tunnel(
+    backend: Arc<Backend>,
+    client: OnUpgrade,
+    upstream: UpstreamConn,
+    active: ActiveRequest,
+) {
     tokio::spawn(async move {
         let _tunnel = backend.start_tunnel();
+        let _active = active;
         let client = match client.await {
             Ok(c) => c,
             Err(e) => {
