@@ -1305,31 +1305,9 @@ async fn https_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_cl
     };
     let proxy = start_https_proxy(config, routes, "tls.test", b"http/1.1").await;
     let tls = proxy.connect("tls.test").await;
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let body_len: usize = 16 << 20;
-    let upload = tokio::spawn(async move {
-        let head =
-            format!("POST /up HTTP/1.1\r\nHost: tls.test\r\nContent-Length: {body_len}\r\n\r\n");
-        wr.write_all(head.as_bytes()).await?;
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..body_len / chunk.len() {
-            wr.write_all(&chunk).await?;
-        }
-        wr.flush().await
-    });
-    let mut answer = Vec::new();
     // The proxy's close_notify ends the read; a reset would fail it.
-    let read = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer))
-        .await
-        .expect("proxy did not close in time");
-    let uploaded = tokio::time::timeout(Duration::from_secs(10), upload)
-        .await
-        .expect("upload hung")
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
-    assert!(read.is_ok(), "reading the answer failed: {read:?}");
-    assert!(uploaded.is_ok(), "the upload was cut off: {uploaded:?}");
+    let ended = wire::upload_reading_the_answer(tls, "tls.test", 16 << 20).await;
+    ended.assert_clean(413);
 }
 
 /// WebSocket over HTTP/2 (RFC 8441): the proxy advertises extended CONNECT, turns the

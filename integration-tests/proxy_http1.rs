@@ -328,35 +328,9 @@ async fn a_client_still_uploading_after_a_413_gets_the_answer_and_a_clean_close(
         ..haloy::proxy::ProxyConfig::default()
     };
     let proxy = proxy_with(backend.addr, config).await;
-    let body_len: usize = 16 << 20;
     let wire = Wire::connect(proxy.addr).await;
-    let (mut rd, mut wr) = wire.stream.into_split();
-    let upload = tokio::spawn(async move {
-        use tokio::io::AsyncWriteExt;
-        let head =
-            format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {body_len}\r\n\r\n");
-        wr.write_all(head.as_bytes()).await?;
-        let chunk = vec![b'x'; 64 * 1024];
-        for _ in 0..body_len / chunk.len() {
-            wr.write_all(&chunk).await?;
-        }
-        wr.shutdown().await
-    });
-    let mut answer = Vec::new();
-    let read = timeout(
-        NO_HANG,
-        tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut answer),
-    )
-    .await
-    .expect("proxy did not close in time");
-    let uploaded = timeout(NO_HANG, upload)
-        .await
-        .expect("upload hung")
-        .unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    assert!(text.starts_with("HTTP/1.1 413 "), "{text}");
-    assert!(read.is_ok(), "reading the answer failed: {read:?}");
-    assert!(uploaded.is_ok(), "the upload was cut off: {uploaded:?}");
+    let ended = upload_reading_the_answer(wire.stream, HOST, 16 << 20).await;
+    ended.assert_clean(413);
 }
 
 /// Shutdown while a request is in flight: the client sends its next request before the answer

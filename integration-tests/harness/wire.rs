@@ -439,3 +439,59 @@ pub fn assert_response(resp: &RawResponse, status: u16, body: &str) {
         resp.head
     );
 }
+
+/// How an upload the proxy answers early ended.
+pub struct EarlyAnswer {
+    pub answer: Vec<u8>,
+    pub read: std::io::Result<usize>,
+    pub uploaded: std::io::Result<()>,
+}
+
+impl EarlyAnswer {
+    /// The answer has `status`, and neither side saw the connection reset.
+    pub fn assert_clean(&self, status: u16) {
+        let text = String::from_utf8_lossy(&self.answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        assert!(
+            self.read.is_ok(),
+            "reading the answer failed: {:?}",
+            self.read
+        );
+        assert!(
+            self.uploaded.is_ok(),
+            "the upload was cut off: {:?}",
+            self.uploaded
+        );
+    }
+}
+
+/// POSTs a `body_len`-byte body with its Content-Length on `io`, and reads what the proxy
+/// answers until it closes, both at once: the proxy may answer before the body is sent.
+pub async fn upload_reading_the_answer<S>(io: S, host: &str, body_len: usize) -> EarlyAnswer
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let head = format!("POST /up HTTP/1.1\r\nHost: {host}\r\nContent-Length: {body_len}\r\n\r\n");
+    let upload = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..body_len.div_ceil(chunk.len()) {
+            wr.write_all(&chunk).await?;
+        }
+        wr.flush().await
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(NO_HANG, rd.read_to_end(&mut answer))
+        .await
+        .expect("proxy did not close in time");
+    let uploaded = tokio::time::timeout(NO_HANG, upload)
+        .await
+        .expect("upload hung")
+        .expect("upload task");
+    EarlyAnswer {
+        answer,
+        read,
+        uploaded,
+    }
+}
