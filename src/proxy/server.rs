@@ -139,7 +139,9 @@ impl Proxy {
             let conn = ClientConn {
                 shared: Arc::clone(&self.shared),
                 peer,
-                stop: stop.clone(),
+                // A child token of its own: waiting on a shared one locks the shared token's
+                // mutex on every wake of every connection, which contends across threads.
+                stop: stop.child_token(),
                 _permit: permit,
                 _open: open.enter(),
             };
