@@ -160,12 +160,6 @@ pub(crate) trait Socket {
     fn into_tcp(self) -> TcpStream;
 }
 
-impl Socket for TcpStream {
-    fn into_tcp(self) -> TcpStream {
-        self
-    }
-}
-
 /// TLS is done with by then: hyper's shutdown sent the close_notify.
 impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     fn into_tcp(self) -> TcpStream {
