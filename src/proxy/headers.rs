@@ -35,10 +35,16 @@ pub(crate) enum FramingError {
     BadContentLength,
     #[error("HTTP/1.1 request without Host header")]
     MissingHost,
+    #[error("request has more than one Host header")]
+    DuplicateHost,
+    #[error("the Host header differs from the host in the request target")]
+    HostMismatch,
 }
 
-/// Reject requests whose framing could be read two ways by the proxy and the backend.
-/// (hyper already rejects obs-fold, differing duplicate Content-Length and TE on HTTP/1.0.)
+/// Reject requests whose framing or host could be read two ways by the proxy and the backend.
+/// (hyper already rejects obs-fold, differing duplicate Content-Length and TE on HTTP/1.0;
+/// `guard` turns what hyper would smooth over, such as Content-Length beside
+/// Transfer-Encoding, into heads hyper refuses.)
 pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     let headers = req.headers();
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
@@ -64,13 +70,30 @@ pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
             return Err(FramingError::BadContentLength);
         }
     }
-    if req.version() == Version::HTTP_11
-        && !headers.contains_key(header::HOST)
-        && req.uri().authority().is_none()
-    {
-        return Err(FramingError::MissingHost);
+    check_host(req)
+}
+
+/// One Host at most, and the same host as an absolute-form target or HTTP/2 `:authority`
+/// names (RFC 9112 §3.2, RFC 9113 §8.3.1): otherwise the proxy could route by one host while
+/// the backend reads the other.
+fn check_host<B>(req: &Request<B>) -> Result<(), FramingError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(FramingError::DuplicateHost);
     }
-    Ok(())
+    match (host, req.uri().authority()) {
+        (None, None) if req.version() == Version::HTTP_11 => Err(FramingError::MissingHost),
+        (Some(host), Some(authority))
+            if !host
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Err(FramingError::HostMismatch)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The requested host as a header value: a cheap clone of Host for HTTP/1.1 origin-form
@@ -155,9 +178,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// What the proxy knows about the client connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientInfo {
-    pub(crate) peer: IpAddr,
-    /// `peer` rendered once per connection for X-Forwarded-For.
+    /// The peer's address rendered once per connection for X-Forwarded-For.
     pub(crate) peer_header: HeaderValue,
+    /// This hop's `Forwarded` element (RFC 7239), rendered once per connection.
+    pub(crate) forwarded_element: HeaderValue,
     pub(crate) peer_trusted: bool,
     pub(crate) https: bool,
 }
@@ -165,12 +189,19 @@ pub(crate) struct ClientInfo {
 impl ClientInfo {
     pub(crate) fn new(peer: IpAddr, peer_trusted: bool, https: bool) -> Self {
         let peer = peer.to_canonical();
+        let proto = if https { "https" } else { "http" };
+        // IPv6 nodes are quoted and bracketed in Forwarded (RFC 7239 §6).
+        let element = match peer {
+            IpAddr::V4(v4) => format!("for={v4};proto={proto}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto={proto}"),
+        };
         // An IP address always renders to a valid header value.
-        let peer_header = HeaderValue::from_str(&peer.to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let valid = |text: &str| {
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
         Self {
-            peer,
-            peer_header,
+            peer_header: valid(&peer.to_string()),
+            forwarded_element: valid(&element),
             peer_trusted,
             https,
         }
@@ -178,14 +209,18 @@ impl ClientInfo {
 }
 
 /// The fields the proxy sets on every request it forwards. The upstream encoder writes them
-/// after the client's own fields, from which it leaves out the hop-by-hop ones, those the
-/// Connection header names and the client's values of these (see [`backend_fields`]): no
-/// header map is changed on the way.
+/// after the client's own fields, from which it leaves out the hop-by-hop ones, the framing
+/// ones, those the Connection header names and the forwarding ones of untrusted peers (see
+/// [`backend_fields`]): no header map is changed on the way.
 #[derive(Debug)]
 pub(crate) struct Forwarding {
     forwarded_for: HeaderValue,
-    https: bool,
-    host: HeaderValue,
+    forwarded: HeaderValue,
+    /// X-Forwarded-Proto and -Host, unless a trusted peer sent its own.
+    proto: Option<&'static HeaderValue>,
+    host: Option<HeaderValue>,
+    /// The client's forwarding fields pass on (a trusted peer's).
+    keep_client_fields: bool,
     /// The `Upgrade` protocol passed on (with `Connection: upgrade`).
     upgrade: Option<HeaderValue>,
 }
@@ -193,6 +228,8 @@ pub(crate) struct Forwarding {
 static HTTPS: HeaderValue = HeaderValue::from_static("https");
 static HTTP: HeaderValue = HeaderValue::from_static("http");
 static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Rewrite an HTTP/2 or absolute-form client request into a valid HTTP/1.1 one (Host from the
 /// URI, cookies joined, origin-form) and say what the proxy adds for the backend.
@@ -202,10 +239,19 @@ pub(crate) fn prepare_request<B>(
     host: &HeaderValue,
     upgrade: bool,
 ) -> Forwarding {
+    let trusted = client.peer_trusted;
+    let theirs = |name: &HeaderName| trusted && req.headers().contains_key(name);
     let forwarding = Forwarding {
-        forwarded_for: forwarded_for(req.headers(), client),
-        https: client.https,
-        host: host.clone(),
+        forwarded_for: chained(req.headers(), &X_FORWARDED_FOR, client, &client.peer_header),
+        forwarded: chained(
+            req.headers(),
+            &header::FORWARDED,
+            client,
+            &client.forwarded_element,
+        ),
+        proto: (!theirs(&X_FORWARDED_PROTO)).then_some(if client.https { &HTTPS } else { &HTTP }),
+        host: (!theirs(&X_FORWARDED_HOST)).then(|| host.clone()),
+        keep_client_fields: trusted,
         upgrade: upgrade
             .then(|| req.headers().get(header::UPGRADE).cloned())
             .flatten(),
@@ -223,35 +269,102 @@ pub(crate) fn prepare_request<B>(
     forwarding
 }
 
-/// The header fields the backend gets, in order: the client's own minus hop-by-hop fields,
-/// those its Connection header names and the forwarding ones; then the proxy's.
+/// The header fields the backend gets, in order: the client's own minus the hop-by-hop and
+/// framing fields (the proxy writes the framing from what it parsed), those its Connection
+/// header names, names with `_` and, from untrusted peers, every forwarding field; then the
+/// proxy's own.
 pub(crate) fn backend_fields<'a>(
     headers: &'a HeaderMap,
     forwarding: &'a Forwarding,
 ) -> impl Iterator<Item = (&'a str, &'a HeaderValue)> + 'a {
     let names_fields = connection_names_end_to_end_fields(headers);
+    let keep_forwarding = forwarding.keep_client_fields;
     let own = headers
         .iter()
-        .filter(move |(name, _)| passes_to_backend(name, headers, names_fields))
+        .filter(move |(name, _)| passes_to_backend(name, headers, names_fields, keep_forwarding))
         .map(|(name, value)| (name.as_str(), value));
-    let proto = if forwarding.https { &HTTPS } else { &HTTP };
     let set = [
         ("x-forwarded-for", &forwarding.forwarded_for),
-        ("x-forwarded-proto", proto),
-        ("x-forwarded-host", &forwarding.host),
+        ("forwarded", &forwarding.forwarded),
     ];
+    let proto = forwarding.proto.map(|p| ("x-forwarded-proto", p));
+    let host = forwarding.host.as_ref().map(|h| ("x-forwarded-host", h));
     let upgrade = forwarding
         .upgrade
         .iter()
         .flat_map(|protocol| [("upgrade", protocol), ("connection", &UPGRADE_TOKEN)]);
-    own.chain(set).chain(upgrade)
+    own.chain(set).chain(proto).chain(host).chain(upgrade)
 }
 
-fn passes_to_backend(name: &HeaderName, headers: &HeaderMap, names_fields: bool) -> bool {
-    if HOP_BY_HOP.contains(name) || SET_BY_PROXY.contains(name) {
-        return false;
+/// What becomes of a client's header field on the way to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FieldKind {
+    /// Meant for this connection only (RFC 9110 §7.6.1 and the legacy ones proxies still see).
+    HopByHop,
+    /// Request framing: written by the proxy from the length it parsed, never copied.
+    Framing,
+    /// Says who the client is or what it asked for before a proxy: forgeable by any client,
+    /// so only a trusted peer's pass on. X-Forwarded-For and Forwarded get this hop appended.
+    Forwarding,
+    /// A name with `_`: frameworks (Rack, CGI, PHP) read `X_Forwarded_For` as the real field
+    /// (nginx's `underscores_in_headers off`).
+    Underscore,
+    EndToEnd,
+}
+
+/// The kind of `name`. A string match: the compiler turns it into a length switch and a few
+/// compares, cheaper than looking the name up in a table per field.
+pub(crate) fn field_kind(name: &HeaderName) -> FieldKind {
+    match name.as_str() {
+        "connection"
+        | "keep-alive"
+        | "proxy-connection"
+        | "te"
+        | "trailer"
+        | "transfer-encoding"
+        | "upgrade"
+        | "proxy-authenticate"
+        | "proxy-authorization" => FieldKind::HopByHop,
+        "content-length" => FieldKind::Framing,
+        "forwarded"
+        | "x-forwarded-for"
+        | "x-forwarded-proto"
+        | "x-forwarded-host"
+        | "x-forwarded-port"
+        | "x-forwarded-prefix"
+        | "x-forwarded-server"
+        | "x-forwarded-ssl"
+        | "x-forwarded-scheme"
+        | "x-real-ip"
+        | "true-client-ip"
+        | "cf-connecting-ip"
+        | "x-client-ip"
+        | "x-cluster-client-ip"
+        | "x-original-url"
+        | "x-rewrite-url"
+        | "x-original-forwarded-for" => FieldKind::Forwarding,
+        other if other.contains('_') => FieldKind::Underscore,
+        _ => FieldKind::EndToEnd,
     }
-    !(names_fields && name != header::HOST && connection_has_token(headers, name.as_str()))
+}
+
+fn passes_to_backend(
+    name: &HeaderName,
+    headers: &HeaderMap,
+    names_fields: bool,
+    keep_forwarding: bool,
+) -> bool {
+    match field_kind(name) {
+        FieldKind::HopByHop | FieldKind::Framing | FieldKind::Underscore => false,
+        // The proxy writes these two itself, with this hop appended.
+        FieldKind::Forwarding => {
+            keep_forwarding && name != X_FORWARDED_FOR && name != header::FORWARDED
+        }
+        // Connection may not remove Host: the proxy routed by it, the backend must see it.
+        FieldKind::EndToEnd => {
+            name == header::HOST || !(names_fields && connection_has_token(headers, name.as_str()))
+        }
+    }
 }
 
 /// True when Connection names a field other than the hop-by-hop ones (which never pass
@@ -271,26 +384,25 @@ fn connection_names_end_to_end_fields(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Fields the proxy sets itself; the client's values never reach the backend.
-static SET_BY_PROXY: [HeaderName; 4] = [
-    HeaderName::from_static("x-forwarded-for"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-real-ip"),
-];
-
-fn forwarded_for(headers: &HeaderMap, client: &ClientInfo) -> HeaderValue {
-    if client.peer_trusted && headers.contains_key(&X_FORWARDED_FOR) {
-        let chain: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
+/// `ours` after the values of `name` a trusted peer sent (`a, b, ours`); just `ours` otherwise.
+fn chained(
+    headers: &HeaderMap,
+    name: &HeaderName,
+    client: &ClientInfo,
+    ours: &HeaderValue,
+) -> HeaderValue {
+    if client.peer_trusted && headers.contains_key(name) {
+        let mut chain: Vec<&[u8]> = headers
+            .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(HeaderValue::as_bytes)
             .collect();
-        if let Ok(v) = HeaderValue::from_str(&format!("{}, {}", chain.join(", "), client.peer)) {
+        chain.push(ours.as_bytes());
+        if let Ok(v) = HeaderValue::from_bytes(&chain.join(&b", "[..])) {
             return v;
         }
     }
-    client.peer_header.clone()
+    ours.clone()
 }
 
 /// HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).

@@ -201,6 +201,9 @@ fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
 
 /// The request in `head` (exactly one complete head); `None` when this path does not take it:
 /// a body, `Transfer-Encoding`, an upgrade, `Expect`, CONNECT, or anything that is not valid.
+/// A head whose framing is ambiguous (Content-Length twice, or beside Transfer-Encoding) is
+/// taken with all its fields, so `headers::check_framing` refuses it here: handed to hyper,
+/// it would be smoothed over (hyper drops the Content-Length beside Transfer-Encoding).
 fn build_request(head: &Bytes) -> Option<Head> {
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
@@ -218,24 +221,16 @@ fn build_request(head: &Bytes) -> Option<Head> {
         return None;
     }
     let uri = Uri::from_maybe_shared(head.slice_ref(req.path?.as_bytes())).ok()?;
-    let mut content_length = false;
+    let mut framing = FramingFields::default();
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for field in req.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        if name == header::CONTENT_LENGTH {
-            // Only an explicit empty body stays here; any body goes to hyper.
-            if content_length || field.value.trim_ascii() != b"0" {
-                return None;
-            }
-            content_length = true;
-        } else if name == header::TRANSFER_ENCODING
-            || name == header::UPGRADE
-            || name == header::EXPECT
-        {
-            return None;
-        }
+        framing.see(&name, field.value);
         let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value)).ok()?;
         headers.append(name, value);
+    }
+    if !framing.for_this_path() {
+        return None;
     }
     let mut request = Request::new(());
     *request.method_mut() = method;
@@ -247,6 +242,37 @@ fn build_request(head: &Bytes) -> Option<Head> {
         request,
         keep_alive,
     })
+}
+
+/// The fields of a head that decide whether this path takes it.
+#[derive(Default)]
+struct FramingFields {
+    content_lengths: u8,
+    nonzero_length: bool,
+    transfer_encoding: bool,
+    upgrade_or_expect: bool,
+}
+
+impl FramingFields {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONTENT_LENGTH {
+            self.content_lengths = self.content_lengths.saturating_add(1);
+            self.nonzero_length |= value.trim_ascii() != b"0";
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == header::UPGRADE || name == header::EXPECT {
+            self.upgrade_or_expect = true;
+        }
+    }
+
+    /// Taken here: no body (at most one `Content-Length: 0`), no upgrade, no `Expect`; or
+    /// ambiguous framing, which the handler refuses with 400.
+    fn for_this_path(&self) -> bool {
+        let ambiguous =
+            self.content_lengths > 1 || (self.content_lengths > 0 && self.transfer_encoding);
+        let plain = !self.nonzero_length && !self.transfer_encoding && !self.upgrade_or_expect;
+        ambiguous || plain
+    }
 }
 
 /// How the response body goes out.

@@ -202,3 +202,70 @@ fn the_backends_101_becomes_a_200_without_handshake_fields() {
     let names: Vec<&str> = resp.headers().keys().map(|n| n.as_str()).collect();
     assert_eq!(names, ["sec-websocket-protocol"]);
 }
+
+#[test]
+fn host_must_be_single_and_agree_with_the_target() {
+    let with = |uri: &str, hosts: &[&str]| {
+        let mut req = Request::builder().uri(uri);
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        check_framing(&req.body(()).unwrap())
+    };
+    assert_eq!(with("/", &["a", "b"]), Err(FramingError::DuplicateHost));
+    assert_eq!(with("/", &["a", "a"]), Err(FramingError::DuplicateHost));
+    assert_eq!(
+        with("http://a.com/x", &["b.com"]),
+        Err(FramingError::HostMismatch)
+    );
+    assert_eq!(with("http://A.com/x", &["a.COM"]), Ok(()));
+    assert_eq!(with("http://a.com/x", &[]), Ok(()));
+    assert_eq!(with("/", &["a"]), Ok(()));
+}
+
+/// The client's framing fields never reach the backend: the encoder writes the framing from
+/// the parsed length, so a Connection token cannot unsettle it.
+#[test]
+fn framing_and_forwarding_fields_are_the_proxys_own() {
+    let req = Request::builder()
+        .uri("/x")
+        .header("host", "a.com")
+        .header(
+            "connection",
+            "content-length, host, x-forwarded-for, forwarded",
+        )
+        .header("content-length", "5")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-original-url", "/admin")
+        .header("x_forwarded_for", "6.6.6.6")
+        .header("x-app", "1")
+        .body(())
+        .unwrap();
+    let h = &sent_to_backend(req, &client(false), false);
+    assert!(!h.contains_key("content-length"));
+    assert!(!h.contains_key("x-original-url"));
+    assert!(!h.contains_key("x_forwarded_for"));
+    assert_eq!(h["host"], "a.com");
+    assert_eq!(h["x-app"], "1");
+    assert_eq!(h["forwarded"], "for=10.0.0.9;proto=http");
+    assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+}
+
+#[test]
+fn forwarded_element_quotes_ipv6_and_names_the_scheme() {
+    let v6 = ClientInfo::new("2001:db8::1".parse().unwrap(), false, true);
+    assert_eq!(v6.forwarded_element, "for=\"[2001:db8::1]\";proto=https");
+    let mapped = ClientInfo::new("::ffff:192.0.2.1".parse().unwrap(), false, false);
+    assert_eq!(mapped.forwarded_element, "for=192.0.2.1;proto=http");
+}
+
+#[test]
+fn field_kinds() {
+    let kind = |n: &str| field_kind(&HeaderName::from_bytes(n.as_bytes()).unwrap());
+    assert_eq!(kind("transfer-encoding"), FieldKind::HopByHop);
+    assert_eq!(kind("content-length"), FieldKind::Framing);
+    assert_eq!(kind("X-Forwarded-Prefix"), FieldKind::Forwarding);
+    assert_eq!(kind("true-client-ip"), FieldKind::Forwarding);
+    assert_eq!(kind("x_real_ip"), FieldKind::Underscore);
+    assert_eq!(kind("cookie"), FieldKind::EndToEnd);
+}

@@ -20,19 +20,28 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes accepted after the last chunk.
 const MAX_TRAILER_BYTES: usize = 64 * 1024;
 
-/// How the request body goes on the wire.
+/// How the request body goes on the wire. Always decided by the proxy from the length it
+/// parsed and written by [`encode_request_head`]: a client's framing fields are never copied,
+/// so nothing a client writes can make the backend frame the body differently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RequestFraming {
-    /// No body bytes follow the head.
+    /// No body bytes follow the head, and no framing field is written.
     Empty,
-    /// Exactly the declared Content-Length follows (the header is already in the head).
-    Length,
+    /// Exactly this many body bytes follow (`Content-Length`; 0 for an empty body that is
+    /// declared, as POST/PUT/PATCH bodies are, since some servers answer 411 without it).
+    Length(u64),
     /// The proxy chunk-encodes the body (length unknown up front).
     Chunked,
 }
 
-/// Write `method target HTTP/1.1`, the header `fields` and, for `Chunked`, the framing header
-/// into `out`.
+impl RequestFraming {
+    /// True when body bytes follow the head.
+    pub(crate) fn has_body(self) -> bool {
+        !matches!(self, RequestFraming::Empty | RequestFraming::Length(0))
+    }
+}
+
+/// Write `method target HTTP/1.1`, the header `fields` and the framing field into `out`.
 pub(crate) fn encode_request_head<'a>(
     method: &Method,
     target: &str,
@@ -48,8 +57,13 @@ pub(crate) fn encode_request_head<'a>(
     for (name, value) in fields {
         write_field(out, name.as_bytes(), value.as_bytes());
     }
-    if framing == RequestFraming::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    match framing {
+        RequestFraming::Empty => {}
+        RequestFraming::Length(len) => {
+            let mut digits = itoa::Buffer::new();
+            write_field(out, b"content-length", digits.format(len).as_bytes());
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -6,7 +6,7 @@ use std::future::Future;
 
 use bytes::Buf;
 use http::request::Parts;
-use http::{header, Response, StatusCode};
+use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -71,7 +71,7 @@ pub(crate) fn send<'a>(
             });
         }
         let mut received_any = false;
-        let mut body_done = framing == RequestFraming::Empty;
+        let mut body_done = !framing.has_body();
         let head = if body_done {
             read_head(&mut reader, read_buf, &mut received_any).await
         } else {
@@ -87,8 +87,7 @@ pub(crate) fn send<'a>(
             };
             Box::pin(io.send_body_while_reading_head(body, chunked)).await?
         };
-        let retry_safe =
-            !received_any && framing == RequestFraming::Empty && parts.method.is_idempotent();
+        let retry_safe = !received_any && !framing.has_body() && parts.method.is_idempotent();
         let mut head = head.map_err(|error| SendFailure { error, retry_safe })?;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Exchanged::Switched(into_response(head, ()), conn));
@@ -105,13 +104,22 @@ pub(crate) fn send<'a>(
     }
 }
 
+/// The body's framing towards the backend, from what the client's server parsed: the exact
+/// length hyper decoded (from Content-Length, which `headers::check_framing` made sure is the
+/// only framing field), else chunked.
 fn request_framing(parts: &Parts, body: &UpstreamBody) -> RequestFraming {
     if body.is_end_stream() {
-        RequestFraming::Empty
-    } else if parts.headers.contains_key(header::CONTENT_LENGTH) {
-        RequestFraming::Length
-    } else {
-        RequestFraming::Chunked
+        let declared = parts.headers.contains_key(header::CONTENT_LENGTH)
+            || matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+        return if declared {
+            RequestFraming::Length(0)
+        } else {
+            RequestFraming::Empty
+        };
+    }
+    match body.size_hint().exact() {
+        Some(len) => RequestFraming::Length(len),
+        None => RequestFraming::Chunked,
     }
 }
 
