@@ -1428,3 +1428,35 @@ async fn idempotent_request_on_stale_pooled_connection_is_resent() {
     assert_eq!((r.status().as_u16(), r.body().as_ref()), (200, &b"ok"[..]));
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
+
+/// HTTPS on HTTP/1.1 is served by hyper throughout: a head with Content-Length beside
+/// Transfer-Encoding is still refused (400, closed), never forwarded as hyper alone would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_length_and_chunked_together_are_refused() {
+    let b = test_backend("b0").await;
+    let routes = Routes::new();
+    route(
+        &routes,
+        "web",
+        "tls.test",
+        &[],
+        vec![ready_backend(0, b.addr)],
+    );
+    let proxy = start_https_proxy(ProxyConfig::default(), routes, "tls.test", b"http/1.1").await;
+    let mut tls = proxy.connect("tls.test").await;
+    tls.write_all(
+        b"GET /ok HTTP/1.1\r\nHost: tls.test\r\n\r\n\
+          POST /x HTTP/1.1\r\nHost: tls.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    let statuses: Vec<&str> = answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{answer}");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}

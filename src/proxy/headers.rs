@@ -4,6 +4,7 @@
 //! checks that keep request smuggling out.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
@@ -178,12 +179,21 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// What the proxy knows about the client connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientInfo {
-    /// The peer's address rendered once per connection for X-Forwarded-For.
-    pub(crate) peer_header: HeaderValue,
-    /// This hop's `Forwarded` element (RFC 7239), rendered once per connection.
-    pub(crate) forwarded_element: HeaderValue,
+    /// This hop's forwarding values, rendered once per connection and shared by its requests.
+    pub(crate) hop: Arc<HopFields>,
     pub(crate) peer_trusted: bool,
     pub(crate) https: bool,
+}
+
+/// The values this hop adds to a forwarded request.
+#[derive(Debug)]
+pub(crate) struct HopFields {
+    /// The peer's address, for X-Forwarded-For.
+    pub(crate) peer: HeaderValue,
+    /// This hop's `Forwarded` element (RFC 7239).
+    pub(crate) forwarded: HeaderValue,
+    /// X-Forwarded-Proto.
+    pub(crate) proto: HeaderValue,
 }
 
 impl ClientInfo {
@@ -199,9 +209,13 @@ impl ClientInfo {
         let valid = |text: &str| {
             HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         };
+        let hop = HopFields {
+            peer: valid(&peer.to_string()),
+            forwarded: valid(&element),
+            proto: HeaderValue::from_static(proto),
+        };
         Self {
-            peer_header: valid(&peer.to_string()),
-            forwarded_element: valid(&element),
+            hop: Arc::new(hop),
             peer_trusted,
             https,
         }
@@ -214,19 +228,26 @@ impl ClientInfo {
 /// [`backend_fields`]): no header map is changed on the way.
 #[derive(Debug)]
 pub(crate) struct Forwarding {
-    forwarded_for: HeaderValue,
-    forwarded: HeaderValue,
-    /// X-Forwarded-Proto and -Host, unless a trusted peer sent its own.
-    proto: Option<&'static HeaderValue>,
+    hop: Arc<HopFields>,
+    /// A trusted peer's X-Forwarded-For and Forwarded with this hop appended; kept apart
+    /// (boxed) so the common request carries a pointer, not two more values.
+    chains: Option<Box<Chains>>,
+    /// X-Forwarded-Host; `None` when a trusted peer sent its own.
     host: Option<HeaderValue>,
+    /// X-Forwarded-Proto is written: no trusted peer sent its own.
+    write_proto: bool,
     /// The client's forwarding fields pass on (a trusted peer's).
     keep_client_fields: bool,
     /// The `Upgrade` protocol passed on (with `Connection: upgrade`).
     upgrade: Option<HeaderValue>,
 }
 
-static HTTPS: HeaderValue = HeaderValue::from_static("https");
-static HTTP: HeaderValue = HeaderValue::from_static("http");
+#[derive(Debug)]
+struct Chains {
+    forwarded_for: HeaderValue,
+    forwarded: HeaderValue,
+}
+
 static UPGRADE_TOKEN: HeaderValue = HeaderValue::from_static("upgrade");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -241,16 +262,17 @@ pub(crate) fn prepare_request<B>(
 ) -> Forwarding {
     let trusted = client.peer_trusted;
     let theirs = |name: &HeaderName| trusted && req.headers().contains_key(name);
+    let chains = (theirs(&X_FORWARDED_FOR) || theirs(&header::FORWARDED)).then(|| {
+        Box::new(Chains {
+            forwarded_for: chained(req.headers(), &X_FORWARDED_FOR, &client.hop.peer),
+            forwarded: chained(req.headers(), &header::FORWARDED, &client.hop.forwarded),
+        })
+    });
     let forwarding = Forwarding {
-        forwarded_for: chained(req.headers(), &X_FORWARDED_FOR, client, &client.peer_header),
-        forwarded: chained(
-            req.headers(),
-            &header::FORWARDED,
-            client,
-            &client.forwarded_element,
-        ),
-        proto: (!theirs(&X_FORWARDED_PROTO)).then_some(if client.https { &HTTPS } else { &HTTP }),
+        hop: Arc::clone(&client.hop),
+        chains,
         host: (!theirs(&X_FORWARDED_HOST)).then(|| host.clone()),
+        write_proto: !theirs(&X_FORWARDED_PROTO),
         keep_client_fields: trusted,
         upgrade: upgrade
             .then(|| req.headers().get(header::UPGRADE).cloned())
@@ -283,11 +305,15 @@ pub(crate) fn backend_fields<'a>(
         .iter()
         .filter(move |(name, _)| passes_to_backend(name, headers, names_fields, keep_forwarding))
         .map(|(name, value)| (name.as_str(), value));
-    let set = [
-        ("x-forwarded-for", &forwarding.forwarded_for),
-        ("forwarded", &forwarding.forwarded),
-    ];
-    let proto = forwarding.proto.map(|p| ("x-forwarded-proto", p));
+    let hop = &forwarding.hop;
+    let (forwarded_for, forwarded) = match forwarding.chains.as_deref() {
+        Some(chains) => (&chains.forwarded_for, &chains.forwarded),
+        None => (&hop.peer, &hop.forwarded),
+    };
+    let set = [("x-forwarded-for", forwarded_for), ("forwarded", forwarded)];
+    let proto = forwarding
+        .write_proto
+        .then_some(("x-forwarded-proto", &hop.proto));
     let host = forwarding.host.as_ref().map(|h| ("x-forwarded-host", h));
     let upgrade = forwarding
         .upgrade
@@ -384,25 +410,15 @@ fn connection_names_end_to_end_fields(headers: &HeaderMap) -> bool {
         })
 }
 
-/// `ours` after the values of `name` a trusted peer sent (`a, b, ours`); just `ours` otherwise.
-fn chained(
-    headers: &HeaderMap,
-    name: &HeaderName,
-    client: &ClientInfo,
-    ours: &HeaderValue,
-) -> HeaderValue {
-    if client.peer_trusted && headers.contains_key(name) {
-        let mut chain: Vec<&[u8]> = headers
-            .get_all(name)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        chain.push(ours.as_bytes());
-        if let Ok(v) = HeaderValue::from_bytes(&chain.join(&b", "[..])) {
-            return v;
-        }
-    }
-    ours.clone()
+/// `ours` after the values of `name` the (trusted) peer sent: `a, b, ours`.
+fn chained(headers: &HeaderMap, name: &HeaderName, ours: &HeaderValue) -> HeaderValue {
+    let mut chain: Vec<&[u8]> = headers
+        .get_all(name)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    chain.push(ours.as_bytes());
+    HeaderValue::from_bytes(&chain.join(&b", "[..])).unwrap_or_else(|_| ours.clone())
 }
 
 /// HTTP/2 may split cookies over several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).

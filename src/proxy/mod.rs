@@ -25,6 +25,7 @@
 mod backend;
 mod body;
 mod deadline;
+mod guard;
 mod handler;
 mod headers;
 mod http1;

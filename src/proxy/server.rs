@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::deadline;
+use super::guard::HeadGuard;
 use super::headers::ClientInfo;
 use super::http1;
 use super::linger::{self, Reclaim, Socket};
@@ -222,7 +223,12 @@ impl ClientConn {
             Some(http1::Ended::Linger(stream)) => return linger::close(stream).await,
             Some(http1::Ended::Closed) | None => return,
         };
-        let (io, back) = Reclaim::new(io);
+        let watched = HeadGuard::new(
+            io,
+            self.shared.config.max_header_bytes.max(MIN_HEADER_BUFFER),
+            true,
+        );
+        let (io, back) = Reclaim::new(watched);
         let service = self.service(false, &activity);
         let conn = self
             .shared
@@ -238,7 +244,13 @@ impl ClientConn {
         let _ = stream.set_nodelay(true);
         let timeout = self.shared.config.header_read_timeout;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => self.serve(tls, true).await,
+            Ok(Ok(tls)) => {
+                // HTTP/1 over TLS gets the same framing check as plain connections after a
+                // hand-off; HTTP/2 frames its own messages.
+                let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let limit = self.shared.config.max_header_bytes.max(MIN_HEADER_BUFFER);
+                self.serve(HeadGuard::new(tls, limit, !http2), true).await
+            }
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
         }

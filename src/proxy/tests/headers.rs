@@ -254,9 +254,9 @@ fn framing_and_forwarding_fields_are_the_proxys_own() {
 #[test]
 fn forwarded_element_quotes_ipv6_and_names_the_scheme() {
     let v6 = ClientInfo::new("2001:db8::1".parse().unwrap(), false, true);
-    assert_eq!(v6.forwarded_element, "for=\"[2001:db8::1]\";proto=https");
+    assert_eq!(v6.hop.forwarded, "for=\"[2001:db8::1]\";proto=https");
     let mapped = ClientInfo::new("::ffff:192.0.2.1".parse().unwrap(), false, false);
-    assert_eq!(mapped.forwarded_element, "for=192.0.2.1;proto=http");
+    assert_eq!(mapped.hop.forwarded, "for=192.0.2.1;proto=http");
 }
 
 #[test]
