@@ -493,3 +493,78 @@ async fn early_413_from_backend_reaches_client_while_body_is_still_uploading() {
     assert!(text.starts_with("HTTP/1.1 413 "), "client got: {text:?}");
     assert_eq!(backend.requests().len(), 1);
 }
+
+// ---------------------------------------------------------------- a replica dies mid-request
+
+/// A replica that reads each request and dies without answering (as a SIGKILLed one does).
+async fn dying_replica() -> ScriptedBackend {
+    scripted_backend(|mut conn| async move {
+        let _ = conn.next_request().await;
+        // Dropped: the proxy sees the connection close before any response byte.
+    })
+    .await
+}
+
+/// An idempotent request without body whose replica dies before answering goes once more to
+/// another ready replica: the client never sees the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_request_on_a_dying_replica_is_answered_by_another() {
+    let dying = dying_replica().await;
+    let healthy = keepalive_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let proxy = proxy_to_replicas(&[dying.addr, healthy.addr], Default::default()).await;
+    for (i, method) in ["GET", "HEAD", "DELETE", "OPTIONS", "PUT", "GET"]
+        .iter()
+        .enumerate()
+    {
+        let mut client = Wire::connect(proxy.addr).await;
+        let req = format!("{method} /{i} HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let resp = exchange(&mut client, req.as_bytes(), *method == "HEAD").await;
+        assert_eq!(resp.status(), 200, "{method}: {:?}", resp.head);
+    }
+    assert!(
+        !dying.requests().is_empty(),
+        "no request reached the dying replica"
+    );
+    assert_eq!(healthy.requests().len(), 6);
+}
+
+/// Never replayed: a request with a body (its bytes may have been acted on), and a request
+/// whose replica sent part of an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_a_body_or_a_partial_answer_are_never_replayed() {
+    let dying = dying_replica().await;
+    let healthy = keepalive_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let proxy = proxy_to_replicas(&[dying.addr, healthy.addr], Default::default()).await;
+    let mut bad_gateways = 0;
+    for i in 0..4 {
+        let mut client = Wire::connect(proxy.addr).await;
+        let req = format!("POST /{i} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 2\r\n\r\nhi");
+        let resp = exchange(&mut client, req.as_bytes(), false).await;
+        match resp.status() {
+            200 => {}
+            502 => bad_gateways += 1,
+            other => panic!("POST answered {other}"),
+        }
+    }
+    assert_eq!(bad_gateways, dying.requests().len());
+    assert!(bad_gateways > 0, "no POST reached the dying replica");
+    assert_eq!(healthy.requests().len(), 4 - bad_gateways);
+
+    let half = scripted_backend(|mut conn| async move {
+        if conn.next_request().await.is_some() {
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Le").await;
+        }
+    })
+    .await;
+    let healthy = keepalive_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+    let proxy = proxy_to_replicas(&[half.addr, healthy.addr], Default::default()).await;
+    let mut statuses = Vec::new();
+    for i in 0..2 {
+        let mut client = Wire::connect(proxy.addr).await;
+        let resp = exchange(&mut client, &get_request(&format!("/{i}")), false).await;
+        statuses.push(resp.status());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 502]);
+    assert_eq!(healthy.requests().len(), 1);
+}

@@ -379,11 +379,23 @@ pub async fn proxy_to(backend: SocketAddr) -> TestProxy {
 
 /// `proxy_to` with `config`.
 pub async fn proxy_with(backend: SocketAddr, config: ProxyConfig) -> TestProxy {
+    proxy_to_replicas(&[backend], config).await
+}
+
+/// A proxy on 127.0.0.1 routing `HOST` round-robin to ready `backends` (replicas 0, 1, …).
+pub async fn proxy_to_replicas(backends: &[SocketAddr], config: ProxyConfig) -> TestProxy {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let routes = Routes::new();
-    let task = Backend::new("task0".into(), 0, backend);
-    task.set_ready(true);
+    let backends = backends
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let task = Backend::new(format!("task{i}"), i as u32, *addr);
+            task.set_ready(true);
+            task
+        })
+        .collect();
     routes
         .set_app(AppRoute {
             app: "web".into(),
@@ -391,7 +403,7 @@ pub async fn proxy_with(backend: SocketAddr, config: ProxyConfig) -> TestProxy {
                 canonical: HOST.into(),
                 aliases: Vec::new(),
             }],
-            backends: vec![task],
+            backends,
         })
         .unwrap();
     let proxy = Proxy::new(config, routes, None);

@@ -255,16 +255,64 @@ impl Shared {
             } else {
                 deadline::polled(now + timeout, send).await
             };
-            let backend = acquired.in_flight.backend();
-            if acquired.pooled && matches!(&attempt, Ok(Err(f)) if f.retry_safe) {
-                let resend = self.resend(backend, &fwd.parts, &fwd.forwarding, &mut fwd.body);
-                attempt = Box::pin(resend).await;
+            let mut in_flight = acquired.in_flight;
+            if retry_safe(&attempt) {
+                let retried = self.retry(&mut fwd, acquired.pooled, in_flight, attempt);
+                (in_flight, attempt) = Box::pin(retried).await;
             }
-            let backend = log.is_some().then(|| Arc::clone(backend));
+            let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
             let client_upgrade = fwd.client_upgrade.take();
-            let resp = self.answer(attempt, acquired.in_flight, now, client_upgrade, active);
+            let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
             Ok(logged(log, resp, backend.as_deref()))
         }
+    }
+
+    /// A request the backend cannot have acted on (no response byte arrived, idempotent, no
+    /// body: `SendFailure::retry_safe`) goes out once more: on a fresh connection to the same
+    /// backend when a pooled one failed (the backend closed it while idle), then, if that
+    /// fails too or the connection was fresh (the replica died: reset, refused, closed before
+    /// the head), on another ready replica. A request with a body, or one that got any
+    /// response byte, is never sent twice (nginx's `proxy_next_upstream error` default).
+    async fn retry(
+        &self,
+        fwd: &mut Forward,
+        pooled: bool,
+        in_flight: InFlight,
+        attempt: Attempt,
+    ) -> (InFlight, Attempt) {
+        let failed = Arc::clone(in_flight.backend());
+        let mut attempt = attempt;
+        if pooled {
+            attempt = self.resend_fresh(&failed, fwd).await;
+            if !retry_safe(&attempt) {
+                return (in_flight, attempt);
+            }
+        }
+        let Some(next) = fwd.app.pick(Some(&failed)).cloned() else {
+            return (in_flight, attempt);
+        };
+        failed.record_error();
+        tracing::warn!(
+            app = fwd.app.name(),
+            task_id = failed.id(),
+            replica = failed.replica(),
+            next_task_id = next.id(),
+            "replica failed before answering; retrying on another one"
+        );
+        drop(in_flight);
+        let in_flight = next.start_request();
+        let attempt = match self.checkout(&next, Instant::now()) {
+            Some(conn) => self.send_timed(conn, fwd).await,
+            None => self.resend_fresh(&next, fwd).await,
+        };
+        (in_flight, attempt)
+    }
+
+    /// Sends the request on `conn` under the response timeout (tokio's timer: a rare path,
+    /// whichever task it runs in).
+    async fn send_timed(&self, conn: UpstreamConn, fwd: &mut Forward) -> Attempt {
+        let send = upstream::send(conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
+        deadline::timed(self.config.backend_response_timeout, send).await
     }
 
     /// The next ready backend, with a pooled connection when it has one.
@@ -359,33 +407,27 @@ impl Shared {
         }
     }
 
-    /// A pooled connection the backend closed just before we wrote to it: the backend cannot
-    /// have acted on the request, so it goes out once more on a fresh connection.
-    async fn resend(
-        &self,
-        backend: &Backend,
-        parts: &Parts,
-        forwarding: &Forwarding,
-        body: &mut UpstreamBody,
-    ) -> Attempt {
+    /// The request once more, on a fresh connection to `backend`.
+    async fn resend_fresh(&self, backend: &Backend, fwd: &mut Forward) -> Attempt {
         tracing::debug!(
             task_id = backend.id(),
             "resending on a fresh upstream connection"
         );
-        let conn = match upstream::connect(backend.addr(), self.config.connect_timeout).await {
-            Ok(conn) => conn,
+        match upstream::connect(backend.addr(), self.config.connect_timeout).await {
+            Ok(conn) => self.send_timed(conn, fwd).await,
             Err(e) => {
                 tracing::warn!(task_id = backend.id(), error = %e, "backend reconnect failed");
+                if e.is_refused() {
+                    backend.mark_down();
+                }
+                // Nothing went out: still safe to send elsewhere.
                 let failure = SendFailure {
                     error: UpstreamError::Closed,
-                    retry_safe: false,
+                    retry_safe: true,
                 };
-                return Ok(Err(failure));
+                Ok(Err(failure))
             }
-        };
-        // Rare path: tokio's timer, whichever task this runs in.
-        let timeout = self.config.backend_response_timeout;
-        deadline::timed(timeout, upstream::send(conn, parts, forwarding, body)).await
+        }
     }
 
     /// The client's response for a backend's answer (or failure).
@@ -447,6 +489,10 @@ impl Shared {
             }
         }
     }
+}
+
+fn retry_safe(attempt: &Attempt) -> bool {
+    matches!(attempt, Ok(Err(failure)) if failure.retry_safe)
 }
 
 fn no_replica_page(app: &AppEntry) -> Response<ProxyBody> {
