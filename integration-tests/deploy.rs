@@ -326,6 +326,11 @@ struct LoadReport {
 
 impl Load {
     fn start(addr: String, host: &str, per_second: u32) -> Load {
+        Load::start_on(addr, host, "/", per_second)
+    }
+
+    /// Load on `path` (e.g. the fixture's slow CGI, so requests are in flight at any moment).
+    fn start_on(addr: String, host: &str, path: &'static str, per_second: u32) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let host = host.to_string();
         let flag = stop.clone();
@@ -337,7 +342,7 @@ impl Load {
             let mut report = LoadReport::default();
             while !flag.load(Ordering::Relaxed) {
                 tick.tick().await;
-                match get(&client, &addr, &host, "/").await {
+                match get(&client, &addr, &host, path).await {
                     Ok((status, body)) if (200..300).contains(&status) => {
                         report.ok += 1;
                         report.pages.push(Page::parse(&body));
@@ -395,6 +400,14 @@ fn has_file_line_col(text: &str, config: &Path) -> bool {
     })
 }
 
+fn warnings(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
 fn assert_no_failures(report: &LoadReport, during: &str, rig: &Rig) {
     eprintln!(
         "load during {during}: {} ok, {} failed",
@@ -403,10 +416,11 @@ fn assert_no_failures(report: &LoadReport, during: &str, rig: &Rig) {
     );
     assert!(
         report.failures.is_empty(),
-        "{} of {} requests failed during {during}: {:#?}\n--- haloyd log (tail)\n{}",
+        "{} of {} requests failed during {during}: {:#?}\n--- haloyd warnings\n{}\n--- haloyd log (tail)\n{}",
         report.failures.len(),
         report.ok + report.failures.len(),
         report.failures,
+        warnings(&rig.haloyd.log_tail(usize::MAX)),
         rig.haloyd.log_tail(40)
     );
     assert!(report.ok > 0, "the load sent no request during {during}");
@@ -856,6 +870,87 @@ async fn crashed_replica_leaves_rotation_at_once_and_is_restarted() {
     assert_ne!(rig.task_pid(&restarted.container_id).await, pid);
     let pages = rig.get_pages("crashy.test", 30).await;
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
+}
+
+/// Issue 12: a replica SIGKILLed under keep-alive load costs no request. A request in flight
+/// on it (idempotent, no body, no response byte yet) is sent once more to another ready
+/// replica; new requests never reach it (a refused connect tries the next one). Ten kills in
+/// rotation over the three replicas, each once the victim is back and two are ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_ten_times_under_load_cost_no_request() {
+    let rig = Rig::start(Duration::from_secs(30)).await;
+    let config = rig.app_config("kill9", "web", "v1", 3, "");
+    rig.deploy_ok(&config);
+    // Requests that take 200 ms: a kill always finds some in flight on the victim.
+    let loads: Vec<Load> = (0..6)
+        .map(|_| Load::start_on(rig.haloyd.http_addr(), "kill9.test", "/cgi-bin/slow", 20))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A replica killed again and again is labelled crash-looping even while it serves again.
+    let serving = |r: &haloy::api::types::ReplicaStatus, restarts: u32| {
+        r.restarts == restarts
+            && match r.state {
+                ReplicaState::Ready => true,
+                ReplicaState::CrashLooping => r
+                    .last_health
+                    .as_deref()
+                    .is_some_and(|h| h.starts_with("ok")),
+                _ => false,
+            }
+    };
+    let mut kills = [0u32; 3];
+    for kill in 0..10usize {
+        let index = kill % 3;
+        let status = rig
+            .wait_for_status(
+                &config,
+                Duration::from_secs(90),
+                "victim and one more serving",
+                |s| {
+                    let up = |r: &&haloy::api::types::ReplicaStatus| {
+                        serving(r, kills[r.replica as usize])
+                    };
+                    s.replicas.iter().filter(up).count() >= 2
+                        && s.replicas
+                            .iter()
+                            .filter(up)
+                            .any(|r| r.replica as usize == index)
+                },
+            )
+            .await;
+        let victim = status
+            .replicas
+            .iter()
+            .find(|r| r.replica as usize == index)
+            .expect("victim listed");
+        let pid = rig.task_pid(&victim.container_id).await;
+        // Let the load reach it on kept-alive connections first.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("SIGKILL the replica's task");
+        kills[index] += 1;
+        // One replica down at a time: haloyd sees a task exit within milliseconds; the next
+        // kill waits for the status to show it.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    rig.wait_for_status(&config, Duration::from_secs(120), "all three back", |s| {
+        s.replicas
+            .iter()
+            .filter(|r| serving(r, kills[r.replica as usize]))
+            .count()
+            == 3
+    })
+    .await;
+    let mut total = LoadReport::default();
+    for load in loads {
+        let report = load.finish().await;
+        total.ok += report.ok;
+        total.failures.extend(report.failures);
+    }
+    assert_no_failures(&total, "ten SIGKILLs of replicas", &rig);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

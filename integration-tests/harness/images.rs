@@ -44,6 +44,16 @@ cat > /www/index.html <<EOT
 </body></html>
 EOT
 echo "version=$FIXTURE_VERSION replica=${HALOY_REPLICA_ID:-unset} hostname=$host" > /www/version.txt
+mkdir -p /www/cgi-bin
+cat > /www/cgi-bin/slow <<EOT
+#!/bin/sh
+sleep 0.2
+# One write for head fields and page: a replica killed mid-answer then leaves no half page
+# that a close-delimited HTTP/1.0 response would pass off as complete.
+page=\$(cat /www/index.html)
+printf 'Content-Type: text/html\\r\\n\\r\\n%s\\n' "\$page"
+EOT
+chmod +x /www/cgi-bin/slow
 "#;
 
 pub const FIXTURES: &[Fixture] = &[

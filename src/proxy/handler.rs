@@ -30,6 +30,8 @@ use super::server::{ActiveRequest, Shared};
 use super::upstream::{self, ConnectError, Exchanged, SendFailure, UpstreamConn, UpstreamError};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+/// Other replicas a request the failed replica cannot have acted on is sent to, in turn.
+const OTHER_REPLICA_TRIES: usize = 2;
 
 /// What routing decided for a request.
 enum Routed {
@@ -288,23 +290,35 @@ impl Shared {
                 return (in_flight, attempt);
             }
         }
-        let Some(next) = fwd.app.pick(Some(&failed)).cloned() else {
-            return (in_flight, attempt);
-        };
-        failed.record_error();
-        tracing::warn!(
-            app = fwd.app.name(),
-            task_id = failed.id(),
-            replica = failed.replica(),
-            next_task_id = next.id(),
-            "replica failed before answering; retrying on another one"
-        );
-        drop(in_flight);
-        let in_flight = next.start_request();
-        let attempt = match self.checkout(&next, Instant::now()) {
-            Some(conn) => self.send_timed(conn, fwd).await,
-            None => self.resend_fresh(&next, fwd).await,
-        };
+        let (mut failed, mut in_flight) = (failed, in_flight);
+        // Each further replica once at most, as nginx's proxy_next_upstream tries every server.
+        for _ in 0..OTHER_REPLICA_TRIES {
+            let Some(next) = fwd.app.pick(Some(&failed)).cloned() else {
+                tracing::warn!(
+                    app = fwd.app.name(),
+                    task_id = failed.id(),
+                    "replica failed before answering and no other replica is ready"
+                );
+                break;
+            };
+            failed.record_error();
+            tracing::warn!(
+                app = fwd.app.name(),
+                task_id = failed.id(),
+                replica = failed.replica(),
+                next_task_id = next.id(),
+                "replica failed before answering; retrying on another one"
+            );
+            in_flight = next.start_request();
+            attempt = match self.checkout(&next, Instant::now()) {
+                Some(conn) => self.send_timed(conn, fwd).await,
+                None => self.resend_fresh(&next, fwd).await,
+            };
+            if !retry_safe(&attempt) {
+                break;
+            }
+            failed = next;
+        }
         (in_flight, attempt)
     }
 
@@ -446,7 +460,7 @@ impl Shared {
                 let status = status_for_failure(&failure.error);
                 if status == StatusCode::BAD_GATEWAY {
                     backend.record_error();
-                    tracing::warn!(task_id = backend.id(), replica = backend.replica(), error = %failure.error, "backend request failed");
+                    tracing::warn!(task_id = backend.id(), replica = backend.replica(), error = %failure.error, retry_safe = failure.retry_safe, "backend request failed");
                 }
                 return close_after(pages::error_page(status, failure_detail(status)));
             }
