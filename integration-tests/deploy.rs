@@ -798,6 +798,13 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
             assert!(run.both().contains(expected), "{expected}:\n{}", run.both());
         }
     }
+    // haloyd said once at start-up which LSM profile replicas get (none on most test hosts).
+    let log = rig.haloyd.log();
+    let lsm_lines = log
+        .lines()
+        .filter(|l| l.contains("no LSM profile for replicas") || l.contains("AppArmor profile"))
+        .count();
+    assert_eq!(lsm_lines, 1, "one LSM start-up line expected:\n{log}");
     // `security.seccomp` takes `default` or `unconfined`; anything else is a file:line error.
     let bad_seccomp = rig.app_config("strict", "web", "v2", 2, "security:\n  seccomp: off\n");
     let run = rig.haloy(&bad_seccomp, &["deploy"]);

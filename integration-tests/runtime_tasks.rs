@@ -886,7 +886,14 @@ async fn lines_until_done(rig: &Rig, id: &str) -> Vec<String> {
 }
 
 async fn run_probe(rig: &Rig, spec: &ReplicaSpec) -> (String, Vec<String>) {
+    let started = Instant::now();
     let replica = rig.runtime().start_replica(spec).await.unwrap();
+    eprintln!(
+        "start_replica {} (seccomp {:?}): {:?}",
+        spec.app,
+        spec.seccomp,
+        started.elapsed()
+    );
     let id = replica.container_id.clone();
     let lines = lines_until_done(rig, &id).await;
     (id, lines)
