@@ -781,6 +781,55 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
         );
     }
 
+    // Bind mounts that hand the app the host, or haloyd itself, are refused by haloyd at
+    // deploy, naming the volume and the server setting that would allow them.
+    let state_dir = rig.haloyd.dir().join("state");
+    let dangerous = [
+        "/etc:/host-etc:ro".to_string(),
+        "/proc:/host-proc:ro".to_string(),
+        format!("{}:/haloy-state", state_dir.join("volumes").display()),
+        format!("{}:/everything:ro", rig.haloyd.dir().display()),
+        "/run/containerd/containerd.sock:/ctr.sock".to_string(),
+        format!("{}:/ctr.sock", rig.containerd.socket().display()),
+    ];
+    for volume in &dangerous {
+        let config = rig.app_config(
+            "strict",
+            "web",
+            "v2",
+            2,
+            &format!("volumes:\n  - /srv/haloy-fine:/fine:ro\n  - {volume}\n"),
+        );
+        let run = rig.haloy(&config, &["deploy"]);
+        eprintln!("bind of {volume}:\n{}", run.both());
+        assert!(
+            !run.output.status.success(),
+            "{volume} accepted:\n{}",
+            run.both()
+        );
+        let host = volume.split(':').next().unwrap_or_default();
+        for expected in ["volumes[1]", host, "security.allowed_host_paths"] {
+            assert!(run.both().contains(expected), "{expected}:\n{}", run.both());
+        }
+    }
+    // haloyd said once at start-up which LSM profile replicas get (none on most test hosts).
+    let log = rig.haloyd.log();
+    let lsm_lines = log
+        .lines()
+        .filter(|l| l.contains("no LSM profile for replicas") || l.contains("AppArmor profile"))
+        .count();
+    assert_eq!(lsm_lines, 1, "one LSM start-up line expected:\n{log}");
+    // `security.seccomp` takes `default` or `unconfined`; anything else is a file:line error.
+    let bad_seccomp = rig.app_config("strict", "web", "v2", 2, "security:\n  seccomp: off\n");
+    let run = rig.haloy(&bad_seccomp, &["deploy"]);
+    assert_eq!(run.code(), Some(1), "{}", run.both());
+    assert!(
+        has_file_line_col(&run.stderr(), &bad_seccomp),
+        "{}",
+        run.both()
+    );
+    assert!(run.both().contains("security.seccomp"), "{}", run.both());
+
     // A deploy that cannot fit the host is refused before any replica is touched.
     let huge = rig.app_config("strict", "web", "v2", 2, "resources:\n  cpus: 1000\n");
     let run = rig.haloy(&huge, &["deploy"]);
@@ -802,11 +851,21 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
     let mut request = serde_json::to_value(haloy::api::types::DeployRequest { app }).unwrap();
     let valid = request.to_string();
     request["app"]["replicas"] = 0.into();
+    let mut etc_bind = serde_json::to_value(haloy::api::types::DeployRequest {
+        app: haloy::config::load_deploy_config(Some(&v1))
+            .expect("load the v1 config")
+            .apps
+            .remove(0),
+    })
+    .unwrap();
+    etc_bind["app"]["volumes"] =
+        serde_json::json!([{"kind": "bind", "host": "/etc", "container": "/e", "read_only": true}]);
     let calls = [
         ("no token", None, valid.clone(), 401),
         ("wrong token", Some("not-the-token"), valid, 401),
         ("bad JSON", token, "{\"app\": ".to_string(), 400),
         ("replicas 0", token, request.to_string(), 400),
+        ("a bind of /etc", token, etc_bind.to_string(), 400),
     ];
     for (what, token, body, want) in calls {
         let (status, answer) = api_call(&api, "POST", "/v1/deploy", token, &body);

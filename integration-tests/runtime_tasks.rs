@@ -23,7 +23,7 @@ use haloy::network::{CniNetwork, CniSettings, Network};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{
     ContainerdRuntime, ImageInfo, ImageRequest, LogStreamKind, PullPolicy, ReplicaSpec,
-    ReplicaState, Resources, Runtime, RuntimeConfig, TaskExit,
+    ReplicaState, Resources, Runtime, RuntimeConfig, SeccompMode, TaskExit,
 };
 use harness::images::OciImage;
 
@@ -80,6 +80,8 @@ impl Rig {
             log_max_files: 3,
             log_driver_binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_haloyd"))),
             cgroup_parent: format!("/haloy-test-{tag}-{suffix:06x}"),
+            pids_limit: haloy::runtime::task::DEFAULT_PIDS_LIMIT,
+            apparmor_profile: None,
         };
         let network = Arc::new(CniNetwork::new(network_settings).unwrap());
         let runtime = ContainerdRuntime::connect_with_network(config.clone(), network.clone())
@@ -128,6 +130,7 @@ impl Rig {
             labels: Default::default(),
             volumes: vec![],
             resources: Resources::default(),
+            seccomp: SeccompMode::Default,
             stop_timeout: Duration::from_secs(2),
         }
     }
@@ -707,6 +710,7 @@ async fn spec_applies_user_env_etc_files_volumes_and_limits() {
     spec.resources = Resources {
         memory_bytes: Some(64 * 1024 * 1024),
         cpus: Some(0.5),
+        pids: None,
     };
     let replica = rig.runtime().start_replica(&spec).await.unwrap();
     let id = replica.container_id.clone();
@@ -838,5 +842,225 @@ async fn failed_cni_add_during_container_creation_leaves_nothing() {
         .remove_replica(&first.container_id)
         .await
         .unwrap();
+    rig.assert_nothing_left().await;
+}
+
+/// Pushes and pulls a busybox image that runs `script` as root.
+async fn script_image(rig: &Rig, name: &str, script: &str) -> ImageInfo {
+    use harness::images::{base_layer, single_file_layer};
+    let config = serde_json::json!({
+        "Env": ["PATH=/bin"],
+        "Cmd": ["sh", "/app/start.sh"],
+    });
+    let image = OciImage::from_layers(
+        vec![
+            base_layer().clone(),
+            single_file_layer("app/start.sh", script.as_bytes()),
+        ],
+        config,
+        std::env::consts::ARCH,
+    );
+    let reference = rig
+        .registry
+        .push(&image, &format!("haloy-fixtures/{name}"), "v1")
+        .await;
+    rig.runtime()
+        .ensure_image(&ImageRequest::new(&reference, PullPolicy::IfMissing))
+        .await
+        .unwrap()
+}
+
+/// The task's log lines up to and including `done`.
+async fn lines_until_done(rig: &Rig, id: &str) -> Vec<String> {
+    let mut follow = rig.runtime().logs(id, None, true).await.unwrap();
+    let mut lines = Vec::new();
+    while lines.last().map(String::as_str) != Some("done") {
+        let line = tokio::time::timeout(Duration::from_secs(20), follow.next())
+            .await
+            .unwrap_or_else(|_| panic!("probe did not finish: {lines:?}"))
+            .unwrap_or_else(|| panic!("log ended early: {lines:?}"))
+            .unwrap();
+        lines.push(line.line);
+    }
+    lines
+}
+
+async fn run_probe(rig: &Rig, spec: &ReplicaSpec) -> (String, Vec<String>) {
+    let started = Instant::now();
+    let replica = rig.runtime().start_replica(spec).await.unwrap();
+    eprintln!(
+        "start_replica {} (seccomp {:?}): {:?}",
+        spec.app,
+        spec.seccomp,
+        started.elapsed()
+    );
+    let id = replica.container_id.clone();
+    let lines = lines_until_done(rig, &id).await;
+    (id, lines)
+}
+
+async fn remove(rig: &Rig, id: &str) {
+    rig.runtime()
+        .stop_replica(id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    rig.runtime().remove_replica(id).await.unwrap();
+}
+
+/// Reports the seccomp mode, then tries what the issue found a replica could do: a user
+/// namespace with a mount namespace, and a mount inside it.
+const SECCOMP_PROBE: &str = r#"
+grep '^Seccomp:' /proc/self/status | tr -d '\t'
+mkdir -p /scratch
+if unshare -U -r -m sh -c 'mount -t tmpfs none /scratch && echo inner-mount=ok' 2>&1; then
+  echo userns=ok
+else
+  echo userns=refused
+fi
+if mount -t tmpfs none /scratch 2>/dev/null; then echo mount=ok; else echo mount=refused; fi
+echo done
+while true; do sleep 1; done
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_seccomp_refuses_user_namespaces_and_mount_unconfined_does_not() {
+    let rig = Rig::start("seccomp").await;
+    let image = script_image(&rig, "seccomp-probe", SECCOMP_PROBE).await;
+
+    let confined = rig.replica(&image, "confined", 1);
+    let (id, lines) = run_probe(&rig, &confined).await;
+    for expected in ["Seccomp:2", "userns=refused", "mount=refused"] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected} not in {lines:?}"
+        );
+    }
+    assert!(!lines.iter().any(|l| l == "inner-mount=ok"), "{lines:?}");
+    remove(&rig, &id).await;
+
+    let mut unconfined = rig.replica(&image, "unconfined", 1);
+    unconfined.seccomp = SeccompMode::Unconfined;
+    let (id, lines) = run_probe(&rig, &unconfined).await;
+    // Without the filter only the kernel's own checks remain: a user namespace (and a mount
+    // in it) works, a mount in the replica's namespace still lacks CAP_SYS_ADMIN.
+    for expected in ["Seccomp:0", "inner-mount=ok", "userns=ok", "mount=refused"] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected} not in {lines:?}"
+        );
+    }
+    remove(&rig, &id).await;
+    rig.assert_nothing_left().await;
+}
+
+/// Starts background sleeps until the shell cannot fork any more (or 100 are running).
+const FORK_PROBE: &str = r#"
+sh -c 'n=0; while [ $n -lt 100 ]; do sleep 30 & n=$((n+1)); echo "forked $n"; done; echo all-forked' 2>&1
+echo "inner-exit=$?"
+echo done
+exec sleep 3600
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_loop_stops_at_the_pids_limit_and_the_host_is_fine() {
+    let rig = Rig::start("pids").await;
+    let image = script_image(&rig, "fork-probe", FORK_PROBE).await;
+    let mut spec = rig.replica(&image, "forker", 1);
+    spec.resources.pids = Some(20);
+    let (id, lines) = run_probe(&rig, &spec).await;
+    let forked = lines.iter().filter(|l| l.starts_with("forked ")).count();
+    assert!(
+        !lines.iter().any(|l| l == "all-forked") && (1..20).contains(&forked),
+        "the loop was not stopped by the limit: {forked} forks, {lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Resource temporarily unavailable")),
+        "no EAGAIN in {lines:?}"
+    );
+    let parent = &rig.config.tasks.cgroup_parent;
+    assert_eq!(
+        cgroup_value(parent, &id, ("pids", "pids.max"), "pids.max"),
+        "20"
+    );
+    // The host still forks.
+    assert!(std::process::Command::new("true")
+        .status()
+        .unwrap()
+        .success());
+    remove(&rig, &id).await;
+
+    // Without an app setting, the runtime's default applies.
+    let image = script_image(&rig, "idle", "echo done\nexec sleep 3600\n").await;
+    let (id, _) = run_probe(&rig, &rig.replica(&image, "idle", 1)).await;
+    let expected = haloy::runtime::task::DEFAULT_PIDS_LIMIT.to_string();
+    assert_eq!(
+        cgroup_value(parent, &id, ("pids", "pids.max"), "pids.max"),
+        expected
+    );
+    remove(&rig, &id).await;
+    rig.assert_nothing_left().await;
+}
+
+const RRO_PROBE: &str = r#"
+if touch /host/top 2>/dev/null; then echo top=writable; else echo top=read-only; fi
+if touch /host/sub/x 2>/dev/null; then echo sub=writable; else echo sub=read-only; fi
+echo done
+while true; do sleep 1; done
+"#;
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_binds_are_recursive_and_task_logs_are_private() {
+    let rig = Rig::start("rro").await;
+    let image = script_image(&rig, "rro-probe", RRO_PROBE).await;
+    // A host directory with a file system mounted below it, like /proc under a bound `/`.
+    let source = rig.dir.path().join("ro-source");
+    let sub = source.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "haloy-rro-test"])
+        .arg(&sub)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs on {}", sub.display());
+
+    let mut spec = rig.replica(&image, "rro", 1);
+    spec.volumes = vec![haloy::runtime::VolumeMount {
+        source: haloy::runtime::VolumeSource::Bind(source.clone()),
+        target: "/host".into(),
+        read_only: true,
+    }];
+    let (id, lines) = run_probe(&rig, &spec).await;
+
+    let mut failures = Vec::new();
+    for expected in ["top=read-only", "sub=read-only"] {
+        if !lines.iter().any(|l| l == expected) {
+            failures.push(format!("{expected} not in {lines:?}"));
+        }
+    }
+    if sub.join("x").exists() {
+        failures.push("the replica wrote into the submount".to_string());
+    }
+    let log_dir = &rig.config.tasks.log_dir;
+    let log_file = log_dir.join(format!("{id}.log"));
+    if mode_of(log_dir) != 0o700 {
+        failures.push(format!("log dir mode {:o}", mode_of(log_dir)));
+    }
+    if mode_of(&log_file) != 0o600 {
+        failures.push(format!("log file mode {:o}", mode_of(&log_file)));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    remove(&rig, &id).await;
+    let _ = std::process::Command::new("umount").arg(&sub).status();
     rig.assert_nothing_left().await;
 }

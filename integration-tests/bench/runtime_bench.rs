@@ -265,6 +265,7 @@ fn deployer(runtime: Arc<ContainerdRuntime>, dir: &Path) -> anyhow::Result<Arc<D
         monitor: MonitorSettings::default(),
         drain_timeout: Duration::from_secs(5),
         volumes_dir: dir.join("volumes"),
+        host_paths: Default::default(),
     };
     let state = StateStore::open(&dir.join("deploy-state"))?;
     Ok(Deployer::new(runtime, Routes::new(), state, settings))
@@ -327,6 +328,7 @@ fn runtime_config(socket: &Path, dir: &Path) -> RuntimeConfig {
         log_max_files: 2,
         log_driver_binary: Some(haloyd_binary()),
         cgroup_parent: format!("/haloy-bench-{suffix:06x}"),
+        ..Default::default()
     };
     config
 }
@@ -359,6 +361,7 @@ fn spec(image: &ImageInfo, round: &str, replica: u32) -> ReplicaSpec {
         labels: Default::default(),
         volumes: vec![],
         resources: Resources::default(),
+        seccomp: Default::default(),
         stop_timeout: Duration::from_secs(2),
     }
 }

@@ -21,6 +21,7 @@ const APPLETS: &[&str] = &[
     "sh", "ash", "httpd", "sleep", "echo", "cat", "ls", "mkdir", "rm", "cp", "mv", "ps", "kill",
     "hostname", "env", "nc", "printf", "test", "[", "true", "false", "date", "wget", "grep", "sed",
     "seq", "head", "tail", "wc", "id", "touch", "ip", "ifconfig", "uname", "pwd", "chmod",
+    "unshare", "mount",
 ];
 
 /// The test fixtures: name and the start script run as `sh /app/start.sh`.

@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use haloy::api::server::ApiServer;
 use haloy::config::server::ServerConfig;
-use haloy::deploy::{DeploySettings, Deployer};
+use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
 use haloy::health::MonitorSettings;
 use haloy::network::CniSettings;
 use haloy::proxy::{self, Proxy, Routes, TlsHooks};
+use haloy::runtime::apparmor::{self, LsmDecision};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{log_driver, ContainerdRuntime, Runtime, RuntimeConfig};
 use haloy::state::StateStore;
@@ -120,6 +121,9 @@ async fn run(config: ServerConfig) -> Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
     }
+    let log_dir = log_dir(&config);
+    log_driver::restrict_log_dir(&log_dir)
+        .with_context(|| format!("cannot restrict the modes of {}", log_dir.display()))?;
     let runtime: Arc<dyn Runtime> = Arc::new(
         ContainerdRuntime::connect(runtime_config(&config)?)
             .await
@@ -243,9 +247,11 @@ fn runtime_config(config: &ServerConfig) -> Result<RuntimeConfig> {
     runtime.insecure_registries = config.registries.insecure.clone();
     runtime.tasks = TaskSettings {
         state_dir: config.state_dir.clone(),
-        log_dir: config.state_dir.join("logs"),
+        log_dir: log_dir(config),
         log_max_size: config.logs.max_size,
         log_max_files: config.logs.max_files,
+        pids_limit: config.security.pids_limit,
+        apparmor_profile: apparmor_profile(),
         ..TaskSettings::default()
     };
     // Namespaces, IPAM leases and cached CNI results live under run_dir: a reboot wipes
@@ -263,6 +269,25 @@ fn runtime_config(config: &ServerConfig) -> Result<RuntimeConfig> {
         ..CniSettings::default()
     };
     Ok(runtime)
+}
+
+/// Replica log files: `<state_dir>/logs`.
+fn log_dir(config: &ServerConfig) -> PathBuf {
+    config.state_dir.join("logs")
+}
+
+/// The AppArmor profile replicas run under; says once why there is none.
+fn apparmor_profile() -> Option<String> {
+    match apparmor::decide(Path::new("/sys")) {
+        LsmDecision::AppArmor(profile) => {
+            tracing::info!(%profile, "replicas run under the AppArmor profile");
+            Some(profile)
+        }
+        LsmDecision::None(why) => {
+            tracing::warn!("no LSM profile for replicas: {why}");
+            None
+        }
+    }
 }
 
 fn proxy_config(config: &ServerConfig) -> Result<proxy::ProxyConfig> {
@@ -324,6 +349,15 @@ fn deploy_settings(config: &ServerConfig) -> DeploySettings {
         },
         drain_timeout: config.proxy.drain_timeout,
         volumes_dir: config.state_dir.join("volumes"),
+        host_paths: HostPathPolicy::new(
+            &[
+                (config.state_dir.clone(), "haloyd's state dir"),
+                (config.run_dir.clone(), "haloyd's run dir"),
+                (config.api.token_file.clone(), "haloyd's API token"),
+                (config.containerd.address.clone(), "the containerd socket"),
+            ],
+            config.security.allowed_host_paths.clone(),
+        ),
     }
 }
 

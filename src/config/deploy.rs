@@ -34,6 +34,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "preset",
     "acme_email",
     "resources",
+    "security",
     "stop_timeout",
 ];
 /// Keys allowed only at the top level.
@@ -148,6 +149,7 @@ struct Layer {
     preset: Option<Preset>,
     acme_email: Option<String>,
     resources: Option<Resources>,
+    security: Option<AppSecurity>,
     stop_timeout: Option<u32>,
 }
 
@@ -331,6 +333,7 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
             })
         }
         "resources" => l.resources = decode_resources(dec, v, path),
+        "security" => l.security = Some(decode_security(dec, v, path)),
         "stop_timeout" => l.stop_timeout = dec.int_in(v, path, 0, 3600).map(|n| n as u32),
         _ => {}
     }
@@ -494,10 +497,12 @@ fn hostname(dec: &mut Decoder, node: &Node, path: &str) -> Option<Sp<String>> {
 
 fn decode_resources(dec: &mut Decoder, node: &Node, path: &str) -> Option<Resources> {
     let mut r = Resources::default();
-    for (k, e) in dec.map(node, path, &["memory", "cpus"]) {
+    for (k, e) in dec.map(node, path, &["memory", "cpus", "pids"]) {
         let kp = join(path, &k);
         let v = &e.value;
-        if k == "memory" {
+        if k == "pids" {
+            r.pids = dec.int_in(v, &kp, 1, MAX_PIDS as i64).map(|n| n as u64);
+        } else if k == "memory" {
             if let Some(s) = dec.string(v, &kp) {
                 match values::parse_byte_size(&s) {
                     Ok(b) if b >= 4 << 20 => r.memory_bytes = Some(b),
@@ -514,6 +519,21 @@ fn decode_resources(dec: &mut Decoder, node: &Node, path: &str) -> Option<Resour
         }
     }
     Some(r)
+}
+
+fn decode_security(dec: &mut Decoder, node: &Node, path: &str) -> AppSecurity {
+    let mut s = AppSecurity::default();
+    for (k, e) in dec.map(node, path, &["seccomp"]) {
+        let kp = join(path, &k);
+        if let Some(choice) = dec.choice(&e.value, &kp, &["default", "unconfined"]) {
+            s.seccomp = if choice == "unconfined" {
+                SeccompProfile::Unconfined
+            } else {
+                SeccompProfile::Default
+            };
+        }
+    }
+    s
 }
 
 fn decode_image(dec: &mut Decoder, node: &Node, path: &str) -> Option<RawImage> {
@@ -710,6 +730,7 @@ fn merge_layers(root: &Layer, t: &Layer) -> Layer {
         preset: t.preset.or(root.preset),
         acme_email: t.acme_email.clone().or_else(|| root.acme_email.clone()),
         resources: t.resources.clone().or_else(|| root.resources.clone()),
+        security: t.security.or(root.security),
         stop_timeout: t.stop_timeout.or(root.stop_timeout),
     }
 }
@@ -885,6 +906,7 @@ fn resolve_target(
         preset,
         acme_email: l.acme_email.clone(),
         resources: l.resources.clone(),
+        security: l.security.unwrap_or_default(),
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
     })
 }

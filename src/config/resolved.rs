@@ -153,6 +153,9 @@ pub enum VolumeSpec {
     },
 }
 
+/// The kernel's PID_MAX_LIMIT: no pids limit can be above it.
+pub const MAX_PIDS: u64 = 4_194_304;
+
 /// Per-replica limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Resources {
@@ -160,6 +163,26 @@ pub struct Resources {
     pub memory_bytes: Option<u64>,
     /// CPU limit in cores, e.g. 0.5.
     pub cpus: Option<f64>,
+    /// Most processes/threads a replica may have; haloyd's `security.pids_limit` when unset.
+    pub pids: Option<u64>,
+}
+
+/// `security.seccomp`: the syscall filter of the app's replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompProfile {
+    /// containerd's/Docker's default allowlist.
+    #[default]
+    Default,
+    /// No filter (the app needs e.g. user namespaces or mount).
+    Unconfined,
+}
+
+/// `security:` of an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct AppSecurity {
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
 }
 
 /// One deployable app for one target, fully resolved.
@@ -193,6 +216,9 @@ pub struct ResolvedApp {
     pub preset: Option<Preset>,
     pub acme_email: Option<String>,
     pub resources: Option<Resources>,
+    /// Missing in configs from older clients: the defaults.
+    #[serde(default)]
+    pub security: AppSecurity,
     /// Seconds between SIGTERM and SIGKILL when a replica is stopped.
     pub stop_timeout: u32,
 }
@@ -243,6 +269,13 @@ impl ResolvedApp {
                 "min_ready_seconds: {} is out of range; must be between 0 and 600",
                 self.min_ready_seconds
             ));
+        }
+        if let Some(pids) = self.resources.as_ref().and_then(|r| r.pids) {
+            if !(1..=MAX_PIDS).contains(&pids) {
+                out.push(format!(
+                    "resources.pids: {pids} is out of range; must be between 1 and {MAX_PIDS}"
+                ));
+            }
         }
         self.domain_problems(&mut out);
         self.volume_problems(&mut out);

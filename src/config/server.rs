@@ -27,6 +27,17 @@ pub struct ServerConfig {
     pub health_monitor: HealthMonitorConfig,
     pub deploy: DeploySettings,
     pub logs: LogsConfig,
+    pub security: SecurityConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecurityConfig {
+    /// Host paths apps may bind-mount although they are (or contain, or lie under) one of the
+    /// paths haloyd refuses: `/`, `/etc`, `/proc`, `/sys`, `/dev`, `/boot`, its state and run
+    /// dirs, the containerd socket.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// pids.max of a replica whose app sets no `resources.pids`.
+    pub pids_limit: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +264,10 @@ impl Default for ServerConfig {
                 max_size: 10 << 20,
                 max_files: 3,
             },
+            security: SecurityConfig {
+                allowed_host_paths: Vec::new(),
+                pids_limit: crate::runtime::task::DEFAULT_PIDS_LIMIT,
+            },
             state_dir,
         }
     }
@@ -306,6 +321,9 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # logs:
 #   max_size: 10MiB
 #   max_files: 3
+# security:
+#   allowed_host_paths: []           # host paths apps may bind although haloyd refuses them
+#   pids_limit: 4096                 # per replica, unless the app sets resources.pids
 "#;
 
 const ROOT_KEYS: &[&str] = &[
@@ -320,6 +338,7 @@ const ROOT_KEYS: &[&str] = &[
     "health_monitor",
     "deploy",
     "logs",
+    "security",
 ];
 
 impl ServerConfig {
@@ -385,6 +404,7 @@ fn decode_server(dec: &mut Decoder, node: &Node) -> ServerConfig {
                 }
             }
             "logs" => decode_logs(dec, v, &mut c.logs),
+            "security" => decode_security(dec, v, &mut c.security),
             _ => {}
         }
     }
@@ -695,6 +715,27 @@ fn decode_logs(dec: &mut Decoder, v: &Node, c: &mut LogsConfig) {
             _ => set(
                 &mut c.max_files,
                 dec.int_in(&e.value, &p, 1, 1000).map(|n| n as u32),
+            ),
+        }
+    }
+}
+
+fn decode_security(dec: &mut Decoder, v: &Node, c: &mut SecurityConfig) {
+    for (k, e) in dec.map(v, "security", &["allowed_host_paths", "pids_limit"]) {
+        let p = join("security", &k);
+        match k.as_str() {
+            "allowed_host_paths" => {
+                c.allowed_host_paths = dec
+                    .seq(&e.value, &p)
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| abs_path(dec, item, &index(&p, i)))
+                    .collect()
+            }
+            _ => set(
+                &mut c.pids_limit,
+                dec.int_in(&e.value, &p, 1, crate::config::MAX_PIDS as i64)
+                    .map(|n| n as u64),
             ),
         }
     }

@@ -3,6 +3,7 @@
 //! haloyd restart. This is the only module that moves replicas in and out of the proxy's
 //! rotation; it talks to containerd only through the `Runtime` trait.
 
+mod hostpaths;
 mod plan;
 mod preflight;
 mod progress;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
+pub use hostpaths::HostPathPolicy;
 pub use progress::{ProgressHub, Reporter};
 pub use replica::{LiveReplica, Phase};
 
@@ -74,6 +76,8 @@ pub struct DeploySettings {
     pub drain_timeout: Duration,
     /// Root of named volumes: `<volumes_dir>/<app>/<name>`.
     pub volumes_dir: PathBuf,
+    /// Host paths apps may not bind-mount.
+    pub host_paths: HostPathPolicy,
 }
 
 /// Log query of `GET /v1/apps/{app}/logs`.
@@ -236,6 +240,7 @@ impl Deployer {
         rollback_of: Option<String>,
     ) -> Result<String, DeployError> {
         let mut problems = app.validate_for_deploy();
+        problems.extend(self.settings.host_paths.problems(&app.volumes));
         problems.extend(self.domain_conflicts(&app));
         if !problems.is_empty() {
             return Err(DeployError::InvalidConfig { problems });

@@ -5,10 +5,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{HistoryStrategy, PullPolicy as ConfigPullPolicy, ResolvedApp, VolumeSpec};
+use crate::config::{
+    HistoryStrategy, PullPolicy as ConfigPullPolicy, ResolvedApp, SeccompProfile, VolumeSpec,
+};
 use crate::runtime::{
-    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources, VolumeMount,
-    VolumeSource,
+    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources, SeccompMode,
+    VolumeMount, VolumeSource,
 };
 
 impl ResolvedApp {
@@ -85,8 +87,13 @@ impl ResolvedApp {
                 .map(|r| Resources {
                     memory_bytes: r.memory_bytes,
                     cpus: r.cpus,
+                    pids: r.pids,
                 })
                 .unwrap_or_default(),
+            seccomp: match self.security.seccomp {
+                SeccompProfile::Default => SeccompMode::Default,
+                SeccompProfile::Unconfined => SeccompMode::Unconfined,
+            },
             stop_timeout: Duration::from_secs(u64::from(self.stop_timeout)),
         }
     }

@@ -3,6 +3,8 @@
 //! task's stdout (fd 3) and stderr (fd 4), closes the ready pipe (fd 5) once its log file is
 //! open, and appends one JSON object per line `{time, stream, line}` to `<dir>/<id>.log` with
 //! size-based rotation. It is a process of its own, so logs keep flowing while haloyd is down.
+//! What an app logs may be secret: log files are 0600 in a 0700 directory (`LOG_FILE_MODE`,
+//! `LOG_DIR_MODE`), and files left with wider modes by older versions are tightened.
 //!
 //! The shim turns the URI's query into arguments (`?k=v` → `k v`, in map order), so the whole
 //! configuration travels in a single query value: `?_HALOY_LOG_DRIVER=<percent-encoded JSON>`.
@@ -10,6 +12,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +27,9 @@ pub const MAX_LINE_BYTES: usize = 16 * 1024;
 const STDOUT_FD: RawFd = 3;
 const STDERR_FD: RawFd = 4;
 const READY_FD: RawFd = 5;
+/// Only root (haloyd and the shim's log driver) reads task logs.
+pub const LOG_FILE_MODE: u32 = 0o600;
+pub const LOG_DIR_MODE: u32 = 0o700;
 /// After SIGTERM the shim has closed our pipes; give the readers this long to drain them.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 
@@ -147,9 +153,13 @@ impl RotatingWriter {
             let path = path.to_path_buf();
             move |source| LogDriverError::Io { path, source }
         };
-        fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
+        secure_dir(&config.dir).map_err(io_err(&config.dir))?;
         let path = log_path(&config.dir, container_id);
         let file = open_append(&path).map_err(io_err(&path))?;
+        for n in 1..config.max_files.max(1) {
+            let rotated = rotated_path(&config.dir, container_id, n);
+            restrict_file(&rotated).map_err(io_err(&rotated))?;
+        }
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(RotatingWriter {
             dir: config.dir.clone(),
@@ -193,8 +203,42 @@ impl RotatingWriter {
     }
 }
 
+/// Creates `dir` if needed and makes it 0700.
+fn secure_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(LOG_DIR_MODE))
+}
+
+/// Makes an existing file 0600; a missing one is fine.
+fn restrict_file(path: &Path) -> io::Result<()> {
+    match fs::set_permissions(path, fs::Permissions::from_mode(LOG_FILE_MODE)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Tightens a log directory and every file in it (for logs written before modes were
+/// restricted); haloyd runs it at start-up.
+pub fn restrict_log_dir(dir: &Path) -> io::Result<()> {
+    secure_dir(dir)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            restrict_file(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens for appending, created 0600; an existing file is made 0600 too.
 fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(LOG_FILE_MODE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(LOG_FILE_MODE))?;
+    Ok(file)
 }
 
 fn remove_if_exists(path: &Path) -> io::Result<()> {

@@ -3,11 +3,13 @@
 //! runtime specs, tasks, stop/kill, the exit-event subscription, per-task logs. The `Runtime` trait
 //! is the seam the deploy logic uses; `ContainerdRuntime` is the real implementation.
 
+pub mod apparmor;
 pub mod client;
 pub mod events;
 pub mod image;
 pub mod log_driver;
 pub mod logs;
+pub mod seccomp;
 pub mod spec;
 pub mod task;
 
@@ -191,11 +193,23 @@ pub struct ImageInfo {
     pub chain_id: String,
 }
 
-/// Memory/CPU limits of one replica (`resources` in haloy.yaml).
+/// Memory/CPU/process limits of one replica (`resources` in haloy.yaml).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Resources {
     pub memory_bytes: Option<u64>,
     pub cpus: Option<f64>,
+    /// Most processes/threads at once; the server's `security.pids_limit` when None.
+    pub pids: Option<u64>,
+}
+
+/// The seccomp filter of a replica (`security.seccomp` in haloy.yaml).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SeccompMode {
+    /// containerd's/Docker's default profile (`seccomp::default_profile`).
+    #[default]
+    Default,
+    /// No filter at all.
+    Unconfined,
 }
 
 /// Where a volume's data lives on the host.
@@ -230,6 +244,7 @@ pub struct ReplicaSpec {
     pub labels: BTreeMap<String, String>,
     pub volumes: Vec<VolumeMount>,
     pub resources: Resources,
+    pub seccomp: SeccompMode,
     pub stop_timeout: Duration,
 }
 

@@ -2,7 +2,9 @@
 //! Entrypoint+Cmd, merged env, user from the image config (looked up in the image's
 //! /etc/passwd and /etc/group), the standard mounts plus per-task /etc/hosts, /etc/resolv.conf
 //! and /etc/hostname, Docker's default capabilities, masked/readonly paths, no_new_privileges,
-//! an nofile rlimit, the task's netns, cgroup path and limits, and the app's volumes.
+//! containerd's default seccomp profile (unless the app opts out), the host's AppArmor profile
+//! when there is one, an nofile rlimit, the task's netns, cgroup path and limits (pids
+//! included), and the app's volumes (read-only ones recursively).
 //!
 //! Everything here is pure or touches only files under haloyd's state dir, so it is unit-tested
 //! without containerd.
@@ -13,12 +15,13 @@ use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
-    MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
-use super::{ImageConfig, Resources, VolumeMount, VolumeSource};
+use super::seccomp::{default_profile, Host};
+use super::{ImageConfig, Resources, SeccompMode, VolumeMount, VolumeSource};
 
 /// type_url containerd expects for the spec inside a container record.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -95,6 +98,9 @@ pub struct SpecInput<'a> {
     pub volumes: &'a [ResolvedVolume],
     /// RLIMIT_NOFILE (soft = hard); see `nofile_limit`.
     pub nofile: u64,
+    pub seccomp: SeccompMode,
+    /// `process.apparmorProfile`, when the host has one for containers.
+    pub apparmor_profile: Option<&'a str>,
 }
 
 /// `NOFILE_LIMIT`, lowered to this process's hard limit: runc cannot raise a task above the
@@ -483,17 +489,24 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result
         .build()?)
 }
 
+/// Bind options of a volume. Read-only is recursive (`rro`, runc's mount_setattr with
+/// AT_RECURSIVE, as Docker 25+): plain `ro` would leave every mount below the source (a
+/// host's /proc, /sys, /dev/shm under a bound `/`) writable.
+pub fn bind_options(read_only: bool) -> Vec<String> {
+    let mode: &[&str] = if read_only { &["ro", "rro"] } else { &["rw"] };
+    ["rbind", "rprivate"]
+        .iter()
+        .chain(mode)
+        .map(|o| o.to_string())
+        .collect()
+}
+
 fn bind_mount(source: &Path, destination: &str, read_only: bool) -> Result<Mount, SpecError> {
-    let mode = if read_only { "ro" } else { "rw" };
     Ok(MountBuilder::default()
         .destination(destination)
         .typ("bind")
         .source(source)
-        .options(vec![
-            "rbind".to_string(),
-            "rprivate".to_string(),
-            mode.to_string(),
-        ])
+        .options(bind_options(read_only))
         .build()?)
 }
 
@@ -592,6 +605,14 @@ fn linux_resources(resources: Resources) -> Result<oci_spec::runtime::LinuxResou
             .build()?;
         builder = builder.cpu(cpu);
     }
+    if let Some(pids) = resources.pids {
+        let limit = i64::try_from(pids).ok().filter(|p| *p > 0).ok_or_else(|| {
+            SpecError::InvalidResources {
+                reason: format!("pids limit must be a positive number, got {pids}"),
+            }
+        })?;
+        builder = builder.pids(LinuxPidsBuilder::default().limit(limit).build()?);
+    }
     Ok(builder.build()?)
 }
 
@@ -615,7 +636,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
-        .permitted(caps)
+        .permitted(caps.clone())
         .inheritable(HashSet::new())
         .ambient(HashSet::new())
         .build()?;
@@ -635,7 +656,11 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .as_deref()
         .filter(|d| !d.is_empty())
         .unwrap_or("/");
-    let process = ProcessBuilder::default()
+    let seccomp = match input.seccomp {
+        SeccompMode::Default => Some(default_profile(&caps, &Host::current())?),
+        SeccompMode::Unconfined => None,
+    };
+    let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(user)
         .args(process_args(input.image)?)
@@ -650,7 +675,10 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .rlimits(vec![nofile])
         .no_new_privileges(true)
         .build()?;
-    let linux = LinuxBuilder::default()
+    if let Some(profile) = input.apparmor_profile {
+        process.set_apparmor_profile(Some(profile.to_string()));
+    }
+    let mut linux = LinuxBuilder::default()
         .sysctl(default_sysctls())
         .cgroups_path(input.cgroups_path)
         .resources(linux_resources(input.resources)?)
@@ -658,6 +686,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .masked_paths(masked_paths())
         .readonly_paths(readonly_paths())
         .build()?;
+    linux.set_seccomp(seccomp);
     let root = RootBuilder::default()
         .path("rootfs")
         .readonly(false)

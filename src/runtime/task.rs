@@ -30,7 +30,7 @@ use super::spec::{
 };
 use super::{
     labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
-    RuntimeError, SNAPSHOTTER,
+    Resources, RuntimeError, SNAPSHOTTER,
 };
 use crate::network::{Attachment, Network, NetworkError};
 
@@ -42,6 +42,10 @@ const MAX_ID_LEN: usize = 76;
 const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Lifetime of the lease that protects a fresh snapshot until its container exists.
 const START_LEASE_TTL: Duration = Duration::from_secs(3600);
+
+/// pids.max of a replica unless the server config or the app says otherwise: far above what
+/// a normal server process needs, far below what takes a host down.
+pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
 /// Container labels beside the base ones in `runtime::labels`.
 pub mod labels {
@@ -67,6 +71,10 @@ pub struct TaskSettings {
     pub log_driver_binary: Option<PathBuf>,
     /// cgroupfs parent of every task's cgroup.
     pub cgroup_parent: String,
+    /// pids.max of a replica whose app sets no `resources.pids`.
+    pub pids_limit: u64,
+    /// AppArmor profile every task runs under (`apparmor::decide`); None = none.
+    pub apparmor_profile: Option<String>,
 }
 
 impl Default for TaskSettings {
@@ -78,6 +86,8 @@ impl Default for TaskSettings {
             log_max_files: 3,
             log_driver_binary: None,
             cgroup_parent: "/haloy".into(),
+            pids_limit: DEFAULT_PIDS_LIMIT,
+            apparmor_profile: None,
         }
     }
 }
@@ -530,10 +540,15 @@ impl Tasks {
             user,
             netns_path: netns,
             cgroups_path: &cgroups_path,
-            resources: spec.resources,
+            resources: Resources {
+                pids: spec.resources.pids.or(Some(self.settings.pids_limit)),
+                ..spec.resources
+            },
             files: &files,
             volumes: &volumes,
             nofile: nofile_limit(),
+            seccomp: spec.seccomp,
+            apparmor_profile: self.settings.apparmor_profile.as_deref(),
         };
         let oci = build_spec(&input).map_err(spec_err)?;
         spec_any(&oci).map_err(spec_err)

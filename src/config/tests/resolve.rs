@@ -197,7 +197,8 @@ fn volumes_and_resources() {
         app.resources,
         Some(Resources {
             memory_bytes: Some(512 << 20),
-            cpus: Some(0.5)
+            cpus: Some(0.5),
+            pids: None,
         })
     );
     assert_eq!(app.stop_timeout, 5);
@@ -358,4 +359,55 @@ fn resolved_apps_validate_themselves() {
             "volumes[1]: host path `rel/path` in `rel/path:/x` is relative; bind mounts need an absolute path (or use a bare name for a named volume)",
         ]
     );
+}
+
+#[test]
+fn security_and_pids_keys() {
+    let apps = resolve(
+        "name: a\nimage: r/a\nresources: {pids: 256}\nsecurity:\n  seccomp: unconfined\ntargets:\n  one: {}\n  two:\n    name: b\n    security: {seccomp: default}\n",
+    )
+    .unwrap();
+    assert_eq!(apps[0].security.seccomp, SeccompProfile::Unconfined);
+    assert_eq!(apps[1].security.seccomp, SeccompProfile::Default);
+    assert_eq!(apps[0].resources.as_ref().unwrap().pids, Some(256));
+    let plain = &resolve("name: a\nimage: r/a\n").unwrap()[0];
+    assert_eq!(plain.security, AppSecurity::default());
+    assert_eq!(plain.security.seccomp, SeccompProfile::Default);
+
+    let err = resolve(
+        "name: a\nimage: r/a\nsecurity:\n  seccomp: off\n  apparmor: x\nresources: {pids: 0}\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.len(), 3, "{err:?}");
+    let joined = err.join("\n");
+    assert!(
+        joined.contains("haloy.yaml:4:12: security.seccomp:"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("haloy.yaml:5:3: security.apparmor: unknown key"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("haloy.yaml:6:19: resources.pids: 0 is out of range"),
+        "{joined}"
+    );
+}
+
+#[test]
+fn configs_from_older_clients_get_the_default_security() {
+    let app = &resolve("name: a\nimage: r/a\n").unwrap()[0];
+    let mut json = serde_json::to_value(app).unwrap();
+    json.as_object_mut().unwrap().remove("security");
+    let back: ResolvedApp = serde_json::from_value(json).unwrap();
+    assert_eq!(back.security.seccomp, SeccompProfile::Default);
+    let mut problems_app = app.clone();
+    problems_app.resources = Some(Resources {
+        pids: Some(0),
+        ..Default::default()
+    });
+    assert!(problems_app
+        .problems()
+        .iter()
+        .any(|p| p.starts_with("resources.pids: 0 is out of range")));
 }

@@ -109,3 +109,38 @@ fn problems_are_positioned() {
     assert!(lines[3]
         .starts_with("haloyd.yaml:7:12: state_dir: `relative/dir` must be an absolute path"));
 }
+
+#[test]
+fn security_keys_are_read_and_checked() {
+    let c = ServerConfig::parse(
+        "security:\n  allowed_host_paths: [/etc/ssl, /srv/shared]\n  pids_limit: 512\n",
+        "haloyd.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        c.security.allowed_host_paths,
+        [PathBuf::from("/etc/ssl"), PathBuf::from("/srv/shared")]
+    );
+    assert_eq!(c.security.pids_limit, 512);
+    assert_eq!(
+        ServerConfig::default().security.pids_limit,
+        crate::runtime::task::DEFAULT_PIDS_LIMIT
+    );
+    let err = ServerConfig::parse(
+        "security:\n  allowed_host_paths: [etc]\n  pids_limit: 0\n",
+        "haloyd.yaml",
+    )
+    .unwrap_err();
+    let lines = err.lines();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "haloyd.yaml:2:24: security.allowed_host_paths[0]: `etc` must be an absolute path"
+        ),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("haloyd.yaml:3:15: security.pids_limit: 0 is out of range"),
+        "{lines:?}"
+    );
+}

@@ -122,3 +122,62 @@ fn unsafe_container_ids_are_refused() {
     assert!(!safe_file_name("../etc"));
     assert!(!safe_file_name(""));
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn log_files_are_0600_in_a_0700_dir_also_after_rotation_and_when_they_existed() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    fs::create_dir(&dir).unwrap();
+    set_mode(&dir, 0o755);
+    // Files an older haloyd left world-readable.
+    for name in ["c1.log", "c1.log.1"] {
+        fs::write(dir.join(name), "{}\n").unwrap();
+        set_mode(&dir.join(name), 0o644);
+    }
+    let config = LogDriverConfig {
+        dir: dir.clone(),
+        max_size: 200,
+        max_files: 3,
+    };
+    let mut writer = RotatingWriter::open(&config, "c1").unwrap();
+    assert_eq!(mode_of(&dir), 0o700);
+    assert_eq!(mode_of(&dir.join("c1.log")), 0o600);
+    assert_eq!(mode_of(&dir.join("c1.log.1")), 0o600);
+    for i in 0..20 {
+        let record = LogRecord {
+            time: now_rfc3339(),
+            stream: "stdout".into(),
+            line: format!("line {i}"),
+        };
+        writer.write(&record).unwrap();
+    }
+    for name in ["c1.log", "c1.log.1", "c1.log.2"] {
+        assert_eq!(mode_of(&dir.join(name)), 0o600, "{name}");
+    }
+}
+
+#[test]
+fn restrict_log_dir_tightens_every_file() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("logs");
+    fs::create_dir(&dir).unwrap();
+    set_mode(&dir, 0o755);
+    fs::write(dir.join("old.log"), "x").unwrap();
+    set_mode(&dir.join("old.log"), 0o644);
+    restrict_log_dir(&dir).unwrap();
+    assert_eq!(mode_of(&dir), 0o700);
+    assert_eq!(mode_of(&dir.join("old.log")), 0o600);
+    let fresh = root.path().join("fresh");
+    restrict_log_dir(&fresh).unwrap();
+    assert_eq!(mode_of(&fresh), 0o700);
+}

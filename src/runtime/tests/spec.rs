@@ -31,6 +31,16 @@ fn files() -> TaskFiles {
 }
 
 fn build(image: &ImageConfig, resources: Resources, volumes: &[ResolvedVolume]) -> Spec {
+    build_with(image, resources, volumes, SeccompMode::Default, None)
+}
+
+fn build_with(
+    image: &ImageConfig,
+    resources: Resources,
+    volumes: &[ResolvedVolume],
+    seccomp: SeccompMode,
+    apparmor_profile: Option<&str>,
+) -> Spec {
     let files = files();
     let env = vec![("MODE".to_string(), "app".to_string())];
     build_spec(&SpecInput {
@@ -49,6 +59,8 @@ fn build(image: &ImageConfig, resources: Resources, volumes: &[ResolvedVolume]) 
         files: &files,
         volumes,
         nofile: NOFILE_LIMIT,
+        seccomp,
+        apparmor_profile,
     })
     .unwrap()
 }
@@ -248,13 +260,57 @@ fn resources_become_cgroup_limits() {
     let resources = Resources {
         memory_bytes: Some(512 * 1024 * 1024),
         cpus: Some(0.5),
+        pids: Some(4096),
     };
     let json = serde_json::to_value(build(&image(), resources, &[])).unwrap();
     let res = &json["linux"]["resources"];
     assert_eq!(res["memory"]["limit"], 536870912);
     assert_eq!(res["cpu"]["quota"], 50000);
     assert_eq!(res["cpu"]["period"], 100000);
+    assert_eq!(res["pids"]["limit"], 4096);
     assert_eq!(res["devices"][0]["allow"], false);
+    let unlimited = serde_json::to_value(build(&image(), Resources::default(), &[])).unwrap();
+    assert!(unlimited["linux"]["resources"].get("pids").is_none());
+}
+
+#[test]
+fn every_replica_gets_the_default_seccomp_profile_unless_unconfined() {
+    let spec = serde_json::to_value(build(&image(), Resources::default(), &[])).unwrap();
+    let seccomp = &spec["linux"]["seccomp"];
+    assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+    let names: Vec<&str> = seccomp["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["names"].as_array().unwrap())
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(names.contains(&"read") && names.contains(&"clone"));
+    assert!(!names.contains(&"unshare") && !names.contains(&"mount"));
+    let open = build_with(
+        &image(),
+        Resources::default(),
+        &[],
+        SeccompMode::Unconfined,
+        None,
+    );
+    let open = serde_json::to_value(open).unwrap();
+    assert!(open["linux"].get("seccomp").is_none());
+}
+
+#[test]
+fn the_hosts_apparmor_profile_is_applied_when_given() {
+    let spec = build_with(
+        &image(),
+        Resources::default(),
+        &[],
+        SeccompMode::Default,
+        Some("docker-default"),
+    );
+    let json = serde_json::to_value(spec).unwrap();
+    assert_eq!(json["process"]["apparmorProfile"], "docker-default");
+    let none = serde_json::to_value(build(&image(), Resources::default(), &[])).unwrap();
+    assert!(none["process"].get("apparmorProfile").is_none());
 }
 
 #[test]
@@ -283,7 +339,14 @@ fn volumes_become_bind_mounts() {
         .unwrap();
     assert_eq!(config["source"], "/srv/config");
     assert_eq!(config["type"], "bind");
-    assert!(config["options"].as_array().unwrap().contains(&"ro".into()));
+    let options = config["options"].as_array().unwrap();
+    assert!(options.contains(&"ro".into()), "{options:?}");
+    assert!(
+        options.contains(&"rro".into()),
+        "read-only is recursive: {options:?}"
+    );
+    let data = mounts.iter().find(|m| m["destination"] == "/data").unwrap();
+    assert!(!data["options"].as_array().unwrap().contains(&"rro".into()));
 
     let bad = |source, target: &str| VolumeMount {
         source,
