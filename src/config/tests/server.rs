@@ -109,3 +109,21 @@ fn problems_are_positioned() {
     assert!(lines[3]
         .starts_with("haloyd.yaml:7:12: state_dir: `relative/dir` must be an absolute path"));
 }
+
+#[test]
+fn api_listener_limits_default_and_parse() {
+    let c = ServerConfig::parse("", "haloyd.yaml").unwrap();
+    assert_eq!(c.api.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.api.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.api.max_connections, 256);
+    let c = ServerConfig::parse(
+        "api: {header_read_timeout: 2s, idle_timeout: 500ms, max_connections: 3}\n",
+        "haloyd.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.api.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(c.api.idle_timeout, Duration::from_millis(500));
+    assert_eq!(c.api.max_connections, 3);
+    let err = ServerConfig::parse("api: {max_connections: 0}\n", "haloyd.yaml").unwrap_err();
+    assert!(err.to_string().contains("api.max_connections"), "{err}");
+}
