@@ -246,6 +246,7 @@ async fn concurrent_deploys_of_two_apps_claiming_one_domain_have_one_winner() {
     assert_eq!(winners.len(), 1, "exactly one deploy wins:\n{report}");
     let winner = winners[0];
     let (_, loser_run) = runs.iter().find(|(name, _)| *name != winner).unwrap();
+    eprintln!("{report}");
     let expected = format!("`shared.test` is already claimed by app `{winner}`");
     assert!(
         loser_run.both().contains(&expected),

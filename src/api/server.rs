@@ -385,11 +385,13 @@ fn deploy_error(e: DeployError) -> Response<Body> {
     let status = match &e {
         DeployError::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
         DeployError::UnknownApp(_) | DeployError::UnknownDeployment { .. } => StatusCode::NOT_FOUND,
-        DeployError::Busy { .. } => StatusCode::CONFLICT,
+        DeployError::Busy { .. } | DeployError::DomainTaken { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let problems = match &e {
-        DeployError::InvalidConfig { problems } => problems.clone(),
+        DeployError::InvalidConfig { problems } | DeployError::DomainTaken { problems } => {
+            problems.clone()
+        }
         _ => vec![],
     };
     error(status, &e.to_string(), problems)
