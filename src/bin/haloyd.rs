@@ -478,7 +478,7 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
         println!("wrote a new API token to {}", token_file.display());
     }
     println!(
-        "next: haloyd serve --config {}   then on your laptop: haloy server add <url> $(cat {})",
+        "next: haloyd serve --config {}   then on your laptop, with the token from {} on stdin: haloy server add <url> --token-stdin",
         config_path.display(),
         token_file.display()
     );
