@@ -89,6 +89,60 @@ async fn read_response(stream: &mut TcpStream, within: Duration) -> Result<Strin
     .map_err(|_| format!("no response within {within:?}"))?
 }
 
+/// POSTs a `DeployRequest` for `app` and returns the raw response.
+async fn post_deploy(haloyd: &Haloyd, app: &haloy::config::ResolvedApp) -> String {
+    let body =
+        serde_json::to_string(&haloy::api::types::DeployRequest { app: app.clone() }).unwrap();
+    let mut stream = TcpStream::connect(haloyd.api_addr()).await.unwrap();
+    let request = format!(
+        "POST /v1/deploy HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        haloyd.api_addr(),
+        haloyd.token(),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    read_response(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_bad_env_names_and_haloyds_own_app_names() {
+    let containerd = Containerd::start().await;
+    let haloyd = haloyd_with_api(&containerd, "max_connections: 8", None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut apps, _) = haloy::config::resolve_text(
+        "name: web\nimage: 127.0.0.1:1/never/pulled:v1\n",
+        haloy::config::tree::Format::Yaml,
+        "haloy.yaml",
+        dir.path(),
+        &Default::default(),
+    )
+    .unwrap();
+    let good = apps.remove(0);
+
+    let mut bad_env = good.clone();
+    bad_env.env = vec![haloy::config::EnvVar {
+        name: "BAD=NAME".into(),
+        value: "x".into(),
+    }];
+    let answer = post_deploy(&haloyd, &bad_env).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("env[0].name: `BAD=NAME` is not a valid environment variable name"),
+        "{answer}"
+    );
+
+    let mut reserved = good.clone();
+    reserved.name = "haloyd-api".into();
+    let answer = post_deploy(&haloyd, &reserved).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("name: `haloyd-api` is reserved for haloyd itself"),
+        "{answer}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_listener_closes_half_heads_and_idle_connections_and_caps_connections() {
     let containerd = Containerd::start().await;
