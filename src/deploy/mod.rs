@@ -37,7 +37,7 @@ pub enum DeployError {
     #[error("invalid app config: {}", problems.join("; "))]
     InvalidConfig { problems: Vec<String> },
     /// Hosts another app serves or is deploying right now.
-    #[error("domain already taken: {}", problems.join("; "))]
+    #[error("{}", problems.join("; "))]
     DomainTaken { problems: Vec<String> },
     #[error("{}; wait for it to finish", busy_message(.app, .deployment_id))]
     Busy { app: String, deployment_id: String },
