@@ -180,6 +180,10 @@ async fn api_listener_closes_half_heads_and_idle_connections_and_caps_connection
     idle.write_all(health.as_bytes()).await.unwrap();
     let answer = read_response(&mut idle, 5 * LIMIT).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("content-length:"),
+        "JSON answers keep their Content-Length: {answer}"
+    );
     let started = Instant::now();
     read_to_close(&mut idle, 4 * LIMIT)
         .await

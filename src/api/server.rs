@@ -347,13 +347,40 @@ impl ApiServer {
 /// Keeps `active` until the response body is dropped (sent, or the client went away), so an
 /// SSE stream counts as a request in progress for the idle watch.
 fn hold_until_sent(response: Response<Body>, active: ActiveRequest) -> Response<Body> {
-    response.map(|body| {
-        body.map_frame(move |frame| {
-            let _ = &active;
-            frame
-        })
+    response.map(|inner| {
+        HeldBody {
+            inner,
+            _active: active,
+        }
         .boxed_unsync()
     })
+}
+
+/// A response body with its request's activity guard. Unlike `map_frame` it keeps the size
+/// hint, so JSON answers keep their Content-Length instead of turning chunked.
+struct HeldBody {
+    inner: Body,
+    _active: ActiveRequest,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
