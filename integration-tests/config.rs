@@ -888,3 +888,159 @@ async fn status_logs_and_stop_against_the_api() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains(&format!("haloyd at http://{addr} answered 404")));
 }
+
+/// Runs haloy with a private config home, `env` set (HALOY_* removed otherwise) and `stdin`.
+fn haloy_with(args: &[&str], home: &Path, env: &[(&str, &str)], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_haloy"));
+    command
+        .args(args)
+        .env("XDG_CONFIG_HOME", home)
+        .env_remove("HALOY_API_TOKEN")
+        .env_remove("HALOY_INSECURE_HTTP")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("run haloy");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("haloy output")
+}
+
+fn stored(home: &Path) -> Value {
+    let text = std::fs::read_to_string(home.join("haloy/client.yaml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+#[test]
+fn plain_http_token_to_a_remote_server_is_refused_before_connecting() {
+    // 192.0.2.0/24 is TEST-NET-1: never connected to; the refusal comes before any socket.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.yaml"),
+        "name: a\nimage: r/a:v1\nserver: 192.0.2.10\n",
+    )
+    .unwrap();
+    let config = dir.path().to_str().unwrap();
+    for command in ["deploy", "status"] {
+        let out = haloy_with(
+            &[command, "-c", config],
+            dir.path(),
+            &[("HALOY_API_TOKEN", "t")],
+            "",
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains(
+                "refusing to send the API token over plain http:// to http://192.0.2.10:9922"
+            ),
+            "{command}: {stderr}"
+        );
+        assert!(stderr.contains("--insecure-http"), "{stderr}");
+        assert!(
+            !stderr.contains("cannot reach"),
+            "{command} tried to connect: {stderr}"
+        );
+    }
+    // Adding such a server needs the explicit flag, which is stored with it.
+    let home = tempfile::tempdir().unwrap();
+    let out = haloy_with(
+        &["server", "add", "http://192.0.2.10:9922", "--token-stdin"],
+        home.path(),
+        &[],
+        "tok\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pass --insecure-http"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = haloy_with(
+        &[
+            "server",
+            "add",
+            "http://192.0.2.10:9922",
+            "--token-stdin",
+            "--insecure-http",
+        ],
+        home.path(),
+        &[],
+        "tok\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stored(home.path()),
+        json!({"servers": {"http://192.0.2.10:9922": "tok"}, "insecure_http": ["http://192.0.2.10:9922"]})
+    );
+}
+
+#[test]
+fn server_add_takes_the_token_from_stdin_or_the_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let out = haloy_with(
+        &["server", "add", "127.0.0.1", "--token-stdin"],
+        home.path(),
+        &[],
+        "tok-stdin\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = haloy_with(
+        &["server", "add", "localhost:9000"],
+        home.path(),
+        &[("HALOY_API_TOKEN", "tok-env")],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stored(home.path()),
+        json!({"servers": {"http://127.0.0.1:9922": "tok-stdin", "http://localhost:9000": "tok-env"}})
+    );
+    // No token anywhere: a clear error, nothing stored.
+    let out = haloy_with(&["server", "add", "127.0.0.2"], home.path(), &[], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no token given"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A token in argv still works, with a warning.
+    let out = haloy_with(
+        &["server", "add", "127.0.0.3", "tok-argv"],
+        home.path(),
+        &[],
+        "",
+    );
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shell history"));
+    let help = haloy_with(&["server", "add", "--help"], home.path(), &[], "");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for expected in [
+        "--token-stdin",
+        "--insecure-http",
+        "shell history",
+        "HALOY_API_TOKEN",
+    ] {
+        assert!(
+            help.contains(expected),
+            "`{expected}` missing from:\n{help}"
+        );
+    }
+}

@@ -45,7 +45,7 @@ if ! curl -fsS http://127.0.0.1:9922/health >/dev/null 2>&1; then
     echo $! >"$DEMO/haloyd.pid"
 fi
 wait_for "haloyd on 127.0.0.1:9922" curl -fsS http://127.0.0.1:9922/health
-haloy server add http://127.0.0.1:9922 "$(cat /etc/haloy/api-token)" >/dev/null
+haloy server add http://127.0.0.1:9922 --token-stdin </etc/haloy/api-token >/dev/null
 
 haloy deploy -c "$ROOT/examples/local-demo/haloy.yaml"
 haloy status -c "$ROOT/examples/local-demo/haloy.yaml"

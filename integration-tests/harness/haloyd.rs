@@ -32,6 +32,8 @@ pub struct HaloydOptions {
     pub acme: Option<String>,
     /// Server config `api.domain`.
     pub api_domain: Option<String>,
+    /// More `api:` keys, e.g. `idle_timeout: 1s, max_connections: 2`.
+    pub api_extra: Option<String>,
 }
 
 impl Default for HaloydOptions {
@@ -43,6 +45,7 @@ impl Default for HaloydOptions {
             http_port: None,
             acme: None,
             api_domain: None,
+            api_extra: None,
         }
     }
 }
@@ -202,9 +205,14 @@ impl Haloyd {
             .as_ref()
             .map(|d| format!(", domain: {d}"))
             .unwrap_or_default();
+        let api_extra = options
+            .api_extra
+            .as_ref()
+            .map(|extra| format!(", {extra}"))
+            .unwrap_or_default();
         let _ = writeln!(
             yaml,
-            "api: {{listen: {}, token_file: {}{api_domain}}}",
+            "api: {{listen: {}, token_file: {}{api_domain}{api_extra}}}",
             self.api_addr(),
             token_file.display()
         );

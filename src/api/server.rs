@@ -1,6 +1,9 @@
 //! haloyd's HTTP API server: bearer-token auth (constant-time compare), JSON bodies, and
 //! Server-Sent Events for deploy progress and logs. It only translates HTTP to calls on the
-//! `deploy::Deployer`; no rollout logic lives here.
+//! `deploy::Deployer`; no rollout logic lives here. Its listener has the proxy's limits: a
+//! connection cap (excess waits in the backlog), a header-read timeout and an idle timeout,
+//! watched as the proxy does (`proxy::server::ConnActivity`); a response body, an SSE stream
+//! included, counts as a request in progress until it ends, so streams are never cut.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,11 +16,11 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
 use hyper::body::Frame;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::types::{
@@ -26,6 +29,7 @@ use super::types::{
 };
 use super::types::{AppStatus, CertificateInfo};
 use crate::deploy::{DeployError, Deployer, LogsQuery};
+use crate::proxy::server::{ActiveRequest, ConnActivity};
 use crate::timefmt::rfc3339;
 use crate::tls::CertificateManager;
 
@@ -44,10 +48,32 @@ pub enum ApiServerError {
     },
 }
 
+/// Limits of the API listener (server config `api.*`).
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 256,
+        }
+    }
+}
+
+/// The watch samples this often per quiet limit (as the proxy's).
+const QUIET_SAMPLES: u32 = 4;
+
 pub struct ApiServer {
     deployer: Arc<Deployer>,
     token: String,
     tls: Option<Arc<CertificateManager>>,
+    limits: ApiLimits,
 }
 
 impl ApiServer {
@@ -55,11 +81,13 @@ impl ApiServer {
         deployer: Arc<Deployer>,
         token: String,
         tls: Option<Arc<CertificateManager>>,
+        limits: ApiLimits,
     ) -> Arc<Self> {
         Arc::new(Self {
             deployer,
             token,
             tls,
+            limits,
         })
     }
 
@@ -90,13 +118,22 @@ impl ApiServer {
             .map_err(|source| ApiServerError::Bind { addr, source })
     }
 
-    /// Serves until `shutdown` turns true; open SSE streams end with the process.
+    /// Serves until `shutdown` turns true; open SSE streams end with the process. At most
+    /// `max_connections` are open: the next is accepted only when one closes.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections.max(1)));
         loop {
+            let permit = tokio::select! {
+                permit = connections.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => return,
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 _ = shutdown.changed() => return,
@@ -109,20 +146,54 @@ impl ApiServer {
                     continue;
                 }
             };
+            tokio::spawn(self.clone().serve_connection(stream, peer, permit));
+        }
+    }
+
+    /// One client connection, closed once it had no request in progress for the shorter of
+    /// the header-read and idle timeouts (a half-sent head is no request in progress).
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let activity = Arc::new(ConnActivity::default());
+        let service = {
+            let activity = activity.clone();
             let server = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let server = server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
-                });
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
-                    debug!(%peer, error = %e, "api connection ended");
+            service_fn(move |req| {
+                let active = ActiveRequest::start(&activity);
+                let server = server.clone();
+                async move { Ok::<_, Infallible>(hold_until_sent(server.handle(req).await, active)) }
+            })
+        };
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let quiet_limit = self
+            .limits
+            .header_read_timeout
+            .min(self.limits.idle_timeout)
+            .max(Duration::from_millis(1));
+        let quiet = activity.watch(quiet_limit, quiet_limit / QUIET_SAMPLES);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = quiet => {
+                debug!(%peer, ?quiet_limit, "closing api connection without a request in progress");
+                conn.as_mut().graceful_shutdown();
+                match tokio::time::timeout(quiet_limit, conn).await {
+                    Ok(r) => r,
+                    Err(_) => return,
                 }
-            });
+            }
+        };
+        if let Err(e) = result {
+            debug!(%peer, error = %e, "api connection ended");
         }
     }
 
@@ -273,6 +344,45 @@ impl ApiServer {
     }
 }
 
+/// Keeps `active` until the response body is dropped (sent, or the client went away), so an
+/// SSE stream counts as a request in progress for the idle watch.
+fn hold_until_sent(response: Response<Body>, active: ActiveRequest) -> Response<Body> {
+    response.map(|inner| {
+        HeldBody {
+            inner,
+            _active: active,
+        }
+        .boxed_unsync()
+    })
+}
+
+/// A response body with its request's activity guard. Unlike `map_frame` it keeps the size
+/// hint, so JSON answers keep their Content-Length instead of turning chunked.
+struct HeldBody {
+    inner: Body,
+    _active: ActiveRequest,
+}
+
+impl hyper::body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
 where
     T: serde::de::DeserializeOwned,
@@ -302,11 +412,13 @@ fn deploy_error(e: DeployError) -> Response<Body> {
     let status = match &e {
         DeployError::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
         DeployError::UnknownApp(_) | DeployError::UnknownDeployment { .. } => StatusCode::NOT_FOUND,
-        DeployError::Busy { .. } => StatusCode::CONFLICT,
+        DeployError::Busy { .. } | DeployError::DomainTaken { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let problems = match &e {
-        DeployError::InvalidConfig { problems } => problems.clone(),
+        DeployError::InvalidConfig { problems } | DeployError::DomainTaken { problems } => {
+            problems.clone()
+        }
         _ => vec![],
     };
     error(status, &e.to_string(), problems)

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use haloy::api::server::ApiServer;
+use haloy::api::server::{ApiLimits, ApiServer};
 use haloy::config::server::ServerConfig;
 use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
 use haloy::health::MonitorSettings;
@@ -155,7 +155,16 @@ async fn run(config: ServerConfig) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
-    let api = ApiServer::new(deployer.clone(), token, Some(tls.clone()));
+    let api = ApiServer::new(
+        deployer.clone(),
+        token,
+        Some(tls.clone()),
+        ApiLimits {
+            header_read_timeout: config.api.header_read_timeout,
+            idle_timeout: config.api.idle_timeout,
+            max_connections: config.api.max_connections as usize,
+        },
+    );
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(api.serve(api_listener, api_stop_rx));
     {
@@ -503,7 +512,7 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
         println!("wrote a new API token to {}", token_file.display());
     }
     println!(
-        "next: haloyd serve --config {}   then on your laptop: haloy server add <url> $(cat {})",
+        "next: haloyd serve --config {}   then on your laptop, with the token from {} on stdin: haloy server add <url> --token-stdin",
         config_path.display(),
         token_file.display()
     );

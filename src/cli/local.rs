@@ -204,22 +204,66 @@ pub fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     }
 }
 
+/// The token for `server add`: the first line of stdin, else HALOY_API_TOKEN, else the
+/// argument (with a warning: argv is in shell history and `ps`).
+fn token_to_store(argument: Option<&str>, from_stdin: bool) -> Result<String, CliError> {
+    let token = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|source| CliError::Io {
+                action: "read the token from",
+                path: std::path::PathBuf::from("<stdin>"),
+                source,
+            })?;
+        line
+    } else if let Some(t) = argument {
+        eprintln!("warning: a token on the command line lands in shell history and is visible in `ps`; prefer --token-stdin or {}", servers::TOKEN_ENV);
+        t.to_string()
+    } else {
+        std::env::var(servers::TOKEN_ENV).map_err(|_| {
+            CliError::Usage(format!(
+                "no token given: pipe it with --token-stdin (e.g. `--token-stdin < token-file`) or set {}",
+                servers::TOKEN_ENV
+            ))
+        })?
+    };
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(CliError::Usage("the token must not be empty".into()));
+    }
+    Ok(token.to_string())
+}
+
 pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
     let path = servers::client_config_path()?;
     let mut store = ClientConfig::load(&path)?;
     match command {
-        ServerCommand::Add { url, token } => {
+        ServerCommand::Add {
+            url,
+            token,
+            token_stdin,
+            insecure_http,
+        } => {
             let url = servers::server_url(url)?;
-            if token.trim().is_empty() {
-                return Err(CliError::Usage("the token must not be empty".into()));
+            if servers::is_plain_http_to_remote(&url) && !insecure_http {
+                return Err(CliError::Usage(format!(
+                    "{url} is plain http:// to a non-loopback address: the token would cross the network readable by anyone on the path. Use HTTPS (haloyd's api.domain) or an SSH tunnel, or pass --insecure-http to allow it for this server"
+                )));
             }
-            store.servers.insert(url.clone(), token.trim().to_string());
+            let token = token_to_store(token.as_deref(), *token_stdin)?;
+            store.servers.insert(url.clone(), token);
+            if *insecure_http {
+                store.insecure_http.insert(url.clone());
+            } else {
+                store.insecure_http.remove(&url);
+            }
             store.save(&path)?;
             println!("stored {url} in {}", path.display());
         }
         ServerCommand::List => {
             if store.servers.is_empty() {
-                println!("no servers stored (add one with `haloy server add <url> <token>`)");
+                println!("no servers stored (add one with `haloy server add <url> --token-stdin`)");
             }
             for url in store.servers.keys() {
                 println!("{url}");
@@ -231,6 +275,8 @@ pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
                 .servers
                 .remove(&normalized)
                 .or_else(|| store.servers.remove(url));
+            store.insecure_http.remove(&normalized);
+            store.insecure_http.remove(url);
             if removed.is_none() {
                 return Err(CliError::Usage(format!(
                     "{normalized} is not stored in {}",

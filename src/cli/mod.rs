@@ -21,6 +21,9 @@ Server addresses:
       https://HOST[:PORT].
   The API token is taken from `api_token` in haloy.yaml, else HALOY_API_TOKEN, else the token
   stored with `haloy server add` for that URL.
+  The token is root on the server: haloy refuses to send it over plain http:// to anything but
+  a loopback address (use HTTPS through api.domain, or an SSH tunnel to haloyd's loopback API),
+  unless the server was added with `--insecure-http` or HALOY_INSECURE_HTTP=1 is set.
 
 Config files:
   haloy.yaml, haloy.yml, haloy.json or haloy.toml in the current folder, or -c PATH (a file or a
@@ -132,7 +135,23 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ServerCommand {
     /// Store a server URL and its API token (in $XDG_CONFIG_HOME/haloy/client.yaml, mode 0600)
-    Add { url: String, token: String },
+    ///
+    /// The token is read from stdin with --token-stdin, else from HALOY_API_TOKEN, else from
+    /// the TOKEN argument. Avoid the argument: command lines land in shell history and are
+    /// visible to every local user in `ps`.
+    Add {
+        url: String,
+        /// The API token (discouraged: visible in shell history and `ps`; use --token-stdin)
+        #[arg(conflicts_with = "token_stdin")]
+        token: Option<String>,
+        /// Read the token from the first line of stdin (e.g. `haloy server add URL --token-stdin < token-file`)
+        #[arg(long)]
+        token_stdin: bool,
+        /// Allow sending the token over plain http:// to this non-loopback server (anyone on
+        /// the path can read it and gains root on the server); stored with the server
+        #[arg(long)]
+        insecure_http: bool,
+    },
     /// List stored servers
     List,
     /// Forget a stored server

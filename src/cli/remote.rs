@@ -48,7 +48,7 @@ fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
                         "[{}] no `server` in the config and {}; add `server:` to haloy.yaml",
                         app.label(),
                         if store.servers.is_empty() {
-                            "no server stored (`haloy server add <url> <token>`)".to_string()
+                            "no server stored (`haloy server add <url> --token-stdin`)".to_string()
                         } else {
                             format!("{} servers stored, so none is implied", store.servers.len())
                         }
@@ -56,9 +56,11 @@ fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
                 }
             };
             let url = servers::server_url(&server)?;
+            servers::check_transport(&url, &store)
+                .map_err(|e| CliError::Usage(format!("[{}] {e}", app.label())))?;
             let token = servers::token_for(app.api_token.as_ref(), &url, &store).ok_or_else(|| {
                 CliError::Usage(format!(
-                    "[{}] no API token for {url}: set `api_token` in haloy.yaml, export {}, or run `haloy server add {url} <token>`",
+                    "[{}] no API token for {url}: set `api_token` in haloy.yaml, export {}, or run `haloy server add {url} --token-stdin`",
                     app.label(),
                     servers::TOKEN_ENV
                 ))

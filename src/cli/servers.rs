@@ -1,11 +1,12 @@
 //! Where the CLI sends requests and with which token: turning `server:` values into API URLs,
 //! the stored `{servers: {url: token}}` file ($XDG_CONFIG_HOME/haloy/client.yaml, mode 0600), and
-//! the token lookup order (api_token in haloy.yaml, then HALOY_API_TOKEN, then the stored token).
+//! the token lookup order (api_token in haloy.yaml, then HALOY_API_TOKEN, then the stored token),
+//! and the refusal to send a token over plain HTTP to a non-loopback server unless allowed.
 
 use super::CliError;
 use crate::config::SecretString;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_API_PORT: u16 = 9922;
 /// Environment variable holding an API token (for CI).
 pub const TOKEN_ENV: &str = "HALOY_API_TOKEN";
+/// Environment variable allowing plain http:// to any server (`1` or `true`).
+pub const INSECURE_HTTP_ENV: &str = "HALOY_INSECURE_HTTP";
 
 /// Turns a `server:` value into an API base URL:
 /// a URL (`http://…`, `https://…`) is used as is; an IP address or `localhost`, with or without
@@ -67,6 +70,43 @@ fn split_host_port(s: &str) -> Result<(&str, Option<u16>), CliError> {
 pub struct ClientConfig {
     #[serde(default)]
     pub servers: BTreeMap<String, String>,
+    /// Server URLs the user allowed plain http:// for (`server add --insecure-http`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub insecure_http: BTreeSet<String>,
+}
+
+/// True when `url` is plain http:// to a host other than localhost or a loopback address:
+/// the bearer token would cross the network readable by anyone on the path.
+pub fn is_plain_http_to_remote(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback());
+    !loopback
+}
+
+/// Refuses plain http:// to a non-loopback server unless the user allowed it for this URL
+/// (`server add --insecure-http`) or for all (HALOY_INSECURE_HTTP). Runs before any connection.
+pub fn check_transport(url: &str, store: &ClientConfig) -> Result<(), CliError> {
+    if !is_plain_http_to_remote(url) || store.insecure_http.contains(url) || insecure_env() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "refusing to send the API token over plain http:// to {url}: it is not a loopback address, and anyone on the path could read the token (root on that server). Use HTTPS (haloyd's api.domain), an SSH tunnel to haloyd's loopback API, or allow it explicitly with `haloy server add {url} --insecure-http --token-stdin` or {INSECURE_HTTP_ENV}=1"
+    )))
+}
+
+fn insecure_env() -> bool {
+    std::env::var(INSECURE_HTTP_ENV)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
 }
 
 /// `$XDG_CONFIG_HOME/haloy/client.yaml`, or `~/.config/haloy/client.yaml`.

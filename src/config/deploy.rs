@@ -413,7 +413,17 @@ fn decode_env_list(dec: &mut Decoder, node: &Node, path: &str) -> Vec<RawEnv> {
             continue;
         }
         let name = match entries.iter().find(|(k, _)| k == "name") {
-            Some((_, e)) => dec.word(&e.value, &join(&p, "name")),
+            Some((_, e)) => {
+                let path = join(&p, "name");
+                dec.word(&e.value, &path)
+                    .and_then(|n| match values::check_env_name(&n) {
+                        Ok(()) => Some(n),
+                        Err(m) => {
+                            dec.problem(e.value.pos, &path, m);
+                            None
+                        }
+                    })
+            }
             None => {
                 dec.problem(item.pos, &p, "missing `name`");
                 None

@@ -277,6 +277,11 @@ impl ResolvedApp {
                 ));
             }
         }
+        for (i, e) in self.env.iter().enumerate() {
+            if let Err(m) = values::check_env_name(&e.name) {
+                out.push(format!("env[{i}].name: {m}"));
+            }
+        }
         self.domain_problems(&mut out);
         self.volume_problems(&mut out);
         if self.naming_strategy == NamingStrategy::Static

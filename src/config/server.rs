@@ -48,6 +48,14 @@ pub struct ApiConfig {
     pub domain: Option<String>,
     /// File holding the bearer token (default `<state_dir>/api-token`).
     pub token_file: PathBuf,
+    /// A request head must arrive within this time.
+    pub header_read_timeout: Duration,
+    /// A connection without a request in progress is closed after this time (an open SSE
+    /// stream is a request in progress). Plain HTTP/1 closes at the shorter of both timeouts,
+    /// as the proxy does: an idle connection and a half-sent head look the same.
+    pub idle_timeout: Duration,
+    /// Open connections at most; more wait in the listen backlog until one closes.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -214,6 +222,9 @@ impl Default for ServerConfig {
                 listen: addr("127.0.0.1:9922"),
                 domain: None,
                 token_file: state_dir.join("api-token"),
+                header_read_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(60),
+                max_connections: 256,
             },
             containerd: ContainerdConfig {
                 address: PathBuf::from("/run/containerd/containerd.sock"),
@@ -280,6 +291,9 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 #   listen: 127.0.0.1:9922           # plain-HTTP API, loopback only
 #   domain: haloy.example.com        # also serve the API over HTTPS through the proxy
 #   token_file: /var/lib/haloy/api-token
+#   header_read_timeout: 10s
+#   idle_timeout: 60s
+#   max_connections: 256             # more wait in the listen backlog
 # containerd:
 #   address: /run/containerd/containerd.sock
 #   namespace: haloy
@@ -502,10 +516,24 @@ fn host_ports(dec: &mut Decoder, v: &Node, path: &str) -> Vec<String> {
 
 fn decode_api(dec: &mut Decoder, v: &Node, api: &mut ApiConfig) -> Option<PathBuf> {
     let mut token_file = None;
-    for (k, e) in dec.map(v, "api", &["listen", "domain", "token_file"]) {
+    let keys = [
+        "listen",
+        "domain",
+        "token_file",
+        "header_read_timeout",
+        "idle_timeout",
+        "max_connections",
+    ];
+    for (k, e) in dec.map(v, "api", &keys) {
         let p = join("api", &k);
         match k.as_str() {
             "listen" => set(&mut api.listen, socket_addr(dec, &e.value, &p)),
+            "header_read_timeout" => set(&mut api.header_read_timeout, duration(dec, &e.value, &p)),
+            "idle_timeout" => set(&mut api.idle_timeout, duration(dec, &e.value, &p)),
+            "max_connections" => set(
+                &mut api.max_connections,
+                dec.int_in(&e.value, &p, 1, 1_000_000).map(|n| n as u32),
+            ),
             "domain" => {
                 if let Some(s) = dec.word(&e.value, &p) {
                     match values::normalize_hostname(&s) {

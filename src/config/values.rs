@@ -217,8 +217,22 @@ pub fn check_server(text: &str) -> Result<(), String> {
         .map_err(|e| format!("`{text}` is not a host, host:port or URL: {e}"))
 }
 
-/// Valid app name: starts with a letter or digit, then letters, digits, `_` and `-`.
+/// App names haloyd keeps for itself: its API route on `api.domain` is the app `haloyd-api`
+/// in the route table, and an app of that name would take that route over (or be refused
+/// at publish time after its replicas started). The whole `haloyd` prefix is kept for later.
+pub const RESERVED_APP_PREFIX: &str = "haloyd";
+
+/// Valid app name: starts with a letter or digit, then letters, digits, `_` and `-`; not
+/// starting with [`RESERVED_APP_PREFIX`] (any case).
 pub fn check_app_name(name: &str) -> Result<(), String> {
+    let reserved = name
+        .get(..RESERVED_APP_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_APP_PREFIX));
+    if reserved {
+        return Err(format!(
+            "`{name}` is reserved for haloyd itself (names starting with `{RESERVED_APP_PREFIX}`); pick another app name"
+        ));
+    }
     let ok = name
         .chars()
         .next()
@@ -232,6 +246,22 @@ pub fn check_app_name(name: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "`{name}` is not a valid app name; use letters, digits, `-` and `_` (starting with a letter or digit, at most 63 characters)"
+        ))
+    }
+}
+
+/// Valid environment variable name, the rule of the CLI and the API alike: printable ASCII
+/// without `=` (as Kubernetes since 1.30; dotted names like `spring.datasource.url` are in
+/// use), not empty. `=` would split into another variable in the container's `KEY=VALUE`
+/// list; control characters and spaces are never meant.
+pub fn check_env_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a valid environment variable name; use printable ASCII without `=` (e.g. `DATABASE_URL`)",
+            name.escape_debug()
         ))
     }
 }

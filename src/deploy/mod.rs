@@ -3,6 +3,7 @@
 //! haloyd restart. This is the only module that moves replicas in and out of the proxy's
 //! rotation; it talks to containerd only through the `Runtime` trait.
 
+mod claims;
 mod hostpaths;
 mod plan;
 mod preflight;
@@ -37,6 +38,9 @@ use crate::state::{DeployStatus, DeploymentRecord, StateError, StateStore};
 pub enum DeployError {
     #[error("invalid app config: {}", problems.join("; "))]
     InvalidConfig { problems: Vec<String> },
+    /// Hosts another app serves or is deploying right now.
+    #[error("{}", problems.join("; "))]
+    DomainTaken { problems: Vec<String> },
     #[error("{}; wait for it to finish", busy_message(.app, .deployment_id))]
     Busy { app: String, deployment_id: String },
     #[error("app `{0}` is not deployed on this server")]
@@ -150,6 +154,7 @@ pub struct Deployer {
     pub(crate) progress: Arc<ProgressHub>,
     pub(crate) settings: DeploySettings,
     apps: Mutex<HashMap<String, Arc<AppEntry>>>,
+    domain_claims: Arc<claims::DomainClaims>,
     /// Bumped whenever the set of deployed domains may have changed (TLS follows it).
     changes: tokio::sync::watch::Sender<u64>,
 }
@@ -168,6 +173,7 @@ impl Deployer {
             progress: Arc::new(ProgressHub::default()),
             settings,
             apps: Mutex::new(HashMap::new()),
+            domain_claims: Arc::default(),
             changes: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -241,12 +247,21 @@ impl Deployer {
     ) -> Result<String, DeployError> {
         let mut problems = app.validate_for_deploy();
         problems.extend(self.settings.host_paths.problems(&app.volumes));
-        problems.extend(self.domain_conflicts(&app));
         if !problems.is_empty() {
             return Err(DeployError::InvalidConfig { problems });
         }
-        let entry = self.entry(&app.name);
         let deployment_id = ulid::Ulid::new().to_string();
+        let hosts: Vec<String> = app
+            .domains
+            .iter()
+            .flat_map(|d| std::iter::once(&d.domain).chain(&d.aliases))
+            .cloned()
+            .collect();
+        let domains = self
+            .domain_claims
+            .claim(&app.name, &deployment_id, &hosts, &self.routes.load())
+            .map_err(|problems| DeployError::DomainTaken { problems })?;
+        let entry = self.entry(&app.name);
         let guard = entry.claim_for_deploy(&deployment_id)?;
         let image = app.image_reference();
         let recorded = self.state.insert(DeploymentRecord {
@@ -269,24 +284,9 @@ impl Deployer {
         tokio::spawn(async move {
             rollout::run(&deployer, &entry, app, reporter).await;
             entry.release_deploy(guard);
+            drop(domains);
         });
         Ok(deployment_id)
-    }
-
-    /// Hosts of `app` that another app on this server (or haloyd's API domain) already
-    /// serves; the route table knows every owner, so it is asked before anything starts.
-    fn domain_conflicts(&self, app: &ResolvedApp) -> Vec<String> {
-        let table = self.routes.load();
-        app.domains
-            .iter()
-            .flat_map(|d| std::iter::once(&d.domain).chain(&d.aliases))
-            .filter_map(|host| {
-                let owner = table.owner(host)?;
-                (owner != app.name).then(|| {
-                    format!("domains: `{host}` is already served by app `{owner}` on this server")
-                })
-            })
-            .collect()
     }
 
     pub fn events(

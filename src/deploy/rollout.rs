@@ -119,7 +119,31 @@ async fn execute(
         DeploymentStrategy::Rolling => rolling(deployer, entry, app, specs, reporter).await?,
         DeploymentStrategy::Replace => replace(deployer, entry, app, specs, reporter).await?,
     }
+    routes_published(deployer, app)?;
     Ok(image)
+}
+
+/// A deploy whose hosts do not route to it has not succeeded, whatever its replicas do.
+/// Domain claims make this unreachable; it keeps a refused route from passing as success.
+fn routes_published(deployer: &Deployer, app: &ResolvedApp) -> Result<(), Failure> {
+    let table = deployer.routes.load();
+    let unpublished: Vec<String> = app
+        .domains
+        .iter()
+        .flat_map(|d| std::iter::once(&d.domain).chain(&d.aliases))
+        .filter(|host| table.owner(host) != Some(app.name.as_str()))
+        .map(|host| match table.owner(host) {
+            Some(owner) => format!("`{host}` routes to app `{owner}`"),
+            None => format!("`{host}` is not routed"),
+        })
+        .collect();
+    if unpublished.is_empty() {
+        return Ok(());
+    }
+    Err(Failure {
+        message: format!("the route was not published: {}", unpublished.join(", ")),
+        logs: Vec::new(),
+    })
 }
 
 /// Memory limits held by the app's current replicas; a deploy frees them.

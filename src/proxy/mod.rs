@@ -32,7 +32,7 @@ mod http1;
 mod linger;
 mod pages;
 mod routes;
-mod server;
+pub(crate) mod server;
 pub mod tls_hooks;
 mod upstream;
 

@@ -385,7 +385,7 @@ impl ConnActivity {
     /// Wakes the connection's task every `tick` (which polls its in-flight HTTP/1 request, so
     /// `deadline::polled_timeout` fires) and resolves once no request was in progress or
     /// started for `limit` (up to `limit` + `tick`).
-    async fn watch(&self, limit: Duration, tick: Duration) {
+    pub(crate) async fn watch(&self, limit: Duration, tick: Duration) {
         let tick = tick.max(Duration::from_millis(1));
         let needed = u32::try_from(limit.as_nanos().div_ceil(tick.as_nanos())).unwrap_or(u32::MAX);
         let mut last_started = self.started.load(Ordering::Acquire);

@@ -37,3 +37,33 @@ fn store_round_trip_with_0600() {
     assert_eq!(mode & 0o777, 0o600);
     assert_eq!(ClientConfig::load(&path).unwrap(), c);
 }
+
+#[test]
+fn plain_http_is_refused_only_to_non_loopback_hosts() {
+    for remote in [
+        "http://192.0.2.10:9922",
+        "http://example.com",
+        "http://[2001:db8::1]:9922",
+        "http://10.0.0.1:9922/prefix",
+    ] {
+        assert!(is_plain_http_to_remote(remote), "{remote}");
+    }
+    for fine in [
+        "http://127.0.0.1:9922",
+        "http://127.8.9.10",
+        "http://localhost:9922",
+        "http://LOCALHOST",
+        "http://[::1]:9922",
+        "http://[::ffff:127.0.0.1]:1",
+        "https://192.0.2.10",
+        "https://example.com:8443",
+    ] {
+        assert!(!is_plain_http_to_remote(fine), "{fine}");
+    }
+    let mut store = ClientConfig::default();
+    let refused = check_transport("http://192.0.2.10:9922", &store).unwrap_err();
+    assert!(refused.to_string().contains("--insecure-http"), "{refused}");
+    store.insecure_http.insert("http://192.0.2.10:9922".into());
+    assert!(check_transport("http://192.0.2.10:9922", &store).is_ok());
+    assert!(check_transport("http://192.0.2.11:9922", &store).is_err());
+}

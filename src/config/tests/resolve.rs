@@ -411,3 +411,45 @@ fn configs_from_older_clients_get_the_default_security() {
         .iter()
         .any(|p| p.starts_with("resources.pids: 0 is out of range")));
 }
+
+#[test]
+fn env_names_are_checked_in_the_file_and_in_a_received_config() {
+    let err =
+        resolve("name: a\nimage: r/a:v1\nenv:\n  - name: BAD=NAME\n    value: x\n").unwrap_err();
+    assert_eq!(
+        err,
+        ["haloy.yaml:4:11: env[0].name: `BAD=NAME` is not a valid environment variable name; use printable ASCII without `=` (e.g. `DATABASE_URL`)"]
+    );
+    // The API gets resolved JSON and must not trust the CLI to have checked.
+    let mut app = resolve("name: a\nimage: r/a:v1\n").unwrap().remove(0);
+    for (name, _) in [("BAD=NAME", ""), ("", ""), ("NUL\0X", ""), ("SP ACE", "")] {
+        app.env = vec![EnvVar {
+            name: name.into(),
+            value: "x".into(),
+        }];
+        let problems = app.validate_for_deploy();
+        assert_eq!(problems.len(), 1, "{name:?}: {problems:?}");
+        assert!(problems[0].starts_with("env[0].name: "), "{problems:?}");
+    }
+    app.env = vec![EnvVar {
+        name: "spring.datasource.url".into(),
+        value: "x".into(),
+    }];
+    assert!(app.validate_for_deploy().is_empty());
+}
+
+#[test]
+fn app_names_haloyd_uses_itself_are_refused() {
+    for name in ["haloyd-api", "haloyd", "HALOYD-x", "haloyd_api"] {
+        let err = resolve(&format!("name: {name}\nimage: r/a:v1\n")).unwrap_err();
+        let expected = format!("haloy.yaml:1:7: name: `{name}` is reserved for haloyd itself (names starting with `haloyd`); pick another app name");
+        assert!(err.contains(&expected), "{name}: {err:?}");
+        let mut app = resolve("name: a\nimage: r/a:v1\n").unwrap().remove(0);
+        app.name = name.into();
+        assert_eq!(
+            app.validate_for_deploy(),
+            [format!("name: `{name}` is reserved for haloyd itself (names starting with `haloyd`); pick another app name")]
+        );
+    }
+    assert!(resolve("name: haloy-web\nimage: r/a:v1\n").is_ok());
+}

@@ -144,3 +144,21 @@ fn security_keys_are_read_and_checked() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn api_listener_limits_default_and_parse() {
+    let c = ServerConfig::parse("", "haloyd.yaml").unwrap();
+    assert_eq!(c.api.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.api.idle_timeout, Duration::from_secs(60));
+    assert_eq!(c.api.max_connections, 256);
+    let c = ServerConfig::parse(
+        "api: {header_read_timeout: 2s, idle_timeout: 500ms, max_connections: 3}\n",
+        "haloyd.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.api.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(c.api.idle_timeout, Duration::from_millis(500));
+    assert_eq!(c.api.max_connections, 3);
+    let err = ServerConfig::parse("api: {max_connections: 0}\n", "haloyd.yaml").unwrap_err();
+    assert!(err.to_string().contains("api.max_connections"), "{err}");
+}
