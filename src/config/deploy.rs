@@ -35,6 +35,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "acme_email",
     "resources",
     "stop_timeout",
+    "init",
 ];
 /// Keys allowed only at the top level.
 pub const ROOT_ONLY_KEYS: &[&str] = &[
@@ -149,6 +150,7 @@ struct Layer {
     acme_email: Option<String>,
     resources: Option<Resources>,
     stop_timeout: Option<u32>,
+    init: Option<bool>,
 }
 
 struct Root {
@@ -332,6 +334,7 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
         }
         "resources" => l.resources = decode_resources(dec, v, path),
         "stop_timeout" => l.stop_timeout = dec.int_in(v, path, 0, 3600).map(|n| n as u32),
+        "init" => l.init = dec.bool(v, path),
         _ => {}
     }
 }
@@ -711,6 +714,7 @@ fn merge_layers(root: &Layer, t: &Layer) -> Layer {
         acme_email: t.acme_email.clone().or_else(|| root.acme_email.clone()),
         resources: t.resources.clone().or_else(|| root.resources.clone()),
         stop_timeout: t.stop_timeout.or(root.stop_timeout),
+        init: t.init.or(root.init),
     }
 }
 
@@ -886,6 +890,7 @@ fn resolve_target(
         acme_email: l.acme_email.clone(),
         resources: l.resources.clone(),
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+        init: l.init.unwrap_or(false),
     })
 }
 
