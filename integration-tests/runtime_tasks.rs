@@ -80,6 +80,7 @@ impl Rig {
             log_max_files: 3,
             log_driver_binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_haloyd"))),
             cgroup_parent: format!("/haloy-test-{tag}-{suffix:06x}"),
+            init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
         };
         let network = Arc::new(CniNetwork::new(network_settings).unwrap());
         let runtime = ContainerdRuntime::connect_with_network(config.clone(), network.clone())
@@ -129,6 +130,7 @@ impl Rig {
             volumes: vec![],
             resources: Resources::default(),
             stop_timeout: Duration::from_secs(2),
+            init: false,
         }
     }
 

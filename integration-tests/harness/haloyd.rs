@@ -32,6 +32,8 @@ pub struct HaloydOptions {
     pub acme: Option<String>,
     /// Server config `api.domain`.
     pub api_domain: Option<String>,
+    /// A state dir to start from (copied into the private one), e.g. stored-format fixtures.
+    pub seed_state: Option<PathBuf>,
 }
 
 impl Default for HaloydOptions {
@@ -43,6 +45,7 @@ impl Default for HaloydOptions {
             http_port: None,
             acme: None,
             api_domain: None,
+            seed_state: None,
         }
     }
 }
@@ -93,6 +96,9 @@ impl Haloyd {
         };
         let config = haloyd.config_yaml(containerd.socket(), &token_file, &options);
         std::fs::write(&haloyd.config_path, config).expect("write haloyd config");
+        if let Some(seed) = &options.seed_state {
+            copy_tree(seed, &haloyd.dir().join("state"));
+        }
         haloyd.spawn();
         haloyd.wait_until_healthy().await;
         haloyd
@@ -185,6 +191,32 @@ impl Haloyd {
             args: args.iter().map(|a| a.to_string()).collect(),
             output,
         }
+    }
+
+    /// Starts the real `haloy` CLI like `cli` but without waiting, so a test can kill it (by
+    /// its PID) in the middle of a command. Its output goes to `<name>.out` in the temp dir.
+    pub fn spawn_cli(&self, config: &Path, args: &[&str], name: &str) -> Child {
+        let client_home = self.dir().join("client-home");
+        let out = std::fs::File::create(self.dir().join(format!("{name}.out")))
+            .expect("create CLI output file");
+        Command::new(haloy_binary())
+            .args(args)
+            .arg("-c")
+            .arg(config)
+            .env("HALOY_API_TOKEN", &self.token)
+            .env("XDG_CONFIG_HOME", &client_home)
+            .env("HOME", &client_home)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone CLI output handle"))
+            .stderr(out)
+            .spawn()
+            .expect("start the haloy CLI")
+    }
+
+    /// What a CLI started with `spawn_cli(.., name)` printed.
+    pub fn cli_output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{name}.out"))).unwrap_or_default()
     }
 
     fn config_yaml(
@@ -424,6 +456,22 @@ impl CliRun {
             self.stdout(),
             self.stderr()
         )
+    }
+}
+
+/// Copies the files under `from` into `to` (folders created as needed).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create seeded state dir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
+        let entry = entry.expect("seed dir entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        }
     }
 }
 

@@ -324,6 +324,7 @@ fn deploy_settings(config: &ServerConfig) -> DeploySettings {
         },
         drain_timeout: config.proxy.drain_timeout,
         volumes_dir: config.state_dir.join("volumes"),
+        init_binary: std::path::PathBuf::from(haloy::runtime::DEFAULT_INIT_BINARY),
     }
 }
 

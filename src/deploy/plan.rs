@@ -88,6 +88,7 @@ impl ResolvedApp {
                 })
                 .unwrap_or_default(),
             stop_timeout: Duration::from_secs(u64::from(self.stop_timeout)),
+            init: self.init,
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct TaskSettings {
     pub log_driver_binary: Option<PathBuf>,
     /// cgroupfs parent of every task's cgroup.
     pub cgroup_parent: String,
+    /// The static init mounted into replicas with `init: true`.
+    pub init_binary: PathBuf,
 }
 
 impl Default for TaskSettings {
@@ -78,6 +80,7 @@ impl Default for TaskSettings {
             log_max_files: 3,
             log_driver_binary: None,
             cgroup_parent: "/haloy".into(),
+            init_binary: PathBuf::from(super::DEFAULT_INIT_BINARY),
         }
     }
 }
@@ -534,6 +537,7 @@ impl Tasks {
             files: &files,
             volumes: &volumes,
             nofile: nofile_limit(),
+            init: spec.init.then_some(self.settings.init_binary.as_path()),
         };
         let oci = build_spec(&input).map_err(spec_err)?;
         spec_any(&oci).map_err(spec_err)

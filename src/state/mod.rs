@@ -323,12 +323,11 @@ impl StateStore {
             #[serde(default = "format_one")]
             format_version: u32,
         }
-        let version: Version = serde_json::from_slice(&bytes).map_err(|source| {
-            StateError::Corrupt {
+        let version: Version =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         if version.format_version > HISTORY_FORMAT {
             return Err(StateError::TooNew {
                 path,

@@ -44,7 +44,10 @@ fn format_1_client_config_loads_and_a_newer_one_is_refused() {
         .join("integration-tests/fixtures/state/v1/client.yaml");
     let loaded = ClientConfig::load(&fixture).unwrap();
     assert_eq!(
-        loaded.servers.get("http://127.0.0.1:9922").map(String::as_str),
+        loaded
+            .servers
+            .get("http://127.0.0.1:9922")
+            .map(String::as_str),
         Some("fixture-token-0123456789")
     );
     assert_eq!(loaded.servers.len(), 2);
@@ -58,5 +61,8 @@ fn format_1_client_config_loads_and_a_newer_one_is_refused() {
 
     std::fs::write(&path, "format_version: 3\nservers: {}\n").unwrap();
     let err = ClientConfig::load(&path).unwrap_err().to_string();
-    assert!(err.contains("client.yaml") && err.contains("format_version 3"), "{err}");
+    assert!(
+        err.contains("client.yaml") && err.contains("format_version 3"),
+        "{err}"
+    );
 }

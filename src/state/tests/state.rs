@@ -102,7 +102,11 @@ fn a_history_of_a_newer_format_is_refused_by_name_and_never_overwritten() {
     assert!(err.contains("format_version 99"), "{err}");
     assert!(store.set_stopped("web", true).is_err());
     assert!(store.fail_interrupted().is_err());
-    assert_eq!(fs::read(&path).unwrap(), newer, "the newer file was rewritten");
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        newer,
+        "the newer file was rewritten"
+    );
 }
 
 #[test]

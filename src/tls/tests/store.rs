@@ -55,11 +55,21 @@ fn format_1_meta_loads_and_a_newer_one_is_never_overwritten() {
     fs::write(dir.path().join("certs/a.test/key.pem"), b"NEWER KEY").unwrap();
     let newer = br#"{"format_version": 7, "names": ["a.test"], "directory": "d"}"#;
     fs::write(&meta_path, newer).unwrap();
-    let err = store.load("a.test").err().expect("newer meta refused").to_string();
-    assert!(err.contains("a.test/meta.json") && err.contains("format_version 7"), "{err}");
+    let err = store
+        .load("a.test")
+        .err()
+        .expect("newer meta refused")
+        .to_string();
+    assert!(
+        err.contains("a.test/meta.json") && err.contains("format_version 7"),
+        "{err}"
+    );
     assert!(store.save("a.test", b"CHAIN", b"KEY", &meta).is_err());
     assert_eq!(fs::read(&meta_path).unwrap(), newer);
-    assert_eq!(fs::read(dir.path().join("certs/a.test/key.pem")).unwrap(), b"NEWER KEY");
+    assert_eq!(
+        fs::read(dir.path().join("certs/a.test/key.pem")).unwrap(),
+        b"NEWER KEY"
+    );
 
     store.save("b.test", b"CHAIN", b"KEY", &meta).unwrap();
     let written: serde_json::Value =
