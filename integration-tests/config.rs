@@ -472,7 +472,7 @@ fn server_store_is_private_and_round_trips() {
     let stored: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(
         stored,
-        json!({"servers": {"http://127.0.0.1:9922": "tok-1"}})
+        json!({"format_version": 1, "servers": {"http://127.0.0.1:9922": "tok-1"}})
     );
     let out = haloy(&["server", "list"], home.path());
     assert_eq!(
