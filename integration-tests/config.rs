@@ -472,7 +472,7 @@ fn server_store_is_private_and_round_trips() {
     let stored: Value = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(
         stored,
-        json!({"servers": {"http://127.0.0.1:9922": "tok-1"}})
+        json!({"format_version": 1, "servers": {"http://127.0.0.1:9922": "tok-1"}})
     );
     let out = haloy(&["server", "list"], home.path());
     assert_eq!(
@@ -688,6 +688,7 @@ mod fake_haloyd {
                         in_flight: 0,
                     }],
                     certificates: vec![],
+                    last_operation: None,
                 },
             ),
             ("GET", "/v1/apps/web/logs") => {
@@ -714,8 +715,36 @@ mod fake_haloyd {
             ("POST", "/v1/apps/web/stop") => {
                 let req: StopRequest = serde_json::from_slice(&body).unwrap();
                 assert!(req.remove_containers);
-                json(200, StopResponse { stopped: 2 })
+                json(
+                    202,
+                    JobAccepted {
+                        job_id: "01STOP".into(),
+                    },
+                )
             }
+            ("GET", "/v1/jobs/01STOP/events") => sse(vec![
+                event(
+                    EventKind::Step,
+                    Some(1),
+                    Some(steps::REMOVED),
+                    "web-01test-1",
+                    None,
+                ),
+                event(
+                    EventKind::Step,
+                    Some(2),
+                    Some(steps::REMOVED),
+                    "web-01test-2",
+                    None,
+                ),
+                event(
+                    EventKind::Finished,
+                    None,
+                    None,
+                    "2 replica(s) stopped, containers removed",
+                    Some(true),
+                ),
+            ]),
             _ => json(
                 404,
                 ApiError {
@@ -881,7 +910,8 @@ async fn status_logs_and_stop_against_the_api() {
 
     let out = run(&["stop", "--remove-containers"]).await;
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped 2 replicas of web"));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("remove succeeded: 2 replica(s) stopped, containers removed"));
 
     let out = run(&["rollback-targets"]).await;
     assert_eq!(out.status.code(), Some(1));

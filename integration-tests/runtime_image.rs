@@ -672,6 +672,7 @@ async fn imported_archive_runs_as_a_replica() {
         log_max_files: 2,
         log_driver_binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_haloyd"))),
         cgroup_parent: format!("/haloy-test-imgrun-{suffix:06x}"),
+        init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
         ..Default::default()
     };
     let _bridge = BridgeGuard(config.network.bridge.clone());
@@ -702,6 +703,7 @@ async fn imported_archive_runs_as_a_replica() {
         resources: Resources::default(),
         seccomp: Default::default(),
         stop_timeout: std::time::Duration::from_secs(2),
+        init: false,
     };
     let replica = runtime.start_replica(&spec).await.unwrap();
     let ip = replica.ip.expect("replica has an IP");

@@ -82,6 +82,7 @@ impl Rig {
             cgroup_parent: format!("/haloy-test-{tag}-{suffix:06x}"),
             pids_limit: haloy::runtime::task::DEFAULT_PIDS_LIMIT,
             apparmor_profile: None,
+            init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
         };
         let network = Arc::new(CniNetwork::new(network_settings).unwrap());
         let runtime = ContainerdRuntime::connect_with_network(config.clone(), network.clone())
@@ -132,6 +133,7 @@ impl Rig {
             resources: Resources::default(),
             seccomp: SeccompMode::Default,
             stop_timeout: Duration::from_secs(2),
+            init: false,
         }
     }
 

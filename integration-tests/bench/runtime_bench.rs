@@ -198,8 +198,8 @@ impl Bench {
 
     async fn haloy_teardown(&self, round: &str) -> anyhow::Result<()> {
         if let Some(deployer) = &self.deployer {
-            deployer.stop("bench", true, false).await?;
-            return Ok(());
+            let id = deployer.stop("bench", true, false)?;
+            return wait_for_job(deployer, &id, "stop").await;
         }
         let deployment = deployment_id(round);
         for replica in self.runtime.list_replicas(Some("bench")).await? {
@@ -266,6 +266,7 @@ fn deployer(runtime: Arc<ContainerdRuntime>, dir: &Path) -> anyhow::Result<Arc<D
         drain_timeout: Duration::from_secs(5),
         volumes_dir: dir.join("volumes"),
         host_paths: Default::default(),
+        init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
     };
     let state = StateStore::open(&dir.join("deploy-state"))?;
     Ok(Deployer::new(runtime, Routes::new(), state, settings))
@@ -291,20 +292,25 @@ async fn deploy_round(
     let mut app = apps.pop().context("bench config resolved to no app")?;
     app.image.pull_policy = haloy::config::PullPolicy::IfMissing;
     let id = deployer.deploy(app, None).await?;
+    wait_for_job(deployer, &id, "deploy").await
+}
+
+/// Follows a job's events until it finishes; an error unless it succeeded.
+async fn wait_for_job(deployer: &Arc<Deployer>, id: &str, what: &str) -> anyhow::Result<()> {
     let mut events = Box::pin(
         deployer
-            .events(&id)
-            .context("deploy has no progress stream")?,
+            .events(id)
+            .with_context(|| format!("{what} has no progress stream"))?,
     );
     while let Some(event) = events.next().await {
         if event.kind == EventKind::Finished {
             if event.ok == Some(true) {
                 return Ok(());
             }
-            bail!("bench deploy failed: {}", event.message);
+            bail!("bench {what} failed: {}", event.message);
         }
     }
-    bail!("bench deploy ended without a result")
+    bail!("bench {what} ended without a result")
 }
 
 fn runtime_config(socket: &Path, dir: &Path) -> RuntimeConfig {
@@ -328,6 +334,7 @@ fn runtime_config(socket: &Path, dir: &Path) -> RuntimeConfig {
         log_max_files: 2,
         log_driver_binary: Some(haloyd_binary()),
         cgroup_parent: format!("/haloy-bench-{suffix:06x}"),
+        init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
         ..Default::default()
     };
     config
@@ -363,6 +370,7 @@ fn spec(image: &ImageInfo, round: &str, replica: u32) -> ReplicaSpec {
         resources: Resources::default(),
         seccomp: Default::default(),
         stop_timeout: Duration::from_secs(2),
+        init: false,
     }
 }
 

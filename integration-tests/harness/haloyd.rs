@@ -34,6 +34,8 @@ pub struct HaloydOptions {
     pub api_domain: Option<String>,
     /// More `api:` keys, e.g. `idle_timeout: 1s, max_connections: 2`.
     pub api_extra: Option<String>,
+    /// A state dir to start from (copied into the private one), e.g. stored-format fixtures.
+    pub seed_state: Option<PathBuf>,
 }
 
 impl Default for HaloydOptions {
@@ -46,6 +48,7 @@ impl Default for HaloydOptions {
             acme: None,
             api_domain: None,
             api_extra: None,
+            seed_state: None,
         }
     }
 }
@@ -96,6 +99,9 @@ impl Haloyd {
         };
         let config = haloyd.config_yaml(containerd.socket(), &token_file, &options);
         std::fs::write(&haloyd.config_path, config).expect("write haloyd config");
+        if let Some(seed) = &options.seed_state {
+            copy_tree(seed, &haloyd.dir().join("state"));
+        }
         haloyd.spawn();
         haloyd.wait_until_healthy().await;
         haloyd
@@ -188,6 +194,32 @@ impl Haloyd {
             args: args.iter().map(|a| a.to_string()).collect(),
             output,
         }
+    }
+
+    /// Starts the real `haloy` CLI like `cli` but without waiting, so a test can kill it (by
+    /// its PID) in the middle of a command. Its output goes to `<name>.out` in the temp dir.
+    pub fn spawn_cli(&self, config: &Path, args: &[&str], name: &str) -> Child {
+        let client_home = self.dir().join("client-home");
+        let out = std::fs::File::create(self.dir().join(format!("{name}.out")))
+            .expect("create CLI output file");
+        Command::new(haloy_binary())
+            .args(args)
+            .arg("-c")
+            .arg(config)
+            .env("HALOY_API_TOKEN", &self.token)
+            .env("XDG_CONFIG_HOME", &client_home)
+            .env("HOME", &client_home)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone CLI output handle"))
+            .stderr(out)
+            .spawn()
+            .expect("start the haloy CLI")
+    }
+
+    /// What a CLI started with `spawn_cli(.., name)` printed.
+    pub fn cli_output(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("{name}.out"))).unwrap_or_default()
     }
 
     fn config_yaml(
@@ -432,6 +464,22 @@ impl CliRun {
             self.stdout(),
             self.stderr()
         )
+    }
+}
+
+/// Copies the files under `from` into `to` (folders created as needed).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create seeded state dir");
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
+        let entry = entry.expect("seed dir entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+        }
     }
 }
 

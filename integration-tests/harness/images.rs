@@ -128,6 +128,20 @@ while true; do sleep 1; done
         env: &[],
     },
     Fixture {
+        name: "no-term-handler",
+        // Like many apps: no SIGTERM handler, so as PID 1 it ignores SIGTERM (the kernel
+        // applies no default action to a namespace's init). It also leaves orphans behind, which
+        // only a reaping PID 1 collects; `sleep` as PID 1 never does.
+        script: r#"
+echo ok > /www/health
+httpd -f -p ${PORT:-8080} -h /www &
+for n in 1 2 3; do ( sleep 0.2 & ); done
+echo "no-term-handler: running, 3 orphans left behind"
+exec sleep 100000
+"#,
+        env: &[],
+    },
+    Fixture {
         name: "chatty",
         script: r#"
 echo ok > /www/health

@@ -356,6 +356,12 @@ impl ApiClient {
         self.stream(&path).await
     }
 
+    /// `GET /v1/jobs/{id}/events`: the progress of any job.
+    pub async fn job_events(&self, job_id: &str) -> Result<SseStream, ClientError> {
+        let path = format!("/v1/jobs/{}/events", percent_encode(job_id));
+        self.stream(&path).await
+    }
+
     /// `GET /v1/apps`.
     pub async fn apps(&self) -> Result<Vec<AppStatus>, ClientError> {
         self.json(Method::GET, "/v1/apps", None::<&()>, true).await
@@ -378,7 +384,8 @@ impl ApiClient {
     }
 
     /// `POST /v1/apps/{name}/stop`.
-    pub async fn stop(&self, name: &str, req: &StopRequest) -> Result<StopResponse, ClientError> {
+    /// `POST /v1/apps/{name}/stop`: starts the stop job; follow it with `job_events`.
+    pub async fn stop(&self, name: &str, req: &StopRequest) -> Result<JobAccepted, ClientError> {
         let path = format!("/v1/apps/{}/stop", percent_encode(name));
         self.json(Method::POST, &path, Some(req), true).await
     }

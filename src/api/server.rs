@@ -24,8 +24,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::types::{
-    ApiError, DeployAccepted, DeployRequest, HealthResponse, RollbackRequest, StopRequest,
-    StopResponse, VersionResponse,
+    ApiError, DeployAccepted, DeployRequest, HealthResponse, JobAccepted, RollbackRequest,
+    StopRequest, VersionResponse,
 };
 use super::types::{AppStatus, CertificateInfo};
 use crate::deploy::{DeployError, Deployer, LogsQuery};
@@ -254,7 +254,7 @@ impl ApiServer {
                 Ok(body) => self.deploy(body).await,
                 Err(resp) => resp,
             },
-            (&Method::GET, ["v1", "deployments", id, "events"]) => self.deploy_events(id),
+            (&Method::GET, ["v1", "deployments" | "jobs", id, "events"]) => self.deploy_events(id),
             (&Method::GET, ["v1", "apps"]) => json(StatusCode::OK, &self.status(None)),
             (&Method::GET, ["v1", "apps", app]) => match self.status(Some(app)).pop() {
                 Some(status) => json(StatusCode::OK, &status),
@@ -309,7 +309,7 @@ impl ApiServer {
             None => error(
                 StatusCode::NOT_FOUND,
                 &format!(
-                    "no deployment `{id}` on this server (progress is kept until haloyd restarts)"
+                    "no job `{id}` on this server (progress is kept until haloyd restarts; `haloy status` shows the last operation)"
                 ),
                 vec![],
             ),
@@ -327,18 +327,13 @@ impl ApiServer {
         }
     }
 
+    /// Starts the stop job and answers at once; the job does not depend on this request.
     async fn stop(&self, app: &str, body: StopRequest) -> Response<Body> {
         match self
             .deployer
             .stop(app, body.remove_containers, body.remove_volumes)
-            .await
         {
-            Ok(stopped) => json(
-                StatusCode::OK,
-                &StopResponse {
-                    stopped: stopped as u32,
-                },
-            ),
+            Ok(job_id) => json(StatusCode::ACCEPTED, &JobAccepted { job_id }),
             Err(e) => deploy_error(e),
         }
     }

@@ -8,12 +8,19 @@
 //! | GET | `/v1/version` | – | 200 [`VersionResponse`] |
 //! | POST | `/v1/deploy` | [`DeployRequest`] | 202 [`DeployAccepted`] |
 //! | GET | `/v1/deployments/{id}/events` | – | 200 `text/event-stream`, each `data:` line a [`DeployEvent`] |
+//! | GET | `/v1/jobs/{id}/events` | – | the same, for any job id (deploy, rollback, stop, remove) |
 //! | GET | `/v1/apps` | – | 200 `[AppStatus]` |
 //! | GET | `/v1/apps/{name}` | – | 200 [`AppStatus`] |
 //! | GET | `/v1/apps/{name}/logs?tail=N&follow=bool&all=bool&container=ID` ([`LogsQuery`]) | – | 200 `text/event-stream` of [`LogLine`] |
-//! | POST | `/v1/apps/{name}/stop` | [`StopRequest`] | 200 [`StopResponse`] |
+//! | POST | `/v1/apps/{name}/stop` | [`StopRequest`] | 202 [`JobAccepted`] |
 //! | GET | `/v1/apps/{name}/rollback-targets` | – | 200 `[DeploymentSummary]` |
 //! | POST | `/v1/apps/{name}/rollback` | [`RollbackRequest`] | 202 [`DeployAccepted`] |
+//!
+//! Jobs: deploy, rollback and stop (with `remove_containers`: remove) only start a job on
+//! haloyd and answer at once with its id; the job runs to its end whether or not anyone
+//! watches, its events stream is the same as a deploy's (for deploys and rollbacks the job id
+//! is the deployment id), and [`AppStatus::last_operation`] keeps its outcome. A second job on
+//! an app while one runs is refused with 409.
 //!
 //! Every failure (4xx/5xx) has an [`ApiError`] body. Deployment ids are ULID strings; times are
 //! RFC 3339 strings in UTC.
@@ -64,6 +71,30 @@ pub struct DeployAccepted {
     pub deployment_id: String,
 }
 
+/// 202 answer of stop (and remove).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobAccepted {
+    /// ULID of the job; follow it at `/v1/jobs/{id}/events`.
+    pub job_id: String,
+}
+
+/// The last deploy, rollback, stop or remove job of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationSummary {
+    pub job_id: String,
+    /// "deploy", "rollback", "stop" or "remove".
+    pub kind: String,
+    /// "running", "succeeded" or "failed".
+    pub state: String,
+    /// RFC 3339.
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// The job's final message (what it did, or why it failed).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
 /// Kind of a [`DeployEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,9 +120,10 @@ pub mod steps {
     pub const FAILED: &str = "failed";
 }
 
-/// One server-sent event of a deployment's progress.
+/// One server-sent event of a job's progress (deploys, rollbacks, stops).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployEvent {
+    /// The job id (for deploys and rollbacks, the deployment id).
     pub deployment_id: String,
     /// App name.
     pub app: String,
@@ -176,6 +208,9 @@ pub struct AppStatus {
     /// HTTPS certificate per canonical domain (empty when TLS is not managed).
     #[serde(default)]
     pub certificates: Vec<CertificateInfo>,
+    /// The last deploy, rollback, stop or remove job and how it ended.
+    #[serde(default)]
+    pub last_operation: Option<OperationSummary>,
 }
 
 /// The certificate state of one domain, as `haloy status` shows it.
@@ -254,12 +289,6 @@ pub struct StopRequest {
     pub remove_containers: bool,
     /// Also delete named volumes (only with `remove_containers`).
     pub remove_volumes: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StopResponse {
-    /// Replicas stopped.
-    pub stopped: u32,
 }
 
 /// One entry of `GET /v1/apps/{name}/rollback-targets`.

@@ -367,6 +367,7 @@ fn deploy_settings(config: &ServerConfig) -> DeploySettings {
             ],
             config.security.allowed_host_paths.clone(),
         ),
+        init_binary: std::path::PathBuf::from(haloy::runtime::DEFAULT_INIT_BINARY),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The `haloy` command line (clap): deploy, status, logs, stop, rollback, targets,
+//! The `haloy` command line (clap): deploy, status, logs, stop, rollback, attach, targets,
 //! validate-config, server, version, completion.
 
 pub mod local;
@@ -90,7 +90,8 @@ pub enum Command {
         #[arg(long)]
         no_follow: bool,
     },
-    /// Stop all replicas (the app then answers 503)
+    /// Stop all replicas (the app then answers 503). Runs as a job on the server: stopping
+    /// this command does not stop the job (`haloy attach JOB_ID` follows it again)
     Stop {
         /// Also delete the containers and their snapshots
         #[arg(long)]
@@ -106,6 +107,12 @@ pub enum Command {
     },
     /// List previous deployments that can be rolled back to
     RollbackTargets,
+    /// Follow a deploy, rollback or stop job until it ends (its id is printed when it starts
+    /// and shown by `haloy status` as the last operation); exits non-zero if the job failed
+    Attach {
+        /// The job id (for deploys and rollbacks, the deployment id)
+        job_id: String,
+    },
     /// List the targets of the config file
     Targets,
     /// Check the config file and show what it resolves to
@@ -227,6 +234,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Rollback { deployment_id } => remote::rollback(common, deployment_id).await,
         Command::RollbackTargets => remote::rollback_targets(common).await,
+        Command::Attach { job_id } => remote::attach(common, job_id).await,
         Command::Targets => local::targets(common),
         Command::ValidateConfig {
             show_resolved_config,

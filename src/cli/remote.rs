@@ -1,5 +1,7 @@
 //! Commands that talk to haloyd: deploy (parallel over targets, with a line-per-step progress
-//! view and a summary), status, logs, stop, rollback and rollback-targets.
+//! view and a summary), status, logs, stop, rollback, rollback-targets and attach. Deploy,
+//! rollback and stop only start a job on haloyd and then follow its events: cutting the CLI
+//! short never cuts the job short, and `haloy attach ID` follows it again.
 
 use super::local::{print_table, select_apps};
 use super::servers::{self, ClientConfig};
@@ -105,19 +107,25 @@ async fn deploy_one(r: &Remote) -> Result<String, String> {
     );
     let accepted = r.client.deploy(app).await.map_err(|e| r.failed(e))?;
     println!("[{}] deployment {}", r.label(), accepted.deployment_id);
-    follow_deployment(r, &accepted.deployment_id).await
+    follow_job(r, &accepted.deployment_id, "deployment").await
 }
 
-/// Prints the progress events of a deployment until it finishes.
-async fn follow_deployment(r: &Remote, id: &str) -> Result<String, String> {
-    let mut stream = r.client.deploy_events(id).await.map_err(|e| r.failed(e))?;
+/// Prints the progress events of a job until it finishes; `noun` names it ("deployment").
+async fn follow_job(r: &Remote, id: &str, noun: &str) -> Result<String, String> {
+    // Deployments keep their older path, which haloyd releases without jobs also serve.
+    let stream = if noun == "deployment" {
+        r.client.deploy_events(id).await
+    } else {
+        r.client.job_events(id).await
+    };
+    let mut stream = stream.map_err(|e| r.failed(e))?;
     loop {
         match stream.next::<DeployEvent>().await {
             Ok(Some(ev)) => {
-                print_event(r.label(), &ev);
+                print_event(r.label(), noun, &ev);
                 if ev.kind == EventKind::Finished {
                     return if ev.ok == Some(true) {
-                        Ok(id.to_string())
+                        Ok(format!("{noun} {id}"))
                     } else {
                         Err(ev.message)
                     };
@@ -134,7 +142,7 @@ async fn follow_deployment(r: &Remote, id: &str) -> Result<String, String> {
     }
 }
 
-fn print_event(label: &str, ev: &DeployEvent) {
+fn print_event(label: &str, noun: &str, ev: &DeployEvent) {
     let replica = ev
         .replica
         .map(|n| format!("replica {n}: "))
@@ -161,7 +169,7 @@ fn print_event(label: &str, ev: &DeployEvent) {
             };
             let mut lines = ev.message.lines();
             println!(
-                "[{label}] deployment {word}: {}",
+                "[{label}] {noun} {word}: {}",
                 lines.next().unwrap_or_default()
             );
             for line in lines {
@@ -176,11 +184,7 @@ fn print_summary(remotes: &[Remote], results: &[Result<String, String>]) {
     println!("Summary:");
     for (r, res) in remotes.iter().zip(results) {
         match res {
-            Ok(id) => println!(
-                "  {:<16} ok      deployment {id} on {}",
-                r.label(),
-                r.client.url()
-            ),
+            Ok(job) => println!("  {:<16} ok      {job} on {}", r.label(), r.client.url()),
             Err(e) => println!(
                 "  {:<16} FAILED  {}",
                 r.label(),
@@ -240,6 +244,20 @@ fn print_status(r: &Remote, s: &AppStatus) {
         None => println!("  image       {}", s.image),
     }
     println!("  strategy    {}", s.strategy);
+    if let Some(op) = &s.last_operation {
+        let outcome = match (&op.finished_at, &op.message) {
+            (Some(at), Some(message)) => format!(" at {at}: {message}"),
+            (Some(at), None) => format!(" at {at}"),
+            (None, _) => format!(
+                " since {} (`haloy attach {}` follows it)",
+                op.started_at, op.job_id
+            ),
+        };
+        println!(
+            "  last op     {} {} {}{outcome}",
+            op.kind, op.job_id, op.state
+        );
+    }
     let domains = if s.domains.is_empty() {
         "-".to_string()
     } else {
@@ -354,30 +372,40 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
 pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;
-    let results = join_all(remotes.iter().map(|r| r.client.stop(&r.app.name, &req))).await;
-    let mut failed = 0;
-    for (r, res) in remotes.iter().zip(results) {
-        match res {
-            Ok(s) => println!(
-                "[{}] stopped {} replica{} of {} on {}{}",
-                r.label(),
-                s.stopped,
-                if s.stopped == 1 { "" } else { "s" },
-                r.app.name,
-                r.client.url(),
-                if req.remove_containers {
-                    " (containers removed)"
-                } else {
-                    ""
-                }
-            ),
-            Err(e) => {
-                failed += 1;
-                r.eprint(&format!("error: {e}"));
-            }
-        }
-    }
-    outcome(failed, remotes.len())
+    let noun = if req.remove_containers {
+        "remove"
+    } else {
+        "stop"
+    };
+    let req = &req;
+    let results = join_all(remotes.iter().map(|r| async move {
+        let accepted = r
+            .client
+            .stop(&r.app.name, req)
+            .await
+            .map_err(|e| r.failed(e))?;
+        println!(
+            "[{}] {noun} job {} for {} on {} (runs to the end even if this command is interrupted)",
+            r.label(),
+            accepted.job_id,
+            r.app.name,
+            r.client.url()
+        );
+        follow_job(r, &accepted.job_id, noun).await
+    }))
+    .await;
+    print_summary(&remotes, &results);
+    outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
+}
+
+/// Follows a running or finished job (from `haloy status`, or printed when it started) until
+/// it ends; the exit status is the job's outcome.
+pub async fn attach(common: &CommonArgs, job_id: &str) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(|r| follow_job(r, job_id, "job"))).await;
+    print_summary(&remotes, &results);
+    outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
 }
 
 pub async fn rollback_targets(common: &CommonArgs) -> Result<ExitCode, CliError> {
@@ -436,7 +464,7 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
             .await
             .map_err(|e| r.failed(e))?;
         println!("[{}] deployment {}", r.label(), accepted.deployment_id);
-        follow_deployment(r, &accepted.deployment_id).await
+        follow_job(r, &accepted.deployment_id, "deployment").await
     }))
     .await;
     print_summary(&remotes, &results);

@@ -65,6 +65,28 @@ fn split_host_port(s: &str) -> Result<(&str, Option<u16>), CliError> {
     }
 }
 
+/// Format of client.yaml. Files written before the field existed have none and are format
+/// 1; a newer one is refused (and so never overwritten by `haloy server add`).
+pub const CLIENT_CONFIG_FORMAT: u32 = 1;
+
+#[derive(Deserialize)]
+struct FormatVersion {
+    #[serde(default = "format_one")]
+    format_version: u32,
+}
+
+fn format_one() -> u32 {
+    1
+}
+
+/// client.yaml as written: the servers with the format.
+#[derive(Serialize)]
+struct ClientConfigFile<'a> {
+    format_version: u32,
+    #[serde(flatten)]
+    config: &'a ClientConfig,
+}
+
 /// The stored servers and tokens.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClientConfig {
@@ -125,12 +147,23 @@ impl ClientConfig {
     pub fn load(path: &Path) -> Result<ClientConfig, CliError> {
         match std::fs::read_to_string(path) {
             Ok(text) if text.trim().is_empty() => Ok(ClientConfig::default()),
-            Ok(text) => serde_yaml::from_str(&text).map_err(|e| {
-                CliError::Usage(format!(
-                    "{} is not a valid client config: {e}",
-                    path.display()
-                ))
-            }),
+            Ok(text) => {
+                let invalid = |e: serde_yaml::Error| {
+                    CliError::Usage(format!(
+                        "{} is not a valid client config: {e}",
+                        path.display()
+                    ))
+                };
+                let version: FormatVersion = serde_yaml::from_str(&text).map_err(invalid)?;
+                if version.format_version > CLIENT_CONFIG_FORMAT {
+                    return Err(CliError::Usage(format!(
+                        "{} has format_version {}, newer than the {CLIENT_CONFIG_FORMAT} this haloy understands; upgrade haloy (the file is left untouched)",
+                        path.display(),
+                        version.format_version
+                    )));
+                }
+                serde_yaml::from_str(&text).map_err(invalid)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
             Err(source) => Err(CliError::Io {
                 action: "read",
@@ -156,7 +189,11 @@ impl ClientConfig {
             .mode(0o700)
             .create(dir)
             .map_err(io_err("create", dir))?;
-        let text = serde_yaml::to_string(self)
+        let file = ClientConfigFile {
+            format_version: CLIENT_CONFIG_FORMAT,
+            config: self,
+        };
+        let text = serde_yaml::to_string(&file)
             .map_err(|e| CliError::Usage(format!("cannot encode client config: {e}")))?;
         crate::files::write_atomic(path, text.as_bytes(), 0o600).map_err(io_err("write", path))
     }

@@ -36,6 +36,7 @@ pub const TARGET_KEYS: &[&str] = &[
     "resources",
     "security",
     "stop_timeout",
+    "init",
 ];
 /// Keys allowed only at the top level.
 pub const ROOT_ONLY_KEYS: &[&str] = &[
@@ -151,6 +152,7 @@ struct Layer {
     resources: Option<Resources>,
     security: Option<AppSecurity>,
     stop_timeout: Option<u32>,
+    init: Option<bool>,
 }
 
 struct Root {
@@ -335,6 +337,7 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
         "resources" => l.resources = decode_resources(dec, v, path),
         "security" => l.security = Some(decode_security(dec, v, path)),
         "stop_timeout" => l.stop_timeout = dec.int_in(v, path, 0, 3600).map(|n| n as u32),
+        "init" => l.init = dec.bool(v, path),
         _ => {}
     }
 }
@@ -742,6 +745,7 @@ fn merge_layers(root: &Layer, t: &Layer) -> Layer {
         resources: t.resources.clone().or_else(|| root.resources.clone()),
         security: t.security.or(root.security),
         stop_timeout: t.stop_timeout.or(root.stop_timeout),
+        init: t.init.or(root.init),
     }
 }
 
@@ -918,6 +922,7 @@ fn resolve_target(
         resources: l.resources.clone(),
         security: l.security.unwrap_or_default(),
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
+        init: l.init.unwrap_or(false),
     })
 }
 

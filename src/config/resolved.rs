@@ -221,6 +221,10 @@ pub struct ResolvedApp {
     pub security: AppSecurity,
     /// Seconds between SIGTERM and SIGKILL when a replica is stopped.
     pub stop_timeout: u32,
+    /// Run a tiny init (tini) as PID 1 that forwards signals and reaps zombies. Added after
+    /// format 1 of the history: absent in older records and deploy requests.
+    #[serde(default)]
+    pub init: bool,
 }
 
 impl ResolvedApp {

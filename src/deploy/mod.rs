@@ -5,6 +5,7 @@
 
 mod claims;
 mod hostpaths;
+mod jobs;
 mod plan;
 mod preflight;
 mod progress;
@@ -32,7 +33,9 @@ use crate::config::{DeploymentStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
 use crate::runtime::{LogStreamKind, Runtime, RuntimeError};
-use crate::state::{DeployStatus, DeploymentRecord, StateError, StateStore};
+use crate::state::{
+    DeployStatus, DeploymentRecord, OperationKind, OperationRecord, StateError, StateStore,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
@@ -59,12 +62,15 @@ pub enum DeployError {
     State(#[from] StateError),
 }
 
-/// Names the deploy holding a busy app; a stop holds it without a deployment id.
+/// Names the job holding a busy app (its id is the deployment id for deploys and rollbacks);
+/// only a lock taken outside any job has no id.
 fn busy_message(app: &str, deployment_id: &str) -> String {
     if deployment_id.is_empty() {
         format!("`{app}` is being stopped or deployed right now")
     } else {
-        format!("a deploy of `{app}` is already in progress (deployment {deployment_id})")
+        format!(
+            "another operation on `{app}` is already in progress (deployment {deployment_id}); `haloy attach {deployment_id}` follows it"
+        )
     }
 }
 
@@ -82,6 +88,8 @@ pub struct DeploySettings {
     pub volumes_dir: PathBuf,
     /// Host paths apps may not bind-mount.
     pub host_paths: HostPathPolicy,
+    /// The init binary `init: true` needs (checked before a deploy starts).
+    pub init_binary: PathBuf,
 }
 
 /// Log query of `GET /v1/apps/{app}/logs`.
@@ -145,6 +153,8 @@ pub(crate) struct LiveApp {
     pub replicas: Vec<Arc<LiveReplica>>,
     pub in_progress: Option<String>,
     pub stopped: bool,
+    /// The last deploy, rollback, stop or remove job (also in the history file).
+    pub last_operation: Option<OperationRecord>,
 }
 
 pub struct Deployer {
@@ -250,6 +260,7 @@ impl Deployer {
         if !problems.is_empty() {
             return Err(DeployError::InvalidConfig { problems });
         }
+        self.check_init(&app)?;
         let deployment_id = ulid::Ulid::new().to_string();
         let hosts: Vec<String> = app
             .domains
@@ -263,6 +274,11 @@ impl Deployer {
             .map_err(|problems| DeployError::DomainTaken { problems })?;
         let entry = self.entry(&app.name);
         let guard = entry.claim_for_deploy(&deployment_id)?;
+        let kind = if rollback_of.is_some() {
+            OperationKind::Rollback
+        } else {
+            OperationKind::Deploy
+        };
         let image = app.image_reference();
         let recorded = self.state.insert(DeploymentRecord {
             id: deployment_id.clone(),
@@ -279,16 +295,20 @@ impl Deployer {
             entry.release_deploy(guard);
             return Err(e.into());
         }
+        self.job_started(&entry, &deployment_id, kind);
         let reporter = self.progress.start(&deployment_id, &app.name);
         let deployer = self.clone();
+        // The rollout belongs to this task, not to the API request: a client that goes away
+        // leaves it running to the end.
         tokio::spawn(async move {
-            rollout::run(&deployer, &entry, app, reporter).await;
-            entry.release_deploy(guard);
+            let (ok, message) = rollout::run(&deployer, &entry, app, &reporter).await;
+            deployer.job_finished(&entry, guard, &reporter, ok, message);
             drop(domains);
         });
         Ok(deployment_id)
     }
 
+    /// Progress of a job (deploy, rollback, stop, remove) by its id.
     pub fn events(
         &self,
         deployment_id: &str,
@@ -353,18 +373,60 @@ impl Deployer {
         self.deploy(config, Some(id.to_string())).await
     }
 
-    /// Takes every replica out of rotation (the app then answers 503), stops them, and
-    /// removes containers (and named volumes) when asked.
-    pub async fn stop(
-        &self,
+    /// Starts a stop job and returns its id at once: every replica leaves rotation (the app
+    /// then answers 503) and all are stopped together, so the whole stop takes one
+    /// `stop_timeout` at most, not one per replica; containers (and named volumes) are removed
+    /// when asked. A second operation on the app while this runs is refused (`Busy`).
+    pub fn stop(
+        self: &Arc<Self>,
         app: &str,
         remove_containers: bool,
         remove_volumes: bool,
-    ) -> Result<usize, DeployError> {
+    ) -> Result<String, DeployError> {
         let entry = self
             .existing_entry(app)
             .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
-        let _guard = entry.lock.lock().await;
+        let job_id = ulid::Ulid::new().to_string();
+        let guard = entry.claim_for_deploy(&job_id)?;
+        let kind = if remove_containers {
+            OperationKind::Remove
+        } else {
+            OperationKind::Stop
+        };
+        self.job_started(&entry, &job_id, kind);
+        let reporter = self.progress.start(&job_id, app);
+        let deployer = self.clone();
+        tokio::spawn(async move {
+            let outcome = deployer
+                .stop_all(&entry, remove_containers, remove_volumes, &reporter)
+                .await;
+            let (ok, message) = match outcome {
+                Ok(stopped) => (
+                    true,
+                    format!(
+                        "{stopped} replica(s) stopped{}",
+                        if remove_containers {
+                            ", containers removed"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+                Err(e) => (false, e.to_string()),
+            };
+            deployer.job_finished(&entry, guard, &reporter, ok, message);
+        });
+        Ok(job_id)
+    }
+
+    async fn stop_all(
+        &self,
+        entry: &AppEntry,
+        remove_containers: bool,
+        remove_volumes: bool,
+        reporter: &Reporter,
+    ) -> Result<usize, DeployError> {
+        let app = entry.name.as_str();
         let replicas = {
             let mut live = entry.live_lock();
             live.stopped = true;
@@ -373,20 +435,50 @@ impl Deployer {
         for replica in &replicas {
             replica.set_in_rotation(false);
         }
-        self.publish_routes(&entry);
-        let mut stopped = 0;
-        for replica in &replicas {
-            rollout::stop_replica(self, replica, remove_containers).await?;
-            stopped += 1;
-        }
+        self.publish_routes(entry);
+        // All at once: replicas that ignore SIGTERM are waited for side by side.
+        let results = futures_util::future::join_all(replicas.iter().map(|replica| async move {
+            let result = rollout::stop_replica(self, replica, remove_containers).await;
+            match &result {
+                Ok(()) => reporter.step(
+                    Some(replica.replica),
+                    if remove_containers {
+                        "removed"
+                    } else {
+                        "stopped"
+                    },
+                    replica.container_id.clone(),
+                ),
+                Err(e) => reporter.step(
+                    Some(replica.replica),
+                    "stop_failed",
+                    format!("{}: {e}", replica.container_id),
+                ),
+            }
+            result
+        }))
+        .await;
+        let stopped = results.iter().filter(|r| r.is_ok()).count();
         if remove_containers {
-            entry.live_lock().replicas.clear();
+            let kept: Vec<String> = replicas
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_err())
+                .map(|(replica, _)| replica.container_id.clone())
+                .collect();
+            entry
+                .live_lock()
+                .replicas
+                .retain(|r| kept.contains(&r.container_id));
         }
         self.state.set_stopped(app, true)?;
+        if let Some(error) = results.into_iter().find_map(Result::err) {
+            return Err(error.into());
+        }
         if remove_volumes {
             self.remove_named_volumes(app);
         }
-        self.publish_routes(&entry);
+        self.publish_routes(entry);
         tracing::info!(
             app,
             stopped,
@@ -437,6 +529,7 @@ impl Deployer {
             domains: config.domains.iter().map(|d| d.domain.clone()).collect(),
             replicas,
             certificates: Vec::new(),
+            last_operation: live.last_operation.as_ref().map(jobs::summary),
         })
     }
 

@@ -95,6 +95,7 @@ impl ResolvedApp {
                 SeccompProfile::Unconfined => SeccompMode::Unconfined,
             },
             stop_timeout: Duration::from_secs(u64::from(self.stop_timeout)),
+            init: self.init,
         }
     }
 }

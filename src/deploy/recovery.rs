@@ -46,6 +46,7 @@ async fn recover_app(
         return Ok(());
     };
     let stopped = deployer.state.is_stopped(app)?;
+    let last_operation = deployer.state.last_operation(app)?;
     let entry = deployer.entry(app);
     {
         let mut live = entry.live_lock();
@@ -54,6 +55,7 @@ async fn recover_app(
         live.image = Some(current.image.clone());
         live.digest = current.digest.clone();
         live.stopped = stopped;
+        live.last_operation = last_operation;
     }
     let mut restarted = 0;
     let mut strays = Vec::new();

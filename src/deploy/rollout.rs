@@ -36,14 +36,16 @@ impl From<RuntimeError> for Failure {
     }
 }
 
+/// Runs a rollout to its end and records it in the history; returns (succeeded, message) for
+/// the job's `finished` event.
 pub(crate) async fn run(
     deployer: &Arc<Deployer>,
     entry: &Arc<AppEntry>,
     app: ResolvedApp,
-    reporter: Reporter,
-) {
+    reporter: &Reporter,
+) -> (bool, String) {
     let started = Instant::now();
-    let outcome = execute(deployer, entry, &app, &reporter).await;
+    let outcome = execute(deployer, entry, &app, reporter).await;
     let id = reporter.deployment_id.clone();
     match outcome {
         Ok(image) => {
@@ -69,7 +71,7 @@ pub(crate) async fn run(
             }
             deployer.notify_changed();
             collect_old_images(deployer, &app).await;
-            reporter.finished(
+            (
                 true,
                 format!(
                     "{} replica(s) of {} serving ({:.1}s)",
@@ -77,7 +79,7 @@ pub(crate) async fn run(
                     image.name,
                     started.elapsed().as_secs_f64()
                 ),
-            );
+            )
         }
         Err(failure) => {
             for line in &failure.logs {
@@ -92,7 +94,7 @@ pub(crate) async fn run(
             ) {
                 tracing::error!(app = %app.name, error = %e, "cannot record the failed deploy");
             }
-            reporter.finished(false, failure.message);
+            (false, failure.message)
         }
     }
 }

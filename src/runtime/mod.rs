@@ -246,7 +246,12 @@ pub struct ReplicaSpec {
     pub resources: Resources,
     pub seccomp: SeccompMode,
     pub stop_timeout: Duration,
+    /// Run a tiny init (tini) as PID 1 in front of the app.
+    pub init: bool,
 }
+
+/// Debian's statically linked tini (package `tini`): it runs in any image.
+pub const DEFAULT_INIT_BINARY: &str = "/usr/bin/tini-static";
 
 /// Task state as containerd reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

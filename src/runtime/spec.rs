@@ -101,6 +101,24 @@ pub struct SpecInput<'a> {
     pub seccomp: SeccompMode,
     /// `process.apparmorProfile`, when the host has one for containers.
     pub apparmor_profile: Option<&'a str>,
+    /// `init: true`: this host binary (tini) is mounted read-only at `INIT_PATH` and runs as
+    /// PID 1 in front of the app's args.
+    pub init: Option<&'a Path>,
+}
+
+/// Where the init binary appears inside a container (like Docker's /sbin/docker-init).
+pub const INIT_PATH: &str = "/.haloy/init";
+
+/// The args of the task: the image's, behind the init when there is one. tini as PID 1
+/// forwards signals to the app and reaps orphaned children; `--` ends tini's own options.
+pub fn task_args(image: &ImageConfig, init: bool) -> Result<Vec<String>, SpecError> {
+    let args = process_args(image)?;
+    if !init {
+        return Ok(args);
+    }
+    let mut with_init = vec![INIT_PATH.to_string(), "--".to_string()];
+    with_init.extend(args);
+    Ok(with_init)
 }
 
 /// `NOFILE_LIMIT`, lowered to this process's hard limit: runc cannot raise a task above the
@@ -576,6 +594,9 @@ fn task_mounts(input: &SpecInput<'_>) -> Result<Vec<Mount>, SpecError> {
             volume.read_only,
         )?);
     }
+    if let Some(init) = input.init {
+        mounts.push(bind_mount(init, INIT_PATH, true)?);
+    }
     Ok(mounts)
 }
 
@@ -663,7 +684,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     let mut process = ProcessBuilder::default()
         .terminal(false)
         .user(user)
-        .args(process_args(input.image)?)
+        .args(task_args(input.image, input.init.is_some())?)
         .env(merge_env(
             input.hostname,
             &input.image.env,

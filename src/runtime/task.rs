@@ -75,6 +75,8 @@ pub struct TaskSettings {
     pub pids_limit: u64,
     /// AppArmor profile every task runs under (`apparmor::decide`); None = none.
     pub apparmor_profile: Option<String>,
+    /// The static init mounted into replicas with `init: true`.
+    pub init_binary: PathBuf,
 }
 
 impl Default for TaskSettings {
@@ -88,6 +90,7 @@ impl Default for TaskSettings {
             cgroup_parent: "/haloy".into(),
             pids_limit: DEFAULT_PIDS_LIMIT,
             apparmor_profile: None,
+            init_binary: PathBuf::from(super::DEFAULT_INIT_BINARY),
         }
     }
 }
@@ -549,6 +552,7 @@ impl Tasks {
             nofile: nofile_limit(),
             seccomp: spec.seccomp,
             apparmor_profile: self.settings.apparmor_profile.as_deref(),
+            init: spec.init.then_some(self.settings.init_binary.as_path()),
         };
         let oci = build_spec(&input).map_err(spec_err)?;
         spec_any(&oci).map_err(spec_err)

@@ -15,6 +15,11 @@ use crate::config::ResolvedApp;
 /// bounds the file size for apps deployed many times a day.
 const MAX_RECORDS_PER_APP: usize = 50;
 
+/// Format of the history files this version writes. 1: files written before the field existed
+/// (no `format_version`); 2: adds `format_version` and `last_operation`. A file of a newer
+/// format is refused, never rewritten, so a downgrade cannot lose what a newer haloyd stored.
+pub const HISTORY_FORMAT: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot create state directory {path}: {source}")]
@@ -41,6 +46,14 @@ pub enum StateError {
     },
     #[error("app `{app}` has no deployment `{id}`")]
     UnknownDeployment { app: String, id: String },
+    #[error(
+        "deployment history {path} has format_version {found}, newer than the {supported} this haloyd understands; it was written by a newer haloyd: upgrade haloyd (the file is left untouched)"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,14 +83,69 @@ pub struct DeploymentRecord {
     pub rollback_of: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// What kind of server-side job an operation was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationKind {
+    Deploy,
+    Rollback,
+    Stop,
+    /// A stop that also removes the containers (and maybe named volumes).
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// The last mutating operation on an app, as `haloy status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationRecord {
+    /// Job id (for deploys and rollbacks, the deployment id).
+    pub id: String,
+    pub kind: OperationKind,
+    pub state: OperationState,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 struct AppHistory {
+    /// Missing in format 1 files.
+    #[serde(default = "format_one")]
+    format_version: u32,
     /// Oldest first.
     deployments: Vec<DeploymentRecord>,
     /// Set by `haloy stop`, cleared by the next successful deploy: a stopped app is not
     /// restarted when haloyd starts again.
     #[serde(default)]
     stopped: bool,
+    /// Added in format 2.
+    #[serde(default)]
+    last_operation: Option<OperationRecord>,
+}
+
+impl Default for AppHistory {
+    fn default() -> Self {
+        AppHistory {
+            format_version: HISTORY_FORMAT,
+            deployments: Vec::new(),
+            stopped: false,
+            last_operation: None,
+        }
+    }
+}
+
+fn format_one() -> u32 {
+    1
 }
 
 /// Deployment history, one JSON file per app, each write atomic and durable.
@@ -204,6 +272,17 @@ impl StateStore {
         })
     }
 
+    pub fn last_operation(&self, app: &str) -> Result<Option<OperationRecord>, StateError> {
+        Ok(self.load(app)?.last_operation)
+    }
+
+    pub fn set_last_operation(&self, app: &str, op: OperationRecord) -> Result<(), StateError> {
+        self.modify(app, |history| {
+            history.last_operation = Some(op);
+            Ok(())
+        })
+    }
+
     /// Deploys still marked in progress were cut short by a haloyd crash.
     pub fn fail_interrupted(&self) -> Result<(), StateError> {
         for app in self.apps()? {
@@ -213,6 +292,12 @@ impl StateStore {
                         record.status = DeployStatus::Failed;
                         record.message =
                             Some("interrupted: haloyd stopped during the deploy".into());
+                    }
+                }
+                if let Some(op) = history.last_operation.as_mut() {
+                    if op.state == OperationState::Running {
+                        op.state = OperationState::Failed;
+                        op.message = Some("interrupted: haloyd stopped during the job".into());
                     }
                 }
                 Ok(())
@@ -227,12 +312,34 @@ impl StateStore {
 
     fn load(&self, app: &str) -> Result<AppHistory, StateError> {
         let path = self.path(app);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| StateError::Corrupt { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AppHistory::default()),
-            Err(source) => Err(StateError::Read { path, source }),
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AppHistory::default()),
+            Err(source) => return Err(StateError::Read { path, source }),
+        };
+        // The version is read first, alone: a newer format may not parse as this one at all.
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "format_one")]
+            format_version: u32,
         }
+        let version: Version =
+            serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.clone(),
+                source,
+            })?;
+        if version.format_version > HISTORY_FORMAT {
+            return Err(StateError::TooNew {
+                path,
+                found: version.format_version,
+                supported: HISTORY_FORMAT,
+            });
+        }
+        let mut history: AppHistory = serde_json::from_slice(&bytes)
+            .map_err(|source| StateError::Corrupt { path, source })?;
+        // Format 1 → 2 only added fields with defaults; the next write stores format 2.
+        history.format_version = HISTORY_FORMAT;
+        Ok(history)
     }
 
     fn modify(

@@ -38,6 +38,15 @@ pub enum TlsError {
         domain: String,
         reason: &'static str,
     },
+    #[error(
+        "{} has format_version {found}, newer than the {supported} this haloyd understands; it was written by a newer haloyd: upgrade haloyd (the certificate files are left untouched)",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("TLS server configuration: {0}")]
     Rustls(#[from] rustls::Error),
 }

@@ -15,6 +15,27 @@ use super::error::TlsError;
 const CERT_FILE: &str = "cert.pem";
 const KEY_FILE: &str = "key.pem";
 const META_FILE: &str = "meta.json";
+/// Format of meta.json. Files written before the field existed have none and are format 1;
+/// a newer format is refused and never overwritten (the certificate is left alone).
+pub(crate) const META_FORMAT: u32 = 1;
+
+/// meta.json as written: the meta with its format.
+#[derive(Serialize)]
+struct MetaFile<'a> {
+    format_version: u32,
+    #[serde(flatten)]
+    meta: &'a StoredMeta,
+}
+
+#[derive(Deserialize)]
+struct MetaVersion {
+    #[serde(default = "format_one")]
+    format_version: u32,
+}
+
+fn format_one() -> u32 {
+    1
+}
 
 /// Facts about a stored certificate that are not in the PEM files.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +86,10 @@ impl CertStore {
         meta: &StoredMeta,
     ) -> Result<(), TlsError> {
         let dir = self.domain_dir(domain)?;
+        // A newer haloyd's certificate stays as it is, key and certificate included.
+        if let Some(bytes) = read_optional(&dir.join(META_FILE))? {
+            parse_meta(&dir.join(META_FILE), &bytes)?;
+        }
         fs::create_dir_all(&dir).map_err(|e| TlsError::io("create", &dir, e))?;
         restrict_dir(&dir)?;
         // Key before certificate: a crash in between leaves a mismatched pair, which load
@@ -76,7 +101,14 @@ impl CertStore {
 
     pub fn save_meta(&self, domain: &str, meta: &StoredMeta) -> Result<(), TlsError> {
         let path = self.domain_dir(domain)?.join(META_FILE);
-        let json = serde_json::to_vec_pretty(meta)
+        if let Some(bytes) = read_optional(&path)? {
+            parse_meta(&path, &bytes)?;
+        }
+        let file = MetaFile {
+            format_version: META_FORMAT,
+            meta,
+        };
+        let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| TlsError::io("serialize", &path, std::io::Error::other(e)))?;
         write_atomic(&path, &json)
     }
@@ -93,8 +125,7 @@ impl CertStore {
         };
         let meta_path = dir.join(META_FILE);
         let meta = match read_optional(&meta_path)? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| TlsError::io("parse", &meta_path, std::io::Error::other(e)))?,
+            Some(bytes) => parse_meta(&meta_path, &bytes)?,
             None => StoredMeta::default(),
         };
         Ok(Some(StoredCertificate {
@@ -139,6 +170,20 @@ impl CertStore {
         self.root
             .join(format!("acme-account-{}.json", &digest[..16]))
     }
+}
+
+/// meta.json of any format up to `META_FORMAT`; a newer one is refused with its version.
+pub(crate) fn parse_meta(path: &Path, bytes: &[u8]) -> Result<StoredMeta, TlsError> {
+    let parse_error = |e| TlsError::io("parse", path, std::io::Error::other(e));
+    let version: MetaVersion = serde_json::from_slice(bytes).map_err(parse_error)?;
+    if version.format_version > META_FORMAT {
+        return Err(TlsError::TooNew {
+            path: path.to_path_buf(),
+            found: version.format_version,
+            supported: META_FORMAT,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(parse_error)
 }
 
 /// Rejects anything that could escape `certs/` or is not a host name.

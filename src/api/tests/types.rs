@@ -27,3 +27,24 @@ fn logs_query_string() {
         "tail=5&follow=false&all=true&container=a%20b"
     );
 }
+
+#[test]
+fn a_format_1_deploy_request_still_decodes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("integration-tests/fixtures/state/v1/deploy-request.json");
+    let bytes = std::fs::read(&path).unwrap();
+    let request: DeployRequest = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(request.app.name, "fixture");
+    assert_eq!(request.app.replicas, 2);
+    assert!(!request.app.init);
+    assert!(request.app.validate_for_deploy().is_empty());
+}
+
+#[test]
+fn status_without_last_operation_still_decodes() {
+    let status: AppStatus = serde_json::from_str(
+        r#"{"name":"web","deployment_id":"01J","image":"r/web:v1","digest":null,"strategy":"rolling","domains":[],"replicas":[]}"#,
+    )
+    .unwrap();
+    assert_eq!(status.last_operation, None);
+}

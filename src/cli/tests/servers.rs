@@ -67,3 +67,32 @@ fn plain_http_is_refused_only_to_non_loopback_hosts() {
     assert!(check_transport("http://192.0.2.10:9922", &store).is_ok());
     assert!(check_transport("http://192.0.2.11:9922", &store).is_err());
 }
+
+#[test]
+fn format_1_client_config_loads_and_a_newer_one_is_refused() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("integration-tests/fixtures/state/v1/client.yaml");
+    let loaded = ClientConfig::load(&fixture).unwrap();
+    assert_eq!(
+        loaded
+            .servers
+            .get("http://127.0.0.1:9922")
+            .map(String::as_str),
+        Some("fixture-token-0123456789")
+    );
+    assert_eq!(loaded.servers.len(), 2);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("client.yaml");
+    loaded.save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("format_version: 1"), "{text}");
+    assert_eq!(ClientConfig::load(&path).unwrap(), loaded);
+
+    std::fs::write(&path, "format_version: 3\nservers: {}\n").unwrap();
+    let err = ClientConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("client.yaml") && err.contains("format_version 3"),
+        "{err}"
+    );
+}

@@ -453,3 +453,17 @@ fn app_names_haloyd_uses_itself_are_refused() {
     }
     assert!(resolve("name: haloy-web\nimage: r/a:v1\n").is_ok());
 }
+
+#[test]
+fn init_is_off_by_default_set_per_target_and_checked() {
+    let app = &resolve("name: a\n").unwrap()[0];
+    assert!(!app.init);
+    let apps = resolve(
+        "name: a\ninit: true\ntargets:\n  one: {server: one.example.com}\n  two: {server: two.example.com, init: false}\n",
+    )
+    .unwrap();
+    let inits: Vec<bool> = apps.iter().map(|a| a.init).collect();
+    assert_eq!(inits, [true, false]);
+    let err = resolve("name: a\ninit: sometimes\n").unwrap_err();
+    assert!(err[0].starts_with("haloy.yaml:2:7: init:"), "{err:?}");
+}

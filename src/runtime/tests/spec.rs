@@ -34,12 +34,32 @@ fn build(image: &ImageConfig, resources: Resources, volumes: &[ResolvedVolume]) 
     build_with(image, resources, volumes, SeccompMode::Default, None)
 }
 
+fn build_with_init(
+    image: &ImageConfig,
+    resources: Resources,
+    volumes: &[ResolvedVolume],
+    init: Option<&Path>,
+) -> Spec {
+    build_all(image, resources, volumes, SeccompMode::Default, None, init)
+}
+
 fn build_with(
     image: &ImageConfig,
     resources: Resources,
     volumes: &[ResolvedVolume],
     seccomp: SeccompMode,
     apparmor_profile: Option<&str>,
+) -> Spec {
+    build_all(image, resources, volumes, seccomp, apparmor_profile, None)
+}
+
+fn build_all(
+    image: &ImageConfig,
+    resources: Resources,
+    volumes: &[ResolvedVolume],
+    seccomp: SeccompMode,
+    apparmor_profile: Option<&str>,
+    init: Option<&Path>,
 ) -> Spec {
     let files = files();
     let env = vec![("MODE".to_string(), "app".to_string())];
@@ -61,8 +81,46 @@ fn build_with(
         nofile: NOFILE_LIMIT,
         seccomp,
         apparmor_profile,
+        init,
     })
     .unwrap()
+}
+
+#[test]
+fn init_runs_as_pid_1_in_front_of_the_args_from_a_read_only_mount() {
+    let spec = build_with_init(
+        &image(),
+        Resources::default(),
+        &[],
+        Some(Path::new("/usr/bin/tini-static")),
+    );
+    let args = spec.process().as_ref().unwrap().args().clone().unwrap();
+    assert_eq!(
+        args,
+        ["/.haloy/init", "--", "/bin/httpd", "-f", "-p", "8080"]
+    );
+    let mount = spec
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|m| m.destination() == Path::new(INIT_PATH))
+        .expect("init mount");
+    assert_eq!(
+        mount.source().as_deref(),
+        Some(Path::new("/usr/bin/tini-static"))
+    );
+    assert!(mount.options().as_ref().unwrap().iter().any(|o| o == "ro"));
+
+    let plain = build(&image(), Resources::default(), &[]);
+    let args = plain.process().as_ref().unwrap().args().clone().unwrap();
+    assert_eq!(args[0], "/bin/httpd");
+    assert!(!plain
+        .mounts()
+        .as_ref()
+        .unwrap()
+        .iter()
+        .any(|m| m.destination() == Path::new(INIT_PATH)));
 }
 
 #[test]

@@ -37,3 +37,44 @@ fn path_escapes_are_rejected() {
     }
     assert!(validate_domain("www.app-1.test").is_ok());
 }
+
+#[test]
+fn format_1_meta_loads_and_a_newer_one_is_never_overwritten() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("integration-tests/fixtures/state/v1/state/certs/fixture.test/meta.json");
+    let bytes = fs::read(&fixture).unwrap();
+    let meta = parse_meta(&fixture, &bytes).unwrap();
+    assert_eq!(meta.names, ["fixture.test", "www.fixture.test"]);
+    assert_eq!(meta.unused_since, None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = CertStore::open(dir.path()).unwrap();
+    let meta_path = dir.path().join("certs/a.test/meta.json");
+    fs::create_dir_all(meta_path.parent().unwrap()).unwrap();
+    fs::write(dir.path().join("certs/a.test/cert.pem"), b"NEWER CHAIN").unwrap();
+    fs::write(dir.path().join("certs/a.test/key.pem"), b"NEWER KEY").unwrap();
+    let newer = br#"{"format_version": 7, "names": ["a.test"], "directory": "d"}"#;
+    fs::write(&meta_path, newer).unwrap();
+    let err = store
+        .load("a.test")
+        .err()
+        .expect("newer meta refused")
+        .to_string();
+    assert!(
+        err.contains("a.test/meta.json") && err.contains("format_version 7"),
+        "{err}"
+    );
+    assert!(store.save("a.test", b"CHAIN", b"KEY", &meta).is_err());
+    assert_eq!(fs::read(&meta_path).unwrap(), newer);
+    assert_eq!(
+        fs::read(dir.path().join("certs/a.test/key.pem")).unwrap(),
+        b"NEWER KEY"
+    );
+
+    store.save("b.test", b"CHAIN", b"KEY", &meta).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("certs/b.test/meta.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["format_version"], META_FORMAT);
+    assert_eq!(store.load("b.test").unwrap().unwrap().meta, meta);
+}
