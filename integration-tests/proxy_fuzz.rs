@@ -58,6 +58,8 @@ struct Recording {
     findings: Vec<String>,
     /// Unparsed bytes of each open connection.
     pending: HashMap<usize, Vec<u8>>,
+    /// Closes a connection: one with leftovers would fail every later input that uses it.
+    closers: HashMap<usize, Arc<tokio::sync::Notify>>,
     connections: usize,
 }
 
@@ -84,12 +86,24 @@ impl RecordingBackend {
         let task = tokio::spawn(async move {
             // Connection tasks end when the proxy closes its side; the proxy ends with the test.
             while let Ok((stream, _)) = listener.accept().await {
+                let close = Arc::new(tokio::sync::Notify::new());
                 let conn = {
                     let mut r = shared.lock().unwrap();
                     r.connections += 1;
-                    r.connections
+                    let conn = r.connections;
+                    r.closers.insert(conn, Arc::clone(&close));
+                    conn
                 };
-                tokio::spawn(serve_conn(stream, conn, Arc::clone(&shared)));
+                let shared = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        () = serve_conn(stream, conn, Arc::clone(&shared)) => {}
+                        () = close.notified() => {}
+                    }
+                    let mut r = shared.lock().unwrap();
+                    r.pending.remove(&conn);
+                    r.closers.remove(&conn);
+                });
             }
         });
         Self { addr, rec, task }
@@ -236,7 +250,16 @@ impl Fuzz {
                     })
                     .collect()
             };
-            if pending.is_empty() || start.elapsed() > SETTLE {
+            if pending.is_empty() {
+                return pending;
+            }
+            if start.elapsed() > SETTLE {
+                let r = self.backend.rec.lock().unwrap();
+                for conn in r.pending.keys() {
+                    if let Some(close) = r.closers.get(conn) {
+                        close.notify_one();
+                    }
+                }
                 return pending;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -352,6 +375,13 @@ fn check(
             continue;
         };
         stats.accepted += 1;
+        if let Some(why) = &sent.reject {
+            violations.push(format!(
+                "request {k} was forwarded as {}, but the proxy must answer it itself: {why}",
+                got.req.summary()
+            ));
+            continue;
+        }
         violations.extend(compare(k, sent, &got.req));
     }
     for extra in &seen[next_seen.min(seen.len())..] {
@@ -584,11 +614,20 @@ fn generate(
             splits: splits.iter().map(|s| s % (base.bytes.len() + 1)).collect(),
         }
     };
+    // For hunting: report every failing input instead of stopping at the first.
+    let keep_going = std::env::var_os("HALOY_FUZZ_KEEP_GOING").is_some();
     let last = Mutex::new(Vec::new());
     let result = runner.run(&strategy, |value| {
         let input = make(&value);
         let violations = rt.block_on(fuzz.run(&input));
         if violations.is_empty() {
+            return Ok(());
+        }
+        if keep_going {
+            eprintln!("FAILED {}\n  input: {}", input.name, escape(&input.bytes));
+            for v in &violations {
+                eprintln!("  - {v}");
+            }
             return Ok(());
         }
         *last.lock().unwrap() = violations.clone();

@@ -3,6 +3,13 @@
 //! proxy forwarded. It accepts only the unambiguous subset: CRLF line ends, no obs-fold, no
 //! bare CR/LF/NUL, token methods and names, one Host, and framing by exactly one
 //! Content-Length of digits or by `Transfer-Encoding: chunked` alone.
+//!
+//! As the client's reference it allows what RFC 9112 lets a server accept and that has one
+//! reading only: a bare LF ending a head line (§2.2), empty lines before a request (§2.2),
+//! repeated identical Content-Length values (§6.3), whitespace around a chunk size (§7.1.1 BWS)
+//! and long chunk extensions. A request whose framing is clear but that a server must not
+//! act on (Host missing, repeated or invalid; a bad target form) is parsed with `reject` set,
+//! and the stream goes on after it.
 
 /// One request read strictly.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +25,8 @@ pub struct Req {
     pub chunked: bool,
     /// The connection stays open for another request after this one.
     pub keep_alive: bool,
+    /// Why a proxy must answer this request itself instead of forwarding it.
+    pub reject: Option<String>,
 }
 
 impl Req {
@@ -150,11 +159,12 @@ fn is_field_vchar(b: u8) -> bool {
 
 /// The next CRLF-terminated line at `buf[at..]`: `Ok(Some((line, next)))`, `Ok(None)` when
 /// incomplete, `Err` on a bare CR, bare LF or NUL.
-fn line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, String> {
+fn line(buf: &[u8], at: usize, bare_lf: bool) -> Result<Option<(&[u8], usize)>, String> {
     let rest = &buf[at..];
     for (i, &b) in rest.iter().enumerate() {
         match b {
             0 => return Err(format!("NUL byte at offset {}", at + i)),
+            b'\n' if bare_lf => return Ok(Some((&rest[..i], at + i + 1))),
             b'\n' => return Err(format!("bare LF at offset {}", at + i)),
             b'\r' => {
                 return match rest.get(i + 1) {
@@ -170,8 +180,8 @@ fn line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, String> {
 }
 
 macro_rules! next_line {
-    ($buf:expr, $at:expr) => {
-        match line($buf, $at) {
+    ($buf:expr, $at:expr, $side:expr) => {
+        match line($buf, $at, $side == Side::Client) {
             Err(e) => return Parse::Invalid(e),
             Ok(None) => return Parse::Incomplete,
             Ok(Some(l)) => l,
@@ -182,11 +192,11 @@ macro_rules! next_line {
 /// Parse one request at the front of `buf`.
 pub fn parse_one(buf: &[u8], side: Side) -> Parse {
     let mut at = 0;
-    let (mut request_line, mut next) = next_line!(buf, at);
+    let (mut request_line, mut next) = next_line!(buf, at, side);
     if side == Side::Client {
         while request_line.is_empty() {
             at = next;
-            (request_line, next) = next_line!(buf, at);
+            (request_line, next) = next_line!(buf, at, side);
         }
     }
     at = next;
@@ -196,7 +206,7 @@ pub fn parse_one(buf: &[u8], side: Side) -> Parse {
     };
     let mut fields = Vec::new();
     loop {
-        let (field, next) = next_line!(buf, at);
+        let (field, next) = next_line!(buf, at, side);
         at = next;
         if field.is_empty() {
             break;
@@ -217,9 +227,16 @@ pub fn parse_one(buf: &[u8], side: Side) -> Parse {
         body: Vec::new(),
         chunked: false,
         keep_alive: false,
+        reject: None,
     };
-    if let Err(e) = check_head(&req, side) {
+    if let Err(e) = check_framing(&req, side) {
         return Parse::Invalid(e);
+    }
+    if let Err(e) = check_semantics(&req, side) {
+        match side {
+            Side::Client => req.reject = Some(e),
+            Side::Backend => return Parse::Invalid(e),
+        }
     }
     req.keep_alive = if req.minor == 1 {
         !req.has_token("connection", "close")
@@ -229,7 +246,7 @@ pub fn parse_one(buf: &[u8], side: Side) -> Parse {
     let te = req.values("transfer-encoding").len();
     let body_end = if te > 0 {
         req.chunked = true;
-        match parse_chunked(buf, at) {
+        match parse_chunked(buf, at, side) {
             Ok(Some((body, end))) => {
                 req.body = body;
                 end
@@ -238,19 +255,24 @@ pub fn parse_one(buf: &[u8], side: Side) -> Parse {
             Err(e) => return Parse::Invalid(e),
         }
     } else {
+        // check_framing made sure every value is the same 1..=19 digits
         let len = match req.values("content-length").first() {
-            // check_head made sure it is 1..=15 digits
             Some(v) => std::str::from_utf8(v)
                 .ok()
-                .and_then(|s| s.parse::<usize>().ok())
+                .and_then(|s| s.split(',').next()?.trim().parse::<u64>().ok())
                 .unwrap_or(0),
             None => 0,
         };
-        if buf.len() < at + len {
-            return Parse::Incomplete;
+        match usize::try_from(len)
+            .ok()
+            .filter(|len| buf.len() - at >= *len)
+        {
+            Some(len) => {
+                req.body = buf[at..at + len].to_vec();
+                at + len
+            }
+            None => return Parse::Incomplete,
         }
-        req.body = buf[at..at + len].to_vec();
-        at + len
     };
     Parse::Done(req, body_end)
 }
@@ -297,7 +319,8 @@ fn parse_field(line: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
     Ok((name.to_ascii_lowercase(), value.to_vec()))
 }
 
-fn check_head(req: &Req, side: Side) -> Result<(), String> {
+/// Host and target: with these wrong the framing is still clear.
+fn check_semantics(req: &Req, side: Side) -> Result<(), String> {
     let hosts = req.values("host");
     match (hosts.len(), req.minor) {
         (1, _) | (0, 0) => {}
@@ -325,6 +348,11 @@ fn check_head(req: &Req, side: Side) -> Result<(), String> {
             String::from_utf8_lossy(&req.target)
         ));
     }
+    Ok(())
+}
+
+/// Framing (RFC 9112 §6): with this wrong nothing after the head can be trusted.
+fn check_framing(req: &Req, side: Side) -> Result<(), String> {
     let te = req.values("transfer-encoding");
     let cl = req.values("content-length");
     if !te.is_empty() {
@@ -340,30 +368,52 @@ fn check_head(req: &Req, side: Side) -> Result<(), String> {
             ));
         }
     }
-    match cl.as_slice() {
-        [] => {}
-        [v] if !v.is_empty() && v.len() <= 15 && v.iter().all(u8::is_ascii_digit) => {}
+    let number = |v: &[u8]| !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit);
+    match (cl.as_slice(), side) {
+        ([], _) => {}
+        ([v], _) if number(v) => {}
+        (values, Side::Client) => {
+            // §6.3: a list of identical valid values may be taken as that value.
+            let all: Vec<&[u8]> = values
+                .iter()
+                .flat_map(|v| v.split(|&b| b == b','))
+                .map(<[u8]>::trim_ascii)
+                .collect();
+            if !(all.iter().all(|v| number(v)) && all.windows(2).all(|w| w[0] == w[1])) {
+                return Err(format!(
+                    "Content-Length values differ or are no numbers: {cl:?}"
+                ));
+            }
+        }
         _ => return Err(format!("Content-Length is not one number: {cl:?}")),
     }
     Ok(())
 }
 
 /// A chunked body starting at `buf[at..]`: `(decoded body, end offset)`, `None` when incomplete.
-fn parse_chunked(buf: &[u8], mut at: usize) -> Result<Option<(Vec<u8>, usize)>, String> {
+fn parse_chunked(
+    buf: &[u8],
+    mut at: usize,
+    side: Side,
+) -> Result<Option<(Vec<u8>, usize)>, String> {
     let mut body = Vec::new();
+    let longest = match side {
+        Side::Client => 64 * 1024,
+        Side::Backend => 1024,
+    };
     loop {
-        let Some((size_line, next)) = line(buf, at)? else {
+        let Some((size_line, next)) = line(buf, at, false)? else {
             return Ok(None);
         };
-        if size_line.len() > 1024 {
-            return Err("chunk size line over 1024 bytes".into());
+        if size_line.len() > longest {
+            return Err(format!("chunk size line over {longest} bytes"));
         }
         at = next;
-        let size = chunk_size(size_line)?;
+        let size = chunk_size(size_line, side)?;
         if size == 0 {
             // Trailer fields, then the empty line.
             loop {
-                let Some((field, next)) = line(buf, at)? else {
+                let Some((field, next)) = line(buf, at, false)? else {
                     return Ok(None);
                 };
                 at = next;
@@ -386,9 +436,25 @@ fn parse_chunked(buf: &[u8], mut at: usize) -> Result<Option<(Vec<u8>, usize)>, 
     }
 }
 
-/// `1*HEXDIG *( ";" token [ "=" ( token / quoted-string ) ] )`, no whitespace.
-fn chunk_size(line: &[u8]) -> Result<usize, String> {
+/// `1*HEXDIG *( ";" token [ "=" ( token / quoted-string ) ] )`; the client may put whitespace
+/// after the size and around `;` and `=` (BWS), the proxy may not.
+fn chunk_size(line: &[u8], side: Side) -> Result<usize, String> {
     let text = String::from_utf8_lossy(line);
+    let squeezed: Vec<u8>;
+    let line = match side {
+        Side::Backend => line,
+        Side::Client => {
+            if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+                return Err(format!("whitespace before chunk size {text:?}"));
+            }
+            squeezed = line
+                .iter()
+                .copied()
+                .filter(|&b| b != b' ' && b != b'\t')
+                .collect();
+            &squeezed
+        }
+    };
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 15 {
         return Err(format!("invalid chunk size line {text:?}"));
