@@ -98,6 +98,8 @@ pub fn seeds() -> Vec<Input> {
         // Host and targets
         s("absolute-form-other-host", format!("GET http://{H}/abs HTTP/1.1\r\nHost: other.test\r\n\r\n{follow}")),
         s("absolute-form-routes-elsewhere", format!("GET http://other.test/abs HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("absolute-form-no-host", format!("GET http://{H}/abs HTTP/1.1\r\n\r\n{follow}")),
+        s("absolute-form-same-host", format!("GET http://{H}/abs?q=1 HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         s("two-hosts", format!("GET /hh HTTP/1.1\r\nHost: {H}\r\nHost: other.test\r\n\r\n{follow}")),
         s("two-hosts-same", format!("GET /hh HTTP/1.1\r\nHost: {H}\r\nHost: {H}\r\n\r\n{follow}")),
         s("host-missing", format!("GET /nohost HTTP/1.1\r\n\r\n{follow}")),
@@ -126,6 +128,47 @@ pub fn seeds() -> Vec<Input> {
         s("space-before-colon", format!("{}{follow}", get("/s", "X-A : b\r\n"))),
         s("empty-name", format!("{}{follow}", get("/s", ": b\r\n"))),
     ];
+    // The same vectors once hyper has taken the connection over (a body came first).
+    let handoff = post("Content-Length: 5\r\n", "hello");
+    for (name, text) in [
+        (
+            "after-handoff-cl-te",
+            post(
+                "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+        ),
+        (
+            "after-handoff-te-cl",
+            post(
+                "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+                "0\r\n\r\n",
+            ),
+        ),
+        (
+            "after-handoff-connection-content-length",
+            post(
+                "Content-Length: 33\r\nConnection: content-length\r\n",
+                &smuggled,
+            ),
+        ),
+        (
+            "after-handoff-two-hosts",
+            format!("GET /hh HTTP/1.1\r\nHost: {H}\r\nHost: other.test\r\n\r\n"),
+        ),
+        (
+            "after-handoff-te-duplicated",
+            post(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                "0\r\n\r\n",
+            ),
+        ),
+    ] {
+        v.push(s(name, format!("{handoff}{text}{smuggled}")));
+    }
+    // Bare-LF head ends go to hyper before the proxy's own checks see them.
+    v.push(s("bare-lf-end-cl-te", format!("{}\n0\r\n\r\n{smuggled}", "POST /p HTTP/1.1\r\nHost: up.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n")));
+    v.push(s("bare-lf-end-connection-content-length", format!("POST /p HTTP/1.1\r\nHost: {H}\r\nContent-Length: 33\r\nConnection: content-length\r\n\n{smuggled}{follow}")));
     // A body that looks like a request: a desync would show it to the backend as one.
     v.push(s(
         "body-is-a-request",
@@ -137,13 +180,28 @@ pub fn seeds() -> Vec<Input> {
             )
         ),
     ));
-    v.into_iter()
-        .map(|(name, bytes)| Input {
-            name,
-            bytes,
-            splits: Vec::new(),
+    let whole = v.into_iter().map(|(name, bytes)| Input {
+        name,
+        bytes,
+        splits: Vec::new(),
+    });
+    // Each vector again in pieces: cut inside the head, at its end, and inside the body.
+    whole
+        .flat_map(|input| {
+            let head_end = wire_find(&input.bytes, b"\r\n\r\n").map_or(0, |i| i + 4);
+            let len = input.bytes.len();
+            let pieces = Input {
+                name: format!("{} (in pieces)", input.name),
+                bytes: input.bytes.clone(),
+                splits: vec![len / 3, head_end, head_end + 2, 2 * len / 3],
+            };
+            [input, pieces]
         })
         .collect()
+}
+
+fn wire_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Where failing inputs are kept: `NNN-name.bin`, raw bytes, sent in one write.
