@@ -4,12 +4,12 @@
 //! bare CR/LF/NUL, token methods and names, one Host, and framing by exactly one
 //! Content-Length of digits or by `Transfer-Encoding: chunked` alone.
 //!
-//! As the client's reference it allows what RFC 9112 lets a server accept and that has one
-//! reading only: a bare LF ending a head line (§2.2), empty lines before a request (§2.2),
-//! repeated identical Content-Length values (§6.3), whitespace around a chunk size (§7.1.1 BWS),
-//! any chunk extension (the proxy drops them) and an absolute-form target without Host. A request whose framing is clear but that a server must not
-//! act on (Host missing, repeated or invalid; a bad target form) is parsed with `reject` set,
-//! and the stream goes on after it.
+//! As the client's reference it also allows what a server may accept when it has one reading
+//! only: a bare LF ending a head line and empty lines before a request (RFC 9112 §2.2),
+//! repeated identical Content-Length values (§6.3), whitespace around a chunk size (§7.1.1
+//! BWS), any chunk extension (the proxy drops them), and an absolute-form target without Host.
+//! A request whose framing is clear but that a server must not act on (Host missing, repeated
+//! or invalid; a bad target form) is parsed with `reject` set, and the stream goes on after it.
 
 /// One request read strictly.
 #[derive(Debug, Clone, PartialEq, Eq)]
