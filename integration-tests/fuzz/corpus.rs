@@ -105,6 +105,11 @@ pub fn seeds() -> Vec<Input> {
         s("host-missing", format!("GET /nohost HTTP/1.1\r\n\r\n{follow}")),
         s("host-comma", format!("GET /hc HTTP/1.1\r\nHost: {H}, other.test\r\n\r\n{follow}")),
         s("asterisk-options", format!("OPTIONS * HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("asterisk-get", format!("GET * HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("authority-form-get", format!("GET {H}:80 HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("target-query-only", format!("GET ?a=1 HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("target-fragment", format!("GET /a#frag HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("target-scheme-relative", format!("GET //other.test/x HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         s("connect", format!("CONNECT {H}:80 HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         // HTTP/1.0, Expect, Upgrade
         s("http10-keepalive", format!("GET /10 HTTP/1.0\r\nHost: {H}\r\nConnection: keep-alive\r\n\r\nGET /10b HTTP/1.0\r\nHost: {H}\r\n\r\n")),

@@ -57,12 +57,17 @@ impl Req {
         }
     }
 
-    /// The target as an origin-form request to a backend carries it.
+    /// The target as an origin-form request to a backend carries it. A fragment is no part
+    /// of a request target (RFC 9112 §3.2); like nginx, the proxy drops it.
     pub fn origin_target(&self) -> Vec<u8> {
-        match absolute_parts(&self.target) {
-            Some((_, path)) if path.is_empty() => b"/".to_vec(),
+        let target = match absolute_parts(&self.target) {
+            Some((_, path)) if path.is_empty() || path.starts_with(b"#") => b"/".to_vec(),
             Some((_, path)) => path.to_vec(),
             None => self.target.clone(),
+        };
+        match target.iter().position(|&b| b == b'#') {
+            Some(hash) => target[..hash].to_vec(),
+            None => target,
         }
     }
 
