@@ -142,6 +142,11 @@ impl Shared {
                 pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported.");
             return Routed::Local(close_after(page));
         }
+        if req.uri() == "*" && req.method() != Method::OPTIONS {
+            // RFC 9112 §3.2.4: `*` is OPTIONS' target only; a backend would not know the rest.
+            let page = pages::error_page(StatusCode::BAD_REQUEST, "Only OPTIONS may target `*`.");
+            return Routed::Local(page);
+        }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
                 return Routed::Local(self.acme_challenge(token));
