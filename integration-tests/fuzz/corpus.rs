@@ -258,7 +258,34 @@ pub enum Mutation {
     Append {
         seed: usize,
     },
+    /// Insert one of `FIELDS` after the line that contains `at`.
+    InsertField {
+        at: usize,
+        field: usize,
+    },
 }
+
+/// Field lines that change framing, routing or the connection.
+const FIELDS: &[&str] = &[
+    "Transfer-Encoding: chunked\r\n",
+    "Transfer-Encoding: identity\r\n",
+    "Content-Length: 0\r\n",
+    "Content-Length: 5\r\n",
+    "Content-Length: 33\r\n",
+    "Connection: close\r\n",
+    "Connection: keep-alive\r\n",
+    "Connection: content-length\r\n",
+    "Connection: transfer-encoding\r\n",
+    "Connection: upgrade\r\n",
+    "Upgrade: websocket\r\n",
+    "Expect: 100-continue\r\n",
+    "Host: other.test\r\n",
+    "Host: up.test\r\n",
+    "Trailer: Content-Length\r\n",
+    "TE: trailers\r\n",
+    "Keep-Alive: timeout=5\r\n",
+    "Proxy-Connection: keep-alive\r\n",
+];
 
 const INSERTABLE: &[u8] = b"\r\n \t\0,:";
 
@@ -295,6 +322,16 @@ pub fn apply(seed: &[u8], mutations: &[Mutation], seeds: &[Input]) -> Vec<u8> {
                 b.splice(end..end, line);
             }
             Mutation::DuplicateLine { .. } => {}
+            Mutation::InsertField { at, field } if !b.is_empty() => {
+                let i = at % b.len();
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p + 1);
+                let line = FIELDS[field % FIELDS.len()].as_bytes();
+                b.splice(end..end, line.iter().copied());
+            }
+            Mutation::InsertField { .. } => {}
             Mutation::Append { seed } => {
                 b.extend_from_slice(&seeds[seed % seeds.len()].bytes);
             }
