@@ -8,8 +8,10 @@
 //! there), and every answer the client gets is the one to its own request.
 //!
 //! `HALOY_FUZZ_CASES` sets how many generated inputs run after the corpus (default below),
-//! `HALOY_FUZZ_SEED` makes a run repeatable. A failing generated input is shrunk and written to
-//! target/proxy-fuzz-failures/; check it in under integration-tests/corpus/http1/.
+//! `HALOY_FUZZ_SEED` picks another draw of them (the default is fixed, so CI is repeatable),
+//! `HALOY_FUZZ_KEEP_GOING=1` reports every failing input instead of stopping at the first. A
+//! failing generated input is shrunk and written to target/tmp/proxy-fuzz-failures/; check it
+//! in under integration-tests/corpus/http1/.
 
 #[path = "fuzz/corpus.rs"]
 mod corpus;
@@ -35,7 +37,7 @@ use wire::{RawResponse, Wire};
 
 /// Generated inputs after the corpus when `HALOY_FUZZ_CASES` is not set: keeps the whole
 /// test well under 60 s on a 2-core machine.
-const DEFAULT_CASES: u32 = 2000;
+const DEFAULT_CASES: u32 = 4000;
 /// Seed of the generated inputs when `HALOY_FUZZ_SEED` is not set.
 const DEFAULT_SEED: u64 = 9112;
 /// How long the client waits for one more response before it stops sending (half-close).
@@ -197,12 +199,16 @@ struct Stats {
     inputs: usize,
     accepted: usize,
     rejected: usize,
+    /// Rejections (400) of requests the reference reads as valid: the proxy is stricter.
+    stricter: usize,
 }
 
 struct Fuzz {
     proxy: SocketAddr,
     backend: RecordingBackend,
     stats: Mutex<Stats>,
+    /// A few inputs the proxy refused although the reference reads them as valid.
+    stricter_examples: Mutex<Vec<String>>,
 }
 
 impl Fuzz {
@@ -233,6 +239,13 @@ impl Fuzz {
         total.inputs += stats.inputs;
         total.accepted += stats.accepted;
         total.rejected += stats.rejected;
+        total.stricter += stats.stricter;
+        if stats.stricter > 0 {
+            let mut examples = self.stricter_examples.lock().unwrap();
+            if examples.len() < 12 {
+                examples.push(format!("{}: {}", input.name, escape(&input.bytes)));
+            }
+        }
         violations
     }
 
@@ -349,6 +362,9 @@ fn check(
         let Some(seq) = resp.head.get("x-seen") else {
             // The proxy's own answer: the request k got no further than the proxy.
             stats.rejected += 1;
+            if resp.status() == 400 && reference.get(k).is_some_and(|r| r.reject.is_none()) {
+                stats.stricter += 1;
+            }
             if resp.status() < 400 {
                 violations.push(format!(
                     "response {k}: the proxy's own answer {} is no rejection",
@@ -533,6 +549,7 @@ async fn the_backend_receives_exactly_the_requests_the_proxy_accepted() {
         proxy: proxy.addr,
         backend,
         stats: Mutex::default(),
+        stricter_examples: Mutex::default(),
     });
     let seeds = corpus::seeds();
     let mut failed: Vec<(String, Vec<u8>, Vec<String>)> = Vec::new();
@@ -574,9 +591,14 @@ async fn the_backend_receives_exactly_the_requests_the_proxy_accepted() {
         }
     }
     eprintln!(
-        "{} inputs left the proxy waiting for more than the reference",
-        WAITED.load(std::sync::atomic::Ordering::Relaxed)
+        "{} inputs left the proxy waiting for more than the reference; {} requests valid by \
+         the reference got a 400, e.g.:",
+        WAITED.load(std::sync::atomic::Ordering::Relaxed),
+        stats.stricter
     );
+    for example in fuzz.stricter_examples.lock().unwrap().iter() {
+        eprintln!("  {example}");
+    }
     println!(
         "proxy fuzz: {} inputs ({fixed_inputs} corpus, {cases} generated, seed {seed}), {} accepted \
          requests, {} rejected, {violations} invariant violations in {} inputs, {:.1} s",
