@@ -171,6 +171,20 @@ pub fn seeds() -> Vec<Input> {
     ] {
         v.push(s(name, format!("{handoff}{text}{smuggled}")));
     }
+    // A head with Upgrade that gets no 101: hyper reads on, the framing guard did not.
+    let cl_te = post(
+        "Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        "0\r\n\r\n",
+    );
+    for (name, first) in [
+        ("refused-upgrade-then-cl-te", get("/ws", "Upgrade: websocket\r\nConnection: upgrade\r\n")),
+        ("upgrade-without-connection-then-cl-te", get("/ws", "Upgrade: websocket\r\n")),
+        ("h2c-upgrade-then-cl-te", get("/h2c", "Upgrade: h2c\r\nConnection: upgrade, http2-settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n")),
+        ("upgrade-to-unknown-host-then-cl-te", "GET /ws HTTP/1.1\r\nHost: other.test\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n".to_string()),
+        ("upgrade-with-body-then-cl-te", post("Upgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 5\r\n", "hello")),
+    ] {
+        v.push(s(name, format!("{first}{cl_te}{smuggled}")));
+    }
     // Bare-LF head ends go to hyper before the proxy's own checks see them.
     v.push(s("bare-lf-end-cl-te", format!("{}\n0\r\n\r\n{smuggled}", "POST /p HTTP/1.1\r\nHost: up.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n")));
     v.push(s("bare-lf-end-connection-content-length", format!("POST /p HTTP/1.1\r\nHost: {H}\r\nContent-Length: 33\r\nConnection: content-length\r\n\n{smuggled}{follow}")));
