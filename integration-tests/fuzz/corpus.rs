@@ -94,6 +94,8 @@ pub fn seeds() -> Vec<Input> {
         s("chunk-missing-crlf", format!("{}{smuggled}", post("Transfer-Encoding: chunked\r\n", "5\r\nhello0\r\n\r\n"))),
         s("chunk-short-data", format!("{}{smuggled}", post("Transfer-Encoding: chunked\r\n", "3\r\nhello\r\n0\r\n\r\n"))),
         s("chunk-lf-only", format!("{}{smuggled}", post("Transfer-Encoding: chunked\r\n", "5\nhello\n0\n\n"))),
+        s("chunk-trailer-bare-lf-hides-request", post("Transfer-Encoding: chunked\r\n", &format!("5\r\nhello\r\n0\r\n\n{smuggled}"))),
+        s("chunk-trailer-line-bare-lf", format!("{}{follow}", post("Transfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\nX-T: 1\nX-U: 2\r\n\r\n"))),
         s("chunk-negative", format!("{}{follow}", post("Transfer-Encoding: chunked\r\n", "-5\r\nhello\r\n0\r\n\r\n"))),
         // Host and targets
         s("absolute-form-other-host", format!("GET http://{H}/abs HTTP/1.1\r\nHost: other.test\r\n\r\n{follow}")),
