@@ -109,6 +109,8 @@ pub fn seeds() -> Vec<Input> {
         s("asterisk-options", format!("OPTIONS * HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         s("asterisk-get", format!("GET * HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         s("authority-form-get", format!("GET {H}:80 HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
+        s("authority-form-get-no-host", format!("GET {H}:80 HTTP/1.1\r\n\r\n{follow}")),
+        s("authority-form-get-same-host", format!("GET {H}:80 HTTP/1.1\r\nHost: {H}:80\r\n\r\n{follow}")),
         s("target-query-only", format!("GET ?a=1 HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         s("target-fragment", format!("GET /a#frag HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
         s("target-scheme-relative", format!("GET //other.test/x HTTP/1.1\r\nHost: {H}\r\n\r\n{follow}")),
