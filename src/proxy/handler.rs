@@ -160,6 +160,12 @@ impl Shared {
             let page = pages::error_page(StatusCode::BAD_REQUEST, "Only OPTIONS may target `*`.");
             return Routed::Local(page);
         }
+        if req.uri().scheme().is_none() && req.uri().authority().is_some() {
+            // Authority form (RFC 9112 §3.2.3) is CONNECT's only; it would reach the app as `/`.
+            let page =
+                pages::error_page(StatusCode::BAD_REQUEST, "The request target has no path.");
+            return Routed::Local(page);
+        }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {
                 return Routed::Local(self.acme_challenge(token));
