@@ -44,7 +44,7 @@ const DEFAULT_SEED: u64 = 9112;
 /// Generous: it is hit only when the proxy waits for bytes the reference does not expect.
 const RESPONSE_WAIT: Duration = Duration::from_secs(3);
 /// How long bytes may sit unparsed on an open upstream connection after an input ended.
-const SETTLE: Duration = Duration::from_millis(500);
+const SETTLE: Duration = Duration::from_secs(2);
 
 // ---------------------------------------------------------------- recording backend
 
