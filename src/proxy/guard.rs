@@ -264,6 +264,12 @@ impl<I> HeadGuard<I> {
                 continue;
             }
             let byte = self.buf[self.ready];
+            if byte == b'\n' && matches!(chunk, Chunk::EndCr | Chunk::Trailer) {
+                // A bare LF in the trailer section: hyper reads on to the next CRLF, a reader
+                // taking LF as a line end (RFC 9112 §2.2) ends the body here. As NUL it makes
+                // hyper's trailer parse fail: hyper fails the body and closes.
+                self.buf[self.ready] = 0;
+            }
             self.ready += 1;
             match chunk_step(chunk, byte) {
                 Ok(Some(next)) => chunk = next,

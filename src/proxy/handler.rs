@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::Either;
+use futures_util::future::{Either, FutureExt as _};
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
@@ -124,10 +124,23 @@ impl Shared {
         active: ActiveRequest,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         let log = AccessLog::begin(&req);
-        match self.route(req, client) {
+        // `guard` stops following an HTTP/1 stream at a head with Upgrade, but hyper goes on
+        // reading requests when no 101 answers it: such a connection closes after the answer.
+        let unwatched =
+            req.version() < Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
+        let answered = match self.route(req, client) {
             Routed::Local(resp) => Either::Left(std::future::ready(Ok(logged(log, resp, None)))),
             Routed::Forward(fwd) => Either::Right(Arc::clone(self).forward(fwd, active, log)),
-        }
+        };
+        answered.map(move |answer| {
+            answer.map(|resp| {
+                if unwatched && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    close_after(resp)
+                } else {
+                    resp
+                }
+            })
+        })
     }
 
     fn route<B: ClientBody>(&self, mut req: Request<B>, client: &ClientInfo) -> Routed {
@@ -141,6 +154,17 @@ impl Shared {
             let page =
                 pages::error_page(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported.");
             return Routed::Local(close_after(page));
+        }
+        if req.uri() == "*" && req.method() != Method::OPTIONS {
+            // RFC 9112 §3.2.4: `*` is OPTIONS' target only; a backend would not know the rest.
+            let page = pages::error_page(StatusCode::BAD_REQUEST, "Only OPTIONS may target `*`.");
+            return Routed::Local(page);
+        }
+        if req.uri().scheme().is_none() && req.uri().authority().is_some() {
+            // Authority form (RFC 9112 §3.2.3) is CONNECT's only; it would reach the app as `/`.
+            let page =
+                pages::error_page(StatusCode::BAD_REQUEST, "The request target has no path.");
+            return Routed::Local(page);
         }
         if !client.https {
             if let Some(token) = req.uri().path().strip_prefix(ACME_PREFIX) {

@@ -116,3 +116,25 @@ fn chunk_walk_follows_hypers_decoder() {
     }
     assert_eq!(walk(b"fffffffffffffffff\r\n"), Err(()), "overflow");
 }
+
+/// A bare LF in the trailer section (right after the last chunk, or inside a trailer line)
+/// becomes NUL: hyper's trailer parse then fails instead of reading on to the next CRLF.
+#[tokio::test]
+async fn bare_lf_in_the_trailer_section_becomes_nul() {
+    let head =
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n";
+    for (trailer, want) in [
+        ("\nX-T: 1\r\n\r\n", "\0X-T: 1\r\n\r\n"),
+        ("X-T: 1\nX-U: 2\r\n\r\n", "X-T: 1\0X-U: 2\r\n\r\n"),
+    ] {
+        let input = format!("{head}{trailer}");
+        for piece in [4096, 7, 1] {
+            let out = through_guard(input.as_bytes(), piece).await;
+            assert_eq!(
+                out,
+                format!("{head}{want}").as_bytes(),
+                "{input:?} in pieces of {piece}"
+            );
+        }
+    }
+}
