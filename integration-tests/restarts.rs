@@ -113,6 +113,8 @@ struct LoadReport {
     /// the request never reached a backend and was sent again on a new connection, as
     /// HTTP/1.1 clients do (RFC 9112 9.3.1). Not an error.
     clean_closes: usize,
+    /// Of those, how many were a reset rather than a FIN (an unread request discarded).
+    closes_by_reset: usize,
     /// A new connection failed before any byte of the answer and was tried once more
     /// (only allowed where haloyd is SIGKILLed mid-request).
     fresh_retries: usize,
@@ -151,6 +153,7 @@ impl Load {
             total.non_2xx.extend(report.non_2xx);
             total.errors.extend(report.errors);
             total.clean_closes += report.clean_closes;
+            total.closes_by_reset += report.closes_by_reset;
             total.fresh_retries += report.fresh_retries;
             times.append(&mut t);
         }
@@ -195,6 +198,9 @@ fn worker(
                 }
                 Err(f) if f.received == 0 && reused => {
                     report.clean_closes += 1;
+                    if f.what.contains("reset") {
+                        report.closes_by_reset += 1;
+                    }
                     continue;
                 }
                 Err(f) if f.received == 0 && retry_fresh && !retried => {
@@ -304,12 +310,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 fn assert_clean(report: &LoadReport, during: &str, haloyd: &Haloyd, fresh_retries_allowed: bool) {
     eprintln!(
         "load during {during}: {} ok, {} non-2xx, {} connection errors, {} keep-alive closes \
-         between requests (re-sent on a new connection), {} new-connection retries; \
+         between requests (re-sent on a new connection; {} of them by reset), \
+         {} new-connection retries; \
          longest gap between two successful responses: {:?}",
         report.ok,
         report.non_2xx.len(),
         report.errors.len(),
         report.clean_closes,
+        report.closes_by_reset,
         report.fresh_retries,
         report.longest_gap
     );

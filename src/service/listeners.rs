@@ -1,7 +1,9 @@
 //! The three listening sockets (proxy HTTP, proxy HTTPS, API). They come from `LISTEN_FDS` /
-//! `LISTEN_FDNAMES` when systemd (or a predecessor haloyd) passed them, named `http`, `https`
-//! and `api`; any name not passed is bound from the server config. A passed socket is
-//! checked before use: a listening TCP socket of the address family the config expects.
+//! `LISTEN_FDNAMES` when systemd (or a predecessor haloyd) passed them: by name (`http`,
+//! `https`, `api`) or, for other names (systemd names every fd of one socket unit alike, by
+//! default after the unit), by their address matching the server config's. Any socket not
+//! passed is bound from the config. A passed socket is checked before use: a listening TCP
+//! socket of the address family the config expects.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,8 +23,12 @@ pub enum ListenerError {
         "cannot read the sockets passed by the service manager (LISTEN_FDS/LISTEN_FDNAMES): {0}"
     )]
     Environment(#[source] std::io::Error),
-    #[error("passed socket fd {fd} has the name `{name}`; haloyd knows `http`, `https` and `api` (FileDescriptorName= in haloyd.socket)")]
-    UnknownName { fd: RawFd, name: String },
+    #[error("passed socket fd {fd} (name `{name}`, address {addr}) matches none of proxy.http_listen, proxy.https_listen, api.listen in the server config; name it `http`, `https` or `api` (FileDescriptorName=) or listen on a configured address")]
+    Unmatched {
+        fd: RawFd,
+        name: String,
+        addr: String,
+    },
     #[error("two passed sockets are named `{name}` (FileDescriptorName= in haloyd.socket)")]
     DuplicateName { name: String },
     #[error("passed socket `{name}` (fd {fd}) is not usable: {reason}")]
@@ -44,6 +50,8 @@ pub enum ListenerError {
 #[derive(Debug, Default)]
 pub struct Passed {
     fds: Vec<(String, OwnedFd)>,
+    /// Passed under another name: matched to the config by address.
+    unnamed: Vec<(String, OwnedFd)>,
 }
 
 impl Passed {
@@ -67,10 +75,8 @@ impl Passed {
     /// Adds one socket (tests build `Passed` by hand).
     pub fn push(&mut self, name: String, fd: OwnedFd) -> Result<(), ListenerError> {
         if ![HTTP, HTTPS, API].contains(&name.as_str()) {
-            return Err(ListenerError::UnknownName {
-                fd: fd.as_raw_fd(),
-                name,
-            });
+            self.unnamed.push((name, fd));
+            return Ok(());
         }
         if self.fds.iter().any(|(n, _)| *n == name) {
             return Err(ListenerError::DuplicateName { name });
@@ -80,12 +86,31 @@ impl Passed {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.fds.is_empty()
+        self.fds.is_empty() && self.unnamed.is_empty()
     }
 
-    fn take(&mut self, name: &str) -> Option<OwnedFd> {
-        let at = self.fds.iter().position(|(n, _)| n == name)?;
-        Some(self.fds.swap_remove(at).1)
+    /// The socket named `name`, else an unnamed one listening on `addr`.
+    fn take(&mut self, name: &str, addr: SocketAddr) -> Option<OwnedFd> {
+        if let Some(at) = self.fds.iter().position(|(n, _)| n == name) {
+            return Some(self.fds.swap_remove(at).1);
+        }
+        let at = self
+            .unnamed
+            .iter()
+            .position(|(_, fd)| local_addr(fd) == Some(addr))?;
+        Some(self.unnamed.swap_remove(at).1)
+    }
+
+    /// A passed socket no config key wanted is a setup mistake, not something to ignore.
+    fn ensure_all_used(&self) -> Result<(), ListenerError> {
+        match self.unnamed.first() {
+            None => Ok(()),
+            Some((name, fd)) => Err(ListenerError::Unmatched {
+                fd: fd.as_raw_fd(),
+                name: name.clone(),
+                addr: local_addr(fd).map_or_else(|| "unknown".into(), |a| a.to_string()),
+            }),
+        }
     }
 }
 
@@ -116,6 +141,7 @@ impl Listeners {
         let (http, o1) = one(&mut passed, HTTP, http, "proxy.http_listen")?;
         let (https, o2) = one(&mut passed, HTTPS, https, "proxy.https_listen")?;
         let (api, o3) = one(&mut passed, API, api, "api.listen")?;
+        passed.ensure_all_used()?;
         Ok(Listeners {
             http,
             https,
@@ -140,13 +166,23 @@ fn one(
     addr: SocketAddr,
     key: &'static str,
 ) -> Result<(std::net::TcpListener, Origin), ListenerError> {
-    if let Some(fd) = passed.take(name) {
+    if let Some(fd) = passed.take(name, addr) {
         return Ok((validate(name, fd, addr)?, Origin::Passed));
     }
     let listener = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| ListenerError::Bind { addr, key, source })?;
     Ok((listener, Origin::Bound))
+}
+
+fn local_addr(fd: &OwnedFd) -> Option<SocketAddr> {
+    let storage: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    if let Some(v4) = storage.as_sockaddr_in() {
+        return Some(SocketAddr::from(std::net::SocketAddrV4::from(*v4)));
+    }
+    storage
+        .as_sockaddr_in6()
+        .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
 }
 
 /// A passed fd becomes a listener only if it is a listening TCP socket of `expected`'s

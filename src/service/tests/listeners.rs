@@ -50,13 +50,8 @@ fn a_file_is_refused() {
 }
 
 #[test]
-fn unknown_and_duplicate_names_are_refused() {
+fn a_duplicate_name_is_refused() {
     let mut passed = Passed::default();
-    let a = TcpListener::bind(loopback()).expect("bind");
-    let err = passed
-        .push("metrics".into(), owned(a))
-        .expect_err("unknown name");
-    assert!(err.to_string().contains("`metrics`"), "{err}");
     let b = TcpListener::bind(loopback()).expect("bind");
     let c = TcpListener::bind(loopback()).expect("bind");
     passed.push("http".into(), owned(b)).expect("first http");
@@ -64,6 +59,42 @@ fn unknown_and_duplicate_names_are_refused() {
         .push("http".into(), owned(c))
         .expect_err("second http");
     assert!(matches!(err, ListenerError::DuplicateName { .. }), "{err}");
+}
+
+#[test]
+fn sockets_of_one_unit_share_a_name_and_are_matched_by_address() {
+    let sockets: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind(loopback()).expect("bind"))
+        .collect();
+    let addrs: Vec<SocketAddr> = sockets
+        .iter()
+        .map(|s| s.local_addr().expect("addr"))
+        .collect();
+    let mut passed = Passed::default();
+    // systemd's order need not be the config's.
+    for s in sockets.into_iter().rev() {
+        passed.push("haloyd.socket".into(), owned(s)).expect("push");
+    }
+    let listeners = Listeners::acquire(passed, addrs[0], addrs[1], addrs[2]).expect("acquire");
+    assert_eq!(listeners.origins, [Origin::Passed; 3]);
+    assert_eq!(listeners.http.local_addr().expect("addr"), addrs[0]);
+    assert_eq!(listeners.https.local_addr().expect("addr"), addrs[1]);
+    assert_eq!(listeners.api.local_addr().expect("addr"), addrs[2]);
+}
+
+#[test]
+fn a_passed_socket_nothing_wants_is_refused_with_its_address() {
+    let stray = TcpListener::bind(loopback()).expect("bind");
+    let stray_addr = stray.local_addr().expect("addr");
+    let mut passed = Passed::default();
+    passed.push("metrics".into(), owned(stray)).expect("push");
+    let err = Listeners::acquire(passed, loopback(), loopback(), loopback())
+        .expect_err("unmatched socket");
+    let text = err.to_string();
+    assert!(
+        text.contains("`metrics`") && text.contains(&stray_addr.to_string()),
+        "{text}"
+    );
 }
 
 #[test]
