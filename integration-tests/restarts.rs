@@ -579,6 +579,83 @@ async fn upgrade_hands_over_without_refusing_a_connection() {
     );
 }
 
+/// (c2) An upgraded connection (a WebSocket-style tunnel) open at the hand-over keeps working
+/// while the old daemon drains, which waits for it (up to drain_timeout) before exiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_lets_an_open_tunnel_finish() {
+    let mut rig = Rig::start(Vec::new()).await;
+    let body = format!(
+        "name: echo\nimage: {}\nreplicas: 1\nport: 8080\nhealth_check_path: /health\n\
+         domains:\n  - domain: echo.test\n",
+        rig.registry.fixture_ref("tunnel", "v1")
+    );
+    let config = rig.haloyd.write_app_config("echo", &body);
+    let run = rig.haloyd.cli(&config, &["deploy"]);
+    assert!(
+        run.output.status.success(),
+        "deploy:\n{}\n{}",
+        run.both(),
+        rig.haloyd.log_tail(30)
+    );
+
+    let mut tunnel = connect(&rig.haloyd.http_addr()).unwrap_or_else(|f| panic!("{}", f.what));
+    tunnel
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: echo.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("upgrade request");
+    let head = read_until(&mut tunnel, b"\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    echo(&mut tunnel, "before");
+
+    let old = rig.haloyd.pid().expect("haloyd runs") as i32;
+    let upgrade = rig.haloyd.upgrade_command();
+    let new = rig.haloyd.pid_file_pid().expect("pid file");
+    if new != old {
+        rig.haloyd.adopt_successor(new);
+    }
+    assert!(
+        upgrade.status.success() && new != old,
+        "{upgrade:?}\n{}",
+        rig.haloyd.log_tail(30)
+    );
+    // The old daemon drains: it must not exit while the tunnel is open.
+    assert!(
+        rig.haloyd.wait_exit(Duration::from_secs(2)).is_none(),
+        "the old haloyd exited with a tunnel open:\n{}",
+        rig.haloyd.log_tail(20)
+    );
+    echo(&mut tunnel, "during the drain");
+    drop(tunnel);
+    let exited = rig.haloyd.wait_exit(Duration::from_secs(5));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the old haloyd did not exit once the tunnel closed: {exited:?}\n{}",
+        rig.haloyd.log_tail(20)
+    );
+}
+
+fn read_until(stream: &mut TcpStream, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(end) {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            other => panic!("read {other:?} after {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    String::from_utf8_lossy(&got).to_string()
+}
+
+fn echo(stream: &mut TcpStream, text: &str) {
+    let line = format!("{text}\n");
+    stream
+        .write_all(line.as_bytes())
+        .expect("write into the tunnel");
+    assert_eq!(read_until(stream, b"\n"), line, "echo through the tunnel");
+}
+
 /// (d) A new daemon that cannot start (here: its API token file is gone) leaves the old one
 /// serving, with a clear log line, and deploys work again right after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

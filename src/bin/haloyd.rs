@@ -256,11 +256,39 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
         notifier.stopping("stopping; replicas keep running under containerd");
         remove_own_pid_file(&pid_file);
     }
+    let drain_until = tokio::time::Instant::now() + config.proxy.drain_timeout;
     shutdown.cancel();
     let _ = api_stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Upgraded connections (WebSocket) outlive their client connection's task: they get
+    // what is left of drain_timeout too, then end with the process.
+    wait_for_tunnels(&routes, drain_until).await;
     tracing::info!(handed_over, "haloyd exits");
     Ok(())
+}
+
+/// Waits until no backend has an open tunnel, or `until`.
+async fn wait_for_tunnels(routes: &Routes, until: tokio::time::Instant) {
+    loop {
+        let table = routes.load();
+        let open: u64 = table
+            .apps()
+            .filter_map(|app| table.app(app))
+            .flat_map(|route| &route.backends)
+            .map(|backend| backend.stats().tunnels)
+            .sum();
+        if open == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                open,
+                "drain_timeout reached; closing the tunnels still open"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Starts the successor and waits for its READY. Deploys, stops and crash restarts pause
