@@ -402,6 +402,16 @@ impl NotifySocket {
             .collect()
     }
 
+    /// Messages containing `line` that arrived after `since`.
+    fn count_since(&self, line: &str, since: Instant) -> usize {
+        self.messages
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, m)| *at > since && m.lines().any(|l| l == line))
+            .count()
+    }
+
     fn count(&self, line: &str) -> usize {
         self.all()
             .iter()
@@ -450,6 +460,29 @@ async fn restart_on_passed_sockets_refuses_nothing() {
     notify.wait_for("WATCHDOG=1 keep-alives", Duration::from_secs(5), |m| {
         m.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3
     });
+    // A containerd that stops answering (SIGSTOP to the harness's own containerd) stops the
+    // keep-alives; they resume once it answers again.
+    let ctd = nix::unistd::Pid::from_raw(rig._containerd.pid().expect("containerd runs") as i32);
+    nix::sys::signal::kill(ctd, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP containerd");
+    let frozen = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let during = notify.count_since("WATCHDOG=1", frozen + Duration::from_millis(700));
+    nix::sys::signal::kill(ctd, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT containerd");
+    assert_eq!(
+        during,
+        0,
+        "WATCHDOG=1 sent while containerd was stopped: {:#?}",
+        notify.all()
+    );
+    let resumed = Instant::now();
+    let deadline = resumed + Duration::from_secs(5);
+    while notify.count_since("WATCHDOG=1", resumed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no WATCHDOG=1 after containerd answered again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let load = Load::start(rig.haloyd.http_addr(), 2, 2, false);
     tokio::time::sleep(Duration::from_secs(1)).await;
