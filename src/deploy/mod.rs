@@ -680,3 +680,7 @@ fn replica_status(replica: &LiveReplica, app_stopped: bool) -> ReplicaStatus {
 #[cfg(test)]
 #[path = "tests/claim.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests/handover.rs"]
+mod handover_tests;
