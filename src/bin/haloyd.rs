@@ -442,10 +442,7 @@ fn upgrade_command(config_path: &Path, timeout: Duration) -> Result<()> {
     nix::sys::signal::kill(old_pid, nix::sys::signal::Signal::SIGUSR2)
         .with_context(|| format!("cannot signal haloyd (pid {old} from {})", path.display()))?;
     println!(
-        "asked haloyd (pid {old}) to hand over to {}",
-        std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        "asked haloyd (pid {old}) to hand over to the haloyd binary now at the path it was started from"
     );
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {

@@ -57,7 +57,7 @@ pub struct Handover {
 
 impl Handover {
     pub fn capture() -> Result<Handover, HandoverError> {
-        let path = std::env::current_exe().map_err(HandoverError::OwnPath)?;
+        let path = own_path(std::env::args_os().next().map(PathBuf::from))?;
         Ok(Handover {
             path,
             args: std::env::args_os().skip(1).collect(),
@@ -145,6 +145,18 @@ impl Handover {
                 })
             }
         }
+    }
+}
+
+/// The path haloyd was started as (argv[0] when it names a file, so a symlink switched to a
+/// new release is followed), else the running executable.
+fn own_path(arg0: Option<PathBuf>) -> Result<PathBuf, HandoverError> {
+    match arg0 {
+        Some(p) if p.is_absolute() => Ok(p),
+        Some(p) if p.components().count() > 1 => std::env::current_dir()
+            .map(|cwd| cwd.join(p))
+            .map_err(HandoverError::OwnPath),
+        _ => std::env::current_exe().map_err(HandoverError::OwnPath),
     }
 }
 

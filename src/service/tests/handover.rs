@@ -88,3 +88,19 @@ async fn each_socket_lands_on_its_own_number_whatever_order_they_are_given_in() 
         ]
     );
 }
+
+#[test]
+fn the_successor_runs_the_path_haloyd_was_started_as() {
+    let link = PathBuf::from("/usr/local/bin/haloyd");
+    assert_eq!(own_path(Some(link.clone())).expect("absolute"), link);
+    let relative = own_path(Some(PathBuf::from("target/debug/haloyd"))).expect("relative");
+    assert_eq!(
+        relative,
+        std::env::current_dir()
+            .expect("cwd")
+            .join("target/debug/haloyd")
+    );
+    // Found through PATH: argv[0] names no file, the running executable is used.
+    let bare = own_path(Some(PathBuf::from("haloyd"))).expect("bare name");
+    assert_eq!(bare, std::env::current_exe().expect("exe"));
+}
