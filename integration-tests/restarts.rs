@@ -329,7 +329,10 @@ fn assert_clean(report: &LoadReport, during: &str, haloyd: &Haloyd, fresh_retrie
         haloyd.log_tail(40)
     );
     if !fresh_retries_allowed {
+        // Only a killed haloyd may drop a request it had taken; a draining one closes idle
+        // keep-alive connections with a FIN (lingering), never a reset.
         assert_eq!(report.fresh_retries, 0, "during {during}");
+        assert_eq!(report.closes_by_reset, 0, "during {during}");
     }
     assert!(
         report.ok > 100,
