@@ -705,24 +705,16 @@ async fn failed_upgrade_leaves_the_old_daemon_serving() {
 
     let load = Load::start(rig.haloyd.http_addr(), 2, 2, false);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(old),
-        nix::sys::signal::Signal::SIGUSR2,
-    )
-    .expect("SIGUSR2 to haloyd");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !rig
-        .haloyd
-        .log()
-        .contains("upgrade failed; this haloyd keeps serving")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            rig.haloyd.log_tail(40)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let upgrade = rig.haloyd.upgrade_command();
+    let stderr = String::from_utf8_lossy(&upgrade.stderr).to_string();
+    assert!(
+        !upgrade.status.success(),
+        "haloyd upgrade succeeded: {upgrade:?}"
+    );
+    assert!(
+        stderr.contains("keeps serving") && stderr.contains("exited before it was ready"),
+        "haloyd upgrade does not say why: {stderr}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let report = load.finish();
     assert_clean(&report, "a failed upgrade", &rig.haloyd, false);

@@ -243,7 +243,14 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
                         break true;
                     }
                     Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "upgrade failed; this haloyd keeps serving")
+                        let error = format!("{e:#}");
+                        tracing::error!(error = %error, "upgrade failed; this haloyd keeps serving");
+                        // For `haloyd upgrade`, which waits for the outcome.
+                        let _ = write_file(
+                            &upgrade_failure_file(&config),
+                            format!("{error}\n").as_bytes(),
+                            0o644,
+                        );
                     }
                 }
             }
@@ -367,6 +374,11 @@ fn pid_file(config: &ServerConfig) -> PathBuf {
     config.run_dir.join("haloyd.pid")
 }
 
+/// Written by a daemon whose hand-over failed: why, for `haloyd upgrade` to print.
+fn upgrade_failure_file(config: &ServerConfig) -> PathBuf {
+    config.run_dir.join("upgrade-failed")
+}
+
 /// After a hand-over the successor has written its own pid there: only ours is removed.
 fn remove_own_pid_file(path: &Path) {
     let ours = std::fs::read_to_string(path)
@@ -438,6 +450,8 @@ fn upgrade_command(config_path: &Path, timeout: Duration) -> Result<()> {
             path.display()
         )
     })?;
+    let failure = upgrade_failure_file(&config);
+    let _ = std::fs::remove_file(&failure);
     let old_pid = nix::unistd::Pid::from_raw(old);
     nix::sys::signal::kill(old_pid, nix::sys::signal::Signal::SIGUSR2)
         .with_context(|| format!("cannot signal haloyd (pid {old} from {})", path.display()))?;
@@ -449,6 +463,12 @@ fn upgrade_command(config_path: &Path, timeout: Duration) -> Result<()> {
         if let Some(new) = read_pid().filter(|p| *p != old) {
             println!("the new haloyd (pid {new}) serves; the old one drains and exits");
             return Ok(());
+        }
+        if let Ok(why) = std::fs::read_to_string(&failure) {
+            bail!(
+                "the upgrade failed and the running haloyd (pid {old}) keeps serving: {}",
+                why.trim()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
