@@ -317,6 +317,35 @@ async fn shutdown_closes_idle_connections_at_once_and_lets_a_request_in_flight_f
     assert!(closed_within(&mut busy, NO_HANG).await);
 }
 
+/// Shutdown closes an idle keep-alive connection; a client whose next request crosses that
+/// close (a hand-over or restart under load) must get a clean end, not a reset: the proxy
+/// half-closes and reads and discards what still arrives, so the client's writes succeed and
+/// its read ends with a FIN, and it sends the request again on a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_crossing_the_shutdown_of_an_idle_connection_sees_a_clean_close() {
+    let backend = path_echo_backend().await;
+    let proxy = proxy_to(backend.addr).await;
+    let mut wire = Wire::connect(proxy.addr).await;
+    assert_response(
+        &exchange(&mut wire, &get_request("/first"), false).await,
+        200,
+        "/first",
+    );
+    drop(proxy.stop);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    use tokio::io::AsyncWriteExt;
+    let first = wire.stream.write_all(&get_request("/late")).await;
+    // A closed socket answers that request with a reset, and the next write fails.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = wire.stream.write_all(&get_request("/later")).await;
+    assert!(
+        first.is_ok() && second.is_ok(),
+        "the proxy reset the connection: {first:?} {second:?}"
+    );
+    let end = timeout(NO_HANG, wire.fill()).await.expect("no close");
+    assert_eq!(end, Ok(0), "no clean close after shutdown");
+}
+
 /// The proxy answers 413 as soon as it sees the declared length; the client keeps sending the
 /// body. Closing then must not reset the connection (which could destroy the 413 on its way):
 /// the proxy reads and discards the rest, and the client's upload and read both end cleanly.

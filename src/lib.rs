@@ -10,6 +10,7 @@ pub mod health;
 pub mod network;
 pub mod proxy;
 pub mod runtime;
+pub mod service;
 pub mod state;
 pub mod timefmt;
 pub mod tls;

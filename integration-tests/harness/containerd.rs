@@ -41,6 +41,11 @@ impl Containerd {
         harness
     }
 
+    /// pid of the containerd process the harness started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(std::process::Child::id)
+    }
+
     /// The gRPC socket path.
     pub fn socket(&self) -> &Path {
         &self.socket

@@ -36,6 +36,14 @@ pub struct HaloydOptions {
     pub api_extra: Option<String>,
     /// A state dir to start from (copied into the private one), e.g. stored-format fixtures.
     pub seed_state: Option<PathBuf>,
+    /// The harness binds the three listening sockets itself and passes them to every haloyd
+    /// it starts the systemd way (`LISTEN_FDS=3`, `LISTEN_FDNAMES=http:https:api`,
+    /// `LISTEN_PID`), so they outlive a restart: connections wait in the kernel backlog.
+    pub pass_sockets: bool,
+    /// Server config `proxy.drain_timeout`.
+    pub drain_timeout: Option<Duration>,
+    /// Extra environment for haloyd (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for HaloydOptions {
@@ -49,6 +57,9 @@ impl Default for HaloydOptions {
             api_domain: None,
             api_extra: None,
             seed_state: None,
+            pass_sockets: false,
+            drain_timeout: None,
+            env: Vec::new(),
         }
     }
 }
@@ -65,6 +76,11 @@ pub struct Haloyd {
     api_port: u16,
     http_port: u16,
     https_port: u16,
+    /// http, https, api: held by the harness when `pass_sockets` is set.
+    sockets: Vec<std::net::TcpListener>,
+    env: Vec<(String, String)>,
+    /// A haloyd that took over by `upgrade` (not our child): stopped by pid on drop.
+    successor: Option<i32>,
 }
 
 impl Haloyd {
@@ -85,6 +101,25 @@ impl Haloyd {
         let token = format!("test-token-{:016x}", rand::random::<u64>());
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, &token).expect("write token file");
+        let sockets: Vec<std::net::TcpListener> = if options.pass_sockets {
+            (0..3)
+                .map(|_| {
+                    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback socket")
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let port = |i: usize| sockets[i].local_addr().expect("socket address").port();
+        let (http_port, https_port, api_port) = if options.pass_sockets {
+            (port(0), port(1), port(2))
+        } else {
+            (
+                options.http_port.unwrap_or_else(free_port),
+                free_port(),
+                free_port(),
+            )
+        };
         let mut haloyd = Haloyd {
             child: None,
             config_path: dir.path().join("haloyd.yaml"),
@@ -92,9 +127,12 @@ impl Haloyd {
             namespace: format!("hld-{suffix:06x}"),
             bridge: format!("hld{suffix:06x}"),
             subnet_prefix,
-            api_port: free_port(),
-            http_port: options.http_port.unwrap_or_else(free_port),
-            https_port: free_port(),
+            api_port,
+            http_port,
+            https_port,
+            sockets,
+            env: options.env.clone(),
+            successor: None,
             dir: Some(dir),
         };
         let config = haloyd.config_yaml(containerd.socket(), &token_file, &options);
@@ -254,9 +292,13 @@ impl Haloyd {
             containerd_socket.display(),
             self.namespace
         );
+        let drain = options
+            .drain_timeout
+            .map(|d| format!(", drain_timeout: {}ms", d.as_millis()))
+            .unwrap_or_default();
         let _ = writeln!(
             yaml,
-            "proxy: {{http_listen: {}, https_listen: {}}}",
+            "proxy: {{http_listen: {}, https_listen: {}{drain}}}",
             self.http_addr(),
             self.https_addr()
         );
@@ -293,19 +335,95 @@ impl Haloyd {
             .append(true)
             .open(self.dir().join("haloyd.log"))
             .expect("open haloyd log");
-        let child = Command::new(haloyd_binary())
+        let mut command = if self.sockets.is_empty() {
+            Command::new(haloyd_binary())
+        } else {
+            // systemd's way: the fds at 3.., LISTEN_PID the pid of the process that gets them
+            // (the shell execs haloyd, keeping its pid).
+            let mut sh = Command::new("/bin/sh");
+            sh.arg("-c")
+                .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
+                .arg(haloyd_binary())
+                .env("LISTEN_FDS", self.sockets.len().to_string())
+                .env("LISTEN_FDNAMES", "http:https:api");
+            let fds: Vec<i32> = self
+                .sockets
+                .iter()
+                .map(std::os::fd::AsRawFd::as_raw_fd)
+                .collect();
+            // SAFETY: only fcntl and dup2 between fork and exec, on a Vec made before.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut sh, move || place_fds(&fds));
+            }
+            sh
+        };
+        command
             .arg("serve")
             .arg("--config")
             .arg(&self.config_path)
             .env_remove("HALOY_API_TOKEN")
+            .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn haloyd");
+            .stderr(log);
+        let child = command.spawn().expect("spawn haloyd");
         self.child = Some(child);
+    }
+
+    /// pid of the haloyd child the harness started (not of a successor).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERMs haloyd and waits up to `grace` for it to drain and exit (SIGKILL after).
+    pub fn stop(&mut self, grace: Duration) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, grace);
+        }
+    }
+
+    /// Waits up to `timeout` for the haloyd child to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// `haloyd upgrade -c <config>`: the real CLI subcommand against this daemon.
+    pub fn upgrade_command(&self) -> Output {
+        Command::new(haloyd_binary())
+            .args(["upgrade", "--timeout", "60s", "--config"])
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run haloyd upgrade")
+    }
+
+    /// The pid in haloyd's pid file (written once a daemon is ready).
+    pub fn pid_file_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.dir().join("run").join("haloyd.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    /// Records a daemon that took over from our child, so drop stops it (by pid).
+    pub fn adopt_successor(&mut self, pid: i32) {
+        self.successor = Some(pid);
+    }
+
+    /// The server config file (tests break it to make a successor fail).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
     }
 
     async fn wait_until_healthy(&mut self) {
@@ -408,10 +526,59 @@ fn run_quietly(program: &str, args: &[&str]) {
         .status();
 }
 
+/// In the child between fork and exec: `fds[i]` becomes fd `3 + i`, inheritable. Each is
+/// first copied above the targets, so no source is overwritten before it moves.
+fn place_fds(fds: &[i32]) -> std::io::Result<()> {
+    let mut high = [0i32; 8];
+    for (slot, fd) in high.iter_mut().zip(fds) {
+        // SAFETY: fcntl on an fd number; failure is reported.
+        let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        *slot = copy;
+    }
+    for (i, fd) in high.iter().take(fds.len()).enumerate() {
+        // SAFETY: as above; dup2 leaves the target without CLOEXEC.
+        if unsafe { libc::dup2(*fd, 3 + i as i32) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM to a process that is not our child (a successor haloyd), then SIGKILL after
+/// `grace`; "gone" once it no longer exists or is a zombie waiting for its new parent.
+pub fn stop_pid(pid: i32, grace: Duration) {
+    use nix::sys::signal::{kill, Signal};
+    let target = nix::unistd::Pid::from_raw(pid);
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true)
+    };
+    let _ = kill(target, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if gone() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill(target, Signal::SIGKILL);
+}
+
 impl Drop for Haloyd {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, Duration::from_secs(5));
+        }
+        if let Some(pid) = self.successor.take() {
+            stop_pid(pid, Duration::from_secs(5));
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])

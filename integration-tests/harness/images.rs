@@ -142,6 +142,32 @@ exec sleep 100000
         env: &[],
     },
     Fixture {
+        name: "tunnel",
+        // GET /health answers 200; any other request is switched (101) to a raw echo of
+        // what the client sends: a tunnel the proxy must keep open through a hand-over.
+        script: r#"
+cat > /app/serve <<'EOT'
+#!/bin/sh
+read -r line
+path=$(echo "$line" | cut -d' ' -f2)
+while read -r h; do
+  h=$(echo "$h" | tr -d '\r')
+  [ -z "$h" ] && break
+done
+case "$path" in
+  /health) printf 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n' ;;
+  *) printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'; exec cat ;;
+esac
+EOT
+chmod +x /app/serve
+trap 'exit 0' TERM
+echo "tunnel: 101 + echo on ${PORT:-8080}"
+nc -ll -p ${PORT:-8080} -e /app/serve &
+wait
+"#,
+        env: &[],
+    },
+    Fixture {
         name: "chatty",
         script: r#"
 echo ok > /www/health

@@ -408,6 +408,9 @@ fn deploy_error(e: DeployError) -> Response<Body> {
         DeployError::InvalidConfig { .. } => StatusCode::BAD_REQUEST,
         DeployError::UnknownApp(_) | DeployError::UnknownDeployment { .. } => StatusCode::NOT_FOUND,
         DeployError::Busy { .. } | DeployError::DomainTaken { .. } => StatusCode::CONFLICT,
+        DeployError::HandingOver | DeployError::HandoverBusy { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let problems = match &e {

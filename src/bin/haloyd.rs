@@ -1,11 +1,13 @@
 //! `haloyd`, the daemon on each server: `serve` wires config → runtime → proxy → deployer →
-//! API and runs until SIGTERM; `init` prepares a fresh server; the hidden log-driver mode is
+//! API and runs until SIGTERM, or hands over to a new binary on SIGUSR2 (`upgrade`); `init` prepares a fresh server; the hidden log-driver mode is
 //! what containerd's shim runs to keep each task's output.
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -21,6 +23,7 @@ use haloy::proxy::{self, Proxy, Routes, TlsHooks};
 use haloy::runtime::apparmor::{self, LsmDecision};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{log_driver, ContainerdRuntime, Runtime, RuntimeConfig};
+use haloy::service::{self, Handover, Inherited, Listeners, Notifier};
 use haloy::state::StateStore;
 use haloy::tls::{
     AcmeSettings, CertificateManager, DomainSet, OperatorCertificate, TlsSettings,
@@ -60,6 +63,16 @@ enum Command {
         #[arg(long)]
         new_token: bool,
     },
+    /// Hand the running daemon over to the haloyd binary now installed at its path, without
+    /// refusing a connection (sends it SIGUSR2; see ARCHITECTURE.md "Restarts and upgrades").
+    Upgrade {
+        /// Server config of the running daemon (its `run_dir` holds the pid file).
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long to wait for the new daemon to take over.
+        #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Print the version.
     Version,
 }
@@ -82,6 +95,7 @@ fn main() -> ExitCode {
             state_dir,
             new_token,
         } => init(&config, &state_dir, new_token),
+        Command::Upgrade { config, timeout } => upgrade_command(&config, timeout),
         Command::Version => {
             println!("haloyd {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -108,14 +122,21 @@ fn init_tracing() {
 fn serve(config_path: &Path) -> Result<()> {
     let config = ServerConfig::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing();
+    let handover = Handover::capture()?;
+    // SAFETY: no other thread exists yet (the async runtime starts below).
+    let inherited =
+        unsafe { Inherited::take() }.context("cannot take the sockets passed to haloyd")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, inherited, handover))
 }
 
-async fn run(config: ServerConfig) -> Result<()> {
+/// How long a successor may take from exec to READY (containerd recovery included).
+const SUCCESSOR_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover) -> Result<()> {
     let token = read_token(&config.api.token_file)?;
     for dir in [&config.state_dir, &config.run_dir] {
         std::fs::create_dir_all(dir)
@@ -124,11 +145,12 @@ async fn run(config: ServerConfig) -> Result<()> {
     let log_dir = log_dir(&config);
     log_driver::restrict_log_dir(&log_dir)
         .with_context(|| format!("cannot restrict the modes of {}", log_dir.display()))?;
-    let runtime: Arc<dyn Runtime> = Arc::new(
+    let containerd = Arc::new(
         ContainerdRuntime::connect(runtime_config(&config)?)
             .await
             .context("cannot use containerd")?,
     );
+    let runtime: Arc<dyn Runtime> = containerd.clone();
     let tls = CertificateManager::new(tls_settings(&config)).context("cannot set up TLS")?;
     let routes = Routes::new();
     let hooks: Arc<dyn TlsHooks> = tls.clone();
@@ -140,10 +162,18 @@ async fn run(config: ServerConfig) -> Result<()> {
     let state = StateStore::open(&config.state_dir)?;
     let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
 
-    // Bind everything before recovering, so a port conflict fails fast and loudly.
-    let http = bind(config.proxy.http_listen, "proxy.http_listen").await?;
-    let https = bind(config.proxy.https_listen, "proxy.https_listen").await?;
-    let api_listener = bind(config.api.listen, "api.listen").await?;
+    // Take or bind every socket before recovering, so a port conflict fails fast and loudly.
+    let listeners = Listeners::acquire(
+        std::mem::take(&mut inherited.passed),
+        config.proxy.http_listen,
+        config.proxy.https_listen,
+        config.api.listen,
+    )?;
+    let passed_fds = listeners.named_fds();
+    tracing::info!(origins = ?listeners.origins, from_predecessor = inherited.from_predecessor(), "listening sockets (http, https, api)");
+    let http = TcpListener::from_std(listeners.http).context("cannot use the http socket")?;
+    let https = TcpListener::from_std(listeners.https).context("cannot use the https socket")?;
+    let api_listener = TcpListener::from_std(listeners.api).context("cannot use the api socket")?;
 
     deployer
         .start()
@@ -192,40 +222,270 @@ async fn run(config: ServerConfig) -> Result<()> {
             CertificatePolicy::from_config(&config),
         ));
     }
+    // Routes are rebuilt and the accept loops run: from here connections are served.
+    let notifier = Notifier::from_env();
+    notifier.ready(&status_line(&deployer));
+    inherited.signal_ready();
+    let pid_file = pid_file(&config);
+    if let Err(e) = write_file(
+        &pid_file,
+        format!("{}\n", std::process::id()).as_bytes(),
+        0o644,
+    ) {
+        tracing::warn!(error = %e, "cannot write the pid file; `haloyd upgrade` will not find this daemon");
+    }
+    tokio::spawn(keep_alive(notifier, containerd, deployer.clone()));
     tracing::info!(
         api = %config.api.listen,
         http = %config.proxy.http_listen,
         https = %config.proxy.https_listen,
         "haloyd ready"
     );
-    wait_for_signal().await;
-    tracing::info!("shutting down; replicas keep running under containerd");
+    let mut signals = Signals::new();
+    let handed_over = loop {
+        match signals.next().await {
+            Wanted::Stop => break false,
+            Wanted::Upgrade => {
+                let wait = config.deploy.timeout;
+                match upgrade(&deployer, &handover, &passed_fds, wait).await {
+                    Ok(pid) => {
+                        tracing::info!(
+                            successor = pid,
+                            "the new haloyd serves; this one stops accepting and drains"
+                        );
+                        break true;
+                    }
+                    Err(e) => {
+                        let error = format!("{e:#}");
+                        tracing::error!(error = %error, "upgrade failed; this haloyd keeps serving");
+                        // For `haloyd upgrade`, which waits for the outcome.
+                        let _ = write_file(
+                            &upgrade_failure_file(&config),
+                            format!("{error}\n").as_bytes(),
+                            0o644,
+                        );
+                    }
+                }
+            }
+        }
+    };
+    if handed_over {
+        notifier.status("handed over; draining");
+    } else {
+        tracing::info!("shutting down; replicas keep running under containerd");
+        notifier.stopping("stopping; replicas keep running under containerd");
+        remove_own_pid_file(&pid_file);
+    }
+    let drain_until = tokio::time::Instant::now() + config.proxy.drain_timeout;
     shutdown.cancel();
     let _ = api_stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Upgraded connections (WebSocket) outlive their client connection's task: they get
+    // what is left of drain_timeout too, then end with the process.
+    wait_for_tunnels(&routes, drain_until).await;
+    tracing::info!(handed_over, "haloyd exits");
     Ok(())
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (server config `{key}`)"))
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot watch SIGTERM; stop haloyd with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
+/// Waits until no backend has an open tunnel, or `until`.
+async fn wait_for_tunnels(routes: &Routes, until: tokio::time::Instant) {
+    loop {
+        let table = routes.load();
+        let open: u64 = table
+            .apps()
+            .filter_map(|app| table.app(app))
+            .flat_map(|route| &route.backends)
+            .map(|backend| backend.stats().tunnels)
+            .sum();
+        if open == 0 {
             return;
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!(
+                open,
+                "drain_timeout reached; closing the tunnels still open"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts the successor and waits for its READY. Deploys, stops and crash restarts pause
+/// first, so the two daemons sharing containerd never act on the same replicas; if the
+/// successor fails they resume.
+async fn upgrade(
+    deployer: &Arc<Deployer>,
+    handover: &Handover,
+    fds: &[(RawFd, &'static str)],
+    wait: Duration,
+) -> Result<u32> {
+    tracing::info!(path = %handover.path().display(), "upgrade requested: starting the binary at haloyd's path with its sockets");
+    let pause = deployer.pause_for_handover(wait).await?;
+    match handover.start_successor(fds, SUCCESSOR_READY_TIMEOUT).await {
+        Ok(pid) => {
+            // Kept paused until exit: the successor owns deploys and restarts now.
+            std::mem::forget(pause);
+            Ok(pid)
+        }
+        Err(e) => {
+            pause.resume();
+            Err(e.into())
+        }
+    }
+}
+
+/// STATUS= from the live view: apps, and replicas in rotation of all replicas.
+fn status_line(deployer: &Deployer) -> String {
+    let apps = deployer.status(None);
+    let replicas: Vec<_> = apps.iter().flat_map(|a| &a.replicas).collect();
+    let ready = replicas
+        .iter()
+        .filter(|r| r.state == haloy::api::types::ReplicaState::Ready)
+        .count();
+    service::notify::status_line(apps.len(), ready, replicas.len())
+}
+
+/// WATCHDOG=1 every half `WATCHDOG_USEC`, only after containerd answered its Version call in
+/// time: a stalled runtime (or containerd) stops the keep-alives and systemd restarts
+/// haloyd. STATUS= follows the replica counts.
+async fn keep_alive(
+    notifier: Notifier,
+    containerd: Arc<ContainerdRuntime>,
+    deployer: Arc<Deployer>,
+) {
+    if !notifier.is_enabled() {
+        return;
+    }
+    let watchdog = service::notify::watchdog_interval();
+    let every = watchdog.unwrap_or(Duration::from_secs(5));
+    let mut last_status = String::new();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if watchdog.is_some() {
+            match tokio::time::timeout(every, containerd.client().server_version()).await {
+                Ok(Ok(_)) => notifier.watchdog(),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "containerd does not answer; no watchdog keep-alive")
+                }
+                Err(_) => {
+                    tracing::warn!(timeout = ?every, "containerd's Version call timed out; no watchdog keep-alive")
+                }
+            }
+        }
+        let status = status_line(&deployer);
+        if status != last_status {
+            notifier.status(&status);
+            last_status = status;
+        }
+    }
+}
+
+fn pid_file(config: &ServerConfig) -> PathBuf {
+    config.run_dir.join("haloyd.pid")
+}
+
+/// Written by a daemon whose hand-over failed: why, for `haloyd upgrade` to print.
+fn upgrade_failure_file(config: &ServerConfig) -> PathBuf {
+    config.run_dir.join("upgrade-failed")
+}
+
+/// After a hand-over the successor has written its own pid there: only ours is removed.
+fn remove_own_pid_file(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        == Some(std::process::id());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+enum Wanted {
+    Stop,
+    Upgrade,
+}
+
+/// SIGTERM/SIGINT stop, SIGUSR2 upgrades.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    usr2: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(signal = name, error = %e, "cannot watch the signal");
+                None
+            }
+        };
+        Signals {
+            term: watch(SignalKind::terminate(), "SIGTERM"),
+            usr2: watch(SignalKind::user_defined2(), "SIGUSR2"),
+        }
+    }
+
+    async fn next(&mut self) -> Wanted {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => Wanted::Stop,
+            _ = tokio::signal::ctrl_c() => Wanted::Stop,
+            _ = recv(&mut self.usr2) => Wanted::Upgrade,
+        }
+    }
+}
+
+/// `haloyd upgrade`: SIGUSR2 to the daemon named by the pid file, then wait until a new pid
+/// is written there (the successor is ready) and the old process is gone.
+fn upgrade_command(config_path: &Path, timeout: Duration) -> Result<()> {
+    let config = ServerConfig::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = pid_file(&config);
+    let read_pid = || -> Option<i32> {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    };
+    let old = read_pid().with_context(|| {
+        format!(
+            "no running haloyd: cannot read a pid from {} (server config `run_dir`)",
+            path.display()
+        )
+    })?;
+    let failure = upgrade_failure_file(&config);
+    let _ = std::fs::remove_file(&failure);
+    let old_pid = nix::unistd::Pid::from_raw(old);
+    nix::sys::signal::kill(old_pid, nix::sys::signal::Signal::SIGUSR2)
+        .with_context(|| format!("cannot signal haloyd (pid {old} from {})", path.display()))?;
+    println!(
+        "asked haloyd (pid {old}) to hand over to the haloyd binary now at the path it was started from"
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(new) = read_pid().filter(|p| *p != old) {
+            println!("the new haloyd (pid {new}) serves; the old one drains and exits");
+            return Ok(());
+        }
+        if let Ok(why) = std::fs::read_to_string(&failure) {
+            bail!(
+                "the upgrade failed and the running haloyd (pid {old}) keeps serving: {}",
+                why.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("no new haloyd took over within {timeout:?}; the old one (pid {old}) keeps serving — see its log for why")
 }
 
 fn read_token(path: &Path) -> Result<String> {

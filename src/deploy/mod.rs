@@ -16,6 +16,7 @@ mod supervisor;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,10 @@ pub enum DeployError {
         id: String,
         reason: String,
     },
+    #[error("haloyd is handing over to a new binary; try again in a few seconds")]
+    HandingOver,
+    #[error("cannot hand over: `{app}` is being deployed or stopped and did not finish within {waited:?}")]
+    HandoverBusy { app: String, waited: Duration },
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -167,6 +172,37 @@ pub struct Deployer {
     domain_claims: Arc<claims::DomainClaims>,
     /// Bumped whenever the set of deployed domains may have changed (TLS follows it).
     changes: tokio::sync::watch::Sender<u64>,
+    /// Set while a successor haloyd takes over: no deploy, stop or crash restart starts here,
+    /// so two daemons sharing containerd never act on the same replicas.
+    pub(crate) paused: AtomicBool,
+    /// Crash restarts skipped while paused; started if the hand-over fails.
+    pub(crate) skipped_restarts: Mutex<Vec<(Arc<AppEntry>, Arc<LiveReplica>)>>,
+}
+
+/// Holds every app's deploy lock while a successor starts (see [`Deployer::pause_for_handover`]).
+pub struct HandoverPause {
+    deployer: Arc<Deployer>,
+    _locks: Vec<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl HandoverPause {
+    /// The hand-over failed: this daemon goes on, and restarts what crashed meanwhile.
+    pub fn resume(self) {
+        self.deployer.paused.store(false, Ordering::SeqCst);
+        let skipped = std::mem::take(
+            &mut *self
+                .deployer
+                .skipped_restarts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for (entry, replica) in skipped {
+            tokio::spawn(supervisor::restart(self.deployer.clone(), entry, replica));
+        }
+        let deployer = self.deployer.clone();
+        tokio::spawn(async move { recovery::reconcile_exited(&deployer).await });
+        tracing::info!("deploys and crash restarts resumed");
+    }
 }
 
 impl Deployer {
@@ -185,6 +221,8 @@ impl Deployer {
             apps: Mutex::new(HashMap::new()),
             domain_claims: Arc::default(),
             changes: tokio::sync::watch::Sender::new(0),
+            paused: AtomicBool::new(false),
+            skipped_restarts: Mutex::new(Vec::new()),
         })
     }
 
@@ -218,6 +256,44 @@ impl Deployer {
         supervisor::spawn(self.clone());
         self.notify_changed();
         Ok(())
+    }
+
+    /// Before a successor starts: refuse new deploys and stops, skip crash restarts, and wait
+    /// up to `wait` for running deploys and stops to finish (their locks are then held, so
+    /// the successor never finds one half done). Dropping the pause without `resume` (after
+    /// a successful hand-over) keeps everything paused until this process exits.
+    pub async fn pause_for_handover(
+        self: &Arc<Self>,
+        wait: Duration,
+    ) -> Result<HandoverPause, DeployError> {
+        self.paused.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut locks = Vec::new();
+        for entry in self.entries() {
+            match tokio::time::timeout_at(deadline, entry.lock.clone().lock_owned()).await {
+                Ok(guard) => locks.push(guard),
+                Err(_) => {
+                    drop(locks);
+                    self.paused.store(false, Ordering::SeqCst);
+                    return Err(DeployError::HandoverBusy {
+                        app: entry.name.clone(),
+                        waited: wait,
+                    });
+                }
+            }
+        }
+        tracing::info!(
+            apps = locks.len(),
+            "deploys, stops and crash restarts paused for the hand-over"
+        );
+        Ok(HandoverPause {
+            deployer: self.clone(),
+            _locks: locks,
+        })
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 
     pub(crate) fn entry(&self, app: &str) -> Arc<AppEntry> {
@@ -274,6 +350,11 @@ impl Deployer {
             .map_err(|problems| DeployError::DomainTaken { problems })?;
         let entry = self.entry(&app.name);
         let guard = entry.claim_for_deploy(&deployment_id)?;
+        // Checked with the lock held: a pause that started earlier is waiting for it.
+        if self.is_paused() {
+            entry.release_deploy(guard);
+            return Err(DeployError::HandingOver);
+        }
         let kind = if rollback_of.is_some() {
             OperationKind::Rollback
         } else {
@@ -386,8 +467,16 @@ impl Deployer {
         let entry = self
             .existing_entry(app)
             .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
+        if self.is_paused() {
+            return Err(DeployError::HandingOver);
+        }
         let job_id = ulid::Ulid::new().to_string();
         let guard = entry.claim_for_deploy(&job_id)?;
+        // Checked with the lock held: a pause that started earlier is waiting for it.
+        if self.is_paused() {
+            entry.release_deploy(guard);
+            return Err(DeployError::HandingOver);
+        }
         let kind = if remove_containers {
             OperationKind::Remove
         } else {
@@ -691,3 +780,7 @@ fn replica_status(replica: &LiveReplica, app_stopped: bool) -> ReplicaStatus {
 #[cfg(test)]
 #[path = "tests/claim.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "tests/handover.rs"]
+mod handover_tests;

@@ -78,6 +78,17 @@ async fn restart_after_backoff(
         crashed.set_phase(Phase::CrashLooping);
     }
     tokio::time::sleep(backoff).await;
+    // A successor haloyd is taking over and restarts it itself (recovery); should the
+    // hand-over fail, the pause's resume restarts it here.
+    if deployer.is_paused() {
+        tracing::info!(app = %entry.name, replica = crashed.replica, "restart left to the new haloyd (hand-over in progress)");
+        deployer
+            .skipped_restarts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((entry, crashed));
+        return;
+    }
     // The app may have been stopped, redeployed or this replica retired meanwhile.
     let still_wanted = {
         let live = entry.live_lock();

@@ -78,6 +78,9 @@ pub(crate) async fn serve(
         let head = match next_head(&mut stream, &mut read_buf, &activity, &shared).await? {
             NextHead::Request(head) => head,
             NextHead::Closed => return Ok(Ended::Closed),
+            // A request may be crossing the close (shutdown or idle timeout): closing with it
+            // unread would reset the connection; lingering gives the client a clean end.
+            NextHead::Closing => return Ok(Ended::Linger(stream)),
             NextHead::Handoff => return Ok(Ended::Handoff(Rewind::new(stream, read_buf))),
         };
         let active = ActiveRequest::start(&activity);
@@ -121,6 +124,8 @@ struct Head {
 enum NextHead {
     Request(Head),
     Closed,
+    /// The proxy closes the connection between requests.
+    Closing,
     Handoff,
 }
 
@@ -153,7 +158,7 @@ async fn next_head(
         .await
         .map_err(ConnError::Read)?;
         match read {
-            None => return Ok(NextHead::Closed),
+            None => return Ok(NextHead::Closing),
             Some(0) if buf.is_empty() => return Ok(NextHead::Closed),
             Some(0) => return Err(ConnError::PartialHead),
             Some(_) => {}
