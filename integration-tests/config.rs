@@ -1010,7 +1010,7 @@ fn plain_http_token_to_a_remote_server_is_refused_before_connecting() {
     );
     assert_eq!(
         stored(home.path()),
-        json!({"servers": {"http://192.0.2.10:9922": "tok"}, "insecure_http": ["http://192.0.2.10:9922"]})
+        json!({"format_version": 1, "servers": {"http://192.0.2.10:9922": "tok"}, "insecure_http": ["http://192.0.2.10:9922"]})
     );
 }
 
@@ -1041,7 +1041,7 @@ fn server_add_takes_the_token_from_stdin_or_the_environment() {
     );
     assert_eq!(
         stored(home.path()),
-        json!({"servers": {"http://127.0.0.1:9922": "tok-stdin", "http://localhost:9000": "tok-env"}})
+        json!({"format_version": 1, "servers": {"http://127.0.0.1:9922": "tok-stdin", "http://localhost:9000": "tok-env"}})
     );
     // No token anywhere: a clear error, nothing stored.
     let out = haloy_with(&["server", "add", "127.0.0.2"], home.path(), &[], "");

@@ -11,7 +11,7 @@ cargo clippy --all-targets --locked -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --lib --bins --tests --locked -- --test-threads=2 2>&1 | tee "$log" || status=$?
+cargo test --lib --bins --tests --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 # One closing line over all test binaries.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
