@@ -599,7 +599,11 @@ async fn the_backend_receives_exactly_the_requests_the_proxy_accepted() {
     for example in fuzz.stricter_examples.lock().unwrap().iter() {
         eprintln!("  {example}");
     }
-    println!(
+    // Straight to the stderr handle, which the test harness does not capture: CI's log shows
+    // how many inputs ran even when the test passes.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
         "proxy fuzz: {} inputs ({fixed_inputs} corpus, {cases} generated, seed {seed}), {} accepted \
          requests, {} rejected, {violations} invariant violations in {} inputs, {:.1} s",
         stats.inputs,
