@@ -44,6 +44,8 @@ pub struct HaloydOptions {
     pub drain_timeout: Option<Duration>,
     /// Extra environment for haloyd (e.g. `NOTIFY_SOCKET`, `WATCHDOG_USEC`).
     pub env: Vec<(String, String)>,
+    /// Server config `logs.format` (`text` or `json`); haloyd's default if `None`.
+    pub log_format: Option<String>,
 }
 
 impl Default for HaloydOptions {
@@ -60,6 +62,7 @@ impl Default for HaloydOptions {
             pass_sockets: false,
             drain_timeout: None,
             env: Vec::new(),
+            log_format: None,
         }
     }
 }
@@ -319,6 +322,9 @@ impl Haloyd {
             "deploy: {{timeout: {}ms}}",
             options.deploy_timeout.as_millis()
         );
+        if let Some(format) = &options.log_format {
+            let _ = writeln!(yaml, "logs: {{format: {format}}}");
+        }
         if !options.insecure_registries.is_empty() {
             let _ = writeln!(
                 yaml,
@@ -364,7 +370,8 @@ impl Haloyd {
             .env_remove("HALOY_API_TOKEN")
             .env_remove("NOTIFY_SOCKET")
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
+            // haloyd itself must see that its stderr is a file and write no colour codes.
+            .env_remove("NO_COLOR")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))

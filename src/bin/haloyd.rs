@@ -2,6 +2,7 @@
 //! API and runs until SIGTERM, or hands over to a new binary on SIGUSR2 (`upgrade`); `init` prepares a fresh server; the hidden log-driver mode is
 //! what containerd's shim runs to keep each task's output.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use haloy::api::server::{ApiLimits, ApiServer};
-use haloy::config::server::ServerConfig;
+use haloy::config::server::{LogFormat, ServerConfig};
 use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
 use haloy::health::MonitorSettings;
 use haloy::network::CniSettings;
@@ -23,7 +24,7 @@ use haloy::proxy::{self, Proxy, Routes, TlsHooks};
 use haloy::runtime::apparmor::{self, LsmDecision};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{log_driver, ContainerdRuntime, Runtime, RuntimeConfig};
-use haloy::service::{self, Handover, Inherited, Listeners, Notifier};
+use haloy::service::{self, Handover, Inherited, Listeners, Notifier, Origin};
 use haloy::state::StateStore;
 use haloy::tls::{
     AcmeSettings, CertificateManager, DomainSet, OperatorCertificate, TlsSettings,
@@ -110,18 +111,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Log lines go to stderr (journald under systemd): JSON for log shippers, else text, coloured
+/// only for a person at a terminal (a file or the journal would keep the escape codes).
+fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(colour_wanted()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}
+
+/// ANSI colours only when stderr is a terminal and NO_COLOR (https://no-color.org) is unset.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn serve(config_path: &Path) -> Result<()> {
     let config = ServerConfig::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_tracing();
+    init_tracing(config.logs.format);
     let handover = Handover::capture()?;
     // SAFETY: no other thread exists yet (the async runtime starts below).
     let inherited =
@@ -170,7 +182,14 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
         config.api.listen,
     )?;
     let passed_fds = listeners.named_fds();
-    tracing::info!(origins = ?listeners.origins, from_predecessor = inherited.from_predecessor(), "listening sockets (http, https, api)");
+    let [http_origin, https_origin, api_origin] = listeners.origins.map(Origin::as_str);
+    tracing::info!(
+        http = http_origin,
+        https = https_origin,
+        api = api_origin,
+        from_predecessor = inherited.from_predecessor(),
+        "listening sockets"
+    );
     let http = TcpListener::from_std(listeners.http).context("cannot use the http socket")?;
     let https = TcpListener::from_std(listeners.https).context("cannot use the https socket")?;
     let api_listener = TcpListener::from_std(listeners.api).context("cannot use the api socket")?;

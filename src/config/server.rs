@@ -145,6 +145,16 @@ pub struct DeploySettings {
 pub struct LogsConfig {
     pub max_size: u64,
     pub max_files: u32,
+    /// How haloyd writes its own log lines to stderr.
+    pub format: LogFormat,
+}
+
+/// haloyd's own log line format: `text` for people (and journald), `json` for log shippers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// An IP network like `10.89.0.0/16` (a bare IP is a /32 or /128).
@@ -274,6 +284,7 @@ impl Default for ServerConfig {
             logs: LogsConfig {
                 max_size: 10 << 20,
                 max_files: 3,
+                format: LogFormat::Text,
             },
             security: SecurityConfig {
                 allowed_host_paths: Vec::new(),
@@ -335,6 +346,7 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # logs:
 #   max_size: 10MiB
 #   max_files: 3
+#   format: text                     # haloyd's own log lines; json for log shippers
 # security:
 #   allowed_host_paths: []           # host paths apps may bind although haloyd refuses them
 #   pids_limit: 4096                 # per replica, unless the app sets resources.pids
@@ -736,10 +748,16 @@ fn decode_health(dec: &mut Decoder, v: &Node, c: &mut HealthMonitorConfig) {
 }
 
 fn decode_logs(dec: &mut Decoder, v: &Node, c: &mut LogsConfig) {
-    for (k, e) in dec.map(v, "logs", &["max_size", "max_files"]) {
+    for (k, e) in dec.map(v, "logs", &["max_size", "max_files", "format"]) {
         let p = join("logs", &k);
         match k.as_str() {
             "max_size" => set(&mut c.max_size, byte_size(dec, &e.value, &p)),
+            "format" => {
+                c.format = match dec.choice(&e.value, &p, &["text", "json"]).as_deref() {
+                    Some("json") => LogFormat::Json,
+                    _ => LogFormat::Text,
+                }
+            }
             _ => set(
                 &mut c.max_files,
                 dec.int_in(&e.value, &p, 1, 1000).map(|n| n as u32),

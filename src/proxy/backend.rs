@@ -98,6 +98,16 @@ pub enum DrainOutcome {
     },
 }
 
+impl DrainOutcome {
+    /// Requests still running when the drain ended (0 when drained).
+    pub fn in_flight_left(&self) -> u64 {
+        match self {
+            DrainOutcome::Drained => 0,
+            DrainOutcome::TimedOut { in_flight } => *in_flight,
+        }
+    }
+}
+
 impl Backend {
     /// A backend for replica `replica` of container `id`, reachable at `addr`. It starts
     /// not ready: the deploy logic calls [`Backend::set_ready`] once readiness passed.
@@ -177,7 +187,7 @@ impl Backend {
             };
             this.tunnels_closed.cancel();
             this.idle_pool().clear();
-            tracing::info!(backend = %this.addr, task_id = %this.id, replica = this.replica, ?outcome, "backend drained");
+            tracing::info!(backend = %this.addr, task_id = %this.id, replica = this.replica, in_flight_left = outcome.in_flight_left(), "backend drained");
             outcome
         }
     }

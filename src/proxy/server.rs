@@ -117,7 +117,11 @@ impl Proxy {
         let stop = CancellationToken::new();
         let open = Arc::new(OpenConnections::default());
         tokio::pin!(shutdown);
-        tracing::info!(addr = ?local, https = tls.is_some(), "proxy listening");
+        tracing::info!(
+            addr = local.map(tracing::field::display),
+            https = tls.is_some(),
+            "proxy listening"
+        );
         loop {
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
@@ -131,7 +135,7 @@ impl Proxy {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(addr = ?local, error = %e, "accept failed; retrying");
+                        tracing::warn!(addr = local.map(tracing::field::display), error = %e, "accept failed; retrying");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -157,7 +161,11 @@ impl Proxy {
         drop(listener);
         stop.cancel();
         let drained = open.wait_zero(self.shared.config.drain_timeout).await;
-        tracing::info!(addr = ?local, drained, "proxy listener stopped");
+        tracing::info!(
+            addr = local.map(tracing::field::display),
+            drained,
+            "proxy listener stopped"
+        );
     }
 }
 

@@ -259,7 +259,7 @@ impl Tasks {
         };
         match started {
             Ok(info) => {
-                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = ?info.ip, "replica started");
+                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = info.ip.map(tracing::field::display), "replica started");
                 Ok(info)
             }
             Err(err) => {

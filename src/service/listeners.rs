@@ -121,6 +121,16 @@ pub enum Origin {
     Bound,
 }
 
+impl Origin {
+    /// The word the log uses: `passed` (by systemd or a predecessor) or `bound` (by haloyd).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Passed => "passed",
+            Origin::Bound => "bound",
+        }
+    }
+}
+
 /// The daemon's listening sockets, non-blocking, ready for tokio.
 #[derive(Debug)]
 pub struct Listeners {

@@ -8,5 +8,5 @@ pub mod listeners;
 pub mod notify;
 
 pub use handover::{Handover, HandoverError, Inherited};
-pub use listeners::{ListenerError, Listeners};
+pub use listeners::{ListenerError, Listeners, Origin};
 pub use notify::Notifier;

@@ -367,13 +367,13 @@ impl CertificateManager {
             }
             reason
         };
-        tracing::info!(domain = %set.canonical, aliases = ?set.aliases, reason, "ordering certificate");
+        tracing::info!(domain = %set.canonical, aliases = %set.aliases.join(","), reason, "ordering certificate");
         let result = self.order_and_store(set).await;
         let installed = result.is_ok();
         if let Some(entry) = lock(&self.state).entries.get_mut(&set.canonical) {
             match result {
                 Ok(cert) => {
-                    tracing::info!(domain = %set.canonical, expires = ?cert.not_after, "certificate installed");
+                    tracing::info!(domain = %set.canonical, expires = %crate::timefmt::rfc3339(cert.not_after), "certificate installed");
                     entry.record_success(cert);
                     entry.issuer_directory = self.acme.directory().to_string();
                 }

@@ -162,3 +162,20 @@ fn api_listener_limits_default_and_parse() {
     let err = ServerConfig::parse("api: {max_connections: 0}\n", "haloyd.yaml").unwrap_err();
     assert!(err.to_string().contains("api.max_connections"), "{err}");
 }
+
+#[test]
+fn logs_format_defaults_to_text_and_reads_json() {
+    assert_eq!(ServerConfig::default().logs.format, LogFormat::Text);
+    let c = ServerConfig::parse("logs:\n  format: json\n", "haloyd.yaml").unwrap();
+    assert_eq!(c.logs.format, LogFormat::Json);
+    let c = ServerConfig::parse("logs: {format: text}\n", "haloyd.yaml").unwrap();
+    assert_eq!(c.logs.format, LogFormat::Text);
+    let err = ServerConfig::parse("logs:\n  format: jsn\n", "haloyd.yaml").unwrap_err();
+    let lines = err.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("haloyd.yaml:2:11: logs.format: `jsn` is not valid"),
+        "{lines:?}"
+    );
+    assert!(lines[0].contains("did you mean `json`?"), "{lines:?}");
+}
