@@ -8,6 +8,7 @@
 mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -409,7 +410,9 @@ fn warnings(log: &str) -> String {
 }
 
 fn assert_no_failures(report: &LoadReport, during: &str, rig: &Rig) {
-    eprintln!(
+    // Uncaptured stderr: CI's log shows it on a pass too.
+    let _ = writeln!(
+        std::io::stderr(),
         "load during {during}: {} ok, {} failed",
         report.ok,
         report.failures.len()

@@ -308,7 +308,9 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn assert_clean(report: &LoadReport, during: &str, haloyd: &Haloyd, fresh_retries_allowed: bool) {
-    eprintln!(
+    // Uncaptured stderr: CI's log shows it on a pass too.
+    let _ = writeln!(
+        std::io::stderr(),
         "load during {during}: {} ok, {} non-2xx, {} connection errors, {} keep-alive closes \
          between requests (re-sent on a new connection; {} of them by reset), \
          {} new-connection retries; \
