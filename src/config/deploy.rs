@@ -495,7 +495,7 @@ fn decode_domains(dec: &mut Decoder, node: &Node, path: &str) -> Vec<RawDomain> 
 
 fn hostname(dec: &mut Decoder, node: &Node, path: &str) -> Option<Sp<String>> {
     let s = dec.string(node, path)?;
-    match values::normalize_hostname(&s) {
+    match values::normalize_domain(&s) {
         Ok(h) => Some(Sp {
             v: h,
             pos: node.pos,
@@ -846,11 +846,14 @@ fn resolve_target(
         (Some(n), _) => n.v.clone(),
         (None, Some(key)) => key.to_string(),
         (None, None) => {
-            dec.problem(
-                Pos { line: 1, col: 1 },
-                "name",
-                "missing required key `name`",
-            );
+            // An invalid `name` was already reported where it is written.
+            if !dec.problems.iter().any(|p| p.path == "name") {
+                dec.problem(
+                    Pos { line: 1, col: 1 },
+                    "name",
+                    "missing required key `name`",
+                );
+            }
             return None;
         }
     };
@@ -1129,7 +1132,12 @@ fn resolve_image(
     Some(ResolvedImage {
         repository,
         tag,
-        pull_policy: raw.pull_policy.unwrap_or_default(),
+        // Haloy: presets run images that are pulled once and kept (databases, services).
+        pull_policy: raw.pull_policy.unwrap_or(if preset.is_some() {
+            PullPolicy::IfMissing
+        } else {
+            PullPolicy::Always
+        }),
         registry,
         history,
         build: raw.build.unwrap_or(build_config.is_some()),

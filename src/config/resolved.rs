@@ -309,7 +309,7 @@ impl ResolvedApp {
                     .map(move |(j, a)| (format!("domains[{i}].aliases[{j}]"), a)),
             );
             for (path, host) in hosts {
-                match super::values::normalize_hostname(host) {
+                match super::values::normalize_domain(host) {
                     Err(e) => out.push(format!("{path}: {e}")),
                     Ok(h) if h != *host => out.push(format!("{path}: `{host}` must be lowercase")),
                     Ok(_) if seen.contains(&host.as_str()) => {

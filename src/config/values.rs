@@ -81,6 +81,31 @@ pub fn normalize_hostname(text: &str) -> Result<String, String> {
     Ok(host)
 }
 
+/// A `domains:` host as Haloy validates it: a valid host name with at least two labels and a
+/// top-level label of two or more letters (`xn--` punycode allowed); `localhost` as is. Returns
+/// it lowercased.
+pub fn normalize_domain(text: &str) -> Result<String, String> {
+    let host = normalize_hostname(text)?;
+    if host == "localhost" {
+        return Ok(host);
+    }
+    let tld = match host.rsplit_once('.') {
+        Some((_, tld)) => tld,
+        None => {
+            return Err(format!(
+                "`{text}` is not a domain (it needs a dot and a top-level domain, e.g. `{host}.com`)"
+            ))
+        }
+    };
+    let letters = tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic());
+    if !(letters || tld.starts_with("xn--")) {
+        return Err(format!(
+            "`{text}` has an invalid top-level domain `{tld}` (two or more letters, e.g. `example.com`)"
+        ));
+    }
+    Ok(host)
+}
+
 /// Parses `src:/container/path[:ro|rw]`. An absolute `src` is a bind mount, a bare name a named
 /// volume; relative paths are rejected because haloyd runs elsewhere than the CLI.
 pub fn parse_volume(text: &str) -> Result<VolumeSpec, String> {
