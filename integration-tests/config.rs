@@ -405,15 +405,15 @@ fn dotenv_files_and_from_env() {
     std::fs::write(dir.path().join(".env.prod"), "DB_PASS=prod-secret\n").unwrap();
     std::fs::write(
         dir.path().join("haloy.yaml"),
-        "name: a\nenv:\n  - name: PASS\n    from: {env: DB_PASS}\n  - name: URL\n    value: postgres://u:${PASS}@${DB_HOST}/x\ntargets:\n  prod:\n    server: p.example.com\n  dev:\n    server: d.example.com\n",
+        "name: a\nenv:\n  - name: PASS\n    from: {env: DB_PASS}\n  - name: DB_HOST\n    from: {env: DB_HOST}\n  - name: URL\n    value: postgres://u:${PASS}@${DB_HOST}/x\ntargets:\n  prod:\n    server: p.example.com\n  dev:\n    server: d.example.com\n",
     )
     .unwrap();
     let v = validate_json(dir.path());
     assert_eq!(
-        v[0]["env"][1]["value"],
+        v[0]["env"][2]["value"],
         "postgres://u:prod-secret@db.internal/x"
     );
-    assert_eq!(v[1]["env"][1]["value"], "postgres://u:base@db.internal/x");
+    assert_eq!(v[1]["env"][2]["value"], "postgres://u:base@db.internal/x");
 }
 
 #[test]

@@ -1013,7 +1013,7 @@ fn resolve_env(dec: &mut Decoder, raw: &[RawEnv], sources: &EnvSources) -> Optio
             }
         })
         .collect();
-    let resolved = interpolate(&pending, sources, dec);
+    let resolved = interpolate(&pending, dec);
     resolved
         .into_iter()
         .map(|(name, value)| value.map(|value| EnvVar { name, value }))

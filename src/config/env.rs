@@ -1,8 +1,8 @@
 //! Environment for value sources: the process environment plus the `.env`, `.env.local` and
 //! `.env.<target>` files next to the config file, and `${VAR}` interpolation between `env:`
-//! entries with cycle detection.
+//! entries (only those, as in Haloy) with cycle detection.
 //!
-//! Lookup order for `from: {env: VAR}` and for `${VAR}` that is not an `env:` entry:
+//! Lookup order for `from: {env: VAR}`:
 //! the process environment (so CI can override), then `.env.<target>`, then `.env.local`, then
 //! `.env`.
 
@@ -123,13 +123,11 @@ enum Mark {
     Done,
 }
 
-/// Expands `${NAME}` in literal values (`$${` is a literal `${`). NAME is another entry or,
-/// failing that, a variable from `sources`. Cycles and unknown names are reported.
-pub fn interpolate(
-    entries: &[PendingEnv],
-    sources: &EnvSources,
-    dec: &mut Decoder,
-) -> Vec<(String, Option<String>)> {
+/// Expands `${NAME}` in literal values as Haloy does: NAME (`[A-Za-z_][A-Za-z0-9_]*`) must be
+/// another `env:` entry (the last one of that name); anything else (unknown names, shell
+/// variables, an unterminated `${`, `${}`) stays as written. There is no escape: `$${A}` is `$`
+/// followed by `${A}`. Cycles are reported.
+pub fn interpolate(entries: &[PendingEnv], dec: &mut Decoder) -> Vec<(String, Option<String>)> {
     let index: HashMap<&str, usize> = entries
         .iter()
         .enumerate()
@@ -137,7 +135,6 @@ pub fn interpolate(
         .collect();
     let mut state = Interp {
         entries,
-        sources,
         index,
         marks: vec![Mark::New; entries.len()],
         results: vec![None; entries.len()],
@@ -153,9 +150,21 @@ pub fn interpolate(
         .collect()
 }
 
+/// The NAME of a `${NAME}` at the start of `after_brace` (the text after `${`) and its length
+/// including the closing `}`; `None` when it is not a reference Haloy would expand.
+fn reference_name(after_brace: &str) -> Option<(&str, usize)> {
+    let end = after_brace.find('}')?;
+    let name = &after_brace[..end];
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    (first_ok && rest_ok).then_some((name, end + 1))
+}
+
 struct Interp<'a> {
     entries: &'a [PendingEnv],
-    sources: &'a EnvSources,
     index: HashMap<&'a str, usize>,
     marks: Vec<Mark>,
     results: Vec<Option<String>>,
@@ -186,58 +195,35 @@ impl Interp<'_> {
         let mut out = String::new();
         let mut rest = text;
         let mut ok = true;
-        while let Some(at) = rest.find('$') {
+        while let Some(at) = rest.find("${") {
             out.push_str(&rest[..at]);
-            let tail = &rest[at..];
-            if let Some(after) = tail.strip_prefix("$${") {
-                out.push_str("${");
-                rest = after;
-            } else if let Some(after) = tail.strip_prefix("${") {
-                let Some(end) = after.find('}') else {
-                    let e = &self.entries[i];
-                    dec.problem(
-                        e.pos,
-                        &e.path,
-                        "unterminated `${` (write `$${` for a literal `${`)",
-                    );
-                    return None;
-                };
-                let name = &after[..end];
-                match self.lookup(i, name, dec) {
-                    Some(v) => out.push_str(&v),
-                    None => ok = false,
+            let after = &rest[at + 2..];
+            let entry = reference_name(after)
+                .and_then(|(name, len)| self.index.get(name).map(|&j| (j, len)));
+            match entry {
+                Some((j, len)) => {
+                    match self.lookup(i, j, dec) {
+                        Some(v) => out.push_str(&v),
+                        None => ok = false,
+                    }
+                    rest = &after[len..];
                 }
-                rest = &after[end + 1..];
-            } else {
-                out.push('$');
-                rest = &tail[1..];
+                None => {
+                    out.push_str("${");
+                    rest = after;
+                }
             }
         }
         out.push_str(rest);
         ok.then_some(out)
     }
 
-    fn lookup(&mut self, i: usize, name: &str, dec: &mut Decoder) -> Option<String> {
-        if let Some(&j) = self.index.get(name) {
-            if self.marks[j] == Mark::Active {
-                self.report_cycle(i, j, dec);
-                return None;
-            }
-            return self.resolve(j, dec);
+    fn lookup(&mut self, i: usize, j: usize, dec: &mut Decoder) -> Option<String> {
+        if self.marks[j] == Mark::Active {
+            self.report_cycle(i, j, dec);
+            return None;
         }
-        if let Some(v) = self.sources.get(name) {
-            return Some(v.to_string());
-        }
-        let e = &self.entries[i];
-        dec.problem(
-            e.pos,
-            &e.path,
-            format!(
-                "`${{{name}}}` is neither an env entry nor set in {}",
-                self.sources.describe()
-            ),
-        );
-        None
+        self.resolve(j, dec)
     }
 
     fn report_cycle(&self, i: usize, j: usize, dec: &mut Decoder) {
@@ -272,24 +258,19 @@ mod tests {
     }
 
     #[test]
-    fn references_and_escapes() {
+    fn references_to_entries_only_as_haloy() {
         let mut dec = Decoder::new("f", Format::Yaml);
-        let mut sources = EnvSources::default();
-        sources
-            .layers
-            .push(("env".into(), HashMap::from([("HOST".into(), "db".into())])));
         let out = interpolate(
             &[
                 pending("URL", "postgres://${HOST}:${PORT}/x"),
                 pending("PORT", "5432"),
-                pending("LIT", "$${NOPE} $5"),
+                pending("LIT", "$${PORT} $5 ${} ${1A} ${PORT"),
             ],
-            &sources,
             &mut dec,
         );
         assert!(dec.problems.is_empty(), "{:?}", dec.problems);
-        assert_eq!(out[0].1.as_deref(), Some("postgres://db:5432/x"));
-        assert_eq!(out[2].1.as_deref(), Some("${NOPE} $5"));
+        assert_eq!(out[0].1.as_deref(), Some("postgres://${HOST}:5432/x"));
+        assert_eq!(out[2].1.as_deref(), Some("$5432 $5 ${} ${1A} ${PORT"));
     }
 
     #[test]
@@ -301,7 +282,6 @@ mod tests {
                 pending("B", "${A}"),
                 pending("C", "ok"),
             ],
-            &EnvSources::default(),
             &mut dec,
         );
         assert_eq!(dec.problems.len(), 1);
