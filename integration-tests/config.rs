@@ -110,10 +110,11 @@ fn environments_example_resolves_each_target() {
     .map(|(t, server, replicas, d)| {
         app(
             json!(t),
-            "my-app",
+            // As in Haloy: a target without its own `name` is named after its key, and with
+            // no image the app name is the repository (to be built).
+            t,
             json!(server),
-            // No image in the docs' example: the app name is the repository (to be built).
-            ("my-app", "latest"),
+            (t, "latest"),
             *replicas,
             json!({"domains": domain(d)}),
         )
@@ -151,7 +152,7 @@ fn geographic_example_merges_env_by_name() {
     .map(|(t, replicas, d, region)| {
         app(
             json!(t),
-            "global-app",
+            t, // named after the target key, as in Haloy
             json!(format!("{t}.haloy.com")),
             ("my-org/global-app", "3.1.0"),
             *replicas,
@@ -827,7 +828,7 @@ async fn deploy_runs_targets_in_parallel_and_summarizes() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     for expected in [
-        format!("[a] deploying web (r/web:v1, 2 replicas, rolling) to http://{a}"),
+        format!("[a] deploying a (r/web:v1, 2 replicas, rolling) to http://{a}"),
         "[a] replica 1: pulling".to_string(),
         "[a] replica 1: in rotation: 10.89.0.2".to_string(),
         "[a] deployment succeeded: 2 replicas in rotation".to_string(),

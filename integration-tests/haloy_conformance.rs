@@ -168,12 +168,22 @@ fn haloy_conformance() {
         }
     }
     let total = cases.len();
-    println!("{agree}/{total} cases agree ({stated} differ on purpose, {} known open)", open.len());
+    println!(
+        "{agree}/{total} cases agree ({stated} differ on purpose, {} known open)",
+        open.len()
+    );
     if !open.is_empty() {
-        println!("!!!!!!!! KNOWN OPEN DISAGREEMENTS WITH HALOY ({}) !!!!!!!!", open.len());
+        println!(
+            "!!!!!!!! KNOWN OPEN DISAGREEMENTS WITH HALOY ({}) !!!!!!!!",
+            open.len()
+        );
         for l in &open {
             println!("!! {l}");
         }
     }
-    assert!(failures.is_empty(), "disagreements:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "disagreements:\n{}",
+        failures.join("\n")
+    );
 }

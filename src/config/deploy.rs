@@ -710,7 +710,9 @@ fn merge_image(base: &RawImage, over: &RawImage) -> RawImage {
 
 fn merge_layers(root: &Layer, t: &Layer) -> Layer {
     Layer {
-        name: t.name.clone().or_else(|| root.name.clone()),
+        // Haloy: a target without its own `name` is named after its key, even when the file
+        // has a top-level `name` (two targets on one server are two apps).
+        name: t.name.clone(),
         server: t.server.clone().or_else(|| root.server.clone()),
         api_token: t.api_token.clone().or_else(|| root.api_token.clone()),
         image: None, // resolved separately with `images`
@@ -1106,10 +1108,13 @@ fn resolve_image(
             build_config: None,
         });
     };
-    let Some(repository) = raw.repository.clone() else {
-        dec.problem(raw.pos, &raw.path, "missing `repository`");
-        return None;
-    };
+    // Haloy: an image without `repository` (only `tag`, `history` or `build_config`) is the
+    // app's own image, built locally.
+    let repository = raw
+        .repository
+        .clone()
+        .unwrap_or_else(|| app_name.to_string());
+    let build_default = raw.repository.is_none() || raw.build_config.is_some();
     let tag = raw.tag.clone().unwrap_or_else(|| "latest".into());
     let history = match &raw.history {
         None => default_history(preset_history),
@@ -1140,7 +1145,7 @@ fn resolve_image(
         }),
         registry,
         history,
-        build: raw.build.unwrap_or(build_config.is_some()),
+        build: raw.build.unwrap_or(build_default),
         build_config,
     })
 }

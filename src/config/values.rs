@@ -91,11 +91,9 @@ pub fn normalize_domain(text: &str) -> Result<String, String> {
     }
     let tld = match host.rsplit_once('.') {
         Some((_, tld)) => tld,
-        None => {
-            return Err(format!(
-                "`{text}` is not a domain (it needs a dot and a top-level domain, e.g. `{host}.com`)"
-            ))
-        }
+        None => return Err(format!(
+            "`{text}` is not a domain (it needs a dot and a top-level domain, e.g. `{host}.com`)"
+        )),
     };
     let letters = tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic());
     if !(letters || tld.starts_with("xn--")) {

@@ -76,7 +76,8 @@ targets:
     .unwrap();
     let prod = &apps[0];
     assert_eq!(prod.target.as_deref(), Some("production"));
-    assert_eq!(prod.name, "app");
+    // As in Haloy, a target without its own `name` is named after its key.
+    assert_eq!(prod.name, "production");
     assert_eq!(prod.replicas, 10);
     assert_eq!(prod.image.reference(), "reg.example.com/app:v2");
     let env: Vec<(&str, &str)> = prod
@@ -281,10 +282,11 @@ fn target_names_are_checked() {
         err[0].starts_with("haloy.yaml:2:3: targets.bad key: `bad key` is not a valid app name"),
         "{err:?}"
     );
-    let err = resolve("name: app\ntargets:\n  a: {}\n  b: {}\n").unwrap_err();
-    assert_eq!(
-        err,
-        ["haloy.yaml:4:3: targets.b: app `app` on the same server is already deployed by target `a`; give this target its own `name` or `server`"]
+    let err = resolve("targets:\n  a:\n    name: app\n  b:\n    name: app\n").unwrap_err();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0].contains("targets.b.name: app `app` on the same server is already deployed by target `a`; give this target its own `name` or `server`"),
+        "{err:?}"
     );
 }
 

@@ -99,11 +99,26 @@ fn image_refs() {
 
 #[test]
 fn domains_need_a_dot_and_a_letter_tld() {
-    for ok in ["example.com", "sub.example.co.uk", "Example-Domain.COM", "localhost", "a.xn--p1ai"] {
+    for ok in [
+        "example.com",
+        "sub.example.co.uk",
+        "Example-Domain.COM",
+        "localhost",
+        "a.xn--p1ai",
+    ] {
         assert!(normalize_domain(ok).is_ok(), "{ok}");
     }
-    for bad in ["example.c", "example", "-example.com", "example domain.com", "", "a.b1"] {
+    for bad in [
+        "example.c",
+        "example",
+        "-example.com",
+        "example domain.com",
+        "",
+        "a.b1",
+    ] {
         assert!(normalize_domain(bad).is_err(), "{bad}");
     }
-    assert!(normalize_domain("example").unwrap_err().contains("example.com"));
+    assert!(normalize_domain("example")
+        .unwrap_err()
+        .contains("example.com"));
 }
