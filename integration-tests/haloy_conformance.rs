@@ -70,8 +70,6 @@ fn contains(actual: &Value, expected: &Value, path: &str, diffs: &mut Vec<String
             }
         }
         _ if actual == expected => {}
-        // Numbers written as strings in expect.yaml (e.g. ports) compare by text.
-        (a, Value::String(e)) if a.to_string() == *e => {}
         _ => diffs.push(format!("{path}: got {actual}, want {expected}")),
     }
 }

@@ -71,6 +71,8 @@ pub fn select_apps(
 struct ImageView<'a> {
     repository: &'a str,
     tag: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
 }
 
 /// The `validate-config --json` object: exactly these keys, port as a string.
@@ -97,6 +99,7 @@ fn view(app: &ResolvedApp) -> ValidateView<'_> {
         image: ImageView {
             repository: &app.image.repository,
             tag: &app.image.tag,
+            digest: app.image.digest.as_deref(),
         },
         replicas: app.replicas,
         port: app.port.to_string(),

@@ -103,6 +103,7 @@ struct RawBuildConfig {
 struct RawImage {
     repository: Option<String>,
     tag: Option<String>,
+    digest: Option<String>,
     pull_policy: Option<PullPolicy>,
     registry: Option<RawRegistry>,
     history: Option<RawHistory>,
@@ -438,7 +439,7 @@ fn decode_env_list(dec: &mut Decoder, node: &Node, path: &str) -> Vec<RawEnv> {
             dec.problem(
                 item.pos,
                 &p,
-                format!("env `{name}` is defined more than once"),
+                format!("env `{name}` is defined more than once; keep one entry (Haloy would use the last one)"),
             );
             continue;
         }
@@ -553,6 +554,7 @@ fn decode_image(dec: &mut Decoder, node: &Node, path: &str) -> Option<RawImage> 
     let mut img = RawImage {
         repository: None,
         tag: None,
+        digest: None,
         pull_policy: None,
         registry: None,
         history: None,
@@ -563,9 +565,10 @@ fn decode_image(dec: &mut Decoder, node: &Node, path: &str) -> Option<RawImage> 
     };
     if let super::tree::Value::Str(s) = &node.value {
         match values::split_image_ref(s) {
-            Ok((repo, tag)) => {
+            Ok((repo, tag, digest)) => {
                 img.repository = Some(repo);
                 img.tag = tag;
+                img.digest = digest;
                 return Some(img);
             }
             Err(e) => {
@@ -582,10 +585,12 @@ fn decode_image(dec: &mut Decoder, node: &Node, path: &str) -> Option<RawImage> 
                 img.repository = dec
                     .word(v, &kp)
                     .and_then(|r| match values::split_image_ref(&r) {
-                        Ok((repo, None)) => Some(repo),
-                        Ok((repo, Some(tag))) => {
+                        Ok((repo, tag, digest)) => {
                             // `repository: app:v1` is how Haloy users often write it.
-                            img.tag.get_or_insert(tag);
+                            if let Some(tag) = tag {
+                                img.tag.get_or_insert(tag);
+                            }
+                            img.digest = digest;
                             Some(repo)
                         }
                         Err(m) => {
@@ -695,6 +700,12 @@ fn merge_image(base: &RawImage, over: &RawImage) -> RawImage {
     RawImage {
         repository: over.repository.clone().or_else(|| base.repository.clone()),
         tag: over.tag.clone().or_else(|| base.tag.clone()),
+        // A target naming another repository or tag does not keep the base's pin.
+        digest: if over.repository.is_some() || over.tag.is_some() {
+            over.digest.clone()
+        } else {
+            base.digest.clone()
+        },
         pull_policy: over.pull_policy.or(base.pull_policy),
         registry: over.registry.clone().or_else(|| base.registry.clone()),
         history: over.history.clone().or_else(|| base.history.clone()),
@@ -1101,6 +1112,7 @@ fn resolve_image(
         return Some(ResolvedImage {
             repository: app_name.to_string(),
             tag: "latest".into(),
+            digest: None,
             pull_policy: PullPolicy::Always,
             registry: None,
             history: default_history(preset_history),
@@ -1137,6 +1149,7 @@ fn resolve_image(
     Some(ResolvedImage {
         repository,
         tag,
+        digest: raw.digest.clone(),
         // Haloy: presets run images that are pulled once and kept (databases, services).
         pull_policy: raw.pull_policy.unwrap_or(if preset.is_some() {
             PullPolicy::IfMissing

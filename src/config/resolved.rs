@@ -105,6 +105,10 @@ pub struct ResolvedImage {
     pub repository: String,
     /// Defaults to `latest`.
     pub tag: String,
+    /// `sha256:…` when the image is pinned by digest (pulled by digest; the tag is a label).
+    /// Absent in records and requests from before digests were accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub pull_policy: PullPolicy,
     pub registry: Option<RegistryAuth>,
     pub history: ImageHistory,
@@ -115,9 +119,12 @@ pub struct ResolvedImage {
 }
 
 impl ResolvedImage {
-    /// `repository:tag`.
+    /// `repository:tag`, or `repository:tag@digest` when pinned.
     pub fn reference(&self) -> String {
-        format!("{}:{}", self.repository, self.tag)
+        match &self.digest {
+            Some(d) => format!("{}:{}@{d}", self.repository, self.tag),
+            None => format!("{}:{}", self.repository, self.tag),
+        }
     }
 }
 
@@ -252,6 +259,11 @@ impl ResolvedApp {
                 "image.tag: `{}` is not a valid tag",
                 self.image.tag
             ));
+        }
+        if let Some(d) = &self.image.digest {
+            if let Err(e) = values::check_digest(&self.image.repository, d) {
+                out.push(format!("image.digest: {e}"));
+            }
         }
         if !(1..=1000).contains(&self.replicas) {
             out.push(format!(

@@ -91,9 +91,11 @@ pub fn normalize_domain(text: &str) -> Result<String, String> {
     }
     let tld = match host.rsplit_once('.') {
         Some((_, tld)) => tld,
-        None => return Err(format!(
+        None => {
+            return Err(format!(
             "`{text}` is not a domain (it needs a dot and a top-level domain, e.g. `{host}.com`)"
-        )),
+        ))
+        }
     };
     let letters = tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic());
     if !(letters || tld.starts_with("xn--")) {
@@ -164,9 +166,13 @@ pub fn parse_volume(text: &str) -> Result<VolumeSpec, String> {
     })
 }
 
-/// Splits `registry:5000/org/app:v1` into (`registry:5000/org/app`, Some(`v1`)). Digests are
-/// refused because rollback history is keyed by tag.
-pub fn split_image_ref(text: &str) -> Result<(String, Option<String>), String> {
+/// An image reference split into its parts: `registry:5000/org/app:v1@sha256:…` →
+/// (`registry:5000/org/app`, Some(`v1`), Some(`sha256:…`)).
+pub type ImageParts = (String, Option<String>, Option<String>);
+
+/// Splits an image reference into repository, tag and digest. A digest pins the image (Haloy
+/// pulls `repo@sha256:…` as written); it must be `sha256:` and 64 hex digits.
+pub fn split_image_ref(text: &str) -> Result<ImageParts, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("image must not be empty".into());
@@ -174,11 +180,10 @@ pub fn split_image_ref(text: &str) -> Result<(String, Option<String>), String> {
     if t.chars().any(char::is_whitespace) {
         return Err(format!("image `{t}` must not contain whitespace"));
     }
-    if t.contains('@') {
-        return Err(format!(
-            "image `{t}` uses a digest; write `repository:tag` instead"
-        ));
-    }
+    let (t, digest) = match t.split_once('@') {
+        Some((rest, digest)) => (rest, Some(check_digest(t, digest)?)),
+        None => (t, None),
+    };
     let last_slash = t.rfind('/').map_or(0, |i| i + 1);
     match t[last_slash..].rfind(':') {
         Some(i) => {
@@ -187,9 +192,21 @@ pub fn split_image_ref(text: &str) -> Result<(String, Option<String>), String> {
             if tag.is_empty() {
                 return Err(format!("image `{t}` has an empty tag"));
             }
-            Ok((t[..at].to_string(), Some(tag.to_string())))
+            Ok((t[..at].to_string(), Some(tag.to_string()), digest))
         }
-        None => Ok((t.to_string(), None)),
+        None => Ok((t.to_string(), None, digest)),
+    }
+}
+
+/// `sha256:<64 hex digits>`, lowercased.
+pub fn check_digest(image: &str, digest: &str) -> Result<String, String> {
+    match digest.split_once(':') {
+        Some(("sha256", hex)) if hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Ok(digest.to_ascii_lowercase())
+        }
+        _ => Err(format!(
+            "image `{image}` has an invalid digest `{digest}`; write `repository@sha256:<64 hex digits>` or `repository:tag`"
+        )),
     }
 }
 

@@ -87,12 +87,24 @@ fn servers() {
 fn image_refs() {
     assert_eq!(
         split_image_ref("127.0.0.1:5000/x/web:v1").unwrap(),
-        ("127.0.0.1:5000/x/web".into(), Some("v1".into()))
+        ("127.0.0.1:5000/x/web".into(), Some("v1".into()), None)
     );
     assert_eq!(
         split_image_ref("localhost:5000/web").unwrap(),
-        ("localhost:5000/web".into(), None)
+        ("localhost:5000/web".into(), None, None)
     );
+    let d = format!("sha256:{}", "ab".repeat(32));
+    assert_eq!(
+        split_image_ref(&format!("ghcr.io/o/a:v1@{d}")).unwrap(),
+        ("ghcr.io/o/a".into(), Some("v1".into()), Some(d.clone()))
+    );
+    assert_eq!(
+        split_image_ref(&format!("ghcr.io/o/a@{d}")).unwrap(),
+        ("ghcr.io/o/a".into(), None, Some(d))
+    );
+    assert!(split_image_ref("a@sha256:123")
+        .unwrap_err()
+        .contains("@sha256:<64 hex digits>"));
     assert_eq!(registry_of("ghcr.io/a/b"), "ghcr.io");
     assert_eq!(registry_of("library/nginx"), "docker.io");
 }
