@@ -6,6 +6,8 @@
 pub mod apparmor;
 pub mod client;
 pub mod events;
+#[cfg(any(test, feature = "fake-runtime"))]
+pub mod fake;
 pub mod image;
 pub mod log_driver;
 pub mod logs;
