@@ -277,7 +277,7 @@ async fn a_crash_is_restarted_after_a_backoff() {
     let r = &h.replicas()[0];
     assert_eq!(r.restarts, 1);
     assert_eq!(h.serving(), 1);
-    assert_eq!(h.runtime.running(), [r.container_id.clone()]);
+    assert_eq!(h.runtime.running(), std::slice::from_ref(&r.container_id));
 }
 
 #[tokio::test(start_paused = true)]
