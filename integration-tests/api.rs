@@ -4,6 +4,9 @@
 //! one frees, a deploy's SSE progress stream outlives the idle timeout, and two concurrent
 //! deploys of different apps claiming one domain end with exactly one winner.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

@@ -3,6 +3,9 @@
 //! bad file must exit 1 with `FILE:LINE:COL: KEY.PATH: …` lines on stderr. Also covers
 //! `targets`, `server add/list/delete` (0600 file) and the "which server failed" messages.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -3,6 +3,9 @@
 //! stops; its text log carries no ANSI escape codes and no Rust Debug forms, and with
 //! `logs.format: json` every line is a JSON object with a timestamp, a level and a message.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

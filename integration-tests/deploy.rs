@@ -4,6 +4,9 @@
 //! min_ready_seconds), replace/stop/rollback/logs/status, recovery after `kill -9 haloyd`, bad
 //! config input, and a replica killed from outside.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

@@ -2,6 +2,9 @@
 //! builds the haloy test images from /bin/busybox and pushes them (`haloy-fixtures/<name>:v1`,
 //! and `web:v2`) to a running registry, for the README demo.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

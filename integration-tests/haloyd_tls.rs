@@ -5,6 +5,9 @@
 //! certificate/key files on disk are mode 0600, and a restarted haloyd serves the stored
 //! certificate at once.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 // pebble.rs brings its own copy of harness/host.rs so tls.rs can use it without the harness.

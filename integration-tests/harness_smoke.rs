@@ -3,6 +3,9 @@
 //! (anonymously and behind htpasswd), and each fixture's start script behaves as documented
 //! (run under chroot from the unpacked layers, on a free loopback port).
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

@@ -1,5 +1,8 @@
 //! Readiness gate and monitor against real HTTP servers on 127.0.0.1.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};

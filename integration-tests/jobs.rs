@@ -4,6 +4,9 @@
 //! starts on the stored formats of the previous release. A private containerd, registry and
 //! haloyd per test, driven by the real `haloy` CLI.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

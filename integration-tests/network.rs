@@ -2,6 +2,9 @@
 //! bridge and subnet, reach a listener inside each namespace from the host, and check that
 //! teardown leaves no namespace file, IPAM lease, veth or NAT rule behind.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener};

@@ -1,6 +1,9 @@
 //! End-to-end tests of the reverse proxy with real sockets on 127.0.0.1: hyper backends, raw
 //! TCP backends that record exactly what they received, raw and hyper clients.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/wire.rs"]
 mod wire;
 

@@ -5,6 +5,9 @@
 //! keeps its connections alive (as Node, Go, Puma and gunicorn do), and asserts bytes on both
 //! wires.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/wire.rs"]
 mod wire;
 

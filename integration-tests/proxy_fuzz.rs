@@ -13,6 +13,9 @@
 //! failing generated input is shrunk and written to target/tmp/proxy-fuzz-failures/; check it
 //! in under integration-tests/corpus/http1/.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "fuzz/corpus.rs"]
 mod corpus;
 #[path = "fuzz/strict.rs"]

@@ -4,6 +4,9 @@
 //! middle of a connection, and shutdown. Only bytes on the wire are asserted, so the tests hold
 //! whichever server code answers.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/wire.rs"]
 mod wire;
 

@@ -3,6 +3,9 @@
 //! record what they received, and raw-TCP clients. Only bytes on the wire are asserted, so the
 //! tests hold for any upstream client implementation.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/wire.rs"]
 mod wire;
 

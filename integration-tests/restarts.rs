@@ -6,6 +6,9 @@
 //! the longest gap between two successful responses printed. The sd_notify messages
 //! (READY, STATUS, WATCHDOG, STOPPING) go to a datagram socket the test creates.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

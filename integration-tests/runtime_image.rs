@@ -2,6 +2,9 @@
 //! (anonymous, basic auth), pull policies, digest comparison, platform selection, errors,
 //! archive import, image GC per app, and that no lease or half-made content is left behind.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

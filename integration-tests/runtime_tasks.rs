@@ -4,6 +4,9 @@
 //! (haloyd itself), and check that teardown leaves no container, task, snapshot, lease, netns,
 //! IPAM lease or veth.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/mod.rs"]
 mod harness;
 

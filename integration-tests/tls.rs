@@ -3,6 +3,9 @@
 //! the certificate under an open keep-alive connection, and a CA error retried with backoff
 //! and reported in the status.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "harness/pebble.rs"]
 mod pebble;
 

@@ -1,6 +1,9 @@
 //! haloy: deploy web apps onto plain Linux servers with containerd, CNI and a built-in
 //! reverse proxy — no Docker. See ARCHITECTURE.md for the module map and invariants.
 
+// Unsafe code lives only in `sys` (which allows it), each block with its SAFETY reason.
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -12,5 +15,6 @@ pub mod proxy;
 pub mod runtime;
 pub mod service;
 pub mod state;
+pub mod sys;
 pub mod timefmt;
 pub mod tls;

@@ -1,6 +1,9 @@
 //! Benchmark backend: a minimal single-threaded hyper HTTP/1.1 server answering every request
 //! with the same 1 KB body. Usage: `bench-backend 127.0.0.1:PORT`.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use std::convert::Infallible;
 
 use bytes::Bytes;

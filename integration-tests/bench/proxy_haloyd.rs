@@ -2,6 +2,9 @@
 //! HAProxy `nbthread 1`) with one route `bench.test` → the backend.
 //! Usage: `bench-proxy LISTEN_ADDR BACKEND_ADDR`.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use haloy::proxy::{AppRoute, Backend, DomainRoute, Proxy, ProxyConfig, Routes};
 
 /// The same allocator as haloyd, so the benchmark measures what runs in production.

@@ -11,6 +11,9 @@
 //! Note the peer does less: `ctr run` gives each task an empty netns (no CNI bridge/IPAM/veth)
 //! and no log driver.
 
+// Tests start real containerd, registries, Pebble and tools (see clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../harness/mod.rs"]
 mod harness;
 

@@ -1,6 +1,8 @@
 //! `haloy`, the CLI: parses the command line and runs it on a small tokio runtime. Config
 //! problems are printed one per line (`FILE:LINE:COL: KEY.PATH: …`); every failure exits 1.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use haloy::cli::{run, Cli};
 use std::process::ExitCode;
@@ -33,8 +35,5 @@ fn main() -> ExitCode {
 /// Rust ignores SIGPIPE, which turns `haloy logs | head` into a panic on the next write; die
 /// quietly like other Unix tools instead.
 fn restore_default_sigpipe() {
-    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid handler.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    haloy::sys::restore_default_sigpipe();
 }

@@ -2,6 +2,8 @@
 //! API and runs until SIGTERM, or hands over to a new binary on SIGUSR2 (`upgrade`); `init` prepares a fresh server; the hidden log-driver mode is
 //! what containerd's shim runs to keep each task's output.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -135,9 +137,8 @@ fn serve(config_path: &Path) -> Result<()> {
     let config = ServerConfig::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(config.logs.format);
     let handover = Handover::capture()?;
-    // SAFETY: no other thread exists yet (the async runtime starts below).
-    let inherited =
-        unsafe { Inherited::take() }.context("cannot take the sockets passed to haloyd")?;
+    // Before the async runtime starts: it changes the environment (refused with threads).
+    let inherited = Inherited::take().context("cannot take the sockets passed to haloyd")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

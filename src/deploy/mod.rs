@@ -784,3 +784,7 @@ mod tests;
 #[cfg(test)]
 #[path = "tests/handover.rs"]
 mod handover_tests;
+
+#[cfg(test)]
+#[path = "tests/lifecycle.rs"]
+mod lifecycle_tests;

@@ -75,9 +75,9 @@ pub enum ReadinessError {
 }
 
 /// Wait until the replica at `addr` is ready: GET `path` answers 2xx/3xx (redirects not
-/// followed) with backoff between attempts (0.5 s doubling to 8 s), it has been up
-/// `policy.min_ready` since `policy.started_at`, and a second check after that window passes
-/// too. `is_alive` is polled while waiting so a task exit fails fast.
+/// followed) with backoff between attempts ([`INITIAL_BACKOFF`], 100 ms, doubling to 8 s), it
+/// has been up `policy.min_ready` since `policy.started_at`, and a second check after that
+/// window passes too. `is_alive` is polled while waiting so a task exit fails fast.
 pub async fn wait_ready(
     addr: SocketAddr,
     path: &str,

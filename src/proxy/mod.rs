@@ -69,7 +69,8 @@ pub struct ProxyConfig {
     /// keep-alive of common app servers so a reused connection is rarely closed under us).
     /// Default 4 s.
     pub upstream_idle_timeout: Duration,
-    /// Largest request head accepted; 431 beyond it. hyper enforces at least 8192. Default 16 KiB.
+    /// Largest request head accepted; 431 beyond it. hyper enforces at least 8192. Default
+    /// here 16 KiB; haloyd takes its server config's `proxy.max_header_bytes` (default 64 KiB).
     pub max_header_bytes: usize,
     /// Largest request body forwarded; 413 beyond it. Default: unlimited.
     pub max_body_bytes: Option<u64>,

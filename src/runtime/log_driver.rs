@@ -11,12 +11,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::{SigSet, Signal};
 use serde::{Deserialize, Serialize};
 
@@ -130,11 +129,8 @@ fn safe_file_name(id: &str) -> bool {
 
 /// Takes ownership of an inherited descriptor after checking that it is open.
 fn inherited_fd(fd: RawFd, name: &'static str) -> Result<OwnedFd, LogDriverError> {
-    // SAFETY: F_GETFD only inspects the descriptor table.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    fcntl(borrowed, FcntlArg::F_GETFD).map_err(|_| LogDriverError::MissingFd { fd, name })?;
-    // SAFETY: the shim passed this descriptor to us and nothing else in this process owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // The shim passed this descriptor to us and nothing else in this process owns it.
+    crate::sys::take_inherited_fd(fd).ok_or(LogDriverError::MissingFd { fd, name })
 }
 
 /// Appends records to `<id>.log`, rotating by size.
@@ -324,17 +320,7 @@ fn poll_readable(sources: &[Source]) -> io::Result<Vec<bool>> {
             revents: 0,
         })
         .collect();
-    loop {
-        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n >= 0 {
-            break;
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
-        }
-    }
+    crate::sys::poll(&mut fds)?;
     Ok(fds.iter().map(|p| p.revents != 0).collect())
 }
 

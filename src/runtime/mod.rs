@@ -6,6 +6,8 @@
 pub mod apparmor;
 pub mod client;
 pub mod events;
+#[cfg(any(test, feature = "fake-runtime"))]
+pub mod fake;
 pub mod image;
 pub mod log_driver;
 pub mod logs;
@@ -30,7 +32,8 @@ pub use image::{ImageStore, PullReport};
 /// Snapshotter every image is unpacked into and every container's rootfs comes from.
 pub const SNAPSHOTTER: &str = "overlayfs";
 
-/// Label keys on containers; enough to rebuild all running state from containerd alone.
+/// Label keys on containers: which replicas exist. Recovery joins them with the history in
+/// `state` for each replica's config; `IMAGE` is for people and never read back.
 pub mod labels {
     pub const APP: &str = "dev.haloy.app";
     pub const DEPLOYMENT_ID: &str = "dev.haloy.deployment-id";

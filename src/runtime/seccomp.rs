@@ -488,18 +488,7 @@ impl Host<'static> {
 /// (major, minor) of the running kernel; (0, 0) when uname fails, which only drops the
 /// kernel-conditional rule (the safe direction).
 pub fn kernel_version() -> (u32, u32) {
-    // SAFETY: uname only writes into the zeroed struct we pass.
-    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
-    if unsafe { libc::uname(&mut name) } != 0 {
-        return (0, 0);
-    }
-    let release: String = name
-        .release
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8 as char)
-        .collect();
-    parse_kernel_release(&release)
+    crate::sys::kernel_release().map_or((0, 0), |release| parse_kernel_release(&release))
 }
 
 /// "6.1.0-18-amd64" → (6, 1).

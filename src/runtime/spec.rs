@@ -124,17 +124,7 @@ pub fn task_args(image: &ImageConfig, init: bool) -> Result<Vec<String>, SpecErr
 /// `NOFILE_LIMIT`, lowered to this process's hard limit: runc cannot raise a task above the
 /// limit containerd runs with unless it has CAP_SYS_RESOURCE, and then task creation fails.
 pub fn nofile_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct we pass.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    if ok {
-        NOFILE_LIMIT.min(limit.rlim_max)
-    } else {
-        1024
-    }
+    crate::sys::nofile_hard_limit().map_or(1024, |max| NOFILE_LIMIT.min(max))
 }
 
 /// Docker's default capability set (also containerd's `defaultUnixCaps`).

@@ -6,7 +6,7 @@
 //! past the timeout is killed and the old daemon keeps serving.
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ impl Handover {
         sources[fds.len()] = write_end.as_raw_fd();
         let count = fds.len() + 1;
         let names: Vec<&str> = fds.iter().map(|(_, n)| *n).collect();
+        // The hand-over starts the new haloyd binary (see clippy.toml).
+        #[allow(clippy::disallowed_methods)]
         let mut command = tokio::process::Command::new(&self.path);
         command
             .args(&self.args)
@@ -103,11 +105,7 @@ impl Handover {
             // The watchdog is the successor's from now on (systemd follows MAINPID).
             .env_remove("WATCHDOG_PID")
             .stdin(std::process::Stdio::null());
-        // SAFETY: the hook only calls fcntl and dup2 (async-signal-safe) on fds copied into a
-        // fixed array; it allocates nothing.
-        unsafe {
-            command.pre_exec(move || place_fds(&sources[..count]));
-        }
+        crate::sys::pass_fds(&mut command, sources, count);
         let mut child = command.spawn().map_err(|source| HandoverError::Spawn {
             path: self.path.clone(),
             source,
@@ -160,29 +158,6 @@ fn own_path(arg0: Option<PathBuf>) -> Result<PathBuf, HandoverError> {
     }
 }
 
-/// In the child between fork and exec: `sources[i]` becomes fd `3 + i`, without CLOEXEC.
-/// Every source is first copied above the targets, so a source that is itself a target
-/// number is not overwritten before it is moved.
-fn place_fds(sources: &[RawFd]) -> std::io::Result<()> {
-    let mut high = [-1; MAX_FDS + 1];
-    for (slot, fd) in high.iter_mut().zip(sources) {
-        // SAFETY: plain fcntl on an fd number; failure is reported.
-        let copy = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 64) };
-        if copy < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        *slot = copy;
-    }
-    for (i, fd) in high.iter().take(sources.len()).enumerate() {
-        // dup2 leaves the new fd without CLOEXEC: the successor inherits it.
-        // SAFETY: as above.
-        if unsafe { libc::dup2(*fd, 3 + i as RawFd) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
 async fn read_ready(read_end: OwnedFd) -> bool {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
         return false;
@@ -216,16 +191,12 @@ pub struct Inherited {
 impl Inherited {
     /// Reads and clears `LISTEN_*` and the hand-over variables.
     ///
-    /// # Safety
-    /// Changes the environment: call before any other thread exists.
-    pub unsafe fn take() -> Result<Inherited, HandoverError> {
+    /// Changes the environment, so it is refused once a second thread exists: call it first.
+    pub fn take() -> Result<Inherited, HandoverError> {
         let parent = std::env::var(PARENT_ENV).ok();
         let ready = std::env::var(READY_FD_ENV).ok();
-        // SAFETY (all env changes here): the caller guarantees a single thread.
-        unsafe {
-            std::env::remove_var(PARENT_ENV);
-            std::env::remove_var(READY_FD_ENV);
-        }
+        crate::sys::remove_env(PARENT_ENV).map_err(env_error)?;
+        crate::sys::remove_env(READY_FD_ENV).map_err(env_error)?;
         let from_parent = match parent {
             Some(p) => {
                 let expected: i32 = p
@@ -237,7 +208,8 @@ impl Inherited {
                         "started for a hand-over from pid {expected}, but the parent is {actual}"
                     )));
                 }
-                unsafe { std::env::set_var("LISTEN_PID", std::process::id().to_string()) };
+                crate::sys::set_env("LISTEN_PID", std::process::id().to_string())
+                    .map_err(env_error)?;
                 true
             }
             None => false,
@@ -246,7 +218,7 @@ impl Inherited {
             Some(fd) => Some(ready_fd(&fd)?),
             None => None,
         };
-        let passed = unsafe { Passed::take_from_env() }?;
+        let passed = Passed::take_from_env()?;
         Ok(Inherited { passed, ready })
     }
 
@@ -267,16 +239,19 @@ impl Inherited {
     }
 }
 
+fn env_error(e: crate::sys::NotSingleThreaded) -> HandoverError {
+    HandoverError::Environment(e.to_string())
+}
+
 fn ready_fd(text: &str) -> Result<OwnedFd, HandoverError> {
     let fd: RawFd = text
         .parse()
         .map_err(|_| HandoverError::Environment(format!("`{text}` is not an fd")))?;
-    // SAFETY: F_GETFD only checks that the fd is open.
-    if fd < 3 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(HandoverError::Environment(format!("fd {fd} is not open")));
-    }
-    // SAFETY: the predecessor passed this fd to us alone; it is open (checked above).
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The predecessor passed this fd to us alone.
+    let owned = (fd >= 3)
+        .then(|| crate::sys::take_inherited_fd(fd))
+        .flatten()
+        .ok_or_else(|| HandoverError::Environment(format!("fd {fd} is not open")))?;
     // Not for our own children (CNI plugins).
     let _ = nix::fcntl::fcntl(
         &owned,

@@ -6,7 +6,7 @@
 //! socket of the address family the config expects.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrStorage,
@@ -57,17 +57,12 @@ pub struct Passed {
 impl Passed {
     /// Takes the sockets systemd or a predecessor passed and clears `LISTEN_*` so that no
     /// child (CNI plugins, a successor) mistakes them for its own.
-    ///
-    /// # Safety
-    /// Changes the environment: call before any other thread exists.
-    pub unsafe fn take_from_env() -> Result<Passed, ListenerError> {
-        // SAFETY: the caller guarantees a single thread.
-        let fds = unsafe { sd_notify::listen_fds_with_names_and_unset_env() }
-            .map_err(ListenerError::Environment)?;
+    /// Changes the environment, so it is refused once a second thread exists.
+    pub fn take_from_env() -> Result<Passed, ListenerError> {
+        let fds = crate::sys::take_listen_fds().map_err(ListenerError::Environment)?;
         let mut passed = Passed::default();
         for (fd, name) in fds {
-            // SAFETY: systemd's protocol hands these fds to this process (LISTEN_PID matched).
-            passed.push(name, unsafe { OwnedFd::from_raw_fd(fd) })?;
+            passed.push(name, fd)?;
         }
         Ok(passed)
     }

@@ -1,46 +1,8 @@
 use super::*;
-use crate::runtime::{ImageInfo, ImageRequest, LogStream, ReplicaInfo, ReplicaSpec, TaskExit};
-
-/// A runtime with nothing in it: the pause never reaches containerd.
-struct Empty(tokio::sync::broadcast::Sender<TaskExit>);
-
-fn gone() -> RuntimeError {
-    RuntimeError::NotAnswering {
-        path: "/nonexistent".into(),
-        reason: "fake".into(),
-    }
-}
-
-#[async_trait::async_trait]
-impl Runtime for Empty {
-    async fn ensure_image(&self, _: &ImageRequest) -> Result<ImageInfo, RuntimeError> {
-        Err(gone())
-    }
-    async fn start_replica(&self, _: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
-        Err(gone())
-    }
-    async fn stop_replica(&self, _: &str, _: Duration) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn remove_replica(&self, _: &str) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    async fn list_replicas(&self, _: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError> {
-        Ok(Vec::new())
-    }
-    fn subscribe_exits(&self) -> tokio::sync::broadcast::Receiver<TaskExit> {
-        self.0.subscribe()
-    }
-    async fn logs(&self, _: &str, _: Option<usize>, _: bool) -> Result<LogStream, RuntimeError> {
-        Err(gone())
-    }
-    async fn remove_unused_images(&self, _: &str, _: &[String]) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-}
+use crate::runtime::fake::FakeRuntime;
 
 fn deployer(dir: &std::path::Path) -> Arc<Deployer> {
-    let runtime: Arc<dyn Runtime> = Arc::new(Empty(tokio::sync::broadcast::channel(4).0));
+    let runtime: Arc<dyn Runtime> = Arc::new(FakeRuntime::new());
     let settings = DeploySettings {
         deploy_timeout: Duration::from_secs(5),
         health_attempt_timeout: Duration::from_secs(1),
