@@ -709,7 +709,7 @@ async fn imported_archive_runs_as_a_replica() {
         init: false,
     };
     let replica = runtime.start_replica(&spec).await.unwrap();
-    let ip = replica.ip.expect("replica has an IP");
+    let ip = replica.ip;
     let addr = format!("{ip}:8080");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut page = None;

@@ -341,7 +341,7 @@ async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
         let spec = rig.replica(&image, "web", replica);
         started.push(rig.runtime().start_replica(&spec).await.unwrap());
     }
-    let ips: HashSet<IpAddr> = started.iter().map(|r| r.ip.unwrap()).collect();
+    let ips: HashSet<IpAddr> = started.iter().map(|r| r.ip).collect();
     assert_eq!(ips.len(), 3, "{started:?}");
     let prefix = rig
         .config
@@ -352,7 +352,7 @@ async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
         .0
         .to_string();
     for replica in &started {
-        let ip = replica.ip.unwrap();
+        let ip = replica.ip;
         assert!(
             ip.to_string().starts_with(&prefix),
             "{ip} not in {prefix}.0/24"
@@ -380,7 +380,7 @@ async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
     for (info, start) in listed.iter().zip(&started) {
         assert_eq!(info.container_id, start.container_id);
         assert_eq!(info.state, ReplicaState::Running);
-        assert_eq!(info.ip, start.ip);
+        assert_eq!(info.ip, Some(start.ip));
         assert_eq!(info.port, 8080);
         assert!(info.pid.is_some());
         assert_eq!(info.labels["dev.haloy.health-path"], "/health");
@@ -431,7 +431,7 @@ async fn sigkill_from_outside_reaches_the_exit_channel_also_after_containerd_res
         .start_replica(&rig.replica(&image, "exit", 1))
         .await
         .unwrap();
-    wait_http(first.ip.unwrap(), "/health").await;
+    wait_http(first.ip, "/health").await;
     let pid = rig.runtime().list_replicas(Some("exit")).await.unwrap()[0]
         .pid
         .unwrap();
@@ -457,7 +457,7 @@ async fn sigkill_from_outside_reaches_the_exit_channel_also_after_containerd_res
         .start_replica(&rig.replica(&image, "exit", 2))
         .await
         .unwrap();
-    wait_http(second.ip.unwrap(), "/health").await;
+    wait_http(second.ip, "/health").await;
     rig.containerd.restart().await;
     // The watcher resubscribes with backoff (starting at 100 ms) once containerd is back.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -492,7 +492,7 @@ async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
         .start_replica(&rig.replica(&image, "stubborn", 1))
         .await
         .unwrap();
-    wait_http(replica.ip.unwrap(), "/health").await;
+    wait_http(replica.ip, "/health").await;
 
     let stop_timeout = Duration::from_secs(2);
     let began = Instant::now();
@@ -538,7 +538,7 @@ async fn chatty_logs_come_back_in_order_and_keep_flowing_without_a_reader() {
         .await
         .unwrap();
     let id = replica.container_id.clone();
-    wait_http(replica.ip.unwrap(), "/health").await;
+    wait_http(replica.ip, "/health").await;
 
     // haloyd's side goes away entirely: the log driver is the shim's child, not ours.
     let runtime = rig.runtime.take().unwrap();
@@ -731,7 +731,7 @@ async fn spec_applies_user_env_etc_files_volumes_and_limits() {
         lines.push(line.line);
     }
     drop(follow);
-    let ip = replica.ip.unwrap().to_string();
+    let ip = replica.ip.to_string();
     for expected in [
         "uid=65534(nobody) gid=65534(nogroup)".to_string(),
         "hostname=probe-1".to_string(),
@@ -748,7 +748,7 @@ async fn spec_applies_user_env_etc_files_volumes_and_limits() {
     }
     assert!(!bind.join("probe").exists());
     // Docker's net.ipv4.ip_unprivileged_port_start=0: nobody may listen on port 80.
-    let ip_addr = replica.ip.unwrap();
+    let ip_addr = replica.ip;
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         let answer = tokio::task::spawn_blocking(move || http_get(ip_addr, 80, "/"))
@@ -809,7 +809,7 @@ async fn failed_start_leaves_nothing_and_an_interrupted_start_is_recovered() {
     rig.network.attach(&id).await.unwrap();
     let replica = rig.runtime().start_replica(&good).await.unwrap();
     assert_eq!(replica.container_id, id);
-    wait_http(replica.ip.unwrap(), "/health").await;
+    wait_http(replica.ip, "/health").await;
     rig.runtime().remove_replica(&id).await.unwrap();
     rig.assert_nothing_left().await;
 }
@@ -842,7 +842,7 @@ async fn failed_cni_add_during_container_creation_leaves_nothing() {
     let listed = rig.runtime().list_replicas(None).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(rig.netns_files().len(), 1);
-    wait_http(first.ip.unwrap(), "/health").await;
+    wait_http(first.ip, "/health").await;
     rig.runtime()
         .remove_replica(&first.container_id)
         .await

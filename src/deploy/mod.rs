@@ -6,6 +6,7 @@
 mod claims;
 mod hostpaths;
 mod jobs;
+mod lifecycle;
 mod plan;
 mod preflight;
 mod progress;
@@ -200,7 +201,7 @@ impl HandoverPause {
             tokio::spawn(supervisor::restart(self.deployer.clone(), entry, replica));
         }
         let deployer = self.deployer.clone();
-        tokio::spawn(async move { recovery::reconcile_exited(&deployer).await });
+        tokio::spawn(async move { supervisor::reconcile_exited(&deployer).await });
         tracing::info!("deploys and crash restarts resumed");
     }
 }
@@ -527,7 +528,7 @@ impl Deployer {
         self.publish_routes(entry);
         // All at once: replicas that ignore SIGTERM are waited for side by side.
         let results = futures_util::future::join_all(replicas.iter().map(|replica| async move {
-            let result = rollout::stop_replica(self, replica, remove_containers).await;
+            let result = lifecycle::stop(self, replica, remove_containers).await;
             match &result {
                 Ok(()) => reporter.step(
                     Some(replica.replica),

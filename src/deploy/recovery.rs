@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::lifecycle;
 use super::replica::{LiveReplica, Phase};
+use super::supervisor::restart;
 use super::{AppEntry, DeployError, Deployer};
-use crate::health::Monitor;
-use crate::proxy::Backend;
 use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, ReplicaState};
 use crate::state::DeploymentRecord;
 
@@ -77,14 +77,9 @@ async fn recover_app(
             strays.push(replica.clone());
         }
         if info.state == ReplicaState::Running {
-            replica.backend.set_ready(true);
-            replica.set_in_rotation(true);
+            // Routes are published once, after all of the app's replicas.
+            lifecycle::rotate_in(deployer, &replica);
             replica.set_phase(Phase::Ready);
-            replica.set_monitor(Monitor::spawn(
-                replica.backend.clone(),
-                replica.spec.health_check_path.clone(),
-                deployer.settings.monitor,
-            ));
         } else if stopped {
             replica.expect_exit();
             replica.set_phase(Phase::Stopped);
@@ -92,11 +87,7 @@ async fn recover_app(
             replica.mark_exited();
             replica.set_phase(Phase::Exited);
             restarted += 1;
-            tokio::spawn(super::supervisor::restart(
-                deployer.clone(),
-                entry.clone(),
-                replica,
-            ));
+            tokio::spawn(restart(deployer.clone(), entry.clone(), replica));
         }
     }
     deployer.publish_routes(&entry);
@@ -145,7 +136,7 @@ async fn settle_interrupted(
     let image = local_image(&deployer, &current).await;
     for index in (0..current.config.replicas).filter(|i| !present.contains(i)) {
         let spec = current.config.replica_spec(&current.id, index, &image);
-        match super::rollout::start_ready(
+        match lifecycle::start_ready(
             &deployer,
             &entry,
             spec,
@@ -154,7 +145,7 @@ async fn settle_interrupted(
         )
         .await
         {
-            Ok(replica) => super::rollout::enter_rotation(&deployer, &entry, &replica, &reporter),
+            Ok(replica) => lifecycle::enter_rotation(&deployer, &entry, &replica, &reporter),
             Err(failure) => {
                 // Keep the interrupted deployment's replicas serving rather than shrink.
                 tracing::error!(app = %entry.name, replica = index, "cannot restore a replica of the current deployment after an interrupted rollout: {}", failure.message);
@@ -163,7 +154,7 @@ async fn settle_interrupted(
         }
     }
     for stray in strays {
-        super::rollout::retire(&deployer, &entry, &stray, &reporter).await;
+        lifecycle::retire(&deployer, &entry, &stray, &reporter).await;
     }
     tracing::info!(app = %entry.name, deployment = %current.id, "interrupted rollout settled");
 }
@@ -188,17 +179,13 @@ async fn live_replica(
     let spec = record
         .config
         .replica_spec(&info.deployment_id, info.replica, &image);
-    let backend = Backend::new(
-        info.container_id.clone(),
-        info.replica,
-        std::net::SocketAddr::new(ip, info.port),
-    );
+    let addr = std::net::SocketAddr::new(ip, info.port);
     let min_ready = std::time::Duration::from_secs(u64::from(record.config.min_ready_seconds));
-    Some(LiveReplica::new(
-        info.container_id.clone(),
+    Some(lifecycle::live_replica(
+        &info.container_id,
         spec,
+        addr,
         min_ready,
-        backend,
         0,
     ))
 }
@@ -216,36 +203,6 @@ async fn local_image(deployer: &Deployer, record: &DeploymentRecord) -> ImageInf
                 digest: record.digest.clone().unwrap_or_default(),
                 config: Default::default(),
                 chain_id: String::new(),
-            }
-        }
-    }
-}
-
-/// After missed exit events: every live replica whose task is gone is handled as a crash.
-pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
-    let running: Vec<String> = match deployer.runtime.list_replicas(None).await {
-        Ok(found) => found
-            .into_iter()
-            .filter(|r| r.state == ReplicaState::Running)
-            .map(|r| r.container_id)
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot reconcile with containerd");
-            return;
-        }
-    };
-    for entry in deployer.entries() {
-        let replicas = entry.live_lock().replicas.clone();
-        for replica in replicas {
-            let gone = !running.contains(&replica.container_id);
-            if gone && !replica.exit_expected() && !replica.has_exited() {
-                replica.mark_exited();
-                replica.set_phase(Phase::Exited);
-                tokio::spawn(super::supervisor::restart(
-                    deployer.clone(),
-                    entry.clone(),
-                    replica,
-                ));
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Watches task exits from the runtime. An exit takes the replica out of rotation at once
 //! (before any health check notices); an exit haloyd did not ask for is a crash, answered
 //! with a fresh replica after an exponential backoff. Repeated crashes show as crash_looping.
+//! Exits missed while containerd was away are found by comparing with its task list.
 
 use std::sync::Arc;
 
@@ -8,8 +9,10 @@ use futures_util::future::BoxFuture;
 
 use tokio::sync::broadcast::error::RecvError;
 
+use super::lifecycle;
 use super::replica::{LiveReplica, Phase};
 use super::{AppEntry, Deployer};
+use crate::runtime::ReplicaState;
 
 /// Exits can be missed while containerd restarts (the runtime resubscribes, but events of the
 /// gap are gone); a periodic comparison with containerd's task list catches those.
@@ -23,7 +26,7 @@ pub(crate) fn spawn(deployer: Arc<Deployer>) {
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            super::recovery::reconcile_exited(&periodic).await;
+            reconcile_exited(&periodic).await;
         }
     });
     let mut exits = deployer.runtime.subscribe_exits();
@@ -50,7 +53,7 @@ pub(crate) fn spawn(deployer: Arc<Deployer>) {
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "missed task exit events; reconciling");
-                    super::recovery::reconcile_exited(&deployer).await;
+                    reconcile_exited(&deployer).await;
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -97,34 +100,18 @@ async fn restart_after_backoff(
     if !still_wanted {
         return;
     }
-    let _ = super::rollout::stop_replica(&deployer, &crashed, true).await;
-    let result = deployer.runtime.start_replica(&crashed.spec).await;
-    let info = match result {
-        Ok(info) => info,
+    let _ = lifecycle::stop(&deployer, &crashed, true).await;
+    let restarts = crashed.restarts.load(std::sync::atomic::Ordering::Relaxed) + 1;
+    let started =
+        lifecycle::start(&deployer, crashed.spec.clone(), crashed.min_ready, restarts).await;
+    let fresh = match started {
+        Ok(fresh) => fresh,
         Err(e) => {
             tracing::error!(app = %entry.name, replica = crashed.replica, error = %e, "restart failed; trying again after a longer backoff");
             retry_later(deployer, entry, crashed);
             return;
         }
     };
-    let Some(ip) = info.ip else {
-        tracing::error!(app = %entry.name, replica = crashed.replica, task_id = %info.container_id, "restarted replica got no IP; trying again after a longer backoff");
-        retry_later(deployer, entry, crashed);
-        return;
-    };
-    let backend = crate::proxy::Backend::new(
-        info.container_id.clone(),
-        crashed.replica,
-        std::net::SocketAddr::new(ip, crashed.spec.port),
-    );
-    let restarts = crashed.restarts.load(std::sync::atomic::Ordering::Relaxed) + 1;
-    let fresh = LiveReplica::new(
-        info.container_id.clone(),
-        crashed.spec.clone(),
-        crashed.min_ready,
-        backend,
-        restarts,
-    );
     fresh.inherit_crashes(&crashed.recent_crashes());
     if looping {
         fresh.set_phase(Phase::CrashLooping);
@@ -135,7 +122,7 @@ async fn restart_after_backoff(
         live.replicas.push(fresh.clone());
     }
     tracing::info!(app = %entry.name, replica = fresh.replica, task_id = %fresh.container_id, restarts, "replica restarted");
-    super::rollout::admit_restarted(&deployer, &entry, &fresh).await;
+    admit_restarted(&deployer, &entry, &fresh).await;
 }
 
 /// A failed restart counts as another crash: the replica is tried again (with the grown
@@ -143,4 +130,55 @@ async fn restart_after_backoff(
 fn retry_later(deployer: Arc<Deployer>, entry: Arc<AppEntry>, crashed: Arc<LiveReplica>) {
     crashed.set_phase(Phase::CrashLooping);
     tokio::spawn(restart(deployer, entry, crashed));
+}
+
+/// A replica restarted after a crash re-enters rotation through the same readiness gate as
+/// a deploy; if it fails again it is restarted again after a longer backoff.
+async fn admit_restarted(
+    deployer: &Arc<Deployer>,
+    entry: &Arc<AppEntry>,
+    replica: &Arc<LiveReplica>,
+) {
+    let reporter = deployer.progress.detached(&entry.name);
+    let crash_looping = replica.phase() == Phase::CrashLooping;
+    replica.set_phase(Phase::WaitingHealth);
+    match lifecycle::wait_ready(deployer, replica, &reporter).await {
+        Ok(()) => {
+            lifecycle::enter_rotation(deployer, entry, replica, &reporter);
+            if crash_looping {
+                replica.set_phase(Phase::CrashLooping);
+            }
+        }
+        Err(failure) => {
+            tracing::warn!(app = %entry.name, replica = replica.replica, "restarted replica not ready: {}", failure.message);
+            replica.set_phase(Phase::Exited);
+            tokio::spawn(restart(deployer.clone(), entry.clone(), replica.clone()));
+        }
+    }
+}
+
+/// After missed exit events: every live replica whose task is gone is handled as a crash.
+pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
+    let running: Vec<String> = match deployer.runtime.list_replicas(None).await {
+        Ok(found) => found
+            .into_iter()
+            .filter(|r| r.state == ReplicaState::Running)
+            .map(|r| r.container_id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reconcile with containerd");
+            return;
+        }
+    };
+    for entry in deployer.entries() {
+        let replicas = entry.live_lock().replicas.clone();
+        for replica in replicas {
+            let gone = !running.contains(&replica.container_id);
+            if gone && !replica.exit_expected() && !replica.has_exited() {
+                replica.mark_exited();
+                replica.set_phase(Phase::Exited);
+                tokio::spawn(restart(deployer.clone(), entry.clone(), replica));
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use super::{
     ImageInfo, ImageRequest, LogLine, LogStream, LogStreamKind, ReplicaInfo, ReplicaSpec,
-    ReplicaState, Runtime, RuntimeError, TaskExit,
+    ReplicaState, Runtime, RuntimeError, StartedReplica, TaskExit,
 };
 
 /// What a fake replica does once started.
@@ -197,7 +197,7 @@ impl Runtime for FakeRuntime {
         })
     }
 
-    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
+    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<StartedReplica, RuntimeError> {
         let behaviour = self
             .lock()
             .behaviours
@@ -225,6 +225,12 @@ impl Runtime for FakeRuntime {
         };
         let mut labels = spec.labels.clone();
         labels.insert(super::labels::APP.into(), spec.app.clone());
+        let started = StartedReplica {
+            container_id: container_id.clone(),
+            replica: spec.replica,
+            ip,
+            pid: 1000 + n,
+        };
         let info = ReplicaInfo {
             container_id: container_id.clone(),
             app: spec.app.clone(),
@@ -256,7 +262,7 @@ impl Runtime for FakeRuntime {
                 exit(&state, &exits, &container_id, code);
             });
         }
-        Ok(info)
+        Ok(started)
     }
 
     async fn stop_replica(&self, container_id: &str, _: Duration) -> Result<(), RuntimeError> {

@@ -281,6 +281,16 @@ pub struct ReplicaInfo {
     pub exit_code: Option<u32>,
 }
 
+/// A replica whose task was just started. CNI ADD succeeded before the task started, so it
+/// always has an address (unlike [`ReplicaInfo`], read back from labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedReplica {
+    pub container_id: String,
+    pub replica: u32,
+    pub ip: IpAddr,
+    pub pid: u32,
+}
+
 /// A task exit as delivered by containerd's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskExit {
@@ -314,7 +324,7 @@ pub trait Runtime: Send + Sync {
     /// Makes the image present and unpacked according to the pull policy.
     async fn ensure_image(&self, req: &ImageRequest) -> Result<ImageInfo, RuntimeError>;
     /// Network namespace + CNI, snapshot, container, started task.
-    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError>;
+    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<StartedReplica, RuntimeError>;
     /// SIGTERM, SIGKILL after `timeout`, then delete the task.
     async fn stop_replica(&self, container_id: &str, timeout: Duration)
         -> Result<(), RuntimeError>;
@@ -420,7 +430,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     // The replica methods live in task.rs.
-    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
+    async fn start_replica(&self, spec: &ReplicaSpec) -> Result<StartedReplica, RuntimeError> {
         self.tasks.start(spec).await
     }
 

@@ -30,7 +30,7 @@ use super::spec::{
 };
 use super::{
     labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
-    Resources, RuntimeError, SNAPSHOTTER,
+    Resources, RuntimeError, StartedReplica, SNAPSHOTTER,
 };
 use crate::network::{Attachment, Network, NetworkError};
 
@@ -245,7 +245,7 @@ impl Tasks {
     /// Network, snapshot, container, task; on failure everything made so far is removed.
     /// CNI ADD runs while the container and its task are created (it only needs the
     /// namespace to exist); the task starts once both are done.
-    pub async fn start(&self, spec: &ReplicaSpec) -> Result<ReplicaInfo, RuntimeError> {
+    pub async fn start(&self, spec: &ReplicaSpec) -> Result<StartedReplica, RuntimeError> {
         let id = container_id(&spec.app, &spec.deployment_id, spec.replica);
         let netns = self.create_namespace(&id).await?;
         let (connected, created) = tokio::join!(
@@ -259,7 +259,7 @@ impl Tasks {
         };
         match started {
             Ok(info) => {
-                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = info.ip.map(tracing::field::display), "replica started");
+                tracing::info!(app = %spec.app, replica = spec.replica, task_id = %id, ip = %info.ip, "replica started");
                 Ok(info)
             }
             Err(err) => {
@@ -336,7 +336,7 @@ impl Tasks {
         spec: &ReplicaSpec,
         id: &str,
         attachment: &Attachment,
-    ) -> Result<ReplicaInfo, RuntimeError> {
+    ) -> Result<StartedReplica, RuntimeError> {
         let hosts = self.task_dir(id).join("hosts");
         let hostname = hostname_for(&spec.app, spec.replica);
         // Rewritten in place: the container bind-mounts this very inode.
@@ -359,20 +359,11 @@ impl Tasks {
             .map_err(|s| self.client.rpc_error("Tasks.Start", s))?
             .into_inner()
             .pid;
-        Ok(ReplicaInfo {
+        Ok(StartedReplica {
             container_id: id.to_string(),
-            app: spec.app.clone(),
-            deployment_id: spec.deployment_id.clone(),
             replica: spec.replica,
-            ip: Some(attachment.ip),
-            port: spec.port,
-            labels: self
-                .container_labels(spec, &attachment.netns_path, Some(attachment.ip))
-                .into_iter()
-                .collect(),
-            state: ReplicaState::Running,
-            pid: Some(pid),
-            exit_code: None,
+            ip: attachment.ip,
+            pid,
         })
     }
 
@@ -434,12 +425,7 @@ impl Tasks {
     }
 
     /// The IP joins later (`set_ip_label`): CNI runs while the container is created.
-    fn container_labels(
-        &self,
-        spec: &ReplicaSpec,
-        netns: &Path,
-        ip: Option<IpAddr>,
-    ) -> HashMap<String, String> {
+    fn container_labels(&self, spec: &ReplicaSpec, netns: &Path) -> HashMap<String, String> {
         let mut labels: HashMap<String, String> = spec.labels.clone().into_iter().collect();
         let ours = [
             (base_labels::APP, spec.app.clone()),
@@ -457,9 +443,6 @@ impl Tasks {
         ];
         for (key, value) in ours {
             labels.insert(key.to_string(), value);
-        }
-        if let Some(ip) = ip {
-            labels.insert(labels::IP.to_string(), ip.to_string());
         }
         labels
     }
@@ -490,7 +473,7 @@ impl Tasks {
         let oci = self.build_oci_spec(spec, id, netns, &mounts)?;
         let container = Container {
             id: id.to_string(),
-            labels: self.container_labels(spec, netns, None),
+            labels: self.container_labels(spec, netns),
             image: spec.image.name.clone(),
             runtime: Some(ContainerRuntime {
                 name: RUNC_RUNTIME.to_string(),
