@@ -49,10 +49,11 @@ mkdir -p /www/cgi-bin
 cat > /www/cgi-bin/slow <<EOT
 #!/bin/sh
 sleep 0.2
-# One write for head fields and page: a replica killed mid-answer then leaves no half page
-# that a close-delimited HTTP/1.0 response would pass off as complete.
+# The whole answer, status line included, in one write: httpd adds no status line of its own
+# to output that starts with "HTTP" and passes it on in one write, so a replica killed
+# mid-answer leaves no half head or page (a close-delimited page would pass as complete).
 page=\$(cat /www/index.html)
-printf 'Content-Type: text/html\\r\\n\\r\\n%s\\n' "\$page"
+printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/html\\r\\n\\r\\n%s\\n' "\$page"
 EOT
 chmod +x /www/cgi-bin/slow
 "#;
