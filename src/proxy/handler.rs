@@ -303,18 +303,16 @@ impl Shared {
         &self,
         fwd: &mut Forward,
         pooled: bool,
-        in_flight: InFlight,
-        attempt: Attempt,
+        mut in_flight: InFlight,
+        mut attempt: Attempt,
     ) -> (InFlight, Attempt) {
-        let failed = Arc::clone(in_flight.backend());
-        let mut attempt = attempt;
+        let mut failed = Arc::clone(in_flight.backend());
         if pooled {
             attempt = self.resend_fresh(&failed, fwd).await;
             if !retry_safe(&attempt) {
                 return (in_flight, attempt);
             }
         }
-        let (mut failed, mut in_flight) = (failed, in_flight);
         // Each further replica once at most, as nginx's proxy_next_upstream tries every server.
         for _ in 0..OTHER_REPLICA_TRIES {
             let Some(next) = fwd.app.pick(Some(&failed)).cloned() else {
