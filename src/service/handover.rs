@@ -114,13 +114,22 @@ impl Handover {
         let pid = child.id().unwrap_or(0);
         tracing::info!(pid, path = %self.path.display(), "started the new haloyd; waiting for it to be ready");
         let outcome = tokio::time::timeout(timeout, async {
+            let ready = read_ready(read_end);
+            tokio::pin!(ready);
             let early = tokio::select! {
-                ready = read_ready(read_end) => if ready { return Ok(()) } else { None },
+                ready = &mut ready => if ready { return Ok(()) } else { None },
                 status = child.wait() => Some(status),
             };
-            // The pipe closed without READY (the child is exiting) or the child exited.
             let status = match early {
-                Some(status) => status,
+                // A child may say READY and exit at once: what it wrote before exiting is
+                // still in the pipe, so look there before calling it an early exit.
+                Some(status) => {
+                    if let Ok(true) = tokio::time::timeout(READY_AFTER_EXIT, &mut ready).await {
+                        return Ok(());
+                    }
+                    status
+                }
+                // The pipe closed without READY: the child is exiting.
                 None => child.wait().await,
             };
             Err(status
@@ -157,6 +166,9 @@ fn own_path(arg0: Option<PathBuf>) -> Result<PathBuf, HandoverError> {
         _ => std::env::current_exe().map_err(HandoverError::OwnPath),
     }
 }
+
+/// How long a READY already written by a child that has exited may take to be read.
+const READY_AFTER_EXIT: Duration = Duration::from_millis(200);
 
 async fn read_ready(read_end: OwnedFd) -> bool {
     let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read_end) else {
