@@ -1,5 +1,5 @@
 //! Restarts and upgrades that clients never see (issue 12): a real haloyd on sockets the test
-//! binds and passes the systemd way, a private containerd and registry, an app with 3
+//! binds and passes the systemd way (through systemd's own `systemd-socket-activate`), a private containerd and registry, an app with 3
 //! replicas, and a bounded load of keep-alive and new-connection clients on loopback during
 //! (a) SIGTERM + restart, (b) SIGKILL + restart, (c) a hand-over upgrade (`haloyd upgrade`),
 //! (d) an upgrade whose new daemon cannot start. Each: no connection error, no non-2xx, and
@@ -742,5 +742,32 @@ async fn failed_upgrade_leaves_the_old_daemon_serving() {
         run.output.status.success(),
         "deploy after the failed upgrade:\n{}",
         run.both()
+    );
+}
+
+/// The shipped units load in systemd's own parser without a warning: every key is known,
+/// ExecStart/ExecReload name an executable (the built haloyd stands in for the installed
+/// path), and the service's Sockets= names a real socket unit.
+#[test]
+fn shipped_systemd_units_pass_systemd_analyze_verify() {
+    let analyze = harness::require_binary("systemd-analyze", "systemd");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let haloyd = harness::haloyd::haloyd_binary();
+    for name in ["haloyd.service", "haloyd.socket"] {
+        let text = std::fs::read_to_string(units.join(name)).expect("read unit");
+        let text = text.replace("/usr/local/bin/haloyd", &haloyd.display().to_string());
+        std::fs::write(dir.path().join(name), text).expect("write unit");
+    }
+    let out = std::process::Command::new(analyze)
+        .current_dir(dir.path())
+        .args(["verify", "./haloyd.socket", "./haloyd.service"])
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
     );
 }

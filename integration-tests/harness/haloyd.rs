@@ -344,12 +344,24 @@ impl Haloyd {
         let mut command = if self.sockets.is_empty() {
             Command::new(haloyd_binary())
         } else {
-            // systemd's way: the fds at 3.., LISTEN_PID the pid of the process that gets them
-            // (the shell execs haloyd, keeping its pid).
+            // systemd's way, by systemd's own code: the harness hands the fds at 3.. to
+            // systemd-socket-activate (the shell execs it, so LISTEN_PID is its pid), which
+            // takes them with sd_listen_fds() and execs haloyd with LISTEN_FDS, LISTEN_PID and
+            // LISTEN_FDNAMES set as systemd sets them for a service. It passes on only the
+            // environment named with -E.
+            let activate = require_binary("systemd-socket-activate", "systemd");
             let mut sh = Command::new("/bin/sh");
             sh.arg("-c")
                 .arg("export LISTEN_PID=$$; exec \"$0\" \"$@\"")
-                .arg(haloyd_binary())
+                .arg(activate)
+                .arg("--fdname=http:https:api");
+            let passed = ["RUST_LOG"]
+                .into_iter()
+                .chain(self.env.iter().map(|(k, _)| k.as_str()));
+            for name in passed {
+                sh.arg(format!("--setenv={name}"));
+            }
+            sh.arg(haloyd_binary())
                 .env("LISTEN_FDS", self.sockets.len().to_string())
                 .env("LISTEN_FDNAMES", "http:https:api");
             let fds: Vec<i32> = self
