@@ -12,6 +12,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --lib --bins --tests --locked --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# Failures again at the end, where a truncated CI log still shows them: each failed test's
+# name and the first lines of its panic.
+if [ "$status" -ne 0 ]; then
+    echo "=== failures ==="
+    grep -E -A12 "^---- .* stdout ----$" "$log" | grep -v -E "^ +([0-9]+: | at )" | head -120 || true
+fi
 # One closing line over all test binaries.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"
