@@ -1078,3 +1078,53 @@ fn server_add_takes_the_token_from_stdin_or_the_environment() {
         );
     }
 }
+
+/// `haloy export kubernetes -o DIR`: one file per target, owner-only (it holds Secrets), notes
+/// on stderr; `-o -` (the default) prints the same manifests.
+#[test]
+fn export_kubernetes_writes_one_private_file_per_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = tempfile::tempdir().expect("home");
+    let out = tempfile::tempdir().expect("out");
+    let config = examples().join("environments");
+    let run = haloy(
+        &[
+            "export",
+            "kubernetes",
+            "-c",
+            config.to_str().expect("utf-8"),
+            "-o",
+            out.path().to_str().expect("utf-8"),
+        ],
+        home.path(),
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note: production: server: `prod.haloy.com` not used"),
+        "{stderr}"
+    );
+    for target in ["production", "staging", "development"] {
+        let path = out.path().join(format!("{target}.yaml"));
+        let text = std::fs::read_to_string(&path).expect("manifest written");
+        assert!(text.contains("kind: Deployment"), "{text}");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    let printed = haloy(
+        &[
+            "export",
+            "kubernetes",
+            "-c",
+            config.to_str().expect("utf-8"),
+            "-t",
+            "staging",
+        ],
+        home.path(),
+    );
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout),
+        std::fs::read_to_string(out.path().join("staging.yaml")).expect("read")
+    );
+}

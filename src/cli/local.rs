@@ -292,3 +292,45 @@ pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `haloy export kubernetes`: every selected target to manifests, notes on stderr.
+pub fn export_kubernetes(
+    common: &CommonArgs,
+    options: &crate::export::kubernetes::Options,
+    output: &str,
+) -> Result<ExitCode, CliError> {
+    use crate::export::kubernetes::export;
+    let (_, apps) = select_apps(common, false)?;
+    let mut stdout = String::new();
+    for app in &apps {
+        let manifests = export(app, options).map_err(|e| CliError::Usage(e.to_string()))?;
+        for note in &manifests.notes {
+            eprintln!("note: {}: {note}", app.label());
+        }
+        let yaml = manifests
+            .to_yaml()
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        if output == "-" {
+            stdout.push_str(&yaml);
+            continue;
+        }
+        let dir = std::path::Path::new(output);
+        std::fs::create_dir_all(dir).map_err(|source| CliError::Io {
+            action: "create",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(format!("{}.yaml", app.label()));
+        // The file holds Secrets: readable by its owner only.
+        crate::files::write_atomic(&path, yaml.as_bytes(), 0o600).map_err(|source| {
+            CliError::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            }
+        })?;
+        eprintln!("wrote {}", path.display());
+    }
+    print!("{stdout}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -130,12 +130,53 @@ pub enum Command {
         #[command(subcommand)]
         command: ServerCommand,
     },
+    /// Write the app as manifests for another platform (today: Kubernetes)
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
     /// Print the version
     Version,
     /// Print a shell completion script
     Completion {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportFormat {
+    /// Kubernetes manifests with the same rollout semantics, one file per target
+    ///
+    /// rolling → Deployment with RollingUpdate maxSurge 1 / maxUnavailable 0, minReadySeconds
+    /// and a readiness probe on health_check_path; replace → Recreate; `preset: database` →
+    /// StatefulSet with one replica. Env values and registry credentials go into Secrets only.
+    /// Settings Kubernetes cannot express are listed on stderr. Apply with
+    /// `kubectl apply -f DIR` (or `haloy export kubernetes | kubectl apply -f -`).
+    #[command(after_long_help = "Typed against the Kubernetes 1.33 API.")]
+    Kubernetes {
+        /// A folder to write one `<target>.yaml` per target into, or `-` for stdout
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "DIR|-",
+            default_value = "-"
+        )]
+        output: String,
+        /// Route domains with Gateway API HTTPRoutes on this Gateway (`NAME` or
+        /// `NAMESPACE/NAME`) instead of an Ingress
+        #[arg(long, value_name = "GATEWAY")]
+        gateway: Option<String>,
+        /// The Ingress class (the cluster's default class when not given)
+        #[arg(long, value_name = "CLASS", conflicts_with = "gateway")]
+        ingress_class: Option<String>,
+        /// Write cert-manager Certificates issued by this ClusterIssuer (and the
+        /// ClusterIssuer itself, for ACME, when acme_email is set)
+        #[arg(long, value_name = "ISSUER")]
+        cert_manager: Option<String>,
+        /// metadata.namespace of every object (kubectl's namespace when not given)
+        #[arg(short = 'n', long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
     },
 }
 
@@ -241,6 +282,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             json,
         } => local::validate_config(common, *show_resolved_config, *json),
         Command::Server { command } => local::server(command),
+        Command::Export { format } => match format {
+            ExportFormat::Kubernetes {
+                output,
+                gateway,
+                ingress_class,
+                cert_manager,
+                namespace,
+            } => {
+                let options = export_options(gateway, ingress_class, cert_manager, namespace);
+                local::export_kubernetes(common, &options, output)
+            }
+        },
         Command::Version => {
             println!("haloy {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
@@ -259,6 +312,35 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 })?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn export_options(
+    gateway: &Option<String>,
+    ingress_class: &Option<String>,
+    cert_manager: &Option<String>,
+    namespace: &Option<String>,
+) -> crate::export::kubernetes::Options {
+    use crate::export::kubernetes::{Options, Routing};
+    let routing = match gateway {
+        Some(g) => match g.split_once('/') {
+            Some((ns, name)) => Routing::Gateway {
+                name: name.to_string(),
+                namespace: Some(ns.to_string()),
+            },
+            None => Routing::Gateway {
+                name: g.clone(),
+                namespace: None,
+            },
+        },
+        None => Routing::Ingress {
+            class: ingress_class.clone(),
+        },
+    };
+    Options {
+        routing,
+        cert_manager_issuer: cert_manager.clone(),
+        namespace: namespace.clone(),
     }
 }
 
