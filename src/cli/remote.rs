@@ -356,8 +356,8 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
                     String::new()
                 };
                 match line.stream {
-                    LogStream::Stdout => println!("{target}{replica}{}", line.line),
-                    LogStream::Stderr => eprintln!("{target}{replica}{}", line.line),
+                    LogStreamKind::Stdout => println!("{target}{replica}{}", line.line),
+                    LogStreamKind::Stderr => eprintln!("{target}{replica}{}", line.line),
                 }
             }
             Ok(None) => return true,

@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+// Defined by the runtime that acts on them; `ResolvedApp` carries them as they are.
+pub use crate::runtime::{PullPolicy, Resources};
+
 /// A string that must never show up in logs or debug output (API tokens, registry passwords).
 /// It serializes as the plain string because haloyd needs e.g. the registry password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,15 +47,6 @@ pub enum NamingStrategy {
     Dynamic,
     /// One container named after the app (requires `replace` and one replica).
     Static,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PullPolicy {
-    #[default]
-    Always,
-    IfMissing,
-    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -162,17 +156,6 @@ pub enum VolumeSpec {
 
 /// The kernel's PID_MAX_LIMIT: no pids limit can be above it.
 pub const MAX_PIDS: u64 = 4_194_304;
-
-/// Per-replica limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Resources {
-    /// Memory limit in bytes (`"512Mi"`, `"1G"` and plain numbers are accepted in the file).
-    pub memory_bytes: Option<u64>,
-    /// CPU limit in cores, e.g. 0.5.
-    pub cpus: Option<f64>,
-    /// Most processes/threads a replica may have; haloyd's `security.pids_limit` when unset.
-    pub pids: Option<u64>,
-}
 
 /// `security.seccomp`: the syscall filter of the app's replicas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

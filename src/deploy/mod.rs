@@ -28,13 +28,13 @@ pub use progress::{ProgressHub, Reporter};
 pub use replica::{LiveReplica, Phase};
 
 use crate::api::types::{
-    AppStatus, DeployEvent, DeploymentSummary, LogLine as WireLogLine, LogStream, ReplicaState,
+    AppStatus, DeployEvent, DeploymentSummary, LogLine as WireLogLine, LogsQuery, ReplicaState,
     ReplicaStatus,
 };
 use crate::config::{DeploymentStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
-use crate::runtime::{LogStreamKind, Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::state::{
     DeployStatus, DeploymentRecord, OperationKind, OperationRecord, StateError, StateStore,
 };
@@ -96,51 +96,6 @@ pub struct DeploySettings {
     pub host_paths: HostPathPolicy,
     /// The init binary `init: true` needs (checked before a deploy starts).
     pub init_binary: PathBuf,
-}
-
-/// Log query of `GET /v1/apps/{app}/logs`.
-#[derive(Debug, Clone)]
-pub struct LogsQuery {
-    pub tail: Option<usize>,
-    pub follow: bool,
-    pub all: bool,
-    pub container: Option<String>,
-}
-
-impl LogsQuery {
-    pub fn parse(query: &str) -> Result<Self, String> {
-        let mut q = LogsQuery {
-            tail: Some(100),
-            follow: true,
-            all: false,
-            container: None,
-        };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "tail" => {
-                    q.tail = Some(value.parse().map_err(|_| {
-                        format!("query parameter `tail` must be a number, got `{value}`")
-                    })?)
-                }
-                "follow" => q.follow = parse_bool(key, value)?,
-                "all" => q.all = parse_bool(key, value)?,
-                "container" => q.container = Some(value.to_string()),
-                other => return Err(format!("unknown query parameter `{other}`")),
-            }
-        }
-        Ok(q)
-    }
-}
-
-fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
-    match value {
-        "true" | "1" | "" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "query parameter `{key}` must be true or false, got `{value}`"
-        )),
-    }
 }
 
 /// Live state of one app. Its `lock` serialises deploys, rollbacks and stops of the app.
@@ -652,7 +607,11 @@ impl Deployer {
         for replica in chosen {
             let lines = self
                 .runtime
-                .logs(&replica.container_id, query.tail, query.follow)
+                .logs(
+                    &replica.container_id,
+                    usize::try_from(query.tail).ok(),
+                    query.follow,
+                )
                 .await?;
             let number = replica.replica;
             let container_id = replica.container_id.clone();
@@ -663,10 +622,7 @@ impl Deployer {
                     Some(WireLogLine {
                         replica: number,
                         container_id,
-                        stream: match line.stream {
-                            LogStreamKind::Stdout => LogStream::Stdout,
-                            LogStreamKind::Stderr => LogStream::Stderr,
-                        },
+                        stream: line.stream,
                         time: crate::timefmt::rfc3339(line.time),
                         line: line.line,
                     })

@@ -5,12 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{
-    HistoryStrategy, PullPolicy as ConfigPullPolicy, ResolvedApp, SeccompProfile, VolumeSpec,
-};
+use crate::config::{HistoryStrategy, ResolvedApp, SeccompProfile, VolumeSpec};
 use crate::runtime::{
-    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources, SeccompMode,
-    VolumeMount, VolumeSource,
+    ImageInfo, ImageRequest, RegistryCredentials, ReplicaSpec, SeccompMode, VolumeMount,
+    VolumeSource,
 };
 
 impl ResolvedApp {
@@ -23,11 +21,7 @@ impl ResolvedApp {
         ImageRequest {
             app: Some(self.name.clone()),
             reference: self.image_reference(),
-            pull_policy: match self.image.pull_policy {
-                ConfigPullPolicy::Always => PullPolicy::Always,
-                ConfigPullPolicy::IfMissing => PullPolicy::IfMissing,
-                ConfigPullPolicy::Never => PullPolicy::Never,
-            },
+            pull_policy: self.image.pull_policy,
             credentials: self.image.registry.as_ref().map(|r| RegistryCredentials {
                 username: r.username.clone(),
                 password: r.password.expose().to_string(),
@@ -81,15 +75,7 @@ impl ResolvedApp {
                 .collect(),
             labels: Default::default(),
             volumes: self.volumes.iter().map(volume_mount).collect(),
-            resources: self
-                .resources
-                .as_ref()
-                .map(|r| Resources {
-                    memory_bytes: r.memory_bytes,
-                    cpus: r.cpus,
-                    pids: r.pids,
-                })
-                .unwrap_or_default(),
+            resources: self.resources.unwrap_or_default(),
             seccomp: match self.security.seccomp {
                 SeccompProfile::Default => SeccompMode::Default,
                 SeccompProfile::Unconfined => SeccompMode::Unconfined,

@@ -5,6 +5,7 @@
 //! shell-out), `cni` renders the conflist and executes the plugin binaries. Both sit behind small
 //! traits (`NetnsOps`, `PluginExec`) so the ADD/DEL logic is unit-tested without root.
 
+mod cidr;
 mod cni;
 mod netns;
 
@@ -14,7 +15,11 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-pub use cni::{CniNetwork, CniSettings, PluginExec, PluginOutput, ProcessPluginExec};
+pub use cidr::{CidrError, IpCidr};
+pub use cni::{
+    check_bridge_name, check_subnet, CniNetwork, CniSettings, PluginExec, PluginOutput,
+    ProcessPluginExec,
+};
 pub use netns::{HostNetns, NetnsOps};
 
 /// What a task needs to know about its network once CNI ADD succeeded.
