@@ -225,6 +225,22 @@ impl ResolvedApp {
 }
 
 impl ResolvedApp {
+    /// The numeric keys against the same table the decoder uses (`config::limits`).
+    fn limit_problems(&self, out: &mut Vec<String>) {
+        use super::limits;
+        let checks = [
+            limits::REPLICAS.check(self.replicas),
+            limits::PORT.check(self.port),
+            limits::MIN_READY_SECONDS.check(self.min_ready_seconds),
+            limits::STOP_TIMEOUT.check(self.stop_timeout),
+            limits::HISTORY_COUNT.check(self.image.history.count),
+        ];
+        out.extend(checks.into_iter().filter_map(Result::err));
+        if let Some(pids) = self.resources.and_then(|r| r.pids) {
+            out.extend(limits::PIDS.check(pids).err());
+        }
+    }
+
     /// Re-checks the invariants of a resolved app, for haloyd to validate what it receives
     /// (`POST /v1/deploy`) with the same wording as the CLI. One `key: what is wrong` line per
     /// problem; empty when valid.
@@ -248,33 +264,12 @@ impl ResolvedApp {
                 out.push(format!("image.digest: {e}"));
             }
         }
-        if !(1..=1000).contains(&self.replicas) {
-            out.push(format!(
-                "replicas: {} is out of range; must be between 1 and 1000",
-                self.replicas
-            ));
-        }
-        if self.port == 0 {
-            out.push("port: 0 is out of range; must be between 1 and 65535".into());
-        }
+        self.limit_problems(&mut out);
         if !self.health_check_path.starts_with('/') {
             out.push(format!(
                 "health_check_path: `{}` must start with `/`",
                 self.health_check_path
             ));
-        }
-        if self.min_ready_seconds > 600 {
-            out.push(format!(
-                "min_ready_seconds: {} is out of range; must be between 0 and 600",
-                self.min_ready_seconds
-            ));
-        }
-        if let Some(pids) = self.resources.as_ref().and_then(|r| r.pids) {
-            if !(1..=MAX_PIDS).contains(&pids) {
-                out.push(format!(
-                    "resources.pids: {pids} is out of range; must be between 1 and {MAX_PIDS}"
-                ));
-            }
         }
         for (i, e) in self.env.iter().enumerate() {
             if let Err(m) = values::check_env_name(&e.name) {

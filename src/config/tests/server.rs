@@ -182,7 +182,7 @@ fn logs_format_defaults_to_text_and_reads_json() {
 
 #[test]
 fn bridge_subnet_and_name_are_checked_with_their_position() {
-    let text = "network:\n  subnet: fd00::/64\n  bridge: \"br 0\"\n";
+    let text = "network:\n  subnet: fd00::/64\n  bridge: \"br/0\"\n";
     let lines = ServerConfig::parse(text, "haloyd.yaml")
         .unwrap_err()
         .lines();
@@ -194,7 +194,7 @@ fn bridge_subnet_and_name_are_checked_with_their_position() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("haloyd.yaml:3:11: network.bridge: `br 0` must be 1-15")),
+            .any(|l| l.starts_with("haloyd.yaml:3:11: network.bridge: `br/0` must be 1-15")),
         "{lines:?}"
     );
     let text = "network: {subnet: 10.0.0.0/31}\n";
