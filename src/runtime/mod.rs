@@ -33,7 +33,8 @@ pub use image::{ImageStore, PullReport};
 pub const SNAPSHOTTER: &str = "overlayfs";
 
 /// Label keys on containers: which replicas exist. Recovery joins them with the history in
-/// `state` for each replica's config; `IMAGE` is for people and never read back.
+/// `state` for each replica's config; `IMAGE` is for people and never read back (as are the
+/// labels in `task::labels` but `IP`).
 pub mod labels {
     pub const APP: &str = "dev.haloy.app";
     pub const DEPLOYMENT_ID: &str = "dev.haloy.deployment-id";

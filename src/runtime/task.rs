@@ -47,7 +47,8 @@ const START_LEASE_TTL: Duration = Duration::from_secs(3600);
 /// a normal server process needs, far below what takes a host down.
 pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
-/// Container labels beside the base ones in `runtime::labels`.
+/// Container labels beside the base ones in `runtime::labels`. Only `IP` is read back (by
+/// recovery); the others are for people inspecting containerd.
 pub mod labels {
     pub const HEALTH_PATH: &str = "dev.haloy.health-path";
     /// Comma-separated domain names.
