@@ -525,12 +525,12 @@ fn decode_security(dec: &mut Decoder, node: &Node, path: &str) -> AppSecurity {
     let mut s = AppSecurity::default();
     for (k, e) in dec.map(node, path, &["seccomp"]) {
         let kp = join(path, &k);
-        if let Some(choice) = dec.choice(&e.value, &kp, &["default", "unconfined"]) {
-            s.seccomp = if choice == "unconfined" {
-                SeccompProfile::Unconfined
-            } else {
-                SeccompProfile::Default
-            };
+        let choices = [
+            ("default", SeccompMode::Default),
+            ("unconfined", SeccompMode::Unconfined),
+        ];
+        if let Some(mode) = dec.one_of(&e.value, &kp, &choices) {
+            s.seccomp = mode;
         }
     }
     s

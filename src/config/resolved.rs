@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 // Defined by the runtime that acts on them; `ResolvedApp` carries them as they are.
-pub use crate::runtime::{PullPolicy, Resources};
+pub use crate::runtime::{PullPolicy, Resources, SeccompMode};
 
 /// A string that must never show up in logs or debug output (API tokens, registry passwords).
 /// It serializes as the plain string because haloyd needs e.g. the registry password.
@@ -157,22 +157,11 @@ pub enum VolumeSpec {
 /// The kernel's PID_MAX_LIMIT: no pids limit can be above it.
 pub const MAX_PIDS: u64 = 4_194_304;
 
-/// `security.seccomp`: the syscall filter of the app's replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SeccompProfile {
-    /// containerd's/Docker's default allowlist.
-    #[default]
-    Default,
-    /// No filter (the app needs e.g. user namespaces or mount).
-    Unconfined,
-}
-
 /// `security:` of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AppSecurity {
     #[serde(default)]
-    pub seccomp: SeccompProfile,
+    pub seccomp: SeccompMode,
 }
 
 /// One deployable app for one target, fully resolved.

@@ -5,10 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{HistoryStrategy, ResolvedApp, SeccompProfile, VolumeSpec};
+use crate::config::{HistoryStrategy, ResolvedApp, VolumeSpec};
 use crate::runtime::{
-    ImageInfo, ImageRequest, RegistryCredentials, ReplicaSpec, SeccompMode, VolumeMount,
-    VolumeSource,
+    ImageInfo, ImageRequest, RegistryCredentials, ReplicaSpec, VolumeMount, VolumeSource,
 };
 
 impl ResolvedApp {
@@ -76,10 +75,7 @@ impl ResolvedApp {
             labels: Default::default(),
             volumes: self.volumes.iter().map(volume_mount).collect(),
             resources: self.resources.unwrap_or_default(),
-            seccomp: match self.security.seccomp {
-                SeccompProfile::Default => SeccompMode::Default,
-                SeccompProfile::Unconfined => SeccompMode::Unconfined,
-            },
+            seccomp: self.security.seccomp,
             stop_timeout: Duration::from_secs(u64::from(self.stop_timeout)),
             init: self.init,
         }

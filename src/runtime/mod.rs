@@ -212,8 +212,10 @@ pub struct Resources {
     pub pids: Option<u64>,
 }
 
-/// The seccomp filter of a replica (`security.seccomp` in haloy.yaml).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The seccomp filter of a replica (`security.seccomp` in haloy.yaml). The one definition:
+/// `ResolvedApp` carries it (`default`/`unconfined`) and `ReplicaSpec` uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SeccompMode {
     /// containerd's/Docker's default profile (`seccomp::default_profile`).
     #[default]
