@@ -28,8 +28,7 @@ pub use progress::{ProgressHub, Reporter};
 pub use replica::{LiveReplica, Phase};
 
 use crate::api::types::{
-    AppStatus, DeployEvent, DeploymentSummary, LogLine as WireLogLine, LogsQuery, ReplicaState,
-    ReplicaStatus,
+    AppStatus, DeployEvent, DeploymentSummary, LogLine, LogsQuery, ReplicaState, ReplicaStatus,
 };
 use crate::config::{DeploymentStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
@@ -584,7 +583,7 @@ impl Deployer {
         &self,
         app: &str,
         query: LogsQuery,
-    ) -> Result<impl Stream<Item = WireLogLine> + Send + 'static, DeployError> {
+    ) -> Result<impl Stream<Item = LogLine> + Send + 'static, DeployError> {
         let entry = self
             .existing_entry(app)
             .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
@@ -619,7 +618,7 @@ impl Deployer {
                 let container_id = container_id.clone();
                 async move {
                     let line = line.ok()?;
-                    Some(WireLogLine {
+                    Some(LogLine {
                         replica: number,
                         container_id,
                         stream: line.stream,

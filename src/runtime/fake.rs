@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
-    ImageInfo, ImageRequest, LogLine, LogStream, LogStreamKind, ReplicaInfo, ReplicaSpec, Runtime,
-    RuntimeError, StartedReplica, TaskExit, TaskStatus,
+    ImageInfo, ImageRequest, LogStream, LogStreamKind, ReplicaInfo, ReplicaSpec, Runtime,
+    RuntimeError, StartedReplica, TaskExit, TaskLogLine, TaskStatus,
 };
 
 /// What a fake replica does once started.
@@ -307,7 +307,7 @@ impl Runtime for FakeRuntime {
         if !self.lock().replicas.contains_key(container_id) {
             return Err(not_found(container_id));
         }
-        let line = LogLine {
+        let line = TaskLogLine {
             time: SystemTime::now(),
             stream: LogStreamKind::Stdout,
             line: format!("fake replica {container_id}"),

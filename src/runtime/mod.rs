@@ -318,16 +318,17 @@ pub enum LogStreamKind {
     Stderr,
 }
 
-/// One line of task output.
+/// One line of task output as the log files hold it (the API's `LogLine` adds the replica
+/// and the container and writes the time as RFC 3339).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
+pub struct TaskLogLine {
     pub time: SystemTime,
     pub stream: LogStreamKind,
     pub line: String,
 }
 
 /// Log lines of one task, oldest first; ends unless `follow` was asked for.
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + Send>>;
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<TaskLogLine, RuntimeError>> + Send>>;
 
 /// What the deploy logic needs from a container runtime. Object safe, so tests can put a fake
 /// behind `Arc<dyn Runtime>`.
