@@ -707,7 +707,7 @@ mod fake_haloyd {
                         serde_json::to_string(&LogLine {
                             replica: r,
                             container_id: format!("c{r}"),
-                            stream: LogStream::Stdout,
+                            stream: LogStreamKind::Stdout,
                             time: "t".into(),
                             line: format!("hello from {r}"),
                         })

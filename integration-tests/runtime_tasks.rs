@@ -25,8 +25,8 @@ use futures_util::StreamExt;
 use haloy::network::{CniNetwork, CniSettings, Network};
 use haloy::runtime::task::TaskSettings;
 use haloy::runtime::{
-    ContainerdRuntime, ImageInfo, ImageRequest, LogStreamKind, PullPolicy, ReplicaSpec,
-    ReplicaState, Resources, Runtime, RuntimeConfig, SeccompMode, TaskExit,
+    ContainerdRuntime, ImageInfo, ImageRequest, LogStreamKind, PullPolicy, ReplicaSpec, Resources,
+    Runtime, RuntimeConfig, SeccompMode, TaskExit, TaskStatus,
 };
 use harness::images::OciImage;
 
@@ -379,7 +379,7 @@ async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
     assert_eq!(listed.len(), 3);
     for (info, start) in listed.iter().zip(&started) {
         assert_eq!(info.container_id, start.container_id);
-        assert_eq!(info.state, ReplicaState::Running);
+        assert_eq!(info.state, TaskStatus::Running);
         assert_eq!(info.ip, Some(start.ip));
         assert_eq!(info.port, 8080);
         assert!(info.pid.is_some());
@@ -402,7 +402,7 @@ async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
             .iter()
             .find(|i| i.container_id == replica.container_id)
             .unwrap();
-        assert_eq!(me.state, ReplicaState::Stopped);
+        assert_eq!(me.state, TaskStatus::Stopped);
         rig.runtime()
             .remove_replica(&replica.container_id)
             .await

@@ -27,8 +27,8 @@ use super::types::{
     ApiError, DeployAccepted, DeployRequest, HealthResponse, JobAccepted, RollbackRequest,
     StopRequest, VersionResponse,
 };
-use super::types::{AppStatus, CertificateInfo};
-use crate::deploy::{DeployError, Deployer, LogsQuery};
+use super::types::{AppStatus, CertificateInfo, LogsQuery};
+use crate::deploy::{DeployError, Deployer};
 use crate::proxy::server::{ActiveRequest, ConnActivity};
 use crate::timefmt::rfc3339;
 use crate::tls::CertificateManager;

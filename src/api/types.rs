@@ -239,6 +239,31 @@ pub struct LogsQuery {
 }
 
 impl LogsQuery {
+    /// What haloyd serves for an empty query string.
+    pub const DEFAULT_TAIL: u32 = 100;
+
+    /// Reads a query string as [`LogsQuery::to_query_string`] writes it; absent keys keep
+    /// their defaults (tail 100, follow, first replica) and a bare key means `true`.
+    pub fn parse(query: &str) -> Result<Self, String> {
+        let mut q = LogsQuery {
+            tail: Self::DEFAULT_TAIL,
+            follow: true,
+            all: false,
+            container: None,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "tail" => q.tail = parse_tail(value)?,
+                "follow" => q.follow = parse_bool(key, value)?,
+                "all" => q.all = parse_bool(key, value)?,
+                "container" => q.container = Some(value.to_string()),
+                other => return Err(format!("unknown query parameter `{other}`")),
+            }
+        }
+        Ok(q)
+    }
+
     /// `tail=100&follow=true&all=false[&container=ID]`.
     pub fn to_query_string(&self) -> String {
         let mut q = format!("tail={}&follow={}&all={}", self.tail, self.follow, self.all);
@@ -247,6 +272,24 @@ impl LogsQuery {
             q.push_str(&percent_encode(c));
         }
         q
+    }
+}
+
+/// Any count is accepted; more lines than `u32::MAX` means all of them anyway.
+fn parse_tail(value: &str) -> Result<u32, String> {
+    value
+        .parse::<u64>()
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+        .map_err(|_| format!("query parameter `tail` must be a number, got `{value}`"))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!(
+            "query parameter `{key}` must be true or false, got `{value}`"
+        )),
     }
 }
 
@@ -263,19 +306,15 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogStream {
-    Stdout,
-    Stderr,
-}
+/// Which output stream a log line came from (`stdout`/`stderr` on the wire).
+pub use crate::runtime::LogStreamKind;
 
 /// One server-sent event of `GET /v1/apps/{name}/logs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     pub replica: u32,
     pub container_id: String,
-    pub stream: LogStream,
+    pub stream: LogStreamKind,
     /// RFC 3339.
     pub time: String,
     /// Without the trailing newline.

@@ -581,12 +581,6 @@ fn apparmor_profile() -> Option<String> {
 
 fn proxy_config(config: &ServerConfig) -> Result<proxy::ProxyConfig> {
     let p = &config.proxy;
-    let trusted = p
-        .trusted_proxies
-        .iter()
-        .map(|c| c.to_string().parse())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("proxy.trusted_proxies: {e}"))?;
     Ok(proxy::ProxyConfig {
         header_read_timeout: p.header_read_timeout,
         idle_timeout: p.idle_timeout,
@@ -595,7 +589,7 @@ fn proxy_config(config: &ServerConfig) -> Result<proxy::ProxyConfig> {
         max_body_bytes: p.max_body_bytes,
         max_connections: p.max_connections as usize,
         drain_timeout: p.drain_timeout,
-        trusted_proxies: trusted,
+        trusted_proxies: p.trusted_proxies.clone(),
         https_port: p.https_listen.port(),
         ..proxy::ProxyConfig::default()
     })
@@ -609,10 +603,7 @@ fn tls_settings(config: &ServerConfig) -> TlsSettings {
         email: config.acme.email.clone(),
         ca_bundle: config.acme.ca_bundle.clone(),
     };
-    settings.unknown_sni = match config.acme.unknown_sni {
-        haloy::config::server::UnknownSni::Refuse => haloy::tls::UnknownSni::Refuse,
-        haloy::config::server::UnknownSni::SelfSigned => haloy::tls::UnknownSni::SelfSigned,
-    };
+    settings.unknown_sni = config.acme.unknown_sni;
     settings.certificates = config
         .acme
         .certificates
@@ -811,24 +802,5 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::publicly_issuable;
-
-    #[test]
-    fn special_use_names_are_not_sent_to_public_cas() {
-        for name in [
-            "demo.localhost",
-            "localhost",
-            "app.test",
-            "x.example",
-            "10.0.0.1",
-            "nas.home.arpa",
-            "intranet",
-        ] {
-            assert!(!publicly_issuable(name), "{name}");
-        }
-        for name in ["api.example.com", "my-app.com", "Critical-App.com."] {
-            assert!(publicly_issuable(name), "{name}");
-        }
-    }
-}
+#[path = "tests/haloyd.rs"]
+mod tests;

@@ -356,8 +356,8 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
                     String::new()
                 };
                 match line.stream {
-                    LogStream::Stdout => println!("{target}{replica}{}", line.line),
-                    LogStream::Stderr => eprintln!("{target}{replica}{}", line.line),
+                    LogStreamKind::Stdout => println!("{target}{replica}{}", line.line),
+                    LogStreamKind::Stderr => eprintln!("{target}{replica}{}", line.line),
                 }
             }
             Ok(None) => return true,
@@ -472,14 +472,5 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
 }
 
 #[cfg(test)]
-mod tests {
-    use super::human_duration;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration(45), "45s");
-        assert_eq!(human_duration(192), "3m12s");
-        assert_eq!(human_duration(7500), "2h5m");
-        assert_eq!(human_duration(90000), "1d1h");
-    }
-}
+#[path = "tests/remote.rs"]
+mod tests;

@@ -3,6 +3,7 @@
 //! `Problem` with file:line:column and key path, and decoding carries on so that all problems of a
 //! file are reported at once.
 
+use super::limits::Limit;
 use super::tree::{Entry, Format, Node, Pos, Value};
 use std::fmt;
 
@@ -293,6 +294,55 @@ impl Decoder {
                 None
             }
         }
+    }
+
+    /// An integer inside `limit` (the shared table in `config::limits`), as the field's type.
+    pub fn int_limit<T: TryFrom<i64>>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        limit: &Limit,
+    ) -> Option<T> {
+        let n = self.int_in(node, path, limit.min, limit.max)?;
+        T::try_from(n).ok()
+    }
+
+    /// A string turned into a value by `parse`; its error becomes a problem at the value.
+    pub fn parsed<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        parse: impl FnOnce(String) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.string(node, path)?;
+        self.report(node, path, parse(text))
+    }
+
+    /// Like [`Decoder::parsed`] for a single word (no blanks).
+    pub fn parsed_word<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        parse: impl FnOnce(String) -> Result<T, String>,
+    ) -> Option<T> {
+        let text = self.word(node, path)?;
+        self.report(node, path, parse(text))
+    }
+
+    fn report<T>(&mut self, node: &Node, path: &str, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|message| self.problem(node.pos, path, message))
+            .ok()
+    }
+
+    /// An enum written as one of its names: `choices` pairs each spelling with its value.
+    pub fn one_of<T: Copy>(&mut self, node: &Node, path: &str, choices: &[(&str, T)]) -> Option<T> {
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        let chosen = self.choice(node, path, &names)?;
+        choices
+            .iter()
+            .find(|(name, _)| *name == chosen)
+            .map(|(_, value)| *value)
     }
 
     /// One of a fixed set of words.

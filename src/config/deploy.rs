@@ -5,6 +5,7 @@
 
 use super::decode::{index, join, Decoder};
 use super::env::{interpolate, EnvSources, PendingEnv};
+use super::limits;
 use super::resolved::*;
 use super::tree::{Node, Pos};
 use super::values;
@@ -239,63 +240,44 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
     match key {
         "name" => {
             l.name = dec
-                .string(v, path)
-                .and_then(|n| match values::check_app_name(&n) {
-                    Ok(()) => Some(sp(n)),
-                    Err(e) => {
-                        dec.problem(v.pos, path, e);
-                        None
-                    }
-                })
+                .parsed(v, path, |n| values::check_app_name(&n).map(|()| n))
+                .map(sp)
         }
-        "server" => {
-            l.server = dec
-                .word(v, path)
-                .and_then(|s| match values::check_server(&s) {
-                    Ok(()) => Some(s),
-                    Err(e) => {
-                        dec.problem(v.pos, path, e);
-                        None
-                    }
-                })
-        }
+        "server" => l.server = dec.parsed_word(v, path, |s| values::check_server(&s).map(|()| s)),
         "api_token" => l.api_token = decode_source(dec, v, path),
         "image" => l.image = decode_image(dec, v, path),
         "image_key" => l.image_key = dec.word(v, path).map(sp),
-        "replicas" => l.replicas = dec.int_in(v, path, 1, 1000).map(|n| n as u32),
-        "port" => l.port = dec.int_in(v, path, 1, 65535).map(|n| n as u16),
+        "replicas" => l.replicas = dec.int_limit(v, path, &limits::REPLICAS),
+        "port" => l.port = dec.int_limit(v, path, &limits::PORT),
         "health_check_path" => {
-            l.health_check_path = dec.string(v, path).and_then(|p| {
+            l.health_check_path = dec.parsed(v, path, |p| {
                 if p.starts_with('/') {
-                    Some(p)
+                    Ok(p)
                 } else {
-                    dec.problem(v.pos, path, format!("`{p}` must start with `/`"));
-                    None
+                    Err(format!("`{p}` must start with `/`"))
                 }
             })
         }
-        "min_ready_seconds" => l.min_ready_seconds = dec.int_in(v, path, 0, 600).map(|n| n as u32),
+        "min_ready_seconds" => {
+            l.min_ready_seconds = dec.int_limit(v, path, &limits::MIN_READY_SECONDS)
+        }
         "deployment_strategy" => {
-            l.deployment_strategy = dec.choice(v, path, &["rolling", "replace"]).map(|s| Sp {
-                v: if s == "replace" {
-                    DeploymentStrategy::Replace
-                } else {
-                    DeploymentStrategy::Rolling
-                },
-                pos: v.pos,
-                path: path.to_string(),
-            })
+            let choices = [
+                ("rolling", DeploymentStrategy::Rolling),
+                ("replace", DeploymentStrategy::Replace),
+            ];
+            l.deployment_strategy = dec
+                .one_of(v, path, &choices)
+                .map(|s| positioned(s, v, path))
         }
         "naming_strategy" => {
-            l.naming_strategy = dec.choice(v, path, &["dynamic", "static"]).map(|s| Sp {
-                v: if s == "static" {
-                    NamingStrategy::Static
-                } else {
-                    NamingStrategy::Dynamic
-                },
-                pos: v.pos,
-                path: path.to_string(),
-            })
+            let choices = [
+                ("dynamic", NamingStrategy::Dynamic),
+                ("static", NamingStrategy::Static),
+            ];
+            l.naming_strategy = dec
+                .one_of(v, path, &choices)
+                .map(|s| positioned(s, v, path))
         }
         "domains" => l.domains = Some(decode_domains(dec, v, path)),
         "env" => l.env = Some(decode_env_list(dec, v, path)),
@@ -318,28 +300,32 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
         "post_deploy" => l.post_deploy = Some(dec.string_list(v, path)),
         "protected" => l.protected = dec.bool(v, path),
         "preset" => {
-            l.preset = dec
-                .choice(v, path, &["database", "service"])
-                .map(|s| match s.as_str() {
-                    "database" => Preset::Database,
-                    _ => Preset::Service,
-                })
+            let choices = [("database", Preset::Database), ("service", Preset::Service)];
+            l.preset = dec.one_of(v, path, &choices)
         }
         "acme_email" => {
-            l.acme_email = dec.word(v, path).and_then(|e| {
+            l.acme_email = dec.parsed_word(v, path, |e| {
                 if e.contains('@') {
-                    Some(e)
+                    Ok(e)
                 } else {
-                    dec.problem(v.pos, path, format!("`{e}` is not an email address"));
-                    None
+                    Err(format!("`{e}` is not an email address"))
                 }
             })
         }
         "resources" => l.resources = decode_resources(dec, v, path),
         "security" => l.security = Some(decode_security(dec, v, path)),
-        "stop_timeout" => l.stop_timeout = dec.int_in(v, path, 0, 3600).map(|n| n as u32),
+        "stop_timeout" => l.stop_timeout = dec.int_limit(v, path, &limits::STOP_TIMEOUT),
         "init" => l.init = dec.bool(v, path),
         _ => {}
+    }
+}
+
+/// A decoded value with the place it was written, for problems found later (merge, resolve).
+fn positioned<T>(v: T, node: &Node, path: &str) -> Sp<T> {
+    Sp {
+        v,
+        pos: node.pos,
+        path: path.to_string(),
     }
 }
 
@@ -515,7 +501,7 @@ fn decode_resources(dec: &mut Decoder, node: &Node, path: &str) -> Option<Resour
         let kp = join(path, &k);
         let v = &e.value;
         if k == "pids" {
-            r.pids = dec.int_in(v, &kp, 1, MAX_PIDS as i64).map(|n| n as u64);
+            r.pids = dec.int_limit(v, &kp, &limits::PIDS);
         } else if k == "memory" {
             if let Some(s) = dec.string(v, &kp) {
                 match values::parse_byte_size(&s) {
@@ -539,12 +525,12 @@ fn decode_security(dec: &mut Decoder, node: &Node, path: &str) -> AppSecurity {
     let mut s = AppSecurity::default();
     for (k, e) in dec.map(node, path, &["seccomp"]) {
         let kp = join(path, &k);
-        if let Some(choice) = dec.choice(&e.value, &kp, &["default", "unconfined"]) {
-            s.seccomp = if choice == "unconfined" {
-                SeccompProfile::Unconfined
-            } else {
-                SeccompProfile::Default
-            };
+        let choices = [
+            ("default", SeccompMode::Default),
+            ("unconfined", SeccompMode::Unconfined),
+        ];
+        if let Some(mode) = dec.one_of(&e.value, &kp, &choices) {
+            s.seccomp = mode;
         }
     }
     s
@@ -601,13 +587,12 @@ fn decode_image(dec: &mut Decoder, node: &Node, path: &str) -> Option<RawImage> 
             }
             "tag" => img.tag = dec.word(v, &kp),
             "pull_policy" => {
-                img.pull_policy = dec
-                    .choice(v, &kp, &["always", "if_missing", "never"])
-                    .map(|s| match s.as_str() {
-                        "if_missing" => PullPolicy::IfMissing,
-                        "never" => PullPolicy::Never,
-                        _ => PullPolicy::Always,
-                    })
+                let choices = [
+                    ("always", PullPolicy::Always),
+                    ("if_missing", PullPolicy::IfMissing),
+                    ("never", PullPolicy::Never),
+                ];
+                img.pull_policy = dec.one_of(v, &kp, &choices)
             }
             "registry" => img.registry = decode_registry(dec, v, &kp),
             "history" => img.history = decode_history(dec, v, &kp),
@@ -650,15 +635,14 @@ fn decode_history(dec: &mut Decoder, node: &Node, path: &str) -> Option<RawHisto
         let kp = join(path, &k);
         match k.as_str() {
             "strategy" => {
-                h.strategy = dec
-                    .choice(&e.value, &kp, &["local", "registry", "none"])
-                    .map(|s| match s.as_str() {
-                        "registry" => HistoryStrategy::Registry,
-                        "none" => HistoryStrategy::None,
-                        _ => HistoryStrategy::Local,
-                    })
+                let choices = [
+                    ("local", HistoryStrategy::Local),
+                    ("registry", HistoryStrategy::Registry),
+                    ("none", HistoryStrategy::None),
+                ];
+                h.strategy = dec.one_of(&e.value, &kp, &choices)
             }
-            "count" => h.count = dec.int_in(&e.value, &kp, 1, 1000).map(|n| n as u32),
+            "count" => h.count = dec.int_limit(&e.value, &kp, &limits::HISTORY_COUNT),
             _ => h.pattern = dec.string(&e.value, &kp),
         }
     }
@@ -755,7 +739,7 @@ fn merge_layers(root: &Layer, t: &Layer) -> Layer {
         protected: t.protected.or(root.protected),
         preset: t.preset.or(root.preset),
         acme_email: t.acme_email.clone().or_else(|| root.acme_email.clone()),
-        resources: t.resources.clone().or_else(|| root.resources.clone()),
+        resources: t.resources.or(root.resources),
         security: t.security.or(root.security),
         stop_timeout: t.stop_timeout.or(root.stop_timeout),
         init: t.init.or(root.init),
@@ -935,7 +919,7 @@ fn resolve_target(
         protected: l.protected.unwrap_or(preset == Some(Preset::Database)),
         preset,
         acme_email: l.acme_email.clone(),
-        resources: l.resources.clone(),
+        resources: l.resources,
         security: l.security.unwrap_or_default(),
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         init: l.init.unwrap_or(false),

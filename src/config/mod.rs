@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod deploy;
 pub mod env;
+pub mod limits;
 pub mod resolved;
 pub mod server;
 pub mod tree;

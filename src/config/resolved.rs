@@ -5,6 +5,9 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+// Defined by the runtime that acts on them; `ResolvedApp` carries them as they are.
+pub use crate::runtime::{PullPolicy, Resources, SeccompMode};
+
 /// A string that must never show up in logs or debug output (API tokens, registry passwords).
 /// It serializes as the plain string because haloyd needs e.g. the registry password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -44,15 +47,6 @@ pub enum NamingStrategy {
     Dynamic,
     /// One container named after the app (requires `replace` and one replica).
     Static,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PullPolicy {
-    #[default]
-    Always,
-    IfMissing,
-    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -163,33 +157,11 @@ pub enum VolumeSpec {
 /// The kernel's PID_MAX_LIMIT: no pids limit can be above it.
 pub const MAX_PIDS: u64 = 4_194_304;
 
-/// Per-replica limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Resources {
-    /// Memory limit in bytes (`"512Mi"`, `"1G"` and plain numbers are accepted in the file).
-    pub memory_bytes: Option<u64>,
-    /// CPU limit in cores, e.g. 0.5.
-    pub cpus: Option<f64>,
-    /// Most processes/threads a replica may have; haloyd's `security.pids_limit` when unset.
-    pub pids: Option<u64>,
-}
-
-/// `security.seccomp`: the syscall filter of the app's replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum SeccompProfile {
-    /// containerd's/Docker's default allowlist.
-    #[default]
-    Default,
-    /// No filter (the app needs e.g. user namespaces or mount).
-    Unconfined,
-}
-
 /// `security:` of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct AppSecurity {
     #[serde(default)]
-    pub seccomp: SeccompProfile,
+    pub seccomp: SeccompMode,
 }
 
 /// One deployable app for one target, fully resolved.
@@ -242,6 +214,22 @@ impl ResolvedApp {
 }
 
 impl ResolvedApp {
+    /// The numeric keys against the same table the decoder uses (`config::limits`).
+    fn limit_problems(&self, out: &mut Vec<String>) {
+        use super::limits;
+        let checks = [
+            limits::REPLICAS.check(self.replicas),
+            limits::PORT.check(self.port),
+            limits::MIN_READY_SECONDS.check(self.min_ready_seconds),
+            limits::STOP_TIMEOUT.check(self.stop_timeout),
+            limits::HISTORY_COUNT.check(self.image.history.count),
+        ];
+        out.extend(checks.into_iter().filter_map(Result::err));
+        if let Some(pids) = self.resources.and_then(|r| r.pids) {
+            out.extend(limits::PIDS.check(pids).err());
+        }
+    }
+
     /// Re-checks the invariants of a resolved app, for haloyd to validate what it receives
     /// (`POST /v1/deploy`) with the same wording as the CLI. One `key: what is wrong` line per
     /// problem; empty when valid.
@@ -265,33 +253,12 @@ impl ResolvedApp {
                 out.push(format!("image.digest: {e}"));
             }
         }
-        if !(1..=1000).contains(&self.replicas) {
-            out.push(format!(
-                "replicas: {} is out of range; must be between 1 and 1000",
-                self.replicas
-            ));
-        }
-        if self.port == 0 {
-            out.push("port: 0 is out of range; must be between 1 and 65535".into());
-        }
+        self.limit_problems(&mut out);
         if !self.health_check_path.starts_with('/') {
             out.push(format!(
                 "health_check_path: `{}` must start with `/`",
                 self.health_check_path
             ));
-        }
-        if self.min_ready_seconds > 600 {
-            out.push(format!(
-                "min_ready_seconds: {} is out of range; must be between 0 and 600",
-                self.min_ready_seconds
-            ));
-        }
-        if let Some(pids) = self.resources.as_ref().and_then(|r| r.pids) {
-            if !(1..=MAX_PIDS).contains(&pids) {
-                out.push(format!(
-                    "resources.pids: {pids} is out of range; must be between 1 and {MAX_PIDS}"
-                ));
-            }
         }
         for (i, e) in self.env.iter().enumerate() {
             if let Err(m) = values::check_env_name(&e.name) {

@@ -10,13 +10,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::proxy::IpCidr;
+pub use crate::tls::UnknownSni;
 use crate::tls::{LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     pub api: ApiConfig,
     pub containerd: ContainerdConfig,
-    pub proxy: ProxyConfig,
+    pub proxy: ProxySection,
     pub network: NetworkConfig,
     /// Deployment history, volumes, certificates (default /var/lib/haloy).
     pub state_dir: PathBuf,
@@ -25,7 +27,7 @@ pub struct ServerConfig {
     pub registries: RegistriesConfig,
     pub acme: AcmeConfig,
     pub health_monitor: HealthMonitorConfig,
-    pub deploy: DeploySettings,
+    pub deploy: DeploySection,
     pub logs: LogsConfig,
     pub security: SecurityConfig,
 }
@@ -64,8 +66,9 @@ pub struct ContainerdConfig {
     pub namespace: String,
 }
 
+/// The `proxy:` section (haloyd turns it into the proxy's own `proxy::ProxyConfig`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProxyConfig {
+pub struct ProxySection {
     pub http_listen: SocketAddr,
     pub https_listen: SocketAddr,
     pub header_read_timeout: Duration,
@@ -94,15 +97,6 @@ pub struct NetworkConfig {
 pub struct RegistriesConfig {
     /// `host:port` registries allowed over plain HTTP.
     pub insecure: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UnknownSni {
-    /// Abort the TLS handshake for host names without a certificate.
-    #[default]
-    Refuse,
-    /// Answer with a self-signed certificate.
-    SelfSigned,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,8 +129,9 @@ pub struct HealthMonitorConfig {
     pub rise: u32,
 }
 
+/// The `deploy:` section (`deploy::DeploySettings` is what haloyd builds from it).
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeploySettings {
+pub struct DeploySection {
     /// How long a new replica may take to become ready.
     pub timeout: Duration,
 }
@@ -155,61 +150,6 @@ pub enum LogFormat {
     #[default]
     Text,
     Json,
-}
-
-/// An IP network like `10.89.0.0/16` (a bare IP is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpCidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl IpCidr {
-    pub fn parse(text: &str) -> Result<IpCidr, String> {
-        let (ip, prefix) = match text.split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = ip
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not an IP address or CIDR"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("`{text}` has an invalid prefix length"))?,
-        };
-        Ok(IpCidr { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: &IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(*ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(*ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-impl std::fmt::Display for IpCidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
 }
 
 fn default_cni_bin_dir() -> PathBuf {
@@ -240,7 +180,7 @@ impl Default for ServerConfig {
                 address: PathBuf::from("/run/containerd/containerd.sock"),
                 namespace: "haloy".into(),
             },
-            proxy: ProxyConfig {
+            proxy: ProxySection {
                 http_listen: addr("0.0.0.0:80"),
                 https_listen: addr("0.0.0.0:443"),
                 header_read_timeout: Duration::from_secs(10),
@@ -253,10 +193,8 @@ impl Default for ServerConfig {
                 trusted_proxies: Vec::new(),
             },
             network: NetworkConfig {
-                subnet: IpCidr {
-                    addr: IpAddr::from([10, 89, 0, 0]),
-                    prefix: 16,
-                },
+                subnet: IpCidr::new(IpAddr::from([10, 89, 0, 0]), 16)
+                    .expect("16 is a valid IPv4 prefix length"),
                 bridge: "haloy0".into(),
                 cni_bin_dir: default_cni_bin_dir(),
                 cni_conf_dir: state_dir.join("cni"),
@@ -278,7 +216,7 @@ impl Default for ServerConfig {
                 fall: 3,
                 rise: 2,
             },
-            deploy: DeploySettings {
+            deploy: DeploySection {
                 timeout: Duration::from_secs(300),
             },
             logs: LogsConfig {
@@ -498,10 +436,23 @@ fn byte_size(dec: &mut Decoder, v: &Node, path: &str) -> Option<u64> {
 
 fn cidr(dec: &mut Decoder, v: &Node, path: &str) -> Option<IpCidr> {
     let s = dec.word(v, path)?;
-    match IpCidr::parse(&s) {
+    match s.parse::<IpCidr>() {
         Ok(c) => Some(c),
-        Err(m) => {
-            dec.problem(v.pos, path, m);
+        Err(e) => {
+            dec.problem(v.pos, path, e.to_string());
+            None
+        }
+    }
+}
+
+/// `network.subnet`: a CIDR the CNI bridge accepts, reported here with its position rather
+/// than when haloyd sets up the network.
+fn bridge_subnet(dec: &mut Decoder, v: &Node, path: &str) -> Option<IpCidr> {
+    let subnet = cidr(dec, v, path)?;
+    match crate::network::check_subnet(&subnet) {
+        Ok(()) => Some(subnet),
+        Err(reason) => {
+            dec.problem(v.pos, path, format!("`{subnet}`: {reason}"));
             None
         }
     }
@@ -574,7 +525,7 @@ fn decode_containerd(dec: &mut Decoder, v: &Node, c: &mut ContainerdConfig) {
     }
 }
 
-fn decode_proxy(dec: &mut Decoder, v: &Node, c: &mut ProxyConfig) {
+fn decode_proxy(dec: &mut Decoder, v: &Node, c: &mut ProxySection) {
     let keys = [
         "http_listen",
         "https_listen",
@@ -627,13 +578,12 @@ fn decode_network(dec: &mut Decoder, v: &Node, c: &mut NetworkConfig) -> Option<
         let p = join("network", &k);
         let v = &e.value;
         match k.as_str() {
-            "subnet" => set(&mut c.subnet, cidr(dec, v, &p)),
+            "subnet" => set(&mut c.subnet, bridge_subnet(dec, v, &p)),
             "bridge" => {
                 if let Some(b) = dec.word(v, &p) {
-                    if b.len() > 15 {
-                        dec.problem(v.pos, &p, format!("`{b}` is longer than 15 characters"));
-                    } else {
-                        c.bridge = b;
+                    match crate::network::check_bridge_name(&b) {
+                        Ok(()) => c.bridge = b,
+                        Err(reason) => dec.problem(v.pos, &p, format!("`{b}` {reason}")),
                     }
                 }
             }

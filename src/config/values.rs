@@ -45,10 +45,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `5s`, `500ms` or `2m`"))
 }
 
-/// Validates an RFC 1123 host name and returns it lowercased.
+/// Validates an RFC 1123 host name and returns it spelled as the proxy and TLS match it
+/// (`proxy::normalize_host`: lower case, no trailing dot).
 pub fn normalize_hostname(text: &str) -> Result<String, String> {
     // One trailing dot is the fully-qualified spelling of the same name.
-    let host = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let host = text.trim().trim_end_matches('.');
     if host.is_empty() {
         return Err("host name must not be empty".into());
     }
@@ -78,7 +79,7 @@ pub fn normalize_hostname(text: &str) -> Result<String, String> {
             ));
         }
     }
-    Ok(host)
+    Ok(crate::proxy::normalize_host(host).into_owned())
 }
 
 /// A `domains:` host as Haloy validates it: a valid host name with at least two labels and a

@@ -28,13 +28,12 @@ pub use progress::{ProgressHub, Reporter};
 pub use replica::{LiveReplica, Phase};
 
 use crate::api::types::{
-    AppStatus, DeployEvent, DeploymentSummary, LogLine as WireLogLine, LogStream, ReplicaState,
-    ReplicaStatus,
+    AppStatus, DeployEvent, DeploymentSummary, LogLine, LogsQuery, ReplicaState, ReplicaStatus,
 };
 use crate::config::{DeploymentStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
-use crate::runtime::{LogStreamKind, Runtime, RuntimeError};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::state::{
     DeployStatus, DeploymentRecord, OperationKind, OperationRecord, StateError, StateStore,
 };
@@ -96,51 +95,6 @@ pub struct DeploySettings {
     pub host_paths: HostPathPolicy,
     /// The init binary `init: true` needs (checked before a deploy starts).
     pub init_binary: PathBuf,
-}
-
-/// Log query of `GET /v1/apps/{app}/logs`.
-#[derive(Debug, Clone)]
-pub struct LogsQuery {
-    pub tail: Option<usize>,
-    pub follow: bool,
-    pub all: bool,
-    pub container: Option<String>,
-}
-
-impl LogsQuery {
-    pub fn parse(query: &str) -> Result<Self, String> {
-        let mut q = LogsQuery {
-            tail: Some(100),
-            follow: true,
-            all: false,
-            container: None,
-        };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "tail" => {
-                    q.tail = Some(value.parse().map_err(|_| {
-                        format!("query parameter `tail` must be a number, got `{value}`")
-                    })?)
-                }
-                "follow" => q.follow = parse_bool(key, value)?,
-                "all" => q.all = parse_bool(key, value)?,
-                "container" => q.container = Some(value.to_string()),
-                other => return Err(format!("unknown query parameter `{other}`")),
-            }
-        }
-        Ok(q)
-    }
-}
-
-fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
-    match value {
-        "true" | "1" | "" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(format!(
-            "query parameter `{key}` must be true or false, got `{value}`"
-        )),
-    }
 }
 
 /// Live state of one app. Its `lock` serialises deploys, rollbacks and stops of the app.
@@ -629,7 +583,7 @@ impl Deployer {
         &self,
         app: &str,
         query: LogsQuery,
-    ) -> Result<impl Stream<Item = WireLogLine> + Send + 'static, DeployError> {
+    ) -> Result<impl Stream<Item = LogLine> + Send + 'static, DeployError> {
         let entry = self
             .existing_entry(app)
             .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
@@ -652,7 +606,11 @@ impl Deployer {
         for replica in chosen {
             let lines = self
                 .runtime
-                .logs(&replica.container_id, query.tail, query.follow)
+                .logs(
+                    &replica.container_id,
+                    usize::try_from(query.tail).ok(),
+                    query.follow,
+                )
                 .await?;
             let number = replica.replica;
             let container_id = replica.container_id.clone();
@@ -660,13 +618,10 @@ impl Deployer {
                 let container_id = container_id.clone();
                 async move {
                     let line = line.ok()?;
-                    Some(WireLogLine {
+                    Some(LogLine {
                         replica: number,
                         container_id,
-                        stream: match line.stream {
-                            LogStreamKind::Stdout => LogStream::Stdout,
-                            LogStreamKind::Stderr => LogStream::Stderr,
-                        },
+                        stream: line.stream,
                         time: crate::timefmt::rfc3339(line.time),
                         line: line.line,
                     })

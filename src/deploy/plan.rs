@@ -5,12 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{
-    HistoryStrategy, PullPolicy as ConfigPullPolicy, ResolvedApp, SeccompProfile, VolumeSpec,
-};
+use crate::config::{HistoryStrategy, ResolvedApp, VolumeSpec};
 use crate::runtime::{
-    ImageInfo, ImageRequest, PullPolicy, RegistryCredentials, ReplicaSpec, Resources, SeccompMode,
-    VolumeMount, VolumeSource,
+    ImageInfo, ImageRequest, RegistryCredentials, ReplicaSpec, VolumeMount, VolumeSource,
 };
 
 impl ResolvedApp {
@@ -23,11 +20,7 @@ impl ResolvedApp {
         ImageRequest {
             app: Some(self.name.clone()),
             reference: self.image_reference(),
-            pull_policy: match self.image.pull_policy {
-                ConfigPullPolicy::Always => PullPolicy::Always,
-                ConfigPullPolicy::IfMissing => PullPolicy::IfMissing,
-                ConfigPullPolicy::Never => PullPolicy::Never,
-            },
+            pull_policy: self.image.pull_policy,
             credentials: self.image.registry.as_ref().map(|r| RegistryCredentials {
                 username: r.username.clone(),
                 password: r.password.expose().to_string(),
@@ -81,19 +74,8 @@ impl ResolvedApp {
                 .collect(),
             labels: Default::default(),
             volumes: self.volumes.iter().map(volume_mount).collect(),
-            resources: self
-                .resources
-                .as_ref()
-                .map(|r| Resources {
-                    memory_bytes: r.memory_bytes,
-                    cpus: r.cpus,
-                    pids: r.pids,
-                })
-                .unwrap_or_default(),
-            seccomp: match self.security.seccomp {
-                SeccompProfile::Default => SeccompMode::Default,
-                SeccompProfile::Unconfined => SeccompMode::Unconfined,
-            },
+            resources: self.resources.unwrap_or_default(),
+            seccomp: self.security.seccomp,
             stop_timeout: Duration::from_secs(u64::from(self.stop_timeout)),
             init: self.init,
         }

@@ -12,7 +12,7 @@ use super::lifecycle;
 use super::replica::{LiveReplica, Phase};
 use super::supervisor::restart;
 use super::{AppEntry, DeployError, Deployer};
-use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, ReplicaState};
+use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, TaskStatus};
 use crate::state::DeploymentRecord;
 
 pub(crate) async fn recover(deployer: &Arc<Deployer>) -> Result<(), DeployError> {
@@ -61,7 +61,7 @@ async fn recover_app(
     let mut strays = Vec::new();
     for info in replicas {
         let stray = info.deployment_id != current.id;
-        if stray && info.state != ReplicaState::Running {
+        if stray && info.state != TaskStatus::Running {
             remove_stray(deployer, &info.container_id).await;
             continue;
         }
@@ -76,7 +76,7 @@ async fn recover_app(
         if stray {
             strays.push(replica.clone());
         }
-        if info.state == ReplicaState::Running {
+        if info.state == TaskStatus::Running {
             // Routes are published once, after all of the app's replicas.
             lifecycle::rotate_in(deployer, &replica);
             replica.set_phase(Phase::Ready);

@@ -12,7 +12,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::lifecycle;
 use super::replica::{LiveReplica, Phase};
 use super::{AppEntry, Deployer};
-use crate::runtime::ReplicaState;
+use crate::runtime::TaskStatus;
 
 /// Exits can be missed while containerd restarts (the runtime resubscribes, but events of the
 /// gap are gone); a periodic comparison with containerd's task list catches those.
@@ -162,7 +162,7 @@ pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
     let running: Vec<String> = match deployer.runtime.list_replicas(None).await {
         Ok(found) => found
             .into_iter()
-            .filter(|r| r.state == ReplicaState::Running)
+            .filter(|r| r.state == TaskStatus::Running)
             .map(|r| r.container_id)
             .collect(),
         Err(e) => {

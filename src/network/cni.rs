@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::netns::{HostNetns, NetnsOps};
-use super::{validate_id, Attachment, Network, NetworkError};
+use super::{validate_id, Attachment, CidrError, IpCidr, Network, NetworkError};
 
 const CONFLIST_TEMPLATE: &str = include_str!("../../cni/haloy.conflist");
 const CONTAINER_IFNAME: &str = "eth0";
@@ -58,21 +58,11 @@ impl Default for CniSettings {
 
 impl CniSettings {
     fn validate(&self) -> Result<(), NetworkError> {
-        let bridge_ok = !self.bridge.is_empty()
-            && self.bridge.len() <= 15
-            && self
-                .bridge
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !bridge_ok {
-            return Err(NetworkError::InvalidSettings {
-                key: "bridge",
-                reason: format!(
-                    "{:?} must be 1-15 letters, digits, '-', '_' or '.'",
-                    self.bridge
-                ),
-            });
-        }
+        // Backstop: haloyd's server config reports these with file:line before we get here.
+        check_bridge_name(&self.bridge).map_err(|reason| NetworkError::InvalidSettings {
+            key: "bridge",
+            reason: format!("{:?} {reason}", self.bridge),
+        })?;
         validate_subnet(&self.subnet)?;
         if self.network_name.is_empty() || self.network_name.contains('/') {
             return Err(NetworkError::InvalidSettings {
@@ -104,15 +94,41 @@ fn validate_subnet(subnet: &str) -> Result<(), NetworkError> {
         key: "subnet",
         reason: format!("{subnet:?}: {reason}"),
     };
-    let (addr, prefix) = subnet
-        .split_once('/')
-        .ok_or_else(|| invalid("expected CIDR form like 10.89.0.0/16"))?;
-    addr.parse::<std::net::Ipv4Addr>()
-        .map_err(|_| invalid("not an IPv4 address"))?;
-    match prefix.parse::<u8>() {
-        Ok(p) if (8..=30).contains(&p) => Ok(()),
-        _ => Err(invalid("prefix length must be between 8 and 30")),
+    if !subnet.contains('/') {
+        return Err(invalid("expected CIDR form like 10.89.0.0/16"));
     }
+    let cidr: IpCidr = subnet.parse().map_err(|e| match e {
+        CidrError::NotAnAddress(_) => invalid("not an IPv4 address"),
+        CidrError::BadPrefix(_) => invalid("prefix length must be between 8 and 30"),
+    })?;
+    check_subnet(&cidr).map_err(|reason| invalid(&reason))
+}
+
+/// A Linux bridge name the bridge plugin accepts: 1-15 letters, digits, '-', '_' or '.'.
+/// Shared with haloyd's server config, which reports a bad `network.bridge` with its position.
+pub fn check_bridge_name(bridge: &str) -> Result<(), String> {
+    let ok = !bridge.is_empty()
+        && bridge.len() <= 15
+        && bridge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be 1-15 letters, digits, '-', '_' or '.'".into())
+    }
+}
+
+/// A bridge subnet host-local can hand out: IPv4, prefix 8 to 30. Shared with haloyd's server
+/// config (`network.subnet`).
+pub fn check_subnet(subnet: &IpCidr) -> Result<(), String> {
+    if !subnet.addr().is_ipv4() {
+        return Err("not an IPv4 address".into());
+    }
+    if !(8..=30).contains(&subnet.prefix()) {
+        return Err("prefix length must be between 8 and 30".into());
+    }
+    Ok(())
 }
 
 /// What a plugin run produced.

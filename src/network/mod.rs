@@ -5,6 +5,7 @@
 //! shell-out), `cni` renders the conflist and executes the plugin binaries. Both sit behind small
 //! traits (`NetnsOps`, `PluginExec`) so the ADD/DEL logic is unit-tested without root.
 
+mod cidr;
 mod cni;
 mod netns;
 
@@ -14,7 +15,11 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
-pub use cni::{CniNetwork, CniSettings, PluginExec, PluginOutput, ProcessPluginExec};
+pub use cidr::{CidrError, IpCidr};
+pub use cni::{
+    check_bridge_name, check_subnet, CniNetwork, CniSettings, PluginExec, PluginOutput,
+    ProcessPluginExec,
+};
 pub use netns::{HostNetns, NetnsOps};
 
 /// What a task needs to know about its network once CNI ADD succeeded.
@@ -115,33 +120,5 @@ pub fn validate_id(id: &str) -> Result<(), NetworkError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_with_path_characters_are_refused() {
-        assert!(validate_id("web-1.abc_DEF").is_ok());
-        for bad in ["", "../x", "a/b", ".hidden", "a b", &"x".repeat(129)] {
-            assert!(
-                matches!(validate_id(bad), Err(NetworkError::InvalidId { .. })),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn plugin_error_message_names_plugin_and_details() {
-        let err = NetworkError::Plugin {
-            plugin: "bridge".into(),
-            command: "ADD",
-            id: "t1".into(),
-            code: 11,
-            msg: "failed to allocate".into(),
-            details: "no IP addresses available".into(),
-        };
-        assert_eq!(
-            err.to_string(),
-            "CNI plugin bridge (ADD) for t1 failed with code 11: failed to allocate (no IP addresses available)"
-        );
-    }
-}
+#[path = "tests/network.rs"]
+mod tests;

@@ -25,7 +25,7 @@ use super::body::{BodyError, ClientBody, ProxyBody, UpstreamBody};
 use super::deadline::{self, TimedOut};
 use super::headers::{self, ClientInfo, Forwarding};
 use super::pages;
-use super::routes::{normalize_host, AppEntry, HostMatch};
+use super::routes::{normalize_host, HostMatch, RoutedApp};
 use super::server::{ActiveRequest, Shared};
 use super::upstream::{self, ConnectError, Exchanged, SendFailure, UpstreamConn, UpstreamError};
 
@@ -43,7 +43,7 @@ enum Routed {
 
 /// A request bound for a backend, already rewritten for it.
 struct Forward {
-    app: Arc<AppEntry>,
+    app: Arc<RoutedApp>,
     /// HTTP/2 streams run in tasks of their own, which no connection watch wakes.
     own_task: bool,
     parts: Parts,
@@ -352,7 +352,7 @@ impl Shared {
     }
 
     /// The next ready backend, with a pooled connection when it has one.
-    fn pick(&self, app: &AppEntry, now: Instant) -> Picked {
+    fn pick(&self, app: &RoutedApp, now: Instant) -> Picked {
         let Some(backend) = app.pick(None) else {
             return Picked::NoReplica;
         };
@@ -379,7 +379,7 @@ impl Shared {
     /// Open a connection to `first`; when that fails, to the app's next ready backend.
     async fn connect_any(
         &self,
-        app: &AppEntry,
+        app: &RoutedApp,
         first: Arc<Backend>,
     ) -> Result<Acquired, (Response<ProxyBody>, Option<Arc<Backend>>)> {
         let first_flight = first.start_request();
@@ -417,7 +417,7 @@ impl Shared {
     /// failure recorded, the count dropped) when connecting fails.
     async fn open(
         &self,
-        app: &AppEntry,
+        app: &RoutedApp,
         backend: &Arc<Backend>,
         in_flight: InFlight,
     ) -> Option<Acquired> {
@@ -435,7 +435,7 @@ impl Shared {
         }
     }
 
-    fn connect_failed(&self, app: &AppEntry, backend: &Arc<Backend>, e: &ConnectError) {
+    fn connect_failed(&self, app: &RoutedApp, backend: &Arc<Backend>, e: &ConnectError) {
         backend.record_error();
         tracing::warn!(app = app.name(), task_id = backend.id(), replica = backend.replica(), error = %e, "backend connect failed");
         if e.is_refused() {
@@ -531,7 +531,7 @@ fn retry_safe(attempt: &Attempt) -> bool {
     matches!(attempt, Ok(Err(failure)) if failure.retry_safe)
 }
 
-fn no_replica_page(app: &AppEntry) -> Response<ProxyBody> {
+fn no_replica_page(app: &RoutedApp) -> Response<ProxyBody> {
     let msg = format!(
         "App {} has no ready replica right now; try again shortly.",
         app.name()

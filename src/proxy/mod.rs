@@ -37,21 +37,14 @@ pub mod tls_hooks;
 mod upstream;
 
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::network::{CidrError, IpCidr};
 pub use backend::{Backend, BackendStats, DrainOutcome};
+pub(crate) use routes::normalize_host;
 pub use routes::{AppRoute, DomainRoute, RouteError, RouteTable, Routes};
 pub use server::Proxy;
 pub use tls_hooks::TlsHooks;
-
-/// Errors at the proxy's configuration boundary.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ProxyError {
-    /// A `trusted_proxies` entry is neither an IP nor a CIDR.
-    #[error("trusted proxy `{0}` is not an IP address or CIDR (e.g. 10.0.0.0/8, ::1)")]
-    BadTrustedProxy(String),
-}
 
 /// Limits and timeouts of the proxy. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -107,66 +100,3 @@ impl ProxyConfig {
         self.trusted_proxies.iter().any(|c| c.contains(ip))
     }
 }
-
-/// An IP network (`10.0.0.0/8`) or a single address (`192.0.2.1`, `::1`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpCidr {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpCidr {
-    /// True when `ip` is inside this network (IPv4-mapped IPv6 peers match IPv4 networks).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
-    let full = usize::from(prefix / 8);
-    let rest = prefix % 8;
-    if a[..full] != b[..full] {
-        return false;
-    }
-    rest == 0 || {
-        let mask = 0xffu8 << (8 - rest);
-        (a[full] & mask) == (b[full] & mask)
-    }
-}
-
-impl FromStr for IpCidr {
-    type Err = ProxyError;
-
-    fn from_str(s: &str) -> Result<Self, ProxyError> {
-        let bad = || ProxyError::BadTrustedProxy(s.to_string());
-        let (addr, prefix) = match s.trim().split_once('/') {
-            Some((a, p)) => (
-                a.parse::<IpAddr>().map_err(|_| bad())?,
-                Some(p.parse::<u8>().map_err(|_| bad())?),
-            ),
-            None => (s.trim().parse::<IpAddr>().map_err(|_| bad())?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(IpCidr { addr, prefix })
-    }
-}
-
-#[cfg(test)]
-#[path = "tests/proxy.rs"]
-mod tests;

@@ -35,14 +35,14 @@ pub struct AppRoute {
 #[derive(Debug)]
 pub(crate) enum HostMatch<'a> {
     /// Serve the app.
-    App(&'a Arc<AppEntry>),
+    App(&'a Arc<RoutedApp>),
     /// Redirect to this canonical host.
     Alias(&'a str),
 }
 
 /// Cloning shares the cursor, which is what carrying an app into a new snapshot needs.
 #[derive(Debug, Clone)]
-pub(crate) struct AppEntry {
+pub(crate) struct RoutedApp {
     pub(crate) route: AppRoute,
     /// Shared across snapshots so round-robin keeps its position when backends change.
     cursor: Arc<AtomicUsize>,
@@ -57,7 +57,7 @@ enum HostEntry {
 /// An immutable snapshot of all routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    apps: HashMap<String, Arc<AppEntry>>,
+    apps: HashMap<String, Arc<RoutedApp>>,
     hosts: HashMap<String, HostEntry>,
 }
 
@@ -144,13 +144,13 @@ impl RouteTable {
                 )?;
             }
         }
-        let mut apps: HashMap<String, Arc<AppEntry>> = self
+        let mut apps: HashMap<String, Arc<RoutedApp>> = self
             .apps
             .iter()
             .filter(|(name, _)| **name != route.app)
             .map(|(name, e)| (name.clone(), e.clone()))
             .collect();
-        apps.insert(route.app.clone(), Arc::new(AppEntry { route, cursor }));
+        apps.insert(route.app.clone(), Arc::new(RoutedApp { route, cursor }));
         Ok(RouteTable { apps, hosts })
     }
 
@@ -214,7 +214,7 @@ fn claim(
     Ok(())
 }
 
-impl AppEntry {
+impl RoutedApp {
     /// The next ready backend in round-robin order, passing over `exclude` (the one that just
     /// failed to connect) and not-ready ones.
     pub(crate) fn pick(&self, exclude: Option<&Arc<Backend>>) -> Option<&Arc<Backend>> {
@@ -240,7 +240,8 @@ impl AppEntry {
     }
 }
 
-/// Lower-case `host`, strip a port and a trailing dot. Borrows when nothing changes.
+/// Lower-case `host`, strip a port and a trailing dot. Borrows when nothing changes. The one
+/// host spelling of the crate: Host matching here, SNI and certificate names in `tls`.
 pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     let host = strip_port(host.trim());
     let host = host.strip_suffix('.').unwrap_or(host);

@@ -17,8 +17,8 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use super::{
-    ImageInfo, ImageRequest, LogLine, LogStream, LogStreamKind, ReplicaInfo, ReplicaSpec,
-    ReplicaState, Runtime, RuntimeError, StartedReplica, TaskExit,
+    ImageInfo, ImageRequest, LogStream, LogStreamKind, ReplicaInfo, ReplicaSpec, Runtime,
+    RuntimeError, StartedReplica, TaskExit, TaskLogLine, TaskStatus,
 };
 
 /// What a fake replica does once started.
@@ -104,7 +104,7 @@ impl FakeRuntime {
         self.lock()
             .replicas
             .values()
-            .filter(|r| r.info.state == ReplicaState::Running)
+            .filter(|r| r.info.state == TaskStatus::Running)
             .map(|r| r.info.container_id.clone())
             .collect()
     }
@@ -140,10 +140,10 @@ fn exit(
         let Some(replica) = state.replicas.get_mut(container_id) else {
             return;
         };
-        if replica.info.state != ReplicaState::Running {
+        if replica.info.state != TaskStatus::Running {
             return;
         }
-        replica.info.state = ReplicaState::Stopped;
+        replica.info.state = TaskStatus::Stopped;
         replica.info.pid = None;
         replica.info.exit_code = Some(status);
         if let Some(server) = replica.server.take() {
@@ -239,7 +239,7 @@ impl Runtime for FakeRuntime {
             ip: Some(ip),
             port: spec.port,
             labels,
-            state: ReplicaState::Running,
+            state: TaskStatus::Running,
             pid: Some(1000 + n),
             exit_code: None,
         };
@@ -307,7 +307,7 @@ impl Runtime for FakeRuntime {
         if !self.lock().replicas.contains_key(container_id) {
             return Err(not_found(container_id));
         }
-        let line = LogLine {
+        let line = TaskLogLine {
             time: SystemTime::now(),
             stream: LogStreamKind::Stdout,
             line: format!("fake replica {container_id}"),

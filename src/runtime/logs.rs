@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::log_driver::{log_path, LogRecord};
-use super::{LogLine, LogStream, LogStreamKind, RuntimeError};
+use super::{LogStream, LogStreamKind, RuntimeError, TaskLogLine};
 
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// A followed log file missing this long means the replica was removed.
@@ -54,8 +54,8 @@ pub fn remove_log_files(dir: &Path, container_id: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// One stored line turned into a `LogLine`; None for lines that are not ours.
-pub fn parse_record(line: &str) -> Option<LogLine> {
+/// One stored line turned into a `TaskLogLine`; None for lines that are not ours.
+pub fn parse_record(line: &str) -> Option<TaskLogLine> {
     let record: LogRecord = serde_json::from_str(line).ok()?;
     let stream = match record.stream.as_str() {
         "stdout" => LogStreamKind::Stdout,
@@ -66,7 +66,7 @@ pub fn parse_record(line: &str) -> Option<LogLine> {
         time::OffsetDateTime::parse(&record.time, &time::format_description::well_known::Rfc3339)
             .map(SystemTime::from)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-    Some(LogLine {
+    Some(TaskLogLine {
         time,
         stream,
         line: record.line,
@@ -210,7 +210,10 @@ fn complete_prefix_len(file: &mut File, len: u64) -> u64 {
     0
 }
 
-fn send_lines(sender: &mpsc::Sender<Result<LogLine, RuntimeError>>, lines: Vec<String>) -> bool {
+fn send_lines(
+    sender: &mpsc::Sender<Result<TaskLogLine, RuntimeError>>,
+    lines: Vec<String>,
+) -> bool {
     for line in lines {
         if let Some(parsed) = parse_record(&line) {
             if sender.blocking_send(Ok(parsed)).is_err() {

@@ -33,7 +33,8 @@ pub use image::{ImageStore, PullReport};
 pub const SNAPSHOTTER: &str = "overlayfs";
 
 /// Label keys on containers: which replicas exist. Recovery joins them with the history in
-/// `state` for each replica's config; `IMAGE` is for people and never read back.
+/// `state` for each replica's config; `IMAGE` is for people and never read back (as are the
+/// labels in `task::labels` but `IP`).
 pub mod labels {
     pub const APP: &str = "dev.haloy.app";
     pub const DEPLOYMENT_ID: &str = "dev.haloy.deployment-id";
@@ -120,13 +121,16 @@ pub enum RuntimeError {
     NotImplemented(&'static str),
 }
 
-/// When to contact the registry for an image (Haloy's `image.pull_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// When to contact the registry for an image (Haloy's `image.pull_policy`). The one
+/// definition: `ResolvedApp` carries it (serialized in snake_case) and `ImageRequest` uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PullPolicy {
-    /// Resolve the tag every time; download only when the manifest digest changed.
+    /// Resolve the tag every time; download only when the manifest digest changed. Haloy's
+    /// default (presets imply `if_missing`).
+    #[default]
     Always,
     /// Use the local image when present; pull otherwise.
-    #[default]
     IfMissing,
     /// Never contact a registry; the image must have been pulled or imported before.
     Never,
@@ -196,17 +200,22 @@ pub struct ImageInfo {
     pub chain_id: String,
 }
 
-/// Memory/CPU/process limits of one replica (`resources` in haloy.yaml).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// Memory/CPU/process limits of one replica (`resources` in haloy.yaml). The one definition:
+/// `ResolvedApp` carries it and `ReplicaSpec` uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
+    /// Memory limit in bytes (`"512Mi"`, `"1G"` and plain numbers are accepted in the file).
     pub memory_bytes: Option<u64>,
+    /// CPU limit in cores, e.g. 0.5.
     pub cpus: Option<f64>,
-    /// Most processes/threads at once; the server's `security.pids_limit` when None.
+    /// Most processes/threads a replica may have; haloyd's `security.pids_limit` when unset.
     pub pids: Option<u64>,
 }
 
-/// The seccomp filter of a replica (`security.seccomp` in haloy.yaml).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The seccomp filter of a replica (`security.seccomp` in haloy.yaml). The one definition:
+/// `ResolvedApp` carries it (`default`/`unconfined`) and `ReplicaSpec` uses it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SeccompMode {
     /// containerd's/Docker's default profile (`seccomp::default_profile`).
     #[default]
@@ -256,9 +265,10 @@ pub struct ReplicaSpec {
 /// Debian's statically linked tini (package `tini`): it runs in any image.
 pub const DEFAULT_INIT_BINARY: &str = "/usr/bin/tini-static";
 
-/// Task state as containerd reports it.
+/// Task state as containerd reports it (the API's `ReplicaState` is the replica's phase in
+/// haloy's lifecycle, a different thing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplicaState {
+pub enum TaskStatus {
     Running,
     Created,
     Stopped,
@@ -276,7 +286,7 @@ pub struct ReplicaInfo {
     pub ip: Option<IpAddr>,
     pub port: u16,
     pub labels: BTreeMap<String, String>,
-    pub state: ReplicaState,
+    pub state: TaskStatus,
     pub pid: Option<u32>,
     pub exit_code: Option<u32>,
 }
@@ -299,23 +309,26 @@ pub struct TaskExit {
     pub exited_at: SystemTime,
 }
 
-/// Which output stream a log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which output stream a log line came from. The one definition: the API's `LogLine` carries
+/// it as `stdout`/`stderr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LogStreamKind {
     Stdout,
     Stderr,
 }
 
-/// One line of task output.
+/// One line of task output as the log files hold it (the API's `LogLine` adds the replica
+/// and the container and writes the time as RFC 3339).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
+pub struct TaskLogLine {
     pub time: SystemTime,
     pub stream: LogStreamKind,
     pub line: String,
 }
 
 /// Log lines of one task, oldest first; ends unless `follow` was asked for.
-pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine, RuntimeError>> + Send>>;
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<TaskLogLine, RuntimeError>> + Send>>;
 
 /// What the deploy logic needs from a container runtime. Object safe, so tests can put a fake
 /// behind `Arc<dyn Runtime>`.

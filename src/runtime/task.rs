@@ -29,8 +29,8 @@ use super::spec::{
     user_needs_lookup, write_task_files, SpecInput,
 };
 use super::{
-    labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, ReplicaState,
-    Resources, RuntimeError, StartedReplica, SNAPSHOTTER,
+    labels as base_labels, Containerd, LogStream, ReplicaInfo, ReplicaSpec, Resources,
+    RuntimeError, StartedReplica, TaskStatus, SNAPSHOTTER,
 };
 use crate::network::{Attachment, Network, NetworkError};
 
@@ -47,7 +47,8 @@ const START_LEASE_TTL: Duration = Duration::from_secs(3600);
 /// a normal server process needs, far below what takes a host down.
 pub const DEFAULT_PIDS_LIMIT: u64 = 4096;
 
-/// Container labels beside the base ones in `runtime::labels`.
+/// Container labels beside the base ones in `runtime::labels`. Only `IP` is read back (by
+/// recovery); the others are for people inspecting containerd.
 pub mod labels {
     pub const HEALTH_PATH: &str = "dev.haloy.health-path";
     /// Comma-separated domain names.
@@ -767,14 +768,14 @@ fn remove_dir_if_exists(dir: &Path) -> Result<(), RuntimeError> {
     }
 }
 
-fn replica_state(process: Option<&Process>) -> ReplicaState {
+fn replica_state(process: Option<&Process>) -> TaskStatus {
     match process.map(|p| Status::try_from(p.status)) {
-        None => ReplicaState::Stopped,
-        Some(Ok(Status::Running)) => ReplicaState::Running,
-        Some(Ok(Status::Created)) => ReplicaState::Created,
-        Some(Ok(Status::Stopped)) => ReplicaState::Stopped,
-        Some(Ok(Status::Paused | Status::Pausing)) => ReplicaState::Paused,
-        Some(_) => ReplicaState::Unknown,
+        None => TaskStatus::Stopped,
+        Some(Ok(Status::Running)) => TaskStatus::Running,
+        Some(Ok(Status::Created)) => TaskStatus::Created,
+        Some(Ok(Status::Stopped)) => TaskStatus::Stopped,
+        Some(Ok(Status::Paused | Status::Pausing)) => TaskStatus::Paused,
+        Some(_) => TaskStatus::Unknown,
     }
 }
 
@@ -784,7 +785,7 @@ fn replica_info(container: Container, process: Option<Process>) -> ReplicaInfo {
     let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
     let state = replica_state(process.as_ref());
     let (pid, exit_code) = match &process {
-        Some(p) if state == ReplicaState::Stopped => (None, Some(p.exit_status)),
+        Some(p) if state == TaskStatus::Stopped => (None, Some(p.exit_status)),
         Some(p) if p.pid > 0 => (Some(p.pid), None),
         _ => (None, None),
     };

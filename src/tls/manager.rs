@@ -16,8 +16,9 @@ use super::acme::{lock, AcmeClient, Challenges};
 use super::certs::{load_pair, provider, self_signed_default, LoadedCertificate};
 use super::error::TlsError;
 use super::resolver::{CertMap, SniResolver};
-use super::settings::{normalize_host, DomainSet, OperatorCertificate, TlsSettings, UnknownSni};
+use super::settings::{DomainSet, OperatorCertificate, TlsSettings, UnknownSni};
 use super::store::{validate_domain, CertStore, StoredMeta};
+use crate::proxy::normalize_host;
 use crate::proxy::tls_hooks::TlsHooks;
 
 /// Where a domain's certificate comes from.
@@ -226,7 +227,7 @@ impl CertificateManager {
     pub fn status(&self, domain: &str) -> Option<CertificateStatus> {
         lock(&self.state)
             .entries
-            .get(&normalize_host(domain))
+            .get(normalize_host(domain).as_ref())
             .map(Entry::status)
     }
 
@@ -245,7 +246,7 @@ impl CertificateManager {
     /// Orders a new certificate for `domain` now, ignoring expiry and backoff.
     pub async fn force_renewal(&self, domain: &str) -> Result<CertificateStatus, TlsError> {
         let _pass = self.pass.lock().await;
-        let domain = normalize_host(domain);
+        let domain = normalize_host(domain).into_owned();
         let set = {
             let mut state = lock(&self.state);
             let entry = state.entries.get_mut(&domain);
@@ -472,7 +473,7 @@ impl CertificateManager {
     /// the next pass. Aliases come from the deployed domain set when there is one.
     fn load_operator_certificates(&self, desired: &[DomainSet]) {
         for operator in &self.settings.certificates {
-            let domain = normalize_host(&operator.domain);
+            let domain = normalize_host(&operator.domain).into_owned();
             let set = desired
                 .iter()
                 .find(|set| set.canonical == domain)

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use super::settings::normalize_host;
+use crate::proxy::normalize_host;
 
 pub type CertMap = HashMap<String, Arc<CertifiedKey>>;
 
@@ -43,11 +43,16 @@ impl SniResolver {
     }
 
     pub fn lookup(&self, host: &str) -> Option<Arc<CertifiedKey>> {
-        self.by_name.load().get(&normalize_host(host)).cloned()
+        self.by_name
+            .load()
+            .get(normalize_host(host).as_ref())
+            .cloned()
     }
 
     pub fn contains(&self, host: &str) -> bool {
-        self.by_name.load().contains_key(&normalize_host(host))
+        self.by_name
+            .load()
+            .contains_key(normalize_host(host).as_ref())
     }
 }
 

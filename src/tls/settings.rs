@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::proxy::normalize_host;
+
 /// Let's Encrypt's production ACME directory (the default).
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 /// Let's Encrypt's staging ACME directory (`acme.staging: true`).
@@ -27,10 +29,10 @@ impl DomainSet {
     /// Normalises names (lower case, no trailing dot) and drops duplicate aliases, so that
     /// "alias set changed" compares sets, not spellings or order.
     pub fn new(canonical: &str, aliases: &[&str]) -> Self {
-        let canonical = normalize_host(canonical);
+        let canonical = normalize_host(canonical).into_owned();
         let mut normalized: Vec<String> = aliases
             .iter()
-            .map(|alias| normalize_host(alias))
+            .map(|alias| normalize_host(alias).into_owned())
             .filter(|alias| *alias != canonical)
             .collect();
         normalized.sort();
@@ -62,11 +64,6 @@ impl DomainSet {
             .chain(self.aliases.iter().cloned())
             .collect()
     }
-}
-
-/// Lower-case host without a trailing dot, as SNI and the proxy's Host matching use it.
-pub(crate) fn normalize_host(host: &str) -> String {
-    host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// What to do with a TLS handshake whose SNI names no known domain.
@@ -155,24 +152,5 @@ impl TlsSettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn domain_set_normalizes_and_dedupes() {
-        let set = DomainSet::new("App.Test.", &["www.app.test", "WWW.app.test", "app.test"]);
-        assert_eq!(set.canonical, "app.test");
-        assert_eq!(set.aliases, vec!["www.app.test".to_string()]);
-        assert_eq!(set.names(), vec!["app.test", "www.app.test"]);
-    }
-
-    #[test]
-    fn directory_defaults_to_production_and_staging_flag_switches() {
-        let mut acme = AcmeSettings::default();
-        assert_eq!(acme.directory(), LETS_ENCRYPT_PRODUCTION);
-        acme.staging = true;
-        assert_eq!(acme.directory(), LETS_ENCRYPT_STAGING);
-        acme.directory_url = Some("https://127.0.0.1:14000/dir".into());
-        assert_eq!(acme.directory(), "https://127.0.0.1:14000/dir");
-    }
-}
+#[path = "tests/settings.rs"]
+mod tests;

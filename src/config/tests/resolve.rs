@@ -369,12 +369,12 @@ fn security_and_pids_keys() {
         "name: a\nimage: r/a\nresources: {pids: 256}\nsecurity:\n  seccomp: unconfined\ntargets:\n  one: {}\n  two:\n    name: b\n    security: {seccomp: default}\n",
     )
     .unwrap();
-    assert_eq!(apps[0].security.seccomp, SeccompProfile::Unconfined);
-    assert_eq!(apps[1].security.seccomp, SeccompProfile::Default);
+    assert_eq!(apps[0].security.seccomp, SeccompMode::Unconfined);
+    assert_eq!(apps[1].security.seccomp, SeccompMode::Default);
     assert_eq!(apps[0].resources.as_ref().unwrap().pids, Some(256));
     let plain = &resolve("name: a\nimage: r/a\n").unwrap()[0];
     assert_eq!(plain.security, AppSecurity::default());
-    assert_eq!(plain.security.seccomp, SeccompProfile::Default);
+    assert_eq!(plain.security.seccomp, SeccompMode::Default);
 
     let err = resolve(
         "name: a\nimage: r/a\nsecurity:\n  seccomp: off\n  apparmor: x\nresources: {pids: 0}\n",
@@ -402,7 +402,7 @@ fn configs_from_older_clients_get_the_default_security() {
     let mut json = serde_json::to_value(app).unwrap();
     json.as_object_mut().unwrap().remove("security");
     let back: ResolvedApp = serde_json::from_value(json).unwrap();
-    assert_eq!(back.security.seccomp, SeccompProfile::Default);
+    assert_eq!(back.security.seccomp, SeccompMode::Default);
     let mut problems_app = app.clone();
     problems_app.resources = Some(Resources {
         pids: Some(0),

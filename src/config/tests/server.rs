@@ -50,8 +50,8 @@ logs: {max_size: 1Mi, max_files: 2}
     assert_eq!(c.api.domain.as_deref(), Some("api.example.com"));
     assert_eq!(c.proxy.header_read_timeout, Duration::from_millis(500));
     assert_eq!(c.proxy.max_body_bytes, Some(10 << 20));
-    assert!(c.proxy.trusted_proxies[0].contains(&"10.1.2.3".parse().unwrap()));
-    assert!(!c.proxy.trusted_proxies[1].contains(&"127.0.0.2".parse().unwrap()));
+    assert!(c.proxy.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(!c.proxy.trusted_proxies[1].contains("127.0.0.2".parse().unwrap()));
     assert_eq!(c.network.bridge, "hl-test0");
     assert_eq!(c.network.cni_conf_dir, PathBuf::from("/t/cni"));
     assert_eq!(c.state_dir, PathBuf::from("/t/state"));
@@ -178,4 +178,31 @@ fn logs_format_defaults_to_text_and_reads_json() {
         "{lines:?}"
     );
     assert!(lines[0].contains("did you mean `json`?"), "{lines:?}");
+}
+
+#[test]
+fn bridge_subnet_and_name_are_checked_with_their_position() {
+    let text = "network:\n  subnet: fd00::/64\n  bridge: \"br/0\"\n";
+    let lines = ServerConfig::parse(text, "haloyd.yaml")
+        .unwrap_err()
+        .lines();
+    assert!(
+        lines
+            .contains(&"haloyd.yaml:2:11: network.subnet: `fd00::/64`: not an IPv4 address".into()),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("haloyd.yaml:3:11: network.bridge: `br/0` must be 1-15")),
+        "{lines:?}"
+    );
+    let text = "network: {subnet: 10.0.0.0/31}\n";
+    let lines = ServerConfig::parse(text, "haloyd.yaml")
+        .unwrap_err()
+        .lines();
+    assert!(
+        lines[0].ends_with("prefix length must be between 8 and 30"),
+        "{lines:?}"
+    );
 }

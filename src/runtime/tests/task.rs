@@ -91,7 +91,7 @@ fn replica_info_comes_from_labels() {
         ("web", 1, 8080)
     );
     assert_eq!(info.ip.unwrap().to_string(), "10.9.0.2");
-    assert_eq!((info.state, info.pid), (ReplicaState::Running, Some(42)));
+    assert_eq!((info.state, info.pid), (TaskStatus::Running, Some(42)));
     let stopped = Process {
         status: Status::Stopped as i32,
         exit_status: 137,
@@ -100,7 +100,7 @@ fn replica_info_comes_from_labels() {
     let info = replica_info(container.clone(), Some(stopped));
     assert_eq!(
         (info.state, info.exit_code),
-        (ReplicaState::Stopped, Some(137))
+        (TaskStatus::Stopped, Some(137))
     );
-    assert_eq!(replica_info(container, None).state, ReplicaState::Stopped);
+    assert_eq!(replica_info(container, None).state, TaskStatus::Stopped);
 }
