@@ -21,10 +21,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Export, Names, Object};
 use crate::config::{
-    DeploymentStrategy, HistoryStrategy, Preset, PullPolicy, ResolvedApp,
-    SeccompProfile as HaloySeccomp, VolumeSpec,
+    DeploymentStrategy, HistoryStrategy, Preset, PullPolicy, ResolvedApp, VolumeSpec,
 };
 use crate::export::ExportError;
+use crate::runtime::SeccompMode as HaloySeccomp;
 
 /// The name of the container port, used by the Service, probes and routes.
 pub(super) const PORT_NAME: &str = "http";
