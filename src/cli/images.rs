@@ -71,15 +71,6 @@ pub enum Supply {
     UploadFromPath(PathBuf),
 }
 
-/// Haloy's push strategy: `build_config.push`, else `registry` when credentials are set,
-/// else `server`.
-pub fn push_to_server(image: &ResolvedImage) -> bool {
-    match image.build_config.as_ref().and_then(|b| b.push.as_deref()) {
-        Some(push) => push == "server",
-        None => image.registry.is_none(),
-    }
-}
-
 /// What the deploy of `image` needs before haloyd can run it.
 pub fn supply_for(image: &ResolvedImage, image_from: Option<&Path>) -> Supply {
     if let Some(path) = image_from {
@@ -87,7 +78,7 @@ pub fn supply_for(image: &ResolvedImage, image_from: Option<&Path>) -> Supply {
     }
     let explicit_server =
         image.build_config.as_ref().and_then(|b| b.push.as_deref()) == Some("server");
-    match (image.build, push_to_server(image)) {
+    match (image.build, image.pushes_to_server()) {
         (true, true) => Supply::BuildAndUpload,
         (true, false) => Supply::BuildAndPush,
         (false, _) if explicit_server => Supply::UploadFromStore,
