@@ -1,6 +1,7 @@
 //! Reading image archives for import: an OCI image layout tar (index.json + blobs/) and the
 //! classic `docker save` tar (manifest.json + config + uncompressed layer tars). The archive is
-//! unpacked into a temp dir; the image code then streams blobs from the files.
+//! unpacked into a temp dir (an OCI layout directory is read where it is); the image code then
+//! streams blobs from the files.
 
 use std::collections::HashMap;
 use std::io::Read;
