@@ -2,7 +2,8 @@
 //! haloyd with no registry running: images made with umoci (an OCI layout directory) are
 //! uploaded by `haloy deploy --image-from`, a second version sends only its new blobs, a
 //! corrupted layer is refused with nothing half-imported, an interrupted blob upload resumes
-//! at its offset, and a Dockerfile built by buildah is deployed end to end.
+//! at its offset, a Dockerfile built by buildah is deployed end to end (uploaded, or pushed to
+//! a registry with `push: registry`), and `push: server` uploads an image from the local store.
 
 // Tests start real containerd, haloyd, umoci and buildah (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -21,7 +22,7 @@ use containerd_client::services::v1::{
 use haloy::api::client::ApiClient;
 use haloy::config::SecretString;
 use harness::haloyd::{haloy_binary, CliRun, Haloyd, HaloydOptions};
-use harness::{require_binary, Containerd};
+use harness::{require_binary, Containerd, Registry};
 use sha2::{Digest, Sha256};
 
 /// A private containerd and haloyd; field order is drop order.
@@ -33,8 +34,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
-        let containerd = Containerd::start().await;
-        let haloyd = Haloyd::start(&containerd, HaloydOptions::default()).await;
+        Rig::with(Containerd::start().await, HaloydOptions::default()).await
+    }
+
+    async fn with(containerd: Containerd, options: HaloydOptions) -> Rig {
+        let haloyd = Haloyd::start(&containerd, options).await;
         let work = tempfile::Builder::new()
             .prefix("haloy-upload-test-")
             .tempdir()
@@ -494,12 +498,8 @@ async fn an_interrupted_blob_upload_resumes_at_its_offset() {
     assert!(rig.ingests().await.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dockerfile_built_by_buildah_deploys_end_to_end() {
-    require_binary("buildah", "buildah");
-    let rig = Rig::start().await;
-    let work = rig.work.path();
-    // buildah's image store stays inside the test's temp dir (vfs: no mounts to undo).
+/// Environment that keeps buildah's image store inside `work` (vfs: no mounts to undo).
+fn buildah_env(work: &Path) -> Vec<(&'static str, String)> {
     let storage = work.join("containers");
     let storage_conf = work.join("storage.conf");
     std::fs::write(
@@ -510,12 +510,21 @@ async fn a_dockerfile_built_by_buildah_deploys_end_to_end() {
         ),
     )
     .expect("storage.conf");
-    let config = rig.app_config(
-        "built",
-        "image:\n  tag: v1\n  build_config:\n    context: ./ctx\n    args:\n      - name: GREETING\n        value: hello-from-build-arg",
-    );
+    vec![
+        ("HALOY_BUILDER", "buildah".to_string()),
+        (
+            "CONTAINERS_STORAGE_CONF",
+            storage_conf.display().to_string(),
+        ),
+        ("BUILDAH_ISOLATION", "chroot".to_string()),
+    ]
+}
+
+/// A build context `ctx` beside `config`: busybox rootfs with `page` and a Dockerfile whose
+/// start command writes the build arg GREETING to /www/greeting.txt.
+fn build_context(config: &Path, page: &str) -> PathBuf {
     let ctx = config.parent().expect("config dir").join("ctx");
-    busybox_rootfs(&ctx.join("rootfs"), "built by buildah\n");
+    busybox_rootfs(&ctx.join("rootfs"), page);
     std::fs::write(
         ctx.join("Dockerfile"),
         format!(
@@ -524,18 +533,26 @@ async fn a_dockerfile_built_by_buildah_deploys_end_to_end() {
         ),
     )
     .expect("Dockerfile");
-    let env = [
-        ("HALOY_BUILDER", "buildah".to_string()),
-        (
-            "CONTAINERS_STORAGE_CONF",
-            storage_conf.display().to_string(),
-        ),
-        ("BUILDAH_ISOLATION", "chroot".to_string()),
-    ];
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_built_by_buildah_deploys_end_to_end() {
+    require_binary("buildah", "buildah");
+    let rig = Rig::start().await;
+    let env = buildah_env(rig.work.path());
+    // The build arg comes from an env entry marked build_arg (Haloy's way); the explicit
+    // build_config arg of the same name would win, so none is given here.
+    let config = rig.app_config(
+        "built",
+        "image:\n  tag: v1\n  build_config:\n    context: ./ctx\n\
+         env:\n  - name: GREETING\n    value: hello-from-build-arg\n    build_arg: true",
+    );
+    build_context(&config, "built by buildah\n");
     let run = rig.deploy_ok(&config, &["deploy"], &env);
     println!("{}", run.both());
     assert!(
-        run.stderr().contains("$ buildah build"),
+        run.stderr().contains("$ buildah build built:v1"),
         "the build is shown:\n{}",
         run.both()
     );
@@ -547,5 +564,77 @@ async fn a_dockerfile_built_by_buildah_deploys_end_to_end() {
         "hello-from-build-arg\n",
         "the build arg reached the image"
     );
-    let _ = std::fs::remove_dir_all(&storage);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_registry_builds_pushes_and_haloyd_pulls() {
+    require_binary("buildah", "buildah");
+    let registry = Registry::start().await;
+    let containerd = Containerd::start().await;
+    let options = HaloydOptions {
+        insecure_registries: vec![registry.addr().to_string()],
+        ..HaloydOptions::default()
+    };
+    let rig = Rig::with(containerd, options).await;
+    let env = buildah_env(rig.work.path());
+    let config = rig.app_config(
+        "pushed",
+        &format!(
+            "image:\n  repository: {}/pushed-app\n  tag: v1\n  build_config:\n    context: ./ctx\n    push: registry",
+            registry.addr()
+        ),
+    );
+    build_context(&config, "pushed through the registry\n");
+    let run = rig.deploy_ok(&config, &["deploy"], &env);
+    println!("{}", run.both());
+    assert!(
+        run.stderr().contains(&format!(
+            "$ buildah push --tls-verify=false {}/pushed-app:v1 docker://",
+            registry.addr()
+        )),
+        "the image is pushed to its registry:\n{}",
+        run.both()
+    );
+    assert!(!run.stdout().contains("upload:"), "nothing is uploaded");
+    assert_eq!(
+        rig.page("pushed.test", "/").await,
+        "pushed through the registry\n"
+    );
+    drop(rig);
+    drop(registry);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_server_uploads_an_image_from_the_local_store() {
+    require_binary("buildah", "buildah");
+    let rig = Rig::start().await;
+    let env = buildah_env(rig.work.path());
+    let config = rig.app_config(
+        "stored",
+        "image:\n  repository: stored-app\n  tag: v3\n  build: false\n  build_config:\n    push: server",
+    );
+    let ctx = build_context(&config, "from the local store\n");
+    // Built beforehand, outside haloy: the image is only in this machine's store.
+    let mut build = Command::new("buildah");
+    build
+        .args(["build", "-t", "stored-app:v3"])
+        .arg(&ctx)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let output = build.output().expect("run buildah");
+    assert!(
+        output.status.success(),
+        "buildah build: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let run = rig.deploy_ok(&config, &["deploy"], &env);
+    println!("{}", run.both());
+    assert!(
+        !run.stderr().contains("$ buildah build"),
+        "an image that is not built is not built:\n{}",
+        run.both()
+    );
+    let (sent, total, bytes, _) = upload_numbers(&run);
+    println!("store image upload: {sent} of {total} blobs, {bytes} bytes sent");
+    assert_eq!(sent, total);
+    assert_eq!(rig.page("stored.test", "/").await, "from the local store\n");
 }
