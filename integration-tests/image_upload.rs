@@ -406,6 +406,10 @@ async fn a_corrupted_layer_is_refused_and_nothing_half_imported_stays() {
     );
     assert!(text.contains("422"), "{text}");
     assert!(
+        text.contains(&path.display().to_string()),
+        "the error names the local file:\n{text}"
+    );
+    assert!(
         !rig.content_digests().await.contains(&digest),
         "the corrupt blob is not in the content store"
     );
@@ -428,6 +432,12 @@ async fn a_corrupted_layer_is_refused_and_nothing_half_imported_stays() {
 async fn an_interrupted_blob_upload_resumes_at_its_offset() {
     let rig = Rig::start().await;
     let api = rig.api();
+    let anonymous = ApiClient::new(&format!("http://{}", rig.haloyd.api_addr()), None).unwrap();
+    let refused = anonymous
+        .check_layers(&[format!("sha256:{}", "0".repeat(64))])
+        .await
+        .expect_err("uploads need the token");
+    assert_eq!(refused.status(), Some(401), "{refused}");
     let mut blob = Vec::with_capacity(3 << 20);
     let mut seed = Sha256::digest(b"resume");
     while blob.len() < 3 << 20 {

@@ -52,6 +52,12 @@ pub enum ImageError {
         server: String,
         source: ClientError,
     },
+    #[error("haloyd refused blob {digest} read from {}: the file's bytes do not match its digest (the image source is corrupt: export or build it again)\n  {source}", path.display())]
+    Corrupt {
+        digest: String,
+        path: PathBuf,
+        source: ClientError,
+    },
     #[error("cannot create a temp dir for the image export: {0}")]
     TempDir(std::io::Error),
 }
@@ -219,6 +225,13 @@ pub async fn upload(
         let sent = upload_blob(client, digest, *size, file, offset)
             .await
             .map_err(|e| match e {
+                BlobFailure::Client(source) if source.status() == Some(422) => {
+                    ImageError::Corrupt {
+                        digest: digest.clone(),
+                        path: file.clone(),
+                        source,
+                    }
+                }
                 BlobFailure::Client(source) => upload_error(source),
                 BlobFailure::Image(e) => e,
             })?;
