@@ -648,3 +648,64 @@ async fn push_server_uploads_an_image_from_the_local_store() {
     assert_eq!(sent, total);
     assert_eq!(rig.page("stored.test", "/").await, "from the local store\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_after_an_interrupted_upload_sends_only_the_rest() {
+    let rig = Rig::start().await;
+    let layout = umoci_layout(rig.work.path());
+    let api = rig.api();
+    // v1's busybox layer: the biggest blob below v2's random one.
+    let (layer, size) = layout_blobs(&layout)
+        .into_iter()
+        .filter(|(_, size)| *size > 500_000)
+        .max_by_key(|(_, size)| *size)
+        .expect("the busybox layer");
+    let bytes = std::fs::read(
+        layout
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:")),
+    )
+    .expect("read layer");
+    // An earlier upload broke after 40% of the layer.
+    let part = Bytes::copy_from_slice(&bytes[..bytes.len() * 2 / 5]);
+    let broken =
+        futures_util::stream::iter(vec![Ok(part), Err(std::io::Error::other("cable pulled"))]);
+    api.upload_layer(&layer, size, 0, broken)
+        .await
+        .expect_err("the broken upload does not complete");
+    let mut held = 0;
+    for _ in 0..40 {
+        let check = api
+            .check_layers(std::slice::from_ref(&layer))
+            .await
+            .expect("check");
+        if let Some(partial) = check.partial.first() {
+            held = partial.offset;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held > 0, "haloyd keeps the part it received");
+
+    let config = rig.app_config("resumed", "image:\n  repository: resumed-app\n  tag: v1");
+    let run = rig.deploy_ok(
+        &config,
+        &["deploy", "--image-from", &layout.display().to_string()],
+        &[],
+    );
+    let (sent, total, bytes_sent, _) = upload_numbers(&run);
+    println!(
+        "resumed deploy: {sent} of {total} blobs, {bytes_sent} bytes sent; layer {size} bytes, {held} held before"
+    );
+    let config_size = layout_blobs(&layout)
+        .into_iter()
+        .filter(|(_, s)| *s < 2000)
+        .map(|(_, s)| s)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        bytes_sent <= size - held + config_size && bytes_sent >= size - held,
+        "only the rest of the layer (and the small config) is sent: {bytes_sent} bytes"
+    );
+    assert_eq!(rig.page("resumed.test", "/").await, "version v1\n");
+}
