@@ -325,6 +325,25 @@ fn upload_numbers(run: &CliRun) -> (u64, u64, u64, u64) {
     )
 }
 
+/// The bytes haloyd holds of a blob whose upload broke, once its offset stopped moving (haloyd
+/// writes what arrived before it lets go of the ingest).
+async fn settled_offset(api: &ApiClient, digest: &str) -> u64 {
+    let mut last = None;
+    for _ in 0..50 {
+        let check = api
+            .check_layers(&[digest.to_string()])
+            .await
+            .expect("check");
+        let now = check.partial.first().map(|p| p.offset);
+        if now.is_some() && now == last {
+            return now.unwrap_or(0);
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("haloyd holds no settled part of {digest} (last offset {last:?})");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn umoci_images_deploy_without_a_registry_and_v2_sends_only_new_bytes() {
     let rig = Rig::start().await;
@@ -458,18 +477,7 @@ async fn an_interrupted_blob_upload_resumes_at_its_offset() {
         .expect_err("a broken body does not complete the blob");
     println!("interrupted upload: {err}");
     // haloyd notices the broken body, keeps what arrived and releases the ingest.
-    let mut offset = 0;
-    for _ in 0..40 {
-        let check = api
-            .check_layers(std::slice::from_ref(&digest))
-            .await
-            .expect("check");
-        if let Some(partial) = check.partial.first() {
-            offset = partial.offset;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let offset = settled_offset(&api, &digest).await;
     assert!(
         offset > 0 && offset <= size / 2,
         "the server keeps the received part (offset {offset} of {size})"
@@ -673,18 +681,7 @@ async fn a_deploy_after_an_interrupted_upload_sends_only_the_rest() {
     api.upload_layer(&layer, size, 0, broken)
         .await
         .expect_err("the broken upload does not complete");
-    let mut held = 0;
-    for _ in 0..40 {
-        let check = api
-            .check_layers(std::slice::from_ref(&layer))
-            .await
-            .expect("check");
-        if let Some(partial) = check.partial.first() {
-            held = partial.offset;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let held = settled_offset(&api, &layer).await;
     assert!(held > 0, "haloyd keeps the part it received");
 
     let config = rig.app_config("resumed", "image:\n  repository: resumed-app\n  tag: v1");

@@ -148,6 +148,9 @@ impl ImageStore {
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
         check_digest(digest)?;
+        if content::exists(&self.client, digest).await? {
+            return Ok(BlobUploaded { written: 0 });
+        }
         self.ensure_upload_lease(digest).await?;
         let Some(mut writer) = IngestWriter::open(&self.client, digest, size).await? else {
             return Ok(BlobUploaded { written: 0 });
