@@ -1,6 +1,7 @@
 //! Deploy without a registry and build on deploy (issue 15), against a private containerd and
 //! haloyd with no registry running: images made with umoci (an OCI layout directory) are
-//! uploaded by `haloy deploy --image-from`, a second version sends only its new blobs, a
+//! uploaded by `haloy deploy --image-from` (also as a `docker save` tar made by skopeo), a
+//! second version sends only its new blobs, a
 //! corrupted layer is refused with nothing half-imported, an interrupted blob upload resumes
 //! at its offset, a Dockerfile built by buildah is deployed end to end (uploaded, or pushed to
 //! a registry with `push: registry`), and `push: server` uploads an image from the local store.
@@ -705,4 +706,33 @@ async fn a_deploy_after_an_interrupted_upload_sends_only_the_rest() {
         "only the rest of the layer (and the small config) is sent: {bytes_sent} bytes"
     );
     assert_eq!(rig.page("resumed.test", "/").await, "version v1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_save_archive_deploys_without_a_registry() {
+    require_binary("skopeo", "skopeo");
+    let rig = Rig::start().await;
+    let layout = umoci_layout(rig.work.path());
+    let archive = rig.work.path().join("docker-save.tar");
+    // The `docker save` format, written by skopeo from the umoci layout.
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--quiet",
+            &format!("oci:{}:v1", layout.display()),
+            &format!("docker-archive:{}:archived-app:v1", archive.display()),
+        ],
+        rig.work.path(),
+    );
+    let config = rig.app_config("archived", "image:\n  repository: archived-app\n  tag: v1");
+    let run = rig.deploy_ok(
+        &config,
+        &["deploy", "--image-from", &archive.display().to_string()],
+        &[],
+    );
+    let (sent, total, bytes, _) = upload_numbers(&run);
+    println!("docker archive upload: {sent} of {total} blobs, {bytes} bytes sent");
+    assert_eq!(sent, total);
+    assert_eq!(rig.page("archived.test", "/").await, "version v1\n");
 }
