@@ -1,10 +1,11 @@
 //! Deploy without a registry and build on deploy (issue 15), against a private containerd and
 //! haloyd with no registry running: images made with umoci (an OCI layout directory) are
 //! uploaded by `haloy deploy --image-from` (also as a `docker save` tar made by skopeo), a
-//! second version sends only its new blobs, a
-//! corrupted layer is refused with nothing half-imported, an interrupted blob upload resumes
-//! at its offset, a Dockerfile built by buildah is deployed end to end (uploaded, or pushed to
-//! a registry with `push: registry`), and `push: server` uploads an image from the local store.
+//! second version sends only its new blobs, a corrupted layer is refused with nothing
+//! half-imported, an interrupted blob upload resumes at its offset (also through a deploy),
+//! uploads need the token, a Dockerfile built by buildah is deployed end to end (uploaded, or
+//! pushed to a registry with `push: registry`), and `push: server` uploads an image from the
+//! local store.
 
 // Tests start real containerd, haloyd, umoci and buildah (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
