@@ -1,8 +1,8 @@
 //! Benchmark (issue 15): haloyd's memory while a big blob is uploaded through the API into
 //! containerd's content store. A private containerd and haloyd are started; a small blob (the
-//! peer, 16 MiB) is uploaded first and haloyd's peak RSS (VmHWM) read, then a 1 GiB blob, and
-//! the peak read again. Flat memory means the ratio stays near 1. Prints sizes, throughput,
-//! both peaks and the ratio. Not a test: nothing is asserted.
+//! peer, 16 MiB) is uploaded first and haloyd's peak RSS (VmHWM) read, then a 256 MiB and a
+//! 1 GiB blob, the peak read after each. Flat memory means the ratio stays near 1. Prints
+//! sizes, throughput, the peaks and the ratio. Not a test: nothing is asserted.
 //!
 //! `cargo run --example upload-bench -- [--size-mib N]` (as root; `integration-tests/bench/upload-bench`).
 
@@ -121,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     let at_start = peak_rss_kib(pid)?;
     let peer_seconds = upload(&api, 7, PEER_MIB).await?;
     let after_peer = peak_rss_kib(pid)?;
+    let quarter = (mib / 4).max(1);
+    upload(&api, 13, quarter).await?;
+    let after_quarter = peak_rss_kib(pid)?;
     let big_seconds = upload(&api, 11, mib).await?;
     let after_big = peak_rss_kib(pid)?;
     println!("haloyd peak RSS at start:                 {at_start} KiB");
@@ -128,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         "after a {PEER_MIB} MiB upload (peer):        {after_peer} KiB ({:.0} MiB/s)",
         PEER_MIB as f64 / peer_seconds
     );
+    println!("after a {quarter} MiB upload:              {after_quarter} KiB");
     println!(
         "after a {mib} MiB upload:                 {after_big} KiB ({:.0} MiB/s)",
         mib as f64 / big_seconds

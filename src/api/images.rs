@@ -4,7 +4,7 @@
 //! | method | path | request | success |
 //! |---|---|---|---|
 //! | POST | `/v1/images/layers/check` | [`LayerCheckRequest`] | 200 [`LayerCheckResponse`] |
-//! | POST | `/v1/images/layers` | blob bytes from `X-Upload-Offset`; headers `X-Layer-Digest`, `X-Layer-Size` | 201 [`LayerUploadResponse`] |
+//! | POST | `/v1/images/layers` | blob bytes from `X-Upload-Offset` (default 0); headers `X-Layer-Digest`, `X-Layer-Size` (default: Content-Length + offset) | 201 [`LayerUploadResponse`] |
 //! | POST | `/v1/images/layers/assemble` | [`ImageAssembleRequest`] | 200 [`ImageAssembleResponse`] |
 //!
 //! A blob upload whose bytes do not match its digest answers 422 and leaves nothing behind; one
@@ -158,11 +158,19 @@ where
         Some(v) => v.parse::<u64>().ok(),
         None => default,
     };
-    let (Some(size), Some(offset)) = (number(SIZE_HEADER, None), number(OFFSET_HEADER, Some(0)))
-    else {
+    let Some(offset) = number(OFFSET_HEADER, Some(0)) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "X-Layer-Size (required) and X-Upload-Offset must be byte counts",
+            "X-Upload-Offset must be a byte count",
+            vec![],
+        );
+    };
+    // Haloy's CLI sends no size: the whole blob is the body then.
+    let body_length = number("content-length", None).map(|length| length + offset);
+    let Some(size) = number(SIZE_HEADER, None).or(body_length) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "X-Layer-Size (or a Content-Length) must give the blob's size in bytes",
             vec![],
         );
     };
