@@ -211,6 +211,30 @@ async fn http_get(addr: &str, host: &str, path: &str) -> Result<(u16, String), S
     Ok((status, body))
 }
 
+/// `POST /v1/images/layers` with only `X-Layer-Digest` and `Content-Length`, as Haloy sends it.
+async fn raw_post(addr: &str, token: &str, digest: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the API");
+    let head = format!(
+        "POST /v1/images/layers HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         X-Layer-Digest: {digest}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    stream.write_all(body).await.expect("send body");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.expect("read answer");
+    let text = String::from_utf8_lossy(&answer).to_string();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
 fn run(program: &str, args: &[&str], dir: &Path) {
     let output = Command::new(program)
         .args(args)
@@ -509,6 +533,19 @@ async fn an_interrupted_blob_upload_resumes_at_its_offset() {
         done.written
     );
     assert_eq!(done.written, size - offset);
+
+    // Haloy's CLI sends a whole blob with only X-Layer-Digest: its size is the body's length.
+    let small = b"a blob sent the Haloy way".to_vec();
+    let small_digest = format!("sha256:{}", hex::encode(Sha256::digest(&small)));
+    let (status, answer) = raw_post(
+        &rig.haloyd.api_addr(),
+        rig.haloyd.token(),
+        &small_digest,
+        &small,
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(rig.content_digests().await.contains(&small_digest));
     let check = api
         .check_layers(std::slice::from_ref(&digest))
         .await
