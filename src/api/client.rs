@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+/// A request body: a buffered JSON document or a streamed upload.
+pub(crate) type RequestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// Extra CA certificates (PEM file) to trust, e.g. for a private or test CA.
@@ -227,6 +230,31 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         auth: bool,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let mut headers = Vec::new();
+        if body.is_some() {
+            headers.push((
+                header::CONTENT_TYPE.as_str(),
+                "application/json".to_string(),
+            ));
+        }
+        let body = Full::new(Bytes::from(body.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed_unsync();
+        self.send_body(method, path, headers, body, auth, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// Sends a request with any body (uploads stream theirs) and extra headers; `timeout`
+    /// bounds the wait for the response head, which for an upload comes after the body.
+    pub(crate) async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(&str, String)>,
+        body: RequestBody,
+        auth: bool,
+        timeout: Duration,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
         let io = self.connect().await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -249,22 +277,35 @@ impl ApiClient {
                 req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
             }
         }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(body)
             .map_err(|e| self.protocol(path, format!("cannot build request: {e}")))?;
-        let resp = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(req))
+        let resp = tokio::time::timeout(timeout, sender.send_request(req))
             .await
-            .map_err(|_| {
-                self.unreachable(format!("no answer to {path} within {REQUEST_TIMEOUT:?}"))
-            })?
+            .map_err(|_| self.unreachable(format!("no answer to {path} within {timeout:?}")))?
             .map_err(|e| self.unreachable(describe_hyper(&e)))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         Err(self.error_from(path, resp).await)
+    }
+
+    /// Reads a JSON answer of a request sent with `send_body`.
+    pub(crate) async fn read_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        resp: hyper::Response<Incoming>,
+    ) -> Result<T, ClientError> {
+        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+            .await
+            .map_err(|_| self.unreachable(format!("response to {path} timed out")))?
+            .map_err(|e| self.unreachable(describe_hyper(&e)))?
+            .to_bytes();
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.protocol(path, format!("invalid JSON: {e}")))
     }
 
     async fn error_from(&self, path: &str, resp: hyper::Response<Incoming>) -> ClientError {
@@ -313,13 +354,7 @@ impl ApiClient {
             None => None,
         };
         let resp = self.send(method, path, body, auth).await?;
-        let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| self.unreachable(format!("response to {path} timed out")))?
-            .map_err(|e| self.unreachable(describe_hyper(&e)))?
-            .to_bytes();
-        serde_json::from_slice(&bytes)
-            .map_err(|e| self.protocol(path, format!("invalid JSON: {e}")))
+        self.read_json(path, resp).await
     }
 
     async fn stream(&self, path: &str) -> Result<SseStream, ClientError> {

@@ -2,5 +2,6 @@
 //! uses.
 
 pub mod client;
+pub mod images;
 pub mod server;
 pub mod types;

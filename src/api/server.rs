@@ -37,7 +37,7 @@ use crate::tls::CertificateManager;
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 
-type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+pub(super) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiServerError {
@@ -74,6 +74,9 @@ pub struct ApiServer {
     token: String,
     tls: Option<Arc<CertificateManager>>,
     limits: ApiLimits,
+    /// containerd's image store, for uploaded images (`api::images`); unset in tests
+    /// without containerd.
+    images: std::sync::OnceLock<crate::runtime::ImageStore>,
 }
 
 impl ApiServer {
@@ -88,7 +91,13 @@ impl ApiServer {
             token,
             tls,
             limits,
+            images: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Accepts image uploads into this image store (the routes of `api::images`).
+    pub fn enable_image_uploads(&self, images: crate::runtime::ImageStore) {
+        let _ = self.images.set(images);
     }
 
     /// Status of one app or all, with the certificate state of their domains.
@@ -241,6 +250,16 @@ impl ApiServer {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + std::fmt::Display,
     {
+        if path.starts_with("/v1/images/") {
+            let handled = super::images::route(self.images.get(), req, method, path).await;
+            return handled.unwrap_or_else(|| {
+                error(
+                    StatusCode::NOT_FOUND,
+                    &format!("no API endpoint {method} {path}"),
+                    vec![],
+                )
+            });
+        }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let query = req.uri().query().unwrap_or("").to_string();
         match (method, segments.as_slice()) {
@@ -378,7 +397,7 @@ impl hyper::body::Body for HeldBody {
     }
 }
 
-async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
+pub(super) async fn read_json<T, B>(req: Request<B>) -> Result<T, Response<Body>>
 where
     T: serde::de::DeserializeOwned,
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -422,7 +441,7 @@ fn deploy_error(e: DeployError) -> Response<Body> {
     error(status, &e.to_string(), problems)
 }
 
-fn error(status: StatusCode, message: &str, problems: Vec<String>) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: &str, problems: Vec<String>) -> Response<Body> {
     json(
         status,
         &ApiError {
@@ -432,7 +451,7 @@ fn error(status: StatusCode, message: &str, problems: Vec<String>) -> Response<B
     )
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_vec(value).unwrap_or_else(|e| {
         format!("{{\"error\":\"cannot encode response: {e}\",\"problems\":[]}}").into_bytes()
     });

@@ -15,6 +15,7 @@
 //! | POST | `/v1/apps/{name}/stop` | [`StopRequest`] | 202 [`JobAccepted`] |
 //! | GET | `/v1/apps/{name}/rollback-targets` | – | 200 `[DeploymentSummary]` |
 //! | POST | `/v1/apps/{name}/rollback` | [`RollbackRequest`] | 202 [`DeployAccepted`] |
+//! | POST | `/v1/images/layers/check`, `/v1/images/layers`, `/v1/images/layers/assemble` | see `api::images` | image upload |
 //!
 //! Jobs: deploy, rollback and stop (with `remove_containers`: remove) only start a job on
 //! haloyd and answer at once with its id; the job runs to its end whether or not anyone

@@ -215,6 +215,7 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
             max_connections: config.api.max_connections as usize,
         },
     );
+    api.enable_image_uploads(containerd.images().clone());
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(api.serve(api_listener, api_stop_rx));
     {

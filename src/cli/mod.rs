@@ -1,6 +1,8 @@
 //! The `haloy` command line (clap): deploy, status, logs, stop, rollback, attach, targets,
 //! validate-config, server, version, completion.
 
+pub mod build;
+pub mod images;
 pub mod local;
 pub mod remote;
 pub mod servers;
@@ -68,7 +70,12 @@ pub struct CommonArgs {
 pub enum Command {
     /// Deploy the app (targets on different servers deploy in parallel)
     #[command(after_long_help = SERVER_HELP)]
-    Deploy,
+    Deploy {
+        /// Upload the image from this OCI layout directory, OCI archive or `docker save` tar
+        /// instead of having haloyd pull it (only the blobs the server lacks are sent)
+        #[arg(long, value_name = "PATH")]
+        image_from: Option<PathBuf>,
+    },
     /// Show the app's deployment and replicas
     Status {
         /// Print a JSON array with one status object per target
@@ -212,6 +219,8 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Image(#[from] Box<images::ImageError>),
     #[error("{0}")]
     Usage(String),
     #[error("cannot {action} {path}: {source}")]
@@ -247,7 +256,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let common = &cli.common;
     match &cli.command {
-        Command::Deploy => remote::deploy(common).await,
+        Command::Deploy { image_from } => remote::deploy(common, image_from.as_deref()).await,
         Command::Status { json } => remote::status(common, *json).await,
         Command::Logs {
             all_containers,

@@ -82,9 +82,19 @@ fn outcome(failed: usize, total: usize) -> Result<ExitCode, CliError> {
     }
 }
 
-pub async fn deploy(common: &CommonArgs) -> Result<ExitCode, CliError> {
-    let (_, apps) = select_apps(common, true)?;
-    let remotes = connect_all(apps)?;
+pub async fn deploy(
+    common: &CommonArgs,
+    image_from: Option<&std::path::Path>,
+) -> Result<ExitCode, CliError> {
+    let (cfg, apps) = select_apps(common, true)?;
+    let mut remotes = connect_all(apps)?;
+    let supplied = remotes
+        .iter_mut()
+        .map(|Remote { app, client }| (app, &*client))
+        .collect();
+    super::images::supply_all(&cfg.file, image_from, supplied)
+        .await
+        .map_err(Box::new)?;
     let results = join_all(remotes.iter().map(deploy_one)).await;
     print_summary(&remotes, &results);
     outcome(results.iter().filter(|r| r.is_err()).count(), results.len())

@@ -120,6 +120,8 @@ struct RawEnv {
     source: Option<Source>,
     pos: Pos,
     path: String,
+    /// `build_arg: true`: also passed to the build of the app's image (Haloy).
+    build_arg: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -429,11 +431,17 @@ fn decode_env_list(dec: &mut Decoder, node: &Node, path: &str) -> Vec<RawEnv> {
             );
             continue;
         }
+        let build_arg = entries
+            .iter()
+            .find(|(k, _)| k == "build_arg")
+            .and_then(|(_, e)| dec.bool(&e.value, &join(&p, "build_arg")))
+            .unwrap_or(false);
         out.push(RawEnv {
             name,
             source: source.map(|s| s.v),
             pos: item.pos,
             path: p,
+            build_arg,
         });
     }
     out
@@ -891,6 +899,10 @@ fn resolve_target(
     let image = resolve_image(dec, input.image.as_ref(), &name, preset, &sources);
     let domains = resolve_domains(dec, l, input.key, claimed);
     let env = resolve_env(dec, l.env.as_deref().unwrap_or(&[]), &sources);
+    let image = image.map(|image| {
+        let raw_env = l.env.as_deref().unwrap_or(&[]);
+        with_env_build_args(image, raw_env, env.as_deref().unwrap_or(&[]))
+    });
     let api_token = l
         .api_token
         .as_ref()
@@ -924,6 +936,36 @@ fn resolve_target(
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         init: l.init.unwrap_or(false),
     })
+}
+
+/// Haloy: env entries with `build_arg: true` become build args of a built image, after the
+/// explicit `build_config.args` (an explicit arg of the same name wins).
+fn with_env_build_args(
+    mut image: ResolvedImage,
+    raw_env: &[RawEnv],
+    env: &[EnvVar],
+) -> ResolvedImage {
+    let marked: Vec<&str> = raw_env
+        .iter()
+        .filter(|e| e.build_arg)
+        .map(|e| e.name.as_str())
+        .collect();
+    if !image.build || marked.is_empty() {
+        return image;
+    }
+    let build = image.build_config.get_or_insert_with(|| BuildConfig {
+        context: None,
+        dockerfile: None,
+        platform: None,
+        args: Vec::new(),
+        push: None,
+    });
+    for var in env.iter().filter(|v| marked.contains(&v.name.as_str())) {
+        if !build.args.iter().any(|a| a.name == var.name) {
+            build.args.push(var.clone());
+        }
+    }
+    image
 }
 
 fn check_naming(
@@ -1236,3 +1278,7 @@ fn check_duplicate_names(dec: &mut Decoder, apps: &[ResolvedApp], root: &Root) {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "tests/build_args.rs"]
+mod tests;

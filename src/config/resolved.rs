@@ -113,6 +113,15 @@ pub struct ResolvedImage {
 }
 
 impl ResolvedImage {
+    /// Haloy's push strategy of a built image: `build_config.push`, else `registry` when
+    /// `image.registry` is set, else `server` (uploaded by the CLI).
+    pub fn pushes_to_server(&self) -> bool {
+        match self.build_config.as_ref().and_then(|b| b.push.as_deref()) {
+            Some(push) => push == "server",
+            None => self.registry.is_none(),
+        }
+    }
+
     /// `repository:tag`, or `repository:tag@digest` when pinned.
     pub fn reference(&self) -> String {
         match &self.digest {

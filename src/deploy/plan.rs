@@ -40,9 +40,14 @@ impl ResolvedApp {
     /// it is fine. The API must not trust its callers to have validated.
     pub fn validate_for_deploy(&self) -> Vec<String> {
         let mut problems = self.problems();
-        if self.image.build {
+        // `haloy deploy` builds and uploads such an image first and sends `never`; anything
+        // else would look for the app's own image in a public registry.
+        if self.image.build
+            && self.image.pushes_to_server()
+            && self.image.pull_policy != crate::config::PullPolicy::Never
+        {
             problems.push(format!(
-                "image: building images on deploy is not supported yet; push `{}` to a registry and set `image`",
+                "image: `{}` is built on deploy and uploaded to the server, but this request did not upload it; deploy with `haloy deploy`, which builds and uploads it",
                 self.image_reference()
             ));
         }

@@ -1,6 +1,7 @@
 //! Reading image archives for import: an OCI image layout tar (index.json + blobs/) and the
 //! classic `docker save` tar (manifest.json + config + uncompressed layer tars). The archive is
-//! unpacked into a temp dir; the image code then streams blobs from the files.
+//! unpacked into a temp dir (an OCI layout directory is read where it is); the image code then
+//! streams blobs from the files.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,14 +27,23 @@ pub struct ArchiveImage {
     pub files: HashMap<String, PathBuf>,
 }
 
-/// An archive unpacked into a temp dir (removed on drop).
+/// An archive unpacked into a temp dir (removed on drop), or an OCI layout directory read
+/// where it is.
 pub struct UnpackedArchive {
     archive: PathBuf,
-    dir: tempfile::TempDir,
+    root: PathBuf,
+    _unpacked: Option<tempfile::TempDir>,
 }
 
 impl UnpackedArchive {
     pub async fn open(archive: &Path) -> Result<UnpackedArchive, RuntimeError> {
+        if archive.is_dir() {
+            return Ok(UnpackedArchive {
+                archive: archive.to_path_buf(),
+                root: archive.to_path_buf(),
+                _unpacked: None,
+            });
+        }
         let archive = archive.to_path_buf();
         let error = |reason: String| RuntimeError::Archive {
             path: archive.clone(),
@@ -50,14 +60,18 @@ impl UnpackedArchive {
             .await
             .map_err(|e| error(e.to_string()))?
             .map_err(|e| error(format!("not a readable tar archive: {e}")))?;
-        Ok(UnpackedArchive { archive, dir })
+        Ok(UnpackedArchive {
+            archive,
+            root: dir.path().to_path_buf(),
+            _unpacked: Some(dir),
+        })
     }
 
     /// The images in the archive, named from the archive or from `default_name`.
     pub fn images(&self, default_name: Option<&str>) -> Result<Vec<ArchiveImage>, RuntimeError> {
-        if self.dir.path().join("index.json").is_file() {
+        if self.root.join("index.json").is_file() {
             self.oci_images(default_name)
-        } else if self.dir.path().join("manifest.json").is_file() {
+        } else if self.root.join("manifest.json").is_file() {
             self.docker_images(default_name)
         } else {
             Err(self.error(
@@ -185,7 +199,7 @@ impl UnpackedArchive {
         media_type: &str,
         files: &mut HashMap<String, PathBuf>,
     ) -> Result<Descriptor, RuntimeError> {
-        let path = self.dir.path().join(relative);
+        let path = self.root.join(relative);
         let (digest, size) =
             sha256_file(&path).map_err(|e| self.error(format!("{relative}: {e}")))?;
         files.insert(digest.clone(), path);
@@ -200,7 +214,7 @@ impl UnpackedArchive {
 
     fn is_gzip(&self, relative: &str) -> Result<bool, RuntimeError> {
         let mut magic = [0u8; 2];
-        let mut file = std::fs::File::open(self.dir.path().join(relative))
+        let mut file = std::fs::File::open(self.root.join(relative))
             .map_err(|e| self.error(format!("{relative}: {e}")))?;
         Ok(file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b])
     }
@@ -232,7 +246,7 @@ impl UnpackedArchive {
 
     fn oci_blob_files(&self) -> Result<HashMap<String, PathBuf>, RuntimeError> {
         let mut files = HashMap::new();
-        let blobs = self.dir.path().join("blobs");
+        let blobs = self.root.join("blobs");
         let algorithms =
             std::fs::read_dir(&blobs).map_err(|e| self.error(format!("blobs/: {e}")))?;
         for algorithm in algorithms.flatten() {
@@ -264,8 +278,7 @@ impl UnpackedArchive {
     }
 
     fn read(&self, relative: &str) -> Result<Vec<u8>, RuntimeError> {
-        std::fs::read(self.dir.path().join(relative))
-            .map_err(|e| self.error(format!("{relative}: {e}")))
+        std::fs::read(self.root.join(relative)).map_err(|e| self.error(format!("{relative}: {e}")))
     }
 
     fn error(&self, reason: String) -> RuntimeError {

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod reference;
 pub mod registry;
 pub mod unpack;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -61,6 +62,8 @@ enum BlobSource<'a> {
     Registry(&'a RegistrySession),
     /// Files of an unpacked archive, by digest.
     Files(&'a HashMap<String, PathBuf>),
+    /// Blobs the CLI uploaded into the content store beforehand: nothing to fetch.
+    Uploaded,
 }
 
 impl BlobSource<'_> {
@@ -87,6 +90,10 @@ impl BlobSource<'_> {
                         })?;
                 Ok(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20).boxed())
             }
+            BlobSource::Uploaded => Err(RuntimeError::InvalidImage {
+                reference: descriptor.digest.clone(),
+                reason: format!("blob {} was not uploaded", descriptor.digest),
+            }),
         }
     }
 }
