@@ -2,5 +2,7 @@
 //! uses.
 
 pub mod client;
+pub mod exec;
 pub mod server;
+pub mod stream;
 pub mod types;
