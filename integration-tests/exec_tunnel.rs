@@ -99,7 +99,14 @@ impl Rig {
                 let _ = stdin.write_all(&input);
             });
         }
-        child.wait_with_output().expect("wait for the haloy CLI")
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = wait_bounded(&mut child, &format!("haloy {}", args.join(" ")));
+        Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        }
     }
 
     /// Starts `haloy tunnel` in the background, its output in `<name>.out`.
@@ -117,6 +124,34 @@ impl Rig {
             .expect("start haloy tunnel");
         (child, out_path)
     }
+}
+
+/// A CLI that hangs fails the test (killed by its PID first) instead of hanging it.
+const CLI_LIMIT: Duration = Duration::from_secs(90);
+
+fn wait_bounded(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + CLI_LIMIT;
+    loop {
+        if let Some(status) = child.try_wait().expect("poll the haloy CLI") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{what}` did not finish within {CLI_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut all);
+        }
+        all
+    })
 }
 
 fn both(output: &Output) -> String {
@@ -173,7 +208,7 @@ fn run_on_terminal(
         }
         shown
     });
-    let status = child.wait().expect("wait for the haloy CLI");
+    let status = wait_bounded(&mut child, &format!("haloy {} (on a pty)", args.join(" ")));
     let shown = reader.join().expect("pty reader");
     (String::from_utf8_lossy(&shown).to_string(), status.code())
 }
@@ -241,7 +276,7 @@ async fn exec_runs_commands_in_a_replica() {
         both(&wc)
     );
 
-    let (shown, code) = run_on_terminal(&rig, &["exec", "-t", "--", "stty", "size"], 101, 37, b"");
+    let (shown, code) = run_on_terminal(&rig, &["exec", "-t", "--", "busybox", "stty", "size"], 101, 37, b"");
     assert_eq!(code, Some(0), "{shown}");
     assert!(
         shown.contains("37 101"),

@@ -229,14 +229,20 @@ async fn pump(mut reader: ExecReader, frames: mpsc::Sender<Frame>, wrap: fn(Byte
 /// stdin never stops resizes, the timeout or the exit from being handled.
 fn spawn_stdin(process: &mut ExecProcess) -> Option<mpsc::Sender<Bytes>> {
     let mut writer = process.stdin.take()?;
+    let control = process.control.clone();
     let (tx, mut rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         while let Some(data) = rx.recv().await {
             if writer.write_all(&data).await.is_err() {
-                return;
+                break;
             }
         }
-        // Dropping the writer is the process's end of input.
+        // Everything is in the FIFO; once our end and the shim's are closed the process
+        // reads what is left, then EOF.
+        drop(writer);
+        if let Err(e) = control.close_stdin().await {
+            warn!(error = %e, "exec: cannot close the process's stdin");
+        }
     });
     Some(tx)
 }

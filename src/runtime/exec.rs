@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use containerd_client::services::v1::{
-    DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest, ResizePtyRequest,
-    StartRequest, WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
+    ResizePtyRequest, StartRequest, WaitRequest,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::unix::pipe;
@@ -43,6 +43,9 @@ pub trait ExecControl: Send + Sync {
     async fn wait(&self) -> Result<u32, RuntimeError>;
     /// New terminal size (columns, rows); ignored without a TTY.
     async fn resize(&self, cols: u16, rows: u16) -> Result<(), RuntimeError>;
+    /// End of input: after the last byte was written and the writer dropped, the shim closes
+    /// its own end of the stdin FIFO (it holds one, as for CloseIO), so the process reads EOF.
+    async fn close_stdin(&self) -> Result<(), RuntimeError>;
     /// SIGKILL to the process.
     async fn kill(&self) -> Result<(), RuntimeError>;
     /// Forgets the process in containerd (the shim then closes its ends of the streams) and
@@ -355,6 +358,24 @@ impl ExecControl for ContainerdExec {
             // The process may have exited between the client's resize and ours.
             Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
             Err(s) => Err(self.client.rpc_error("Tasks.ResizePty", s)),
+        }
+    }
+
+    async fn close_stdin(&self) -> Result<(), RuntimeError> {
+        let request = CloseIoRequest {
+            container_id: self.container_id.clone(),
+            exec_id: self.exec_id.clone(),
+            stdin: true,
+        };
+        match self
+            .client
+            .tasks()
+            .close_io(self.client.request(request))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(()),
+            Err(s) => Err(self.client.rpc_error("Tasks.CloseIO", s)),
         }
     }
 
