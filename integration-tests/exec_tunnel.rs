@@ -109,6 +109,17 @@ impl Rig {
         }
     }
 
+    /// The address of the app's first replica on the bridge (from `haloy status --json`).
+    fn replica_ip(&self) -> String {
+        let status = self.run(&["status", "--json"], None);
+        let list: serde_json::Value = serde_json::from_slice(&status.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", both(&status)));
+        list[0]["replicas"][0]["ip"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no replica ip in {list}"))
+            .to_string()
+    }
+
     /// Starts `haloy tunnel` in the background, its output in `<name>.out`.
     fn spawn_tunnel(&self, args: &[&str], name: &str) -> (Child, PathBuf) {
         let out_path = self.haloyd.dir().join(format!("{name}.out"));
@@ -276,7 +287,13 @@ async fn exec_runs_commands_in_a_replica() {
         both(&wc)
     );
 
-    let (shown, code) = run_on_terminal(&rig, &["exec", "-t", "--", "busybox", "stty", "size"], 101, 37, b"");
+    let (shown, code) = run_on_terminal(
+        &rig,
+        &["exec", "-t", "--", "busybox", "stty", "size"],
+        101,
+        37,
+        b"",
+    );
     assert_eq!(code, Some(0), "{shown}");
     assert!(
         shown.contains("37 101"),
@@ -413,6 +430,44 @@ async fn until_answered(
     );
 }
 
+const ECHO_BYTES: usize = 8 * 1024 * 1024;
+
+fn mib_per_sec(took: Duration) -> f64 {
+    ECHO_BYTES as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
+}
+
+/// Sends ECHO_BYTES to an echo server while reading them back; how long that took.
+async fn echo_round_trip(addr: (&str, u16)) -> Duration {
+    let conn = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {addr:?}: {e}"));
+    let (mut reader, mut writer) = conn.into_split();
+    let started = Instant::now();
+    let send = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..ECHO_BYTES / chunk.len() {
+            writer
+                .write_all(&chunk)
+                .await
+                .expect("send to the echo server");
+        }
+        writer
+    });
+    let mut received = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while received < ECHO_BYTES {
+        let n = tokio::time::timeout(Duration::from_secs(30), reader.read(&mut buf))
+            .await
+            .expect("echo data keeps coming")
+            .expect("read echo");
+        assert!(n > 0, "the echo closed after {received} bytes");
+        received += n;
+    }
+    let took = started.elapsed();
+    drop(send.await);
+    took
+}
+
 /// A raw upgrade request to the tunnel endpoint; returns the response head and body.
 async fn raw_tunnel_request(haloyd: &Haloyd, query: &str) -> String {
     let mut stream = TcpStream::connect(haloyd.api_addr())
@@ -471,6 +526,18 @@ async fn tunnel_forwards_tcp_and_http_to_a_replica() {
     )
     .await;
     assert_eq!(echoed, "ping through the tunnel\n");
+
+    let replica_ip = rig.replica_ip();
+    let through_tunnel = echo_round_trip(("127.0.0.1", echo_port)).await;
+    let direct = echo_round_trip((replica_ip.as_str(), 7000)).await;
+    // Printed, not asserted: the CLI's and haloyd's copies against the bridge alone.
+    eprintln!(
+        "tunnel echo of {} MiB: {:.1} MiB/s through haloy tunnel, {:.1} MiB/s direct to {replica_ip}:7000 (ratio {:.2})",
+        ECHO_BYTES / (1024 * 1024),
+        mib_per_sec(through_tunnel),
+        mib_per_sec(direct),
+        through_tunnel.as_secs_f64() / direct.as_secs_f64()
+    );
 
     let http_port = free_port();
     let (http_tunnel, http_out) = rig.spawn_tunnel(
