@@ -314,6 +314,14 @@ async fn exec_runs_commands_in_a_replica() {
         "the shell showed: {shown:?}"
     );
 
+    // A resize frame mid-session reaches the process's terminal (the CLI sends one per
+    // SIGWINCH; here the frames go straight over the API stream).
+    let sizes = resized_session(&rig.haloyd).await;
+    assert!(
+        sizes.contains("24 80") && sizes.contains("20 50"),
+        "stty size before and after the resize: {sizes:?}"
+    );
+
     let bad = rig.run(&["exec", "--replica", "7", "--", "true"], None);
     assert_eq!(bad.status.code(), Some(1), "{}", both(&bad));
     let message = String::from_utf8_lossy(&bad.stderr);
@@ -387,6 +395,75 @@ async fn exec_runs_commands_in_a_replica() {
         leftovers.is_empty(),
         "FIFO folders left behind: {leftovers:?}"
     );
+}
+
+/// An exec session spoken frame by frame: `sh` on a 80x24 TTY, `stty size`, a resize to
+/// 50x20, `stty size` again. Returns what the terminal showed.
+async fn resized_session(haloyd: &Haloyd) -> String {
+    use haloy::api::stream::{
+        write_frame, ExecParams, Frame, FrameCodec, EXEC_PARAMS_HEADER, EXEC_PROTOCOL,
+    };
+    use tokio_util::codec::Decoder;
+    let client = haloy::api::client::ApiClient::new(
+        &format!("http://{}", haloyd.api_addr()),
+        Some(haloy::config::SecretString::new(haloyd.token())),
+    )
+    .expect("API client");
+    let params = ExecParams {
+        command: vec!["sh".into()],
+        tty: true,
+        stdin: true,
+        cols: 80,
+        rows: 24,
+        ..ExecParams::default()
+    };
+    let mut stream = client
+        .open_stream(
+            "/v1/apps/shell/exec",
+            EXEC_PROTOCOL,
+            &[(EXEC_PARAMS_HEADER, params.to_header())],
+        )
+        .await
+        .expect("open an exec stream");
+    let mut shown = String::new();
+    let mut buf = bytes::BytesMut::new();
+    let mut step = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        while let Some(frame) = FrameCodec.decode(&mut buf).expect("valid frames") {
+            match frame {
+                Frame::Stdout(data) => shown.push_str(&String::from_utf8_lossy(&data)),
+                Frame::Exit(_) => return shown,
+                _ => {}
+            }
+        }
+        // Each step waits for the previous one's answer, so the order on the TTY is fixed.
+        let next: Option<Frame> = match step {
+            0 => Some(Frame::Stdin("busybox stty size\n".into())),
+            1 if shown.contains("24 80") => Some(Frame::Resize { cols: 50, rows: 20 }),
+            2 => Some(Frame::Stdin("busybox stty size; exit\n".into())),
+            _ => None,
+        };
+        if let Some(frame) = next {
+            write_frame(&mut stream, frame).await.expect("send a frame");
+            step += 1;
+            continue;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(remaining, stream.read_buf(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the resized session did not end within 15s; showed {shown:?}\n--- haloyd log (tail)\n{}",
+                    haloyd.log_tail(15)
+                )
+            })
+            .expect("read the exec stream");
+        assert!(
+            n > 0,
+            "the exec stream closed without an exit frame; showed {shown:?}"
+        );
+    }
 }
 
 /// Connects to the tunnel's local port until `probe` gets its answer (the tunnel CLI and the

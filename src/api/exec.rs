@@ -227,19 +227,29 @@ async fn pump(mut reader: ExecReader, frames: mpsc::Sender<Frame>, wrap: fn(Byte
 
 /// Feeds stdin frames to the process in their own task, so a process that does not read its
 /// stdin never stops resizes, the timeout or the exit from being handled.
-fn spawn_stdin(process: &mut ExecProcess) -> Option<mpsc::Sender<Bytes>> {
+fn spawn_stdin(process: &mut ExecProcess) -> Option<mpsc::Sender<Option<Bytes>>> {
     let mut writer = process.stdin.take()?;
     let control = process.control.clone();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    let (tx, mut rx) = mpsc::channel::<Option<Bytes>>(64);
     tokio::spawn(async move {
-        while let Some(data) = rx.recv().await {
-            if writer.write_all(&data).await.is_err() {
-                break;
+        // None is the client's end of input; a closed channel is the session's end.
+        let end_of_input = loop {
+            match rx.recv().await {
+                Some(Some(data)) => {
+                    if writer.write_all(&data).await.is_err() {
+                        return;
+                    }
+                }
+                Some(None) => break true,
+                None => break false,
             }
-        }
+        };
         // Everything is in the FIFO; once our end and the shim's are closed the process
         // reads what is left, then EOF.
         drop(writer);
+        if !end_of_input {
+            return;
+        }
         if let Err(e) = control.close_stdin().await {
             warn!(error = %e, "exec: cannot close the process's stdin");
         }
@@ -296,12 +306,16 @@ async fn run_session(
             frame = incoming.next(), if !end.client_left => match frame {
                 Some(Ok(Frame::Stdin(data))) => {
                     if let Some(tx) = &stdin {
-                        if tx.send(data).await.is_err() {
+                        if tx.send(Some(data)).await.is_err() {
                             stdin = None;
                         }
                     }
                 }
-                Some(Ok(Frame::StdinEof)) => stdin = None,
+                Some(Ok(Frame::StdinEof)) => {
+                    if let Some(tx) = stdin.take() {
+                        let _ = tx.send(None).await;
+                    }
+                }
                 Some(Ok(Frame::Resize { cols, rows })) => {
                     if let Err(e) = control.resize(cols, rows).await {
                         warn!(error = %e, "exec: resize failed");
