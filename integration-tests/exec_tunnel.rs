@@ -1,8 +1,8 @@
 //! `haloy exec` and `haloy tunnel` end to end (issue 15): the real CLI against a real haloyd on
 //! a private containerd with the busybox fixtures. exec: output and exit status (3 comes back
-//! as the CLI's exit code), stdin piped through, a TTY whose size `stty size` sees, an
-//! interactive shell (`-it`), `--timeout`, a bad replica index refused clearly, and the audit
-//! lines in haloyd's log. tunnel: a TCP echo server started in a replica and the app's own
+//! as the CLI's exit code), stdin piped through, a TTY whose size `stty size` sees (and a
+//! resize mid-session), an interactive shell (`-it`), `--timeout`, a bad replica index refused
+//! clearly, a vanished client's process killed, and the audit lines in haloyd's log. tunnel: a TCP echo server started in a replica and the app's own
 //! HTTP port reached through 127.0.0.1, and only the named app's replica can be reached.
 
 // Tests start real containerd, registries, Pebble and tools (see clippy.toml).
@@ -363,6 +363,25 @@ async fn exec_runs_commands_in_a_replica() {
         "replica=0\nreplica=1\n"
     );
 
+    // A client that goes away takes its process with it.
+    let gone = rig
+        .command(&["exec", "--", "sleep", "300"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start haloy exec");
+    wait_for_log(&rig.haloyd, |l| {
+        l.contains("exec started") && l.contains("command=sleep 300")
+    })
+    .await;
+    stop(gone);
+    let ended = wait_for_log(&rig.haloyd, |l| {
+        l.contains("exec finished") && l.contains("command=sleep 300")
+    })
+    .await;
+    assert!(ended.contains("client_left=true"), "{ended}");
+
     // Audited: who, app, replica, command, exit code; never the app's env values.
     let log = rig.haloyd.log();
     let finished: Vec<&str> = log
@@ -395,6 +414,22 @@ async fn exec_runs_commands_in_a_replica() {
         leftovers.is_empty(),
         "FIFO folders left behind: {leftovers:?}"
     );
+}
+
+/// The first line of haloyd's log that `matches`, waiting up to 30 s for it.
+async fn wait_for_log(haloyd: &Haloyd, matches: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(line) = haloyd.log().lines().find(|l| matches(l)) {
+            return line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no such line in haloyd's log within 30s:\n{}",
+            haloyd.log_tail(20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// An exec session spoken frame by frame: `sh` on a 80x24 TTY, `stty size`, a resize to
