@@ -163,6 +163,21 @@ pub fn restore_default_sigpipe() {
     }
 }
 
+/// Columns and rows of the terminal on `fd` (TIOCGWINSZ); None when it is no terminal.
+pub fn terminal_size(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u16, u16)> {
+    use std::os::fd::AsRawFd;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the pointer we pass, which lives on our
+    // stack for the call; a bad or non-terminal fd only makes the call fail.
+    let ok = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0 && size.ws_row > 0).then_some((size.ws_col, size.ws_row))
+}
+
 #[cfg(test)]
 #[path = "tests/sys.rs"]
 mod tests;

@@ -308,6 +308,61 @@ impl ApiClient {
             .map_err(|e| self.protocol(path, format!("invalid JSON: {e}")))
     }
 
+    /// `GET path` asking to switch the connection to `protocol` (`haloy exec`/`haloy
+    /// tunnel`); `headers` go along. Returns the raw stream after `101 Switching Protocols`.
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        protocol: &str,
+        headers: &[(&str, String)],
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, ClientError> {
+        let io = self.connect().await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.unreachable(format!("HTTP handshake failed: {e}")))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(format!("{}{path}", self.url.prefix))
+            .header(header::HOST, self.url.host_header())
+            .header(
+                header::USER_AGENT,
+                concat!("haloy/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, protocol);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| self.protocol(path, format!("cannot build request: {e}")))?;
+        let resp = tokio::time::timeout(REQUEST_TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(|_| {
+                self.unreachable(format!("no answer to {path} within {REQUEST_TIMEOUT:?}"))
+            })?
+            .map_err(|e| self.unreachable(describe_hyper(&e)))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            if resp.status().is_success() {
+                return Err(self.protocol(
+                    path,
+                    format!("expected 101 Switching Protocols, got {}", resp.status()),
+                ));
+            }
+            return Err(self.error_from(path, resp).await);
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .map_err(|e| self.protocol(path, format!("the connection was not upgraded: {e}")))?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     async fn error_from(&self, path: &str, resp: hyper::Response<Incoming>) -> ClientError {
         let status = resp.status();
         let body = match tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect()).await {

@@ -2,6 +2,8 @@
 //! uses.
 
 pub mod client;
+pub mod exec;
 pub mod images;
 pub mod server;
+pub mod stream;
 pub mod types;

@@ -171,7 +171,8 @@ impl ApiServer {
         let service = {
             let activity = activity.clone();
             let server = self.clone();
-            service_fn(move |req| {
+            service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(super::exec::Peer(peer));
                 let active = ActiveRequest::start(&activity);
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(hold_until_sent(server.handle(req).await, active)) }
@@ -182,7 +183,8 @@ impl ApiServer {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.header_read_timeout);
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        // Upgrades carry `haloy exec` and `haloy tunnel` streams (api::exec).
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let quiet_limit = self
             .limits
@@ -284,6 +286,14 @@ impl ApiServer {
                 ),
             },
             (&Method::GET, ["v1", "apps", app, "logs"]) => self.logs(app, &query).await,
+            (&Method::GET, ["v1", "apps", app, "exec"]) => {
+                let app = app.to_string();
+                super::exec::exec(&self.deployer, req, &app).await
+            }
+            (&Method::GET, ["v1", "apps", app, "tunnel"]) => {
+                let app = app.to_string();
+                super::exec::tunnel(&self.deployer, req, &app, &query).await
+            }
             (&Method::POST, ["v1", "apps", app, "stop"]) => {
                 let app = app.to_string();
                 match read_json::<StopRequest, B>(req).await {

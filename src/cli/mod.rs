@@ -1,11 +1,13 @@
-//! The `haloy` command line (clap): deploy, status, logs, stop, rollback, attach, targets,
-//! validate-config, server, version, completion.
+//! The `haloy` command line (clap): deploy, status, logs, stop, rollback, attach, exec, tunnel,
+//! targets, validate-config, server, version, completion.
 
 pub mod build;
+pub mod exec;
 pub mod images;
 pub mod local;
 pub mod remote;
 pub mod servers;
+pub mod tunnel;
 
 use crate::api::client::ClientError;
 use crate::config::ConfigError;
@@ -114,6 +116,46 @@ pub enum Command {
     },
     /// List previous deployments that can be rolled back to
     RollbackTargets,
+    /// Run a command in a replica: `haloy exec -- ls /app`, `haloy exec -it -- sh`. Exits
+    /// with the command's exit status (124 after --timeout). After `exec`, `-t` means --tty;
+    /// pick a target with --targets
+    Exec {
+        /// Replica index (0-based; see `haloy status`); the first running one by default
+        #[arg(long, value_name = "N", conflicts_with = "all_containers")]
+        replica: Option<u32>,
+        /// Run the command in every running replica in turn (exit status: the highest)
+        #[arg(long)]
+        all_containers: bool,
+        /// Pass stdin to the command
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Allocate a terminal (with -i: an interactive shell)
+        #[arg(long)]
+        tty: bool,
+        /// Kill the command after this long (e.g. 30s, 5m)
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// The command and its arguments
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            required = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Forward 127.0.0.1:LOCAL_PORT to a port of a replica (e.g. a `preset: database` app with
+    /// no domain); one API connection per TCP connection; runs until Ctrl-C
+    Tunnel {
+        /// Local port (default: the remote port; 0 picks a free one)
+        local_port: Option<u16>,
+        /// The port inside the replica
+        #[arg(long, value_name = "P")]
+        remote_port: u16,
+        /// Replica index (0-based); the first running one by default
+        #[arg(long, value_name = "N")]
+        replica: Option<u32>,
+    },
     /// Follow a deploy, rollback or stop job until it ends (its id is printed when it starts
     /// and shown by `haloy status` as the last operation); exits non-zero if the job failed
     Attach {
@@ -285,6 +327,29 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Rollback { deployment_id } => remote::rollback(common, deployment_id).await,
         Command::RollbackTargets => remote::rollback_targets(common).await,
         Command::Attach { job_id } => remote::attach(common, job_id).await,
+        Command::Exec {
+            replica,
+            all_containers,
+            interactive,
+            tty,
+            timeout,
+            command,
+        } => {
+            let options = exec::ExecOptions {
+                replica: *replica,
+                all_containers: *all_containers,
+                interactive: *interactive,
+                tty: *tty,
+                timeout: *timeout,
+                command: command.clone(),
+            };
+            exec::exec(common, options).await
+        }
+        Command::Tunnel {
+            local_port,
+            remote_port,
+            replica,
+        } => tunnel::tunnel(common, *local_port, *remote_port, *replica).await,
         Command::Targets => local::targets(common),
         Command::ValidateConfig {
             show_resolved_config,

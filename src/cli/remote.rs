@@ -481,6 +481,23 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
     outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
 }
 
+/// The one selected app and a client for its server (`haloy exec`, `haloy tunnel`).
+pub(super) fn connect_one(
+    common: &CommonArgs,
+    command: &str,
+) -> Result<(ResolvedApp, ApiClient), CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    if apps.len() != 1 {
+        return Err(CliError::Usage(format!(
+            "`haloy {command}` works on one target; pick it with --targets NAME"
+        )));
+    }
+    let remote = connect_all(apps)?
+        .pop()
+        .ok_or_else(|| CliError::Usage(format!("`haloy {command}` needs a target")))?;
+    Ok((remote.app, remote.client))
+}
+
 #[cfg(test)]
 #[path = "tests/remote.rs"]
 mod tests;

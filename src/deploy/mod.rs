@@ -3,6 +3,7 @@
 //! haloyd restart. This is the only module that moves replicas in and out of the proxy's
 //! rotation; it talks to containerd only through the `Runtime` trait.
 
+pub mod access;
 mod claims;
 mod hostpaths;
 mod jobs;

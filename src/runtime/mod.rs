@@ -6,6 +6,7 @@
 pub mod apparmor;
 pub mod client;
 pub mod events;
+pub mod exec;
 #[cfg(any(test, feature = "fake-runtime"))]
 pub mod fake;
 pub mod image;
@@ -356,6 +357,15 @@ pub trait Runtime: Send + Sync {
     ) -> Result<LogStream, RuntimeError>;
     /// Deletes the app's images that are not in `keep` (image names as in `ImageInfo::name`).
     async fn remove_unused_images(&self, app: &str, keep: &[String]) -> Result<(), RuntimeError>;
+    /// Starts a command in the running task of `container_id` (`haloy exec`).
+    async fn exec(
+        &self,
+        container_id: &str,
+        spec: &exec::ExecSpec,
+    ) -> Result<exec::ExecProcess, RuntimeError> {
+        let _ = (container_id, spec);
+        Err(RuntimeError::NotImplemented("exec in this runtime"))
+    }
 }
 
 /// Settings of the real runtime (from haloyd's server config).
@@ -478,5 +488,14 @@ impl Runtime for ContainerdRuntime {
 
     async fn remove_unused_images(&self, app: &str, keep: &[String]) -> Result<(), RuntimeError> {
         self.images.remove_unused(app, keep).await
+    }
+
+    async fn exec(
+        &self,
+        container_id: &str,
+        spec: &exec::ExecSpec,
+    ) -> Result<exec::ExecProcess, RuntimeError> {
+        let fifo_root = self.config.tasks.state_dir.join("exec");
+        exec::start(&self.client, &fifo_root, container_id, spec).await
     }
 }
