@@ -932,7 +932,8 @@ fn resolve_target(
         post_deploy: l.post_deploy.clone().unwrap_or_default(),
         global_pre_deploy: root.global_pre_deploy.clone(),
         global_post_deploy: root.global_post_deploy.clone(),
-        protected: l.protected.unwrap_or(preset == Some(Preset::Database)),
+        // Haloy's applyPreset sets `protected` for databases whatever the file says.
+        protected: preset == Some(Preset::Database) || l.protected.unwrap_or(false),
         preset,
         acme_email: l.acme_email.clone(),
         resources: l.resources.clone(),
@@ -1161,6 +1162,39 @@ fn resolve_image(
         build: raw.build.unwrap_or(build_default),
         build_config,
     })
+    .inspect(|img| check_push_strategy(dec, raw, img))
+}
+
+/// Haloy's build push rules (haloydev/haloy internal/config/image.go `Validate`,
+/// `GetEffectivePushStrategy`): a built image goes to the registry when `build_config.push`
+/// says so or, unset, when `registry` auth is given, otherwise it is uploaded to the server;
+/// pushing needs auth, uploading must not have any.
+fn check_push_strategy(dec: &mut Decoder, raw: &RawImage, img: &ResolvedImage) {
+    if !img.build {
+        return;
+    }
+    let push = img
+        .build_config
+        .as_ref()
+        .and_then(|b| b.push.as_deref())
+        .unwrap_or(if img.registry.is_some() {
+            "registry"
+        } else {
+            "server"
+        });
+    match (push, img.registry.is_some()) {
+        ("registry", false) => dec.problem(
+            raw.pos,
+            &raw.path,
+            "registry authentication required when building with the registry push strategy (`build_config.push: registry`); add `registry: {username: …, password: …}` or use `push: server`",
+        ),
+        ("server", true) => dec.problem(
+            raw.pos,
+            &raw.path,
+            "`registry` cannot be set when `build_config.push` is `server` (uploaded images don't use registry authentication); remove `registry` or use `push: registry`",
+        ),
+        _ => {}
+    }
 }
 
 fn resolve_history(dec: &mut Decoder, h: &RawHistory, tag: &str) -> Option<ImageHistory> {
