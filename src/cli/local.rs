@@ -67,6 +67,30 @@ pub fn select_apps(
     )))
 }
 
+/// Haloy's `--all` rule (internal/haloy/deploy.go): targets with `protected: true` (the
+/// `database` preset sets it) are left out and named, unless `--include-protected`; picking
+/// them with `-t` deploys them. `skip` is `--all` without `--include-protected`.
+pub fn skip_protected(apps: Vec<ResolvedApp>, skip: bool) -> Result<Vec<ResolvedApp>, CliError> {
+    if !skip {
+        return Ok(apps);
+    }
+    let (protected, rest): (Vec<ResolvedApp>, Vec<ResolvedApp>) =
+        apps.into_iter().partition(|a| a.protected);
+    if !protected.is_empty() {
+        let names: Vec<&str> = protected.iter().map(ResolvedApp::label).collect();
+        eprintln!("warning: skipping protected targets: {}", names.join(", "));
+        eprintln!(
+            "warning: use --include-protected to deploy these, or --targets to deploy explicitly"
+        );
+    }
+    if rest.is_empty() {
+        return Err(CliError::Usage(
+            "no targets to deploy (all targets are protected); add --include-protected or pick them with -t".into(),
+        ));
+    }
+    Ok(rest)
+}
+
 #[derive(Serialize)]
 struct ImageView<'a> {
     repository: &'a str,

@@ -1,6 +1,7 @@
 //! The `haloy` command line (clap): deploy, status, logs, stop, rollback, attach, targets,
 //! validate-config, server, version, completion.
 
+pub mod hooks;
 pub mod local;
 pub mod remote;
 pub mod servers;
@@ -67,8 +68,21 @@ pub struct CommonArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy the app (targets on different servers deploy in parallel)
+    ///
+    /// Hooks run on this machine, in the config file's folder, through $SHELL -c:
+    /// `global_pre_deploy` once before any target, each target's `pre_deploy` before its deploy
+    /// is sent (a failing one stops that target before anything reaches the server),
+    /// `post_deploy` after the target's deploy succeeded, and `global_post_deploy` once after
+    /// every target succeeded.
     #[command(after_long_help = SERVER_HELP)]
-    Deploy,
+    Deploy {
+        /// Don't stream haloyd's deployment steps; print only each target's outcome
+        #[arg(long)]
+        no_logs: bool,
+        /// With --all, also deploy targets marked `protected: true` (skipped otherwise)
+        #[arg(long)]
+        include_protected: bool,
+    },
     /// Show the app's deployment and replicas
     Status {
         /// Print a JSON array with one status object per target
@@ -171,6 +185,8 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot {action} {path}: {source}")]
@@ -206,7 +222,16 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let common = &cli.common;
     match &cli.command {
-        Command::Deploy => remote::deploy(common).await,
+        Command::Deploy {
+            no_logs,
+            include_protected,
+        } => {
+            let options = remote::DeployOptions {
+                no_logs: *no_logs,
+                include_protected: *include_protected,
+            };
+            remote::deploy(common, options).await
+        }
         Command::Status { json } => remote::status(common, *json).await,
         Command::Logs {
             all_containers,

@@ -3,13 +3,15 @@
 //! rollback and stop only start a job on haloyd and then follow its events: cutting the CLI
 //! short never cuts the job short, and `haloy attach ID` follows it again.
 
-use super::local::{print_table, select_apps};
+use super::hooks::{self, Hook};
+use super::local::{print_table, select_apps, skip_protected};
 use super::servers::{self, ClientConfig};
 use super::{CliError, CommonArgs};
 use crate::api::client::ApiClient;
 use crate::api::types::*;
 use crate::config::ResolvedApp;
 use futures_util::future::join_all;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// One selected app and the client for its server.
@@ -82,15 +84,51 @@ fn outcome(failed: usize, total: usize) -> Result<ExitCode, CliError> {
     }
 }
 
-pub async fn deploy(common: &CommonArgs) -> Result<ExitCode, CliError> {
-    let (_, apps) = select_apps(common, true)?;
-    let remotes = connect_all(apps)?;
-    let results = join_all(remotes.iter().map(deploy_one)).await;
-    print_summary(&remotes, &results);
-    outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
+/// `haloy deploy` flags beyond the common ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeployOptions {
+    /// Follow each job without printing its steps (only the outcome).
+    pub no_logs: bool,
+    /// With `--all`, keep `protected` targets.
+    pub include_protected: bool,
 }
 
-async fn deploy_one(r: &Remote) -> Result<String, String> {
+/// Haloy's order (internal/haloy/deploy.go): protected targets dropped from `--all`, then
+/// `global_pre_deploy`, then per target `pre_deploy` → deploy → `post_deploy`, and
+/// `global_post_deploy` once every target succeeded.
+pub async fn deploy(common: &CommonArgs, options: DeployOptions) -> Result<ExitCode, CliError> {
+    let (cfg, apps) = select_apps(common, true)?;
+    let apps = skip_protected(apps, common.all && !options.include_protected)?;
+    let remotes = connect_all(apps)?;
+    let dir = hooks::work_dir(&cfg.file);
+    // Global hooks are top-level keys: every resolved target carries the same lists.
+    let (global_pre, global_post) = remotes
+        .first()
+        .map(|r| {
+            (
+                r.app.global_pre_deploy.clone(),
+                r.app.global_post_deploy.clone(),
+            )
+        })
+        .unwrap_or_default();
+    hooks::run(Hook::GlobalPreDeploy, &global_pre, &dir).await?;
+    let results = join_all(remotes.iter().map(|r| deploy_one(r, options.no_logs, &dir))).await;
+    print_summary(&remotes, &results);
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed == 0 {
+        hooks::run(Hook::GlobalPostDeploy, &global_post, &dir).await?;
+    }
+    outcome(failed, results.len())
+}
+
+/// One target: its `pre_deploy` hooks (a failure sends nothing), the deploy job, then its
+/// `post_deploy` hooks once the job succeeded. Haloy runs `post_deploy` after the log stream
+/// ends whatever the outcome; here a failed deploy skips it (a post hook that e.g. announces a
+/// release must not run for one that did not happen).
+async fn deploy_one(r: &Remote, no_logs: bool, dir: &Path) -> Result<String, String> {
+    hooks::run(Hook::PreDeploy, &r.app.pre_deploy, dir)
+        .await
+        .map_err(|e| r.failed(e))?;
     let app = &r.app;
     println!(
         "[{}] deploying {} ({}, {} replica{}, {}) to {}",
@@ -107,11 +145,16 @@ async fn deploy_one(r: &Remote) -> Result<String, String> {
     );
     let accepted = r.client.deploy(app).await.map_err(|e| r.failed(e))?;
     println!("[{}] deployment {}", r.label(), accepted.deployment_id);
-    follow_job(r, &accepted.deployment_id, "deployment").await
+    let done = follow_job(r, &accepted.deployment_id, "deployment", no_logs).await?;
+    hooks::run(Hook::PostDeploy, &r.app.post_deploy, dir)
+        .await
+        .map_err(|e| r.failed(e))?;
+    Ok(done)
 }
 
 /// Prints the progress events of a job until it finishes; `noun` names it ("deployment").
-async fn follow_job(r: &Remote, id: &str, noun: &str) -> Result<String, String> {
+/// `quiet` prints only the outcome (`deploy --no-logs`).
+async fn follow_job(r: &Remote, id: &str, noun: &str, quiet: bool) -> Result<String, String> {
     // Deployments keep their older path, which haloyd releases without jobs also serve.
     let stream = if noun == "deployment" {
         r.client.deploy_events(id).await
@@ -122,7 +165,9 @@ async fn follow_job(r: &Remote, id: &str, noun: &str) -> Result<String, String> 
     loop {
         match stream.next::<DeployEvent>().await {
             Ok(Some(ev)) => {
-                print_event(r.label(), noun, &ev);
+                if !quiet || ev.kind == EventKind::Finished {
+                    print_event(r.label(), noun, &ev);
+                }
                 if ev.kind == EventKind::Finished {
                     return if ev.ok == Some(true) {
                         Ok(format!("{noun} {id}"))
@@ -391,7 +436,7 @@ pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, Cli
             r.app.name,
             r.client.url()
         );
-        follow_job(r, &accepted.job_id, noun).await
+        follow_job(r, &accepted.job_id, noun, false).await
     }))
     .await;
     print_summary(&remotes, &results);
@@ -403,7 +448,7 @@ pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, Cli
 pub async fn attach(common: &CommonArgs, job_id: &str) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;
-    let results = join_all(remotes.iter().map(|r| follow_job(r, job_id, "job"))).await;
+    let results = join_all(remotes.iter().map(|r| follow_job(r, job_id, "job", false))).await;
     print_summary(&remotes, &results);
     outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
 }
@@ -464,7 +509,7 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
             .await
             .map_err(|e| r.failed(e))?;
         println!("[{}] deployment {}", r.label(), accepted.deployment_id);
-        follow_job(r, &accepted.deployment_id, "deployment").await
+        follow_job(r, &accepted.deployment_id, "deployment", false).await
     }))
     .await;
     print_summary(&remotes, &results);

@@ -214,11 +214,12 @@ pub struct ResolvedApp {
     pub env: Vec<EnvVar>,
     pub volumes: Vec<VolumeSpec>,
     pub network: Option<String>,
-    /// Hooks are kept for compatibility but not run yet.
+    /// Shell commands the CLI runs on the deploying machine (`cli::hooks`); haloyd ignores them.
     pub pre_deploy: Vec<String>,
     pub post_deploy: Vec<String>,
     pub global_pre_deploy: Vec<String>,
     pub global_post_deploy: Vec<String>,
+    /// Left out of `deploy --all` unless `--include-protected`.
     pub protected: bool,
     pub preset: Option<Preset>,
     pub acme_email: Option<String>,
