@@ -31,7 +31,7 @@ use crate::api::types::{
     AppStatus, DeployEvent, DeploymentSummary, LogLine as WireLogLine, LogStream, ReplicaState,
     ReplicaStatus,
 };
-use crate::config::{DeploymentStrategy, ResolvedApp};
+use crate::config::{DeploymentStrategy, HistoryStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
 use crate::runtime::{LogStreamKind, Runtime, RuntimeError};
@@ -398,7 +398,8 @@ impl Deployer {
         self.progress.subscribe(deployment_id)
     }
 
-    /// Earlier successful deployments whose image is still on this server, newest first.
+    /// Earlier successful deployments whose image is still on this server (or in the registry,
+    /// for history strategy `registry`), newest first.
     pub async fn rollback_targets(&self, app: &str) -> Result<Vec<DeploymentSummary>, DeployError> {
         let history = self.state.history(app)?;
         if history.is_empty() {
@@ -411,7 +412,11 @@ impl Deployer {
             .rev()
             .filter(|r| matches!(r.status, DeployStatus::Succeeded | DeployStatus::Superseded))
         {
-            if !self.image_present(app, &record.image).await {
+            // Haloy (internal/deploy/rollback.go isImageAvailable): under history strategy
+            // `registry` only the current image stays here and the registry keeps the rest,
+            // so a rollback pulls the old tag again.
+            let in_registry = record.config.image.history.strategy == HistoryStrategy::Registry;
+            if !in_registry && !self.image_present(app, &record.image).await {
                 continue;
             }
             targets.push(DeploymentSummary {
@@ -450,7 +455,8 @@ impl Deployer {
             });
         }
         let mut config = record.config.clone();
-        // The image was kept on the server for exactly this; never wait on a registry.
+        // The image was kept on the server for exactly this; never wait on a registry (under
+        // history strategy `registry` it is gone, and `if_missing` pulls it again).
         config.image.pull_policy = crate::config::PullPolicy::IfMissing;
         self.deploy(config, Some(id.to_string())).await
     }
