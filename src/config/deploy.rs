@@ -44,6 +44,7 @@ pub const ROOT_ONLY_KEYS: &[&str] = &[
     "targets",
     "global_pre_deploy",
     "global_post_deploy",
+    "secret_providers",
 ];
 const IMAGE_KEYS: &[&str] = &[
     "repository",
@@ -162,6 +163,9 @@ struct Root {
     targets: Vec<(String, Pos, Layer)>,
     global_pre_deploy: Vec<String>,
     global_post_deploy: Vec<String>,
+    secret_providers: Option<super::secrets::SecretProviders>,
+    /// Set by `resolve_document` from `secret_providers`.
+    secrets: Option<std::sync::Arc<super::secrets::SecretResolver>>,
 }
 
 fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
@@ -171,6 +175,8 @@ fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
         targets: Vec::new(),
         global_pre_deploy: Vec::new(),
         global_post_deploy: Vec::new(),
+        secret_providers: None,
+        secrets: None,
     };
     let known: Vec<&str> = TARGET_KEYS.iter().chain(ROOT_ONLY_KEYS).copied().collect();
     if node.value == super::tree::Value::Null {
@@ -200,6 +206,9 @@ fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
             }
             "global_pre_deploy" => root.global_pre_deploy = dec.string_list(v, &key),
             "global_post_deploy" => root.global_post_deploy = dec.string_list(v, &key),
+            "secret_providers" => {
+                root.secret_providers = Some(super::secrets::decode(dec, v, &key));
+            }
             _ => decode_layer_key(dec, &mut root.layer, &key, v, &key),
         }
     }
@@ -221,6 +230,10 @@ fn decode_layer(dec: &mut Decoder, node: &Node, path: &str) -> Layer {
         (
             "global_post_deploy",
             "`global_post_deploy` is only allowed at the top level",
+        ),
+        (
+            "secret_providers",
+            "`secret_providers` is only allowed at the top level",
         ),
     ];
     for (key, entry) in dec.map_hinted(node, path, TARGET_KEYS, &misplaced) {
@@ -808,7 +821,14 @@ pub fn resolve_document(
     dir: &Path,
     process_env: &HashMap<String, String>,
 ) -> Vec<ResolvedApp> {
-    let root = decode_root(dec, node);
+    let mut root = decode_root(dec, node);
+    root.secrets = root.secret_providers.clone().map(|providers| {
+        std::sync::Arc::new(super::secrets::SecretResolver::new(
+            providers,
+            dir,
+            super::secrets::Programs::default(),
+        ))
+    });
     let root_image = layer_image(dec, &root.layer, &root.images);
     let mut inputs = Vec::new();
     if root.targets.is_empty() {
@@ -881,7 +901,8 @@ fn resolve_target(
             return None;
         }
     }
-    let sources = EnvSources::load(dir, input.key, process_env, dec);
+    let sources =
+        EnvSources::load(dir, input.key, process_env, dec).with_secrets(root.secrets.clone());
     let preset = l.preset;
     let preset_defaults = preset.is_some();
     let deployment_strategy =
@@ -940,6 +961,11 @@ fn resolve_target(
         security: l.security.unwrap_or_default(),
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         init: l.init.unwrap_or(false),
+        secret_values: sources
+            .revealed_secrets()
+            .into_iter()
+            .map(SecretString::new)
+            .collect(),
     })
 }
 
@@ -992,16 +1018,13 @@ fn resolve_source(dec: &mut Decoder, s: &Sp<Source>, sources: &EnvSources) -> Op
                 None
             }
         },
-        Source::Secret(r) => {
-            dec.problem(
-                s.pos,
-                &s.path,
-                format!(
-                    "`from.secret: {r}` needs a secret provider, and haloy has none configured; use `from: {{env: VAR}}` (a .env file works too)"
-                ),
-            );
-            None
-        }
+        Source::Secret(r) => match sources.secret(r) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                dec.problem(s.pos, &s.path, e.to_string());
+                None
+            }
+        },
     }
 }
 

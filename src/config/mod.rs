@@ -6,6 +6,7 @@ pub mod decode;
 pub mod deploy;
 pub mod env;
 pub mod resolved;
+pub mod secrets;
 pub mod server;
 pub mod tree;
 pub mod values;

@@ -233,6 +233,10 @@ pub struct ResolvedApp {
     /// format 1 of the history: absent in older records and deploy requests.
     #[serde(default)]
     pub init: bool,
+    /// Values resolved from `secret_providers` (CLI side only, never serialized): printed
+    /// configs show `<hidden>` in their place.
+    #[serde(skip)]
+    pub secret_values: Vec<SecretString>,
 }
 
 impl ResolvedApp {
