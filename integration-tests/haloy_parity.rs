@@ -282,3 +282,158 @@ async fn registry_history_rolls_back_by_pulling_the_old_tag() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("version: v1"), "{body}");
 }
+
+/// Writes an executable stand-in for a provider CLI that checks its arguments (exactly what
+/// Haloy passes) and prints `stdout`.
+fn stand_in(dir: &Path, name: &str, args: &str, stdout: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let script = format!(
+        "#!/bin/sh\nif [ \"$*\" != '{args}' ]; then echo \"{name}: unexpected args: $*\" >&2; exit 2; fi\ncat <<'EOT'\n{stdout}\nEOT\n"
+    );
+    std::fs::write(&path, script).expect("write stand-in");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A loopback HTTP endpoint that records every request (head and body) and answers 503.
+fn recording_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().expect("address").to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut data = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                data.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&data).to_string();
+                let Some(end) = text.find("\r\n\r\n") else {
+                    continue;
+                };
+                let length = text[..end]
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                if data.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            record
+                .lock()
+                .expect("record lock")
+                .push(String::from_utf8_lossy(&data).to_string());
+            let _ = stream.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn secret_providers_resolve_on_the_deploying_machine_and_never_print() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let app = dir.path().join("app");
+    std::fs::create_dir_all(&app).expect("app dir");
+    // Neither CLI is packaged for Debian: stand-ins on PATH, called exactly as Haloy calls them.
+    stand_in(
+        &bin,
+        "op",
+        "item get deploy-keys --vault Production --format json",
+        r#"{"fields":[{"label":"db-password","value":"op-pw-4711"},{"label":"token","value":"tok-from-op"}]}"#,
+    );
+    stand_in(
+        &bin,
+        "sops",
+        &format!(
+            "decrypt --output-type yaml {}",
+            app.join("secrets.enc.yaml").display()
+        ),
+        "stripe:\n  key: sk_sops_0815\n",
+    );
+    let (addr, seen) = recording_server();
+    let config = app.join("haloy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: secretive\nserver: {addr}\nimage: registry.example.com/secretive:1\n\
+             api_token: {{from: {{secret: 'onepassword:keys:token'}}}}\n\
+             secret_providers:\n  onepassword:\n    keys: {{vault: Production, item: deploy-keys}}\n  \
+             sops:\n    app: {{file: secrets.enc.yaml}}\n\
+             env:\n  - {{name: DB_PASSWORD, from: {{secret: 'onepassword:keys:db-password'}}}}\n  \
+             - {{name: STRIPE_KEY, from: {{secret: 'sops:app:stripe.key'}}}}\n  \
+             - {{name: DSN, value: 'postgres://app:${{DB_PASSWORD}}@db/app'}}\n"
+        ),
+    )
+    .expect("write haloy.yaml");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let haloy = |args: &[&str]| {
+        let out = std::process::Command::new(harness::haloyd::haloy_binary())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .env("PATH", &path)
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("HOME", dir.path())
+            .env_remove("HALOY_API_TOKEN")
+            .output()
+            .expect("run haloy");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let secrets = ["op-pw-4711", "tok-from-op", "sk_sops_0815"];
+    for args in [
+        &["validate-config", "--show-resolved-config"][..],
+        &["validate-config", "--json"][..],
+        &["validate-config"][..],
+    ] {
+        let (ok, text) = haloy(args);
+        assert!(ok, "haloy {args:?}:\n{text}");
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "haloy {args:?} printed a secret:\n{text}"
+            );
+        }
+        if args.len() > 1 {
+            assert!(text.contains("<hidden>"), "{text}");
+            assert!(text.contains("postgres://app:<hidden>@db/app"), "{text}");
+        }
+    }
+    // The deploy request carries the resolved values (haloyd needs them) and the token.
+    let (ok, text) = haloy(&["deploy"]);
+    assert!(!ok, "the recording server answers 503:\n{text}");
+    for secret in secrets {
+        assert!(!text.contains(secret), "deploy printed a secret:\n{text}");
+    }
+    let requests = seen.lock().expect("requests").join("\n----\n");
+    assert!(requests.contains("POST /v1/deploy"), "{requests}");
+    assert!(requests.contains("Bearer tok-from-op"), "{requests}");
+    for value in [
+        "op-pw-4711",
+        "sk_sops_0815",
+        "postgres://app:op-pw-4711@db/app",
+    ] {
+        assert!(requests.contains(value), "`{value}` not sent:\n{requests}");
+    }
+}
