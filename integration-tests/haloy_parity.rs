@@ -437,3 +437,43 @@ fn secret_providers_resolve_on_the_deploying_machine_and_never_print() {
         assert!(requests.contains(value), "`{value}` not sent:\n{requests}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_raw_prints_bare_lines_and_stop_server_overrides_the_config() {
+    let rig = Rig::start().await;
+    let config = rig.config(
+        "rawlogs",
+        "v1",
+        "name: rawlogs\nreplicas: 2\ndomains: [{domain: rawlogs.test}]\n",
+    );
+    rig.ok(&config, &["deploy"]);
+    let prefixed = rig.ok(&config, &["logs", "--no-follow", "--all-containers"]);
+    assert!(
+        prefixed.stdout().contains("[replica "),
+        "{}",
+        prefixed.both()
+    );
+    let raw = rig.ok(
+        &config,
+        &["logs", "--no-follow", "--all-containers", "--raw"],
+    );
+    let out = raw.stdout();
+    assert!(out.contains("web v1 listening on"), "{}", raw.both());
+    assert!(
+        out.lines().all(|l| !l.starts_with('[')),
+        "--raw printed prefixes:\n{out}"
+    );
+
+    // The same app with a `server:` nothing listens on: --server takes its place.
+    let elsewhere = config.with_file_name("elsewhere.yaml");
+    let text = std::fs::read_to_string(&config).expect("read haloy.yaml");
+    let body = text.split_once('\n').map_or("", |(_, rest)| rest);
+    std::fs::write(&elsewhere, format!("server: 127.0.0.1:1\n{body}")).expect("write");
+    let failed = rig.haloy(&elsewhere, &["stop"]);
+    assert!(!failed.output.status.success(), "{}", failed.both());
+    rig.ok(&elsewhere, &["stop", "--server", &rig.haloyd.api_addr()]);
+    let status = rig.status(&config, &[]);
+    let op = status.last_operation.expect("last operation");
+    assert_eq!((op.kind.as_str(), op.state.as_str()), ("stop", "succeeded"));
+    assert_eq!(rig.get("rawlogs.test", "/").await.0, 503);
+}

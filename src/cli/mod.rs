@@ -103,6 +103,9 @@ pub enum Command {
         /// Print the history and exit instead of following new lines
         #[arg(long)]
         no_follow: bool,
+        /// Only the log lines: no `[target]`/`[replica N]` prefixes (for piping)
+        #[arg(long)]
+        raw: bool,
     },
     /// Stop all replicas (the app then answers 503). Runs as a job on the server: stopping
     /// this command does not stop the job (`haloy attach JOB_ID` follows it again)
@@ -113,6 +116,9 @@ pub enum Command {
         /// Also delete named volumes (needs --remove-containers)
         #[arg(long, requires = "remove_containers")]
         remove_volumes: bool,
+        /// haloyd server to talk to instead of the config's `server:` (URL or host[:port])
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
     },
     /// Redeploy a previous deployment's config and image
     Rollback {
@@ -238,6 +244,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             container,
             tail,
             no_follow,
+            raw,
         } => {
             let query = crate::api::types::LogsQuery {
                 tail: *tail,
@@ -245,17 +252,18 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 all: *all_containers,
                 container: container.clone(),
             };
-            remote::logs(common, query).await
+            remote::logs(common, query, *raw).await
         }
         Command::Stop {
             remove_containers,
             remove_volumes,
+            server,
         } => {
             let req = crate::api::types::StopRequest {
                 remove_containers: *remove_containers,
                 remove_volumes: *remove_volumes,
             };
-            remote::stop(common, req).await
+            remote::stop(common, req, server.as_deref()).await
         }
         Command::Rollback { deployment_id } => remote::rollback(common, deployment_id).await,
         Command::RollbackTargets => remote::rollback_targets(common).await,

@@ -370,16 +370,17 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-pub async fn logs(common: &CommonArgs, query: LogsQuery) -> Result<ExitCode, CliError> {
+/// `raw` (Haloy's `logs --raw`) prints the lines alone, without target or replica prefixes.
+pub async fn logs(common: &CommonArgs, query: LogsQuery, raw: bool) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;
-    let many = remotes.len() > 1;
-    let results = join_all(remotes.iter().map(|r| logs_one(r, &query, many))).await;
+    let many = remotes.len() > 1 && !raw;
+    let results = join_all(remotes.iter().map(|r| logs_one(r, &query, many, raw))).await;
     let failed = results.iter().filter(|ok| !**ok).count();
     outcome(failed, remotes.len())
 }
 
-async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
+async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool, raw: bool) -> bool {
     let mut stream = match r.client.logs(&r.app.name, query).await {
         Ok(s) => s,
         Err(e) => {
@@ -395,7 +396,7 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
     loop {
         match stream.next::<LogLine>().await {
             Ok(Some(line)) => {
-                let replica = if query.all {
+                let replica = if query.all && !raw {
                     format!("[replica {}] ", line.replica)
                 } else {
                     String::new()
@@ -414,8 +415,18 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
     }
 }
 
-pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, CliError> {
-    let (_, apps) = select_apps(common, true)?;
+/// `server` (Haloy's `stop --server`) replaces the config's `server:` of every selected target.
+pub async fn stop(
+    common: &CommonArgs,
+    req: StopRequest,
+    server: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let (_, mut apps) = select_apps(common, true)?;
+    if let Some(server) = server {
+        for app in &mut apps {
+            app.server = Some(server.to_string());
+        }
+    }
     let remotes = connect_all(apps)?;
     let noun = if req.remove_containers {
         "remove"

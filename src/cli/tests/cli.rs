@@ -65,3 +65,16 @@ fn deploy_all_skips_protected_targets_unless_included() {
     let err = local::skip_protected(only_db, true).unwrap_err();
     assert!(err.to_string().contains("--include-protected"), "{err}");
 }
+
+#[test]
+fn logs_raw_and_stop_server_parse() {
+    let cli = Cli::try_parse_from(["haloy", "logs", "--raw", "--no-follow"]).unwrap();
+    assert!(matches!(cli.command, Command::Logs { raw: true, .. }));
+    let cli = Cli::try_parse_from(["haloy", "stop", "-s", "https://h.example.com"]).unwrap();
+    match cli.command {
+        Command::Stop { server, .. } => {
+            assert_eq!(server.as_deref(), Some("https://h.example.com"))
+        }
+        _ => panic!(),
+    }
+}
