@@ -477,3 +477,51 @@ async fn logs_raw_prints_bare_lines_and_stop_server_overrides_the_config() {
     assert_eq!((op.kind.as_str(), op.state.as_str()), ("stop", "succeeded"));
     assert_eq!(rig.get("rawlogs.test", "/").await.0, 503);
 }
+
+#[test]
+fn haloyd_config_get_and_set_as_haloy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("haloyd.yaml");
+    let haloyd = |args: &[&str]| {
+        let out = std::process::Command::new(harness::haloyd::haloyd_binary())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .output()
+            .expect("run haloyd");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), stdout, stderr)
+    };
+    let state = dir.path().join("state");
+    let (ok, _, err) = haloyd(&["init", "--state-dir", &state.to_string_lossy()]);
+    assert!(ok, "{err}");
+    let before = std::fs::read_to_string(&config).expect("read haloyd.yaml");
+
+    let token = std::fs::read_to_string(dir.path().join("api-token")).expect("token file");
+    let (ok, out, err) = haloyd(&["config", "get", "api-token", "--raw"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, token.trim());
+
+    let (ok, out, _) = haloyd(&["config", "get", "api-domain"]);
+    assert!(ok && out.contains("api-domain is not set"), "{out}");
+    let (ok, out, err) = haloyd(&["config", "set", "api-domain", "API.Example.com"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("restart haloyd"), "{out}");
+    let (_, out, _) = haloyd(&["config", "get", "api-domain", "--raw"]);
+    assert_eq!(out, "api.example.com");
+    // The file keeps its comments: only the domain line is new.
+    let after = std::fs::read_to_string(&config).expect("read haloyd.yaml");
+    let added: Vec<&str> = after.lines().filter(|l| !before.contains(*l)).collect();
+    assert_eq!(added, ["  domain: api.example.com"], "{after}");
+
+    let (ok, _, err) = haloyd(&["config", "set", "api-domain", "not a domain"]);
+    assert!(!ok && err.contains("is not a valid api-domain"), "{err}");
+    let (ok, _, err) = haloyd(&["config", "set", "listen", "x"]);
+    assert!(!ok && err.contains("known keys: api-domain"), "{err}");
+    let (ok, out, _) = haloyd(&["config", "get", "--help"]);
+    assert!(
+        ok && out.contains("api-token") && out.contains("api-domain"),
+        "{out}"
+    );
+}

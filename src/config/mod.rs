@@ -8,6 +8,7 @@ pub mod env;
 pub mod resolved;
 pub mod secrets;
 pub mod server;
+pub mod server_edit;
 pub mod tree;
 pub mod values;
 pub mod yaml_hint;
