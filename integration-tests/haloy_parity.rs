@@ -525,3 +525,37 @@ fn haloyd_config_get_and_set_as_haloy() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_images_shows_a_plan_and_removes_with_yes() {
+    let rig = Rig::start().await;
+    let extra = "name: prunable\ndomains: [{domain: prunable.test}]\n";
+    let v1 = rig.config("prune-v1", "v1", extra);
+    let v2 = rig.config("prune-v2", "v2", extra);
+    rig.ok(&v1, &["deploy"]);
+    let v1_id = rig.status(&v1, &[]).deployment_id;
+    rig.ok(&v2, &["deploy"]);
+    let has_v1 = |names: &[String]| names.iter().any(|n| n.ends_with("/web:v1"));
+
+    let plan = rig.ok(&v2, &["prune-images", "--keep", "1"]).stdout();
+    assert!(plan.contains("dry run"), "{plan}");
+    let remove_line = plan
+        .lines()
+        .find(|l| l.starts_with("remove"))
+        .unwrap_or_else(|| panic!("no `remove` line:\n{plan}"));
+    assert!(
+        remove_line.contains("web:v1") && remove_line.contains(&v1_id),
+        "{plan}"
+    );
+    assert!(has_v1(&rig.image_names().await), "a dry run removed v1");
+
+    let applied = rig
+        .ok(&v2, &["prune-images", "--keep", "1", "--yes"])
+        .stdout();
+    assert!(applied.contains("removed"), "{applied}");
+    assert!(!has_v1(&rig.image_names().await), "v1 still there");
+    let targets = rig.ok(&v2, &["rollback-targets"]).stdout();
+    assert!(!targets.contains(&v1_id), "{targets}");
+    let (code, body) = rig.get("prunable.test", "/").await;
+    assert_eq!(code, 200, "{body}");
+}

@@ -399,6 +399,16 @@ impl ApiClient {
         self.json(Method::GET, &path, None::<&()>, true).await
     }
 
+    /// `POST /v1/apps/{name}/prune-images`.
+    pub async fn prune_images(
+        &self,
+        name: &str,
+        request: &PruneImagesRequest,
+    ) -> Result<PruneImagesResponse, ClientError> {
+        let path = format!("/v1/apps/{}/prune-images", percent_encode(name));
+        self.json(Method::POST, &path, Some(request), true).await
+    }
+
     /// `POST /v1/apps/{name}/rollback`.
     pub async fn rollback(
         &self,

@@ -27,7 +27,7 @@ use super::types::{
     ApiError, DeployAccepted, DeployRequest, HealthResponse, JobAccepted, RollbackRequest,
     StopRequest, VersionResponse,
 };
-use super::types::{AppStatus, CertificateInfo};
+use super::types::{AppStatus, CertificateInfo, PruneImagesRequest};
 use crate::deploy::{DeployError, Deployer, LogsQuery};
 use crate::proxy::server::{ActiveRequest, ConnActivity};
 use crate::timefmt::rfc3339;
@@ -269,6 +269,20 @@ impl ApiServer {
                 let app = app.to_string();
                 match read_json::<StopRequest, B>(req).await {
                     Ok(body) => self.stop(&app, body).await,
+                    Err(resp) => resp,
+                }
+            }
+            (&Method::POST, ["v1", "apps", app, "prune-images"]) => {
+                let app = app.to_string();
+                match read_json::<PruneImagesRequest, B>(req).await {
+                    Ok(body) => match self
+                        .deployer
+                        .prune_images(&app, body.keep, body.apply)
+                        .await
+                    {
+                        Ok(plan) => json(StatusCode::OK, &plan),
+                        Err(e) => deploy_error(e),
+                    },
                     Err(resp) => resp,
                 }
             }

@@ -314,3 +314,30 @@ pub struct RollbackRequest {
 #[cfg(test)]
 #[path = "tests/types.rs"]
 mod tests;
+
+/// `POST /v1/apps/{name}/prune-images` (Haloy's `haloy prune-images`): a dry run unless
+/// `apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneImagesRequest {
+    /// Images of the newest successful deployments kept (the running one always is).
+    pub keep: u32,
+    pub apply: bool,
+}
+
+/// One image of the app's history in a prune plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunedImage {
+    /// `repository:tag`.
+    pub image: String,
+    /// Deployments that used it, newest first.
+    pub deployment_ids: Vec<String>,
+    /// `keep` or `remove` (done when the request applied the plan).
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneImagesResponse {
+    pub keep: u32,
+    pub applied: bool,
+    pub images: Vec<PrunedImage>,
+}

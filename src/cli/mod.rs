@@ -127,6 +127,19 @@ pub enum Command {
     },
     /// List previous deployments that can be rolled back to
     RollbackTargets,
+    /// Remove old images of the app from its server (a dry run unless --yes)
+    ///
+    /// The images of the newest N successful deployments stay (the running one always does);
+    /// older ones go, and with them the rollback targets that needed them.
+    PruneImages {
+        /// Deployment images to keep (default: the target's `image.history.count`, 1 for
+        /// history strategies `registry` and `none`)
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+        /// Remove them instead of only showing the plan
+        #[arg(long)]
+        yes: bool,
+    },
     /// Follow a deploy, rollback or stop job until it ends (its id is printed when it starts
     /// and shown by `haloy status` as the last operation); exits non-zero if the job failed
     Attach {
@@ -267,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Rollback { deployment_id } => remote::rollback(common, deployment_id).await,
         Command::RollbackTargets => remote::rollback_targets(common).await,
+        Command::PruneImages { keep, yes } => remote::prune_images(common, *keep, *yes).await,
         Command::Attach { job_id } => remote::attach(common, job_id).await,
         Command::Targets => local::targets(common),
         Command::ValidateConfig {

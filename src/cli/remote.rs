@@ -505,6 +505,65 @@ pub async fn rollback_targets(common: &CommonArgs) -> Result<ExitCode, CliError>
     outcome(failed, remotes.len())
 }
 
+/// Haloy's `prune-images`: per target, the plan (or what was removed with `yes`).
+pub async fn prune_images(
+    common: &CommonArgs,
+    keep: Option<u32>,
+    yes: bool,
+) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(|r| {
+        let request = PruneImagesRequest {
+            keep: keep.unwrap_or(r.app.image_history_count() as u32),
+            apply: yes,
+        };
+        async move { r.client.prune_images(&r.app.name, &request).await }
+    }))
+    .await;
+    let mut failed = 0;
+    for (r, res) in remotes.iter().zip(results) {
+        match res {
+            Ok(plan) => print_prune_plan(r, &plan),
+            Err(e) => {
+                failed += 1;
+                r.eprint(&format!("error: {e}"));
+            }
+        }
+    }
+    if !yes && failed == 0 {
+        println!("dry run: nothing was removed; run again with --yes to remove the images marked `remove`");
+    }
+    outcome(failed, remotes.len())
+}
+
+fn print_prune_plan(r: &Remote, plan: &PruneImagesResponse) {
+    println!(
+        "[{}] {} on {}: keeping the newest {} deployment image{}",
+        r.label(),
+        r.app.name,
+        r.client.url(),
+        plan.keep,
+        if plan.keep == 1 { "" } else { "s" }
+    );
+    let rows: Vec<[String; 3]> = plan
+        .images
+        .iter()
+        .map(|i| {
+            let action = match (i.action.as_str(), plan.applied) {
+                ("remove", true) => "removed",
+                (action, _) => action,
+            };
+            [
+                action.to_string(),
+                i.image.clone(),
+                i.deployment_ids.join(","),
+            ]
+        })
+        .collect();
+    print_table(&["ACTION", "IMAGE", "DEPLOYMENTS"], &rows);
+}
+
 pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;

@@ -431,6 +431,75 @@ impl Deployer {
         Ok(targets)
     }
 
+    /// Haloy's `prune-images`: the images of the app's successful deployments on this server,
+    /// the newest `keep` (at least the running one) kept and the rest removed when `apply`.
+    /// Refused while a job holds the app (it may be pulling or starting an image).
+    pub async fn prune_images(
+        &self,
+        app: &str,
+        keep: u32,
+        apply: bool,
+    ) -> Result<crate::api::types::PruneImagesResponse, DeployError> {
+        use crate::api::types::{PruneImagesResponse, PrunedImage};
+        let entry = self
+            .existing_entry(app)
+            .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
+        let guard = entry.claim_for_deploy(&format!("prune-images-{}", ulid::Ulid::new()))?;
+        let history = self.state.history(app);
+        let history = match history {
+            Ok(history) => history,
+            Err(e) => {
+                entry.release_deploy(guard);
+                return Err(e.into());
+            }
+        };
+        let mut images: Vec<PrunedImage> = Vec::new();
+        for record in history
+            .iter()
+            .rev()
+            .filter(|r| matches!(r.status, DeployStatus::Succeeded | DeployStatus::Superseded))
+        {
+            match images.iter_mut().find(|i| i.image == record.image) {
+                Some(seen) => seen.deployment_ids.push(record.id.clone()),
+                None => images.push(PrunedImage {
+                    image: record.image.clone(),
+                    deployment_ids: vec![record.id.clone()],
+                    action: String::new(),
+                }),
+            }
+        }
+        let keep_count = (keep as usize).max(1);
+        let mut present = Vec::new();
+        for (i, image) in images.into_iter().enumerate() {
+            if !self.image_present(app, &image.image).await {
+                continue;
+            }
+            let action = if i < keep_count { "keep" } else { "remove" };
+            present.push(PrunedImage {
+                action: action.to_string(),
+                ..image
+            });
+        }
+        let result = if apply {
+            let kept: Vec<String> = present
+                .iter()
+                .filter(|i| i.action == "keep")
+                .map(|i| i.image.clone())
+                .collect();
+            self.runtime.remove_unused_images(app, &kept).await
+        } else {
+            Ok(())
+        };
+        entry.release_deploy(guard);
+        result?;
+        tracing::info!(app, keep, apply, "prune-images");
+        Ok(PruneImagesResponse {
+            keep: keep_count as u32,
+            applied: apply,
+            images: present,
+        })
+    }
+
     async fn image_present(&self, app: &str, image: &str) -> bool {
         let mut request =
             crate::runtime::ImageRequest::new(image, crate::runtime::PullPolicy::Never);

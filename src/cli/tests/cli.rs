@@ -78,3 +78,23 @@ fn logs_raw_and_stop_server_parse() {
         _ => panic!(),
     }
 }
+
+#[test]
+fn prune_images_is_a_dry_run_unless_yes() {
+    let cli = Cli::try_parse_from(["haloy", "prune-images", "--keep", "2"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::PruneImages {
+            keep: Some(2),
+            yes: false
+        }
+    ));
+    let cli = Cli::try_parse_from(["haloy", "prune-images", "--yes"]).unwrap();
+    assert!(matches!(
+        cli.command,
+        Command::PruneImages {
+            keep: None,
+            yes: true
+        }
+    ));
+}
