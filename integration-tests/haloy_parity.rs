@@ -238,6 +238,14 @@ async fn static_naming_names_the_one_container_after_the_app() {
         assert_eq!(code, 200, "{body}");
         assert!(body.contains(&format!("version: {tag}")), "{body}");
     }
+    // A stopped container keeps the name until the next deploy replaces it.
+    let again = rig.config("static-again", "v1", extra);
+    rig.ok(&again, &["stop"]);
+    rig.ok(&again, &["deploy"]);
+    let status = rig.status(&again, &[]);
+    assert_eq!(status.replicas.len(), 1, "{status:#?}");
+    assert_eq!(status.replicas[0].container_id, "fixed-name");
+    assert_eq!(rig.get("fixed.test", "/").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
