@@ -567,3 +567,91 @@ async fn prune_images_shows_a_plan_and_removes_with_yes() {
     let (code, body) = rig.get("prunable.test", "/").await;
     assert_eq!(code, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_registry_login_lets_haloyd_pull_private_images() {
+    use std::io::Write;
+    let containerd = Containerd::start().await;
+    let registry = Registry::start_with_htpasswd("puller", "pull-pass-9").await;
+    registry.push_fixtures().await;
+    let options = HaloydOptions {
+        insecure_registries: vec![registry.addr().to_string()],
+        ..HaloydOptions::default()
+    };
+    let haloyd = Haloyd::start(&containerd, options).await;
+    let config = haloyd.write_app_config(
+        "private",
+        &format!(
+            "name: private\nimage: {}\nport: 8080\nhealth_check_path: /health\ndomains: [{{domain: private.test}}]\n",
+            registry.fixture_ref("web", "v1")
+        ),
+    );
+    let refused = haloyd.cli(&config, &["deploy"]);
+    assert!(!refused.output.status.success(), "{}", refused.both());
+
+    let client_home = haloyd.dir().join("client-home");
+    let mut login = std::process::Command::new(harness::haloyd::haloy_binary())
+        .args([
+            "server",
+            "registry",
+            "login",
+            registry.addr(),
+            "-u",
+            "puller",
+        ])
+        .arg("--password-stdin")
+        .arg("-c")
+        .arg(&config)
+        .env("HALOY_API_TOKEN", haloyd.token())
+        .env("XDG_CONFIG_HOME", &client_home)
+        .env("HOME", &client_home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start haloy server registry login");
+    login
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"pull-pass-9\n")
+        .expect("write password");
+    let out = login.wait_with_output().expect("login output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let file = haloyd.dir().join("state/registries.json");
+    let meta = std::fs::metadata(&file).expect("registries.json");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let list = haloyd.cli(&config, &["server", "registry", "list"]);
+    list.assert_ok();
+    assert!(list.stdout().contains(registry.addr()) && list.stdout().contains("puller"));
+    assert!(!list.both().contains("pull-pass-9"), "{}", list.both());
+
+    haloyd.cli(&config, &["deploy"]).assert_ok();
+    assert!(
+        !haloyd.log().contains("pull-pass-9"),
+        "haloyd logged the password"
+    );
+
+    haloyd
+        .cli(&config, &["server", "registry", "logout", registry.addr()])
+        .assert_ok();
+    let list = haloyd.cli(&config, &["server", "registry", "list"]);
+    assert!(!list.stdout().contains("puller"), "{}", list.both());
+    let again = haloyd.cli(&config, &["server", "registry", "logout", registry.addr()]);
+    assert!(
+        again.stderr().contains("no login stored"),
+        "{}",
+        again.both()
+    );
+    drop(haloyd);
+    drop(registry);
+    drop(containerd);
+}

@@ -399,6 +399,33 @@ impl ApiClient {
         self.json(Method::GET, &path, None::<&()>, true).await
     }
 
+    /// `GET /v1/registries`.
+    pub async fn registries(&self) -> Result<Vec<RegistryEntry>, ClientError> {
+        self.json(Method::GET, "/v1/registries", None::<&()>, true)
+            .await
+    }
+
+    /// `POST /v1/registries/login`.
+    pub async fn registry_login(
+        &self,
+        request: &RegistryLoginRequest,
+    ) -> Result<RegistryEntry, ClientError> {
+        self.json(Method::POST, "/v1/registries/login", Some(request), true)
+            .await
+    }
+
+    /// `POST /v1/registries/logout`.
+    pub async fn registry_logout(
+        &self,
+        server: &str,
+    ) -> Result<RegistryLogoutRequest, ClientError> {
+        let body = RegistryLogoutRequest {
+            server: server.to_string(),
+        };
+        self.json(Method::POST, "/v1/registries/logout", Some(&body), true)
+            .await
+    }
+
     /// `POST /v1/apps/{name}/prune-images`.
     pub async fn prune_images(
         &self,

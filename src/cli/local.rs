@@ -325,6 +325,12 @@ pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
                 println!("{url}");
             }
         }
+        // Talks to haloyd: `cli::run` sends it to `remote::server_registry`.
+        ServerCommand::Registry { .. } => {
+            return Err(CliError::Usage(
+                "`server registry` talks to haloyd; it is not a local command".into(),
+            ))
+        }
         ServerCommand::Delete { url } => {
             let normalized = servers::server_url(url)?;
             let removed = store

@@ -196,6 +196,43 @@ pub enum ServerCommand {
     List,
     /// Forget a stored server
     Delete { url: String },
+    /// Registry logins kept by haloyd (0600 on the server); an app without `image.registry`
+    /// pulls with the login of its image's registry
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Store a registry login on haloyd (the config's servers, or --server)
+    Login {
+        /// Registry host as in image references: ghcr.io, 127.0.0.1:5000, docker.io
+        registry: String,
+        #[arg(short = 'u', long)]
+        username: String,
+        /// Read the password or access token from the first line of stdin
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+        /// The password (discouraged: visible in shell history and `ps`; use --password-stdin)
+        #[arg(short = 'p', long)]
+        password: Option<String>,
+        /// haloyd server (URL or host[:port]) instead of the config's
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Remove a registry login from haloyd
+    Logout {
+        registry: String,
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// List the registry logins haloyd keeps (registry and username, never the password)
+    List {
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +324,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             show_resolved_config,
             json,
         } => local::validate_config(common, *show_resolved_config, *json),
+        Command::Server {
+            command: ServerCommand::Registry { command },
+        } => remote::server_registry(common, command).await,
         Command::Server { command } => local::server(command),
         Command::Version => {
             println!("haloy {}", env!("CARGO_PKG_VERSION"));

@@ -6,7 +6,7 @@
 use super::hooks::{self, Hook};
 use super::local::{print_table, select_apps, skip_protected};
 use super::servers::{self, ClientConfig};
-use super::{CliError, CommonArgs};
+use super::{CliError, CommonArgs, RegistryCommand};
 use crate::api::client::ApiClient;
 use crate::api::types::*;
 use crate::config::ResolvedApp;
@@ -584,6 +584,105 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
     .await;
     print_summary(&remotes, &results);
     outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
+}
+
+/// The haloyd clients `server registry` talks to: `--server`, else each distinct server of the
+/// config's targets (Haloy's `server registry` takes the same choice).
+fn registry_clients(common: &CommonArgs, server: Option<&str>) -> Result<Vec<ApiClient>, CliError> {
+    if let Some(server) = server {
+        let store = ClientConfig::load(&servers::client_config_path()?)?;
+        let url = servers::server_url(server)?;
+        servers::check_transport(&url, &store)?;
+        let token = servers::token_for(None, &url, &store).ok_or_else(|| {
+            CliError::Usage(format!(
+                "no API token for {url}: export {} or run `haloy server add {url} --token-stdin`",
+                servers::TOKEN_ENV
+            ))
+        })?;
+        return Ok(vec![ApiClient::new(&url, Some(token))?]);
+    }
+    let (_, apps) = select_apps(common, false)?;
+    let mut clients: Vec<ApiClient> = Vec::new();
+    for remote in connect_all(apps)? {
+        if !clients.iter().any(|c| c.url() == remote.client.url()) {
+            clients.push(remote.client);
+        }
+    }
+    Ok(clients)
+}
+
+/// `haloy server registry login/logout/list`.
+pub async fn server_registry(
+    common: &CommonArgs,
+    command: &RegistryCommand,
+) -> Result<ExitCode, CliError> {
+    match command {
+        RegistryCommand::Login {
+            registry,
+            username,
+            password_stdin,
+            password,
+            server,
+        } => {
+            let password = registry_password(*password_stdin, password.as_deref())?;
+            let request = RegistryLoginRequest {
+                server: registry.clone(),
+                username: username.clone(),
+                password,
+            };
+            for client in registry_clients(common, server.as_deref())? {
+                let stored = client.registry_login(&request).await?;
+                println!(
+                    "{}: login for {} ({}) stored",
+                    client.url(),
+                    stored.server,
+                    stored.username
+                );
+            }
+        }
+        RegistryCommand::Logout { registry, server } => {
+            for client in registry_clients(common, server.as_deref())? {
+                client.registry_logout(registry).await?;
+                println!("{}: login for {registry} removed", client.url());
+            }
+        }
+        RegistryCommand::List { server } => {
+            for client in registry_clients(common, server.as_deref())? {
+                let list = client.registries().await?;
+                println!("{}", client.url());
+                let rows: Vec<[String; 2]> =
+                    list.into_iter().map(|e| [e.server, e.username]).collect();
+                print_table(&["REGISTRY", "USERNAME"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The password from stdin's first line (`--password-stdin`) or `-p`.
+fn registry_password(
+    from_stdin: bool,
+    argument: Option<&str>,
+) -> Result<crate::config::SecretString, CliError> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|source| CliError::Io {
+                action: "read the password from",
+                path: std::path::PathBuf::from("<stdin>"),
+                source,
+            })?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        argument.unwrap_or_default().to_string()
+    };
+    if password.is_empty() {
+        return Err(CliError::Usage(
+            "no registry password: pipe it in with --password-stdin".into(),
+        ));
+    }
+    Ok(crate::config::SecretString::new(password))
 }
 
 #[cfg(test)]

@@ -500,6 +500,36 @@ impl Deployer {
         })
     }
 
+    /// The app's image request; without `image.registry` credentials, the login stored with
+    /// `haloy server registry login` for the image's registry (Haloy's server-side logins).
+    pub(crate) fn image_request_with_login(
+        &self,
+        app: &ResolvedApp,
+    ) -> crate::runtime::ImageRequest {
+        let mut request = app.image_request();
+        if request.credentials.is_some() {
+            return request;
+        }
+        let Ok(reference) = crate::runtime::image::reference::ImageRef::parse(&request.reference)
+        else {
+            return request;
+        };
+        match self.state.registry_logins().get(&reference.registry) {
+            Ok(Some(login)) => {
+                tracing::info!(app = %app.name, registry = %reference.registry, "pulling with the stored registry login");
+                request.credentials = Some(crate::runtime::RegistryCredentials {
+                    username: login.username,
+                    password: login.password,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(app = %app.name, error = %e, "stored registry logins unreadable; pulling without")
+            }
+        }
+        request
+    }
+
     async fn image_present(&self, app: &str, image: &str) -> bool {
         let mut request =
             crate::runtime::ImageRequest::new(image, crate::runtime::PullPolicy::Never);
