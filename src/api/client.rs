@@ -489,6 +489,43 @@ impl ApiClient {
         self.json(Method::GET, &path, None::<&()>, true).await
     }
 
+    /// `GET /v1/registries`.
+    pub async fn registries(&self) -> Result<Vec<RegistryEntry>, ClientError> {
+        self.json(Method::GET, "/v1/registries", None::<&()>, true)
+            .await
+    }
+
+    /// `POST /v1/registries/login`.
+    pub async fn registry_login(
+        &self,
+        request: &RegistryLoginRequest,
+    ) -> Result<RegistryEntry, ClientError> {
+        self.json(Method::POST, "/v1/registries/login", Some(request), true)
+            .await
+    }
+
+    /// `POST /v1/registries/logout`.
+    pub async fn registry_logout(
+        &self,
+        server: &str,
+    ) -> Result<RegistryLogoutRequest, ClientError> {
+        let body = RegistryLogoutRequest {
+            server: server.to_string(),
+        };
+        self.json(Method::POST, "/v1/registries/logout", Some(&body), true)
+            .await
+    }
+
+    /// `POST /v1/apps/{name}/prune-images`.
+    pub async fn prune_images(
+        &self,
+        name: &str,
+        request: &PruneImagesRequest,
+    ) -> Result<PruneImagesResponse, ClientError> {
+        let path = format!("/v1/apps/{}/prune-images", percent_encode(name));
+        self.json(Method::POST, &path, Some(request), true).await
+    }
+
     /// `POST /v1/apps/{name}/rollback`.
     pub async fn rollback(
         &self,

@@ -27,7 +27,10 @@ use super::types::{
     ApiError, DeployAccepted, DeployRequest, HealthResponse, JobAccepted, RollbackRequest,
     StopRequest, VersionResponse,
 };
-use super::types::{AppStatus, CertificateInfo, LogsQuery};
+use super::types::{
+    AppStatus, CertificateInfo, LogsQuery, PruneImagesRequest, RegistryEntry, RegistryLoginRequest,
+    RegistryLogoutRequest,
+};
 use crate::deploy::{DeployError, Deployer};
 use crate::proxy::server::{ActiveRequest, ConnActivity};
 use crate::timefmt::rfc3339;
@@ -301,6 +304,33 @@ impl ApiServer {
                     Err(resp) => resp,
                 }
             }
+            (&Method::GET, ["v1", "registries"]) => self.registries(),
+            (&Method::POST, ["v1", "registries", "login"]) => {
+                match read_json::<RegistryLoginRequest, B>(req).await {
+                    Ok(body) => self.registry_login(body),
+                    Err(resp) => resp,
+                }
+            }
+            (&Method::POST, ["v1", "registries", "logout"]) => {
+                match read_json::<RegistryLogoutRequest, B>(req).await {
+                    Ok(body) => self.registry_logout(&body.server),
+                    Err(resp) => resp,
+                }
+            }
+            (&Method::POST, ["v1", "apps", app, "prune-images"]) => {
+                let app = app.to_string();
+                match read_json::<PruneImagesRequest, B>(req).await {
+                    Ok(body) => match self
+                        .deployer
+                        .prune_images(&app, body.keep, body.apply)
+                        .await
+                    {
+                        Ok(plan) => json(StatusCode::OK, &plan),
+                        Err(e) => deploy_error(e),
+                    },
+                    Err(resp) => resp,
+                }
+            }
             (&Method::GET, ["v1", "apps", app, "rollback-targets"]) => {
                 match self.deployer.rollback_targets(app).await {
                     Ok(targets) => json(StatusCode::OK, &targets),
@@ -322,6 +352,68 @@ impl ApiServer {
                 &format!("no API endpoint {method} {path}"),
                 vec![],
             ),
+        }
+    }
+
+    fn registries(&self) -> Response<Body> {
+        match self.deployer.state.registry_logins().all() {
+            Ok(all) => {
+                let list: Vec<RegistryEntry> = all
+                    .into_iter()
+                    .map(|(server, login)| RegistryEntry {
+                        server,
+                        username: login.username,
+                    })
+                    .collect();
+                json(StatusCode::OK, &list)
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), vec![]),
+        }
+    }
+
+    fn registry_login(&self, body: RegistryLoginRequest) -> Response<Body> {
+        let server = body.server.trim().to_ascii_lowercase();
+        if server.is_empty() || server.contains('/') || body.username.trim().is_empty() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give the registry host (e.g. ghcr.io or 127.0.0.1:5000, no path) and a username",
+                vec![],
+            );
+        }
+        let login = crate::state::registries::RegistryLogin {
+            username: body.username.clone(),
+            password: body.password.expose().to_string(),
+        };
+        match self.deployer.state.registry_logins().login(&server, login) {
+            Ok(()) => {
+                tracing::info!(registry = %server, username = %body.username, "registry login stored");
+                json(
+                    StatusCode::OK,
+                    &RegistryEntry {
+                        server,
+                        username: body.username,
+                    },
+                )
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), vec![]),
+        }
+    }
+
+    fn registry_logout(&self, server: &str) -> Response<Body> {
+        let server = server.trim().to_ascii_lowercase();
+        match self.deployer.state.registry_logins().logout(&server) {
+            Ok(true) => {
+                tracing::info!(registry = %server, "registry login removed");
+                json(StatusCode::OK, &RegistryLogoutRequest { server })
+            }
+            Ok(false) => error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no login stored for registry {server} (see `haloy server registry list`)"
+                ),
+                vec![],
+            ),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string(), vec![]),
         }
     }
 

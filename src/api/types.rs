@@ -354,3 +354,62 @@ pub struct RollbackRequest {
 #[cfg(test)]
 #[path = "tests/types.rs"]
 mod tests;
+
+/// `POST /v1/apps/{name}/prune-images` (Haloy's `haloy prune-images`): a dry run unless
+/// `apply`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneImagesRequest {
+    /// Images of the newest successful deployments kept (the running one always is).
+    pub keep: u32,
+    pub apply: bool,
+}
+
+/// One image of the app's history in a prune plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrunedImage {
+    /// `repository:tag`.
+    pub image: String,
+    /// Deployments that used it, newest first.
+    pub deployment_ids: Vec<String>,
+    /// `keep` or `remove` (done when the request applied the plan).
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PruneImagesResponse {
+    pub keep: u32,
+    pub applied: bool,
+    pub images: Vec<PrunedImage>,
+}
+
+/// `POST /v1/registries/login`: haloyd keeps the login (0600) and pulls with it from
+/// `server` when an app gives no `image.registry`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryLoginRequest {
+    /// Registry host as in image references: `ghcr.io`, `127.0.0.1:5000`, `docker.io`.
+    pub server: String,
+    pub username: String,
+    pub password: crate::config::SecretString,
+}
+
+impl std::fmt::Debug for RegistryLoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLoginRequest")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/registries/logout`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryLogoutRequest {
+    pub server: String,
+}
+
+/// One entry of `GET /v1/registries` (never the password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistryEntry {
+    pub server: String,
+    pub username: String,
+}

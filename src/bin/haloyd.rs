@@ -78,6 +78,39 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Read or change the server config (as Haloy's `haloyd config get/set`)
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a config value
+    ///
+    /// Keys:
+    ///   api-token   the API token (read from `api.token_file`)
+    ///   api-domain  the domain the proxy serves the API on (`api.domain`)
+    Get {
+        key: String,
+        /// Print only the value, without a newline (for scripts)
+        #[arg(long)]
+        raw: bool,
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Change a config value in the file (comments and layout kept); restart haloyd or run
+    /// `haloyd upgrade` for it to take effect
+    ///
+    /// Keys:
+    ///   api-domain  the domain the proxy serves the API on (`api.domain`)
+    Set {
+        key: String,
+        value: String,
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 /// mimalloc: the proxy allocates and frees small buffers per request, where glibc's malloc
@@ -103,6 +136,7 @@ fn main() -> ExitCode {
             println!("haloyd {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Config { command } => config_command(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -789,6 +823,30 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
         config_path.display(),
         token_file.display()
     );
+    Ok(())
+}
+
+fn config_command(command: ConfigCommand) -> Result<()> {
+    use haloy::config::server_edit;
+    match command {
+        ConfigCommand::Get { key, raw, config } => {
+            let value = server_edit::get(&config, &key)?;
+            if raw {
+                print!("{value}");
+            } else if value.is_empty() {
+                println!("{key} is not set in {}", config.display());
+            } else {
+                println!("{key}: {value}");
+            }
+        }
+        ConfigCommand::Set { key, value, config } => {
+            let stored = server_edit::set(&config, &key, &value)?;
+            println!(
+                "{key} set to {stored} in {}; restart haloyd (or run `haloyd upgrade`) for it to take effect",
+                config.display()
+            );
+        }
+    }
     Ok(())
 }
 

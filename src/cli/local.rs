@@ -67,6 +67,30 @@ pub fn select_apps(
     )))
 }
 
+/// Haloy's `--all` rule (internal/haloy/deploy.go): targets with `protected: true` (the
+/// `database` preset sets it) are left out and named, unless `--include-protected`; picking
+/// them with `-t` deploys them. `skip` is `--all` without `--include-protected`.
+pub fn skip_protected(apps: Vec<ResolvedApp>, skip: bool) -> Result<Vec<ResolvedApp>, CliError> {
+    if !skip {
+        return Ok(apps);
+    }
+    let (protected, rest): (Vec<ResolvedApp>, Vec<ResolvedApp>) =
+        apps.into_iter().partition(|a| a.protected);
+    if !protected.is_empty() {
+        let names: Vec<&str> = protected.iter().map(ResolvedApp::label).collect();
+        eprintln!("warning: skipping protected targets: {}", names.join(", "));
+        eprintln!(
+            "warning: use --include-protected to deploy these, or --targets to deploy explicitly"
+        );
+    }
+    if rest.is_empty() {
+        return Err(CliError::Usage(
+            "no targets to deploy (all targets are protected); add --include-protected or pick them with -t".into(),
+        ));
+    }
+    Ok(rest)
+}
+
 #[derive(Serialize)]
 struct ImageView<'a> {
     repository: &'a str,
@@ -88,7 +112,8 @@ struct ValidateView<'a> {
     min_ready_seconds: u32,
     deployment_strategy: DeploymentStrategy,
     domains: &'a [DomainSpec],
-    env: &'a [EnvVar],
+    /// Values from secret providers hidden.
+    env: Vec<EnvVar>,
 }
 
 fn view(app: &ResolvedApp) -> ValidateView<'_> {
@@ -107,16 +132,44 @@ fn view(app: &ResolvedApp) -> ValidateView<'_> {
         min_ready_seconds: app.min_ready_seconds,
         deployment_strategy: app.deployment_strategy,
         domains: &app.domains,
-        env: &app.env,
+        env: hide_secret_env(&app.env, &app.secret_values),
     }
 }
 
-/// A copy safe to print: registry passwords replaced (api_token is never serialized).
+/// `text` with every value resolved from a secret provider replaced by `<hidden>` (also where
+/// `${VAR}` interpolation copied one into another value).
+pub fn hide_secrets(text: &str, secrets: &[SecretString]) -> String {
+    secrets
+        .iter()
+        .map(SecretString::expose)
+        .filter(|s| !s.is_empty())
+        .fold(text.to_string(), |text, secret| {
+            text.replace(secret, "<hidden>")
+        })
+}
+
+fn hide_secret_env(env: &[EnvVar], secrets: &[SecretString]) -> Vec<EnvVar> {
+    env.iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: hide_secrets(&e.value, secrets),
+        })
+        .collect()
+}
+
+/// A copy safe to print: registry passwords and values from secret providers replaced
+/// (api_token is never serialized). Haloy prints secrets here in plain text; this does not.
 fn redacted(app: &ResolvedApp) -> ResolvedApp {
     let mut app = app.clone();
+    let secrets = std::mem::take(&mut app.secret_values);
     if let Some(reg) = app.image.registry.as_mut() {
         reg.password = SecretString::new("<hidden>");
+        reg.username = hide_secrets(&reg.username, &secrets);
     }
+    if let Some(build) = app.image.build_config.as_mut() {
+        build.args = hide_secret_env(&build.args, &secrets);
+    }
+    app.env = hide_secret_env(&app.env, &secrets);
     app
 }
 
@@ -271,6 +324,12 @@ pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
             for url in store.servers.keys() {
                 println!("{url}");
             }
+        }
+        // Talks to haloyd: `cli::run` sends it to `remote::server_registry`.
+        ServerCommand::Registry { .. } => {
+            return Err(CliError::Usage(
+                "`server registry` talks to haloyd; it is not a local command".into(),
+            ))
         }
         ServerCommand::Delete { url } => {
             let normalized = servers::server_url(url)?;

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod exec;
+pub mod hooks;
 pub mod images;
 pub mod local;
 pub mod remote;
@@ -71,12 +72,24 @@ pub struct CommonArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Deploy the app (targets on different servers deploy in parallel)
+    ///
+    /// Hooks run on this machine, in the config file's folder, through $SHELL -c:
+    /// `global_pre_deploy` once before any target, each target's `pre_deploy` before its deploy
+    /// is sent (a failing one stops that target before anything reaches the server),
+    /// `post_deploy` after the target's deploy succeeded, and `global_post_deploy` once after
+    /// every target succeeded.
     #[command(after_long_help = SERVER_HELP)]
     Deploy {
         /// Upload the image from this OCI layout directory, OCI archive or `docker save` tar
         /// instead of having haloyd pull it (only the blobs the server lacks are sent)
         #[arg(long, value_name = "PATH")]
         image_from: Option<PathBuf>,
+        /// Don't stream haloyd's deployment steps; print only each target's outcome
+        #[arg(long)]
+        no_logs: bool,
+        /// With --all, also deploy targets marked `protected: true` (skipped otherwise)
+        #[arg(long)]
+        include_protected: bool,
     },
     /// Show the app's deployment and replicas
     Status {
@@ -98,6 +111,9 @@ pub enum Command {
         /// Print the history and exit instead of following new lines
         #[arg(long)]
         no_follow: bool,
+        /// Only the log lines: no `[target]`/`[replica N]` prefixes (for piping)
+        #[arg(long)]
+        raw: bool,
     },
     /// Stop all replicas (the app then answers 503). Runs as a job on the server: stopping
     /// this command does not stop the job (`haloy attach JOB_ID` follows it again)
@@ -108,6 +124,9 @@ pub enum Command {
         /// Also delete named volumes (needs --remove-containers)
         #[arg(long, requires = "remove_containers")]
         remove_volumes: bool,
+        /// haloyd server to talk to instead of the config's `server:` (URL or host[:port])
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
     },
     /// Redeploy a previous deployment's config and image
     Rollback {
@@ -155,6 +174,19 @@ pub enum Command {
         /// Replica index (0-based); the first running one by default
         #[arg(long, value_name = "N")]
         replica: Option<u32>,
+    },
+    /// Remove old images of the app from its server (a dry run unless --yes)
+    ///
+    /// The images of the newest N successful deployments stay (the running one always does);
+    /// older ones go, and with them the rollback targets that needed them.
+    PruneImages {
+        /// Deployment images to keep (default: the target's `image.history.count`, 1 for
+        /// history strategies `registry` and `none`)
+        #[arg(long, value_name = "N")]
+        keep: Option<u32>,
+        /// Remove them instead of only showing the plan
+        #[arg(long)]
+        yes: bool,
     },
     /// Follow a deploy, rollback or stop job until it ends (its id is printed when it starts
     /// and shown by `haloy status` as the last operation); exits non-zero if the job failed
@@ -253,6 +285,43 @@ pub enum ServerCommand {
     List,
     /// Forget a stored server
     Delete { url: String },
+    /// Registry logins kept by haloyd (0600 on the server); an app without `image.registry`
+    /// pulls with the login of its image's registry
+    Registry {
+        #[command(subcommand)]
+        command: RegistryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Store a registry login on haloyd (the config's servers, or --server)
+    Login {
+        /// Registry host as in image references: ghcr.io, 127.0.0.1:5000, docker.io
+        registry: String,
+        #[arg(short = 'u', long)]
+        username: String,
+        /// Read the password or access token from the first line of stdin
+        #[arg(long, conflicts_with = "password")]
+        password_stdin: bool,
+        /// The password (discouraged: visible in shell history and `ps`; use --password-stdin)
+        #[arg(short = 'p', long)]
+        password: Option<String>,
+        /// haloyd server (URL or host[:port]) instead of the config's
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Remove a registry login from haloyd
+    Logout {
+        registry: String,
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// List the registry logins haloyd keeps (registry and username, never the password)
+    List {
+        #[arg(short = 's', long, value_name = "URL")]
+        server: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -263,6 +332,8 @@ pub enum CliError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Image(#[from] Box<images::ImageError>),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot {action} {path}: {source}")]
@@ -298,13 +369,25 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let common = &cli.common;
     match &cli.command {
-        Command::Deploy { image_from } => remote::deploy(common, image_from.as_deref()).await,
+        Command::Deploy {
+            image_from,
+            no_logs,
+            include_protected,
+        } => {
+            let options = remote::DeployOptions {
+                image_from: image_from.clone(),
+                no_logs: *no_logs,
+                include_protected: *include_protected,
+            };
+            remote::deploy(common, options).await
+        }
         Command::Status { json } => remote::status(common, *json).await,
         Command::Logs {
             all_containers,
             container,
             tail,
             no_follow,
+            raw,
         } => {
             let query = crate::api::types::LogsQuery {
                 tail: *tail,
@@ -312,20 +395,22 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 all: *all_containers,
                 container: container.clone(),
             };
-            remote::logs(common, query).await
+            remote::logs(common, query, *raw).await
         }
         Command::Stop {
             remove_containers,
             remove_volumes,
+            server,
         } => {
             let req = crate::api::types::StopRequest {
                 remove_containers: *remove_containers,
                 remove_volumes: *remove_volumes,
             };
-            remote::stop(common, req).await
+            remote::stop(common, req, server.as_deref()).await
         }
         Command::Rollback { deployment_id } => remote::rollback(common, deployment_id).await,
         Command::RollbackTargets => remote::rollback_targets(common).await,
+        Command::PruneImages { keep, yes } => remote::prune_images(common, *keep, *yes).await,
         Command::Attach { job_id } => remote::attach(common, job_id).await,
         Command::Exec {
             replica,
@@ -355,6 +440,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             show_resolved_config,
             json,
         } => local::validate_config(common, *show_resolved_config, *json),
+        Command::Server {
+            command: ServerCommand::Registry { command },
+        } => remote::server_registry(common, command).await,
         Command::Server { command } => local::server(command),
         Command::Export { format } => match format {
             ExportFormat::Kubernetes {

@@ -3,13 +3,15 @@
 //! rollback and stop only start a job on haloyd and then follow its events: cutting the CLI
 //! short never cuts the job short, and `haloy attach ID` follows it again.
 
-use super::local::{print_table, select_apps};
+use super::hooks::{self, Hook};
+use super::local::{print_table, select_apps, skip_protected};
 use super::servers::{self, ClientConfig};
-use super::{CliError, CommonArgs};
+use super::{CliError, CommonArgs, RegistryCommand};
 use crate::api::client::ApiClient;
 use crate::api::types::*;
 use crate::config::ResolvedApp;
 use futures_util::future::join_all;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// One selected app and the client for its server.
@@ -82,25 +84,62 @@ fn outcome(failed: usize, total: usize) -> Result<ExitCode, CliError> {
     }
 }
 
-pub async fn deploy(
-    common: &CommonArgs,
-    image_from: Option<&std::path::Path>,
-) -> Result<ExitCode, CliError> {
+/// `haloy deploy` flags beyond the common ones.
+#[derive(Debug, Clone, Default)]
+pub struct DeployOptions {
+    /// Upload the image from this OCI layout, OCI archive or `docker save` tar.
+    pub image_from: Option<std::path::PathBuf>,
+    /// Follow each job without printing its steps (only the outcome).
+    pub no_logs: bool,
+    /// With `--all`, keep `protected` targets.
+    pub include_protected: bool,
+}
+
+/// Haloy's order (internal/haloy/deploy.go): protected targets dropped from `--all`, then
+/// `global_pre_deploy`, then per target `pre_deploy` → deploy → `post_deploy`, and
+/// `global_post_deploy` once every target succeeded.
+pub async fn deploy(common: &CommonArgs, options: DeployOptions) -> Result<ExitCode, CliError> {
     let (cfg, apps) = select_apps(common, true)?;
+    let apps = skip_protected(apps, common.all && !options.include_protected)?;
     let mut remotes = connect_all(apps)?;
+    let dir = hooks::work_dir(&cfg.file);
+    // Global hooks are top-level keys: every resolved target carries the same lists.
+    let (global_pre, global_post) = remotes
+        .first()
+        .map(|r| {
+            (
+                r.app.global_pre_deploy.clone(),
+                r.app.global_post_deploy.clone(),
+            )
+        })
+        .unwrap_or_default();
+    hooks::run(Hook::GlobalPreDeploy, &global_pre, &dir).await?;
+    // Images are built and uploaded after the global pre-deploy hooks, as in Haloy (a hook
+    // may produce what the build copies).
     let supplied = remotes
         .iter_mut()
         .map(|Remote { app, client }| (app, &*client))
         .collect();
-    super::images::supply_all(&cfg.file, image_from, supplied)
+    super::images::supply_all(&cfg.file, options.image_from.as_deref(), supplied)
         .await
         .map_err(Box::new)?;
-    let results = join_all(remotes.iter().map(deploy_one)).await;
+    let results = join_all(remotes.iter().map(|r| deploy_one(r, options.no_logs, &dir))).await;
     print_summary(&remotes, &results);
-    outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if failed == 0 {
+        hooks::run(Hook::GlobalPostDeploy, &global_post, &dir).await?;
+    }
+    outcome(failed, results.len())
 }
 
-async fn deploy_one(r: &Remote) -> Result<String, String> {
+/// One target: its `pre_deploy` hooks (a failure sends nothing), the deploy job, then its
+/// `post_deploy` hooks once the job succeeded. Haloy runs `post_deploy` after the log stream
+/// ends whatever the outcome; here a failed deploy skips it (a post hook that e.g. announces a
+/// release must not run for one that did not happen).
+async fn deploy_one(r: &Remote, no_logs: bool, dir: &Path) -> Result<String, String> {
+    hooks::run(Hook::PreDeploy, &r.app.pre_deploy, dir)
+        .await
+        .map_err(|e| r.failed(e))?;
     let app = &r.app;
     println!(
         "[{}] deploying {} ({}, {} replica{}, {}) to {}",
@@ -117,11 +156,16 @@ async fn deploy_one(r: &Remote) -> Result<String, String> {
     );
     let accepted = r.client.deploy(app).await.map_err(|e| r.failed(e))?;
     println!("[{}] deployment {}", r.label(), accepted.deployment_id);
-    follow_job(r, &accepted.deployment_id, "deployment").await
+    let done = follow_job(r, &accepted.deployment_id, "deployment", no_logs).await?;
+    hooks::run(Hook::PostDeploy, &r.app.post_deploy, dir)
+        .await
+        .map_err(|e| r.failed(e))?;
+    Ok(done)
 }
 
 /// Prints the progress events of a job until it finishes; `noun` names it ("deployment").
-async fn follow_job(r: &Remote, id: &str, noun: &str) -> Result<String, String> {
+/// `quiet` prints only the outcome (`deploy --no-logs`).
+async fn follow_job(r: &Remote, id: &str, noun: &str, quiet: bool) -> Result<String, String> {
     // Deployments keep their older path, which haloyd releases without jobs also serve.
     let stream = if noun == "deployment" {
         r.client.deploy_events(id).await
@@ -132,7 +176,9 @@ async fn follow_job(r: &Remote, id: &str, noun: &str) -> Result<String, String> 
     loop {
         match stream.next::<DeployEvent>().await {
             Ok(Some(ev)) => {
-                print_event(r.label(), noun, &ev);
+                if !quiet || ev.kind == EventKind::Finished {
+                    print_event(r.label(), noun, &ev);
+                }
                 if ev.kind == EventKind::Finished {
                     return if ev.ok == Some(true) {
                         Ok(format!("{noun} {id}"))
@@ -335,16 +381,17 @@ pub fn human_duration(secs: u64) -> String {
     }
 }
 
-pub async fn logs(common: &CommonArgs, query: LogsQuery) -> Result<ExitCode, CliError> {
+/// `raw` (Haloy's `logs --raw`) prints the lines alone, without target or replica prefixes.
+pub async fn logs(common: &CommonArgs, query: LogsQuery, raw: bool) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;
-    let many = remotes.len() > 1;
-    let results = join_all(remotes.iter().map(|r| logs_one(r, &query, many))).await;
+    let many = remotes.len() > 1 && !raw;
+    let results = join_all(remotes.iter().map(|r| logs_one(r, &query, many, raw))).await;
     let failed = results.iter().filter(|ok| !**ok).count();
     outcome(failed, remotes.len())
 }
 
-async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
+async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool, raw: bool) -> bool {
     let mut stream = match r.client.logs(&r.app.name, query).await {
         Ok(s) => s,
         Err(e) => {
@@ -360,7 +407,7 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
     loop {
         match stream.next::<LogLine>().await {
             Ok(Some(line)) => {
-                let replica = if query.all {
+                let replica = if query.all && !raw {
                     format!("[replica {}] ", line.replica)
                 } else {
                     String::new()
@@ -379,8 +426,18 @@ async fn logs_one(r: &Remote, query: &LogsQuery, prefix_target: bool) -> bool {
     }
 }
 
-pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, CliError> {
-    let (_, apps) = select_apps(common, true)?;
+/// `server` (Haloy's `stop --server`) replaces the config's `server:` of every selected target.
+pub async fn stop(
+    common: &CommonArgs,
+    req: StopRequest,
+    server: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let (_, mut apps) = select_apps(common, true)?;
+    if let Some(server) = server {
+        for app in &mut apps {
+            app.server = Some(server.to_string());
+        }
+    }
     let remotes = connect_all(apps)?;
     let noun = if req.remove_containers {
         "remove"
@@ -401,7 +458,7 @@ pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, Cli
             r.app.name,
             r.client.url()
         );
-        follow_job(r, &accepted.job_id, noun).await
+        follow_job(r, &accepted.job_id, noun, false).await
     }))
     .await;
     print_summary(&remotes, &results);
@@ -413,7 +470,7 @@ pub async fn stop(common: &CommonArgs, req: StopRequest) -> Result<ExitCode, Cli
 pub async fn attach(common: &CommonArgs, job_id: &str) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;
-    let results = join_all(remotes.iter().map(|r| follow_job(r, job_id, "job"))).await;
+    let results = join_all(remotes.iter().map(|r| follow_job(r, job_id, "job", false))).await;
     print_summary(&remotes, &results);
     outcome(results.iter().filter(|r| r.is_err()).count(), results.len())
 }
@@ -459,6 +516,65 @@ pub async fn rollback_targets(common: &CommonArgs) -> Result<ExitCode, CliError>
     outcome(failed, remotes.len())
 }
 
+/// Haloy's `prune-images`: per target, the plan (or what was removed with `yes`).
+pub async fn prune_images(
+    common: &CommonArgs,
+    keep: Option<u32>,
+    yes: bool,
+) -> Result<ExitCode, CliError> {
+    let (_, apps) = select_apps(common, true)?;
+    let remotes = connect_all(apps)?;
+    let results = join_all(remotes.iter().map(|r| {
+        let request = PruneImagesRequest {
+            keep: keep.unwrap_or(r.app.image_history_count() as u32),
+            apply: yes,
+        };
+        async move { r.client.prune_images(&r.app.name, &request).await }
+    }))
+    .await;
+    let mut failed = 0;
+    for (r, res) in remotes.iter().zip(results) {
+        match res {
+            Ok(plan) => print_prune_plan(r, &plan),
+            Err(e) => {
+                failed += 1;
+                r.eprint(&format!("error: {e}"));
+            }
+        }
+    }
+    if !yes && failed == 0 {
+        println!("dry run: nothing was removed; run again with --yes to remove the images marked `remove`");
+    }
+    outcome(failed, remotes.len())
+}
+
+fn print_prune_plan(r: &Remote, plan: &PruneImagesResponse) {
+    println!(
+        "[{}] {} on {}: keeping the newest {} deployment image{}",
+        r.label(),
+        r.app.name,
+        r.client.url(),
+        plan.keep,
+        if plan.keep == 1 { "" } else { "s" }
+    );
+    let rows: Vec<[String; 3]> = plan
+        .images
+        .iter()
+        .map(|i| {
+            let action = match (i.action.as_str(), plan.applied) {
+                ("remove", true) => "removed",
+                (action, _) => action,
+            };
+            [
+                action.to_string(),
+                i.image.clone(),
+                i.deployment_ids.join(","),
+            ]
+        })
+        .collect();
+    print_table(&["ACTION", "IMAGE", "DEPLOYMENTS"], &rows);
+}
+
 pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCode, CliError> {
     let (_, apps) = select_apps(common, true)?;
     let remotes = connect_all(apps)?;
@@ -474,7 +590,7 @@ pub async fn rollback(common: &CommonArgs, deployment_id: &str) -> Result<ExitCo
             .await
             .map_err(|e| r.failed(e))?;
         println!("[{}] deployment {}", r.label(), accepted.deployment_id);
-        follow_job(r, &accepted.deployment_id, "deployment").await
+        follow_job(r, &accepted.deployment_id, "deployment", false).await
     }))
     .await;
     print_summary(&remotes, &results);
@@ -496,6 +612,105 @@ pub(super) fn connect_one(
         .pop()
         .ok_or_else(|| CliError::Usage(format!("`haloy {command}` needs a target")))?;
     Ok((remote.app, remote.client))
+}
+
+/// The haloyd clients `server registry` talks to: `--server`, else each distinct server of the
+/// config's targets (Haloy's `server registry` takes the same choice).
+fn registry_clients(common: &CommonArgs, server: Option<&str>) -> Result<Vec<ApiClient>, CliError> {
+    if let Some(server) = server {
+        let store = ClientConfig::load(&servers::client_config_path()?)?;
+        let url = servers::server_url(server)?;
+        servers::check_transport(&url, &store)?;
+        let token = servers::token_for(None, &url, &store).ok_or_else(|| {
+            CliError::Usage(format!(
+                "no API token for {url}: export {} or run `haloy server add {url} --token-stdin`",
+                servers::TOKEN_ENV
+            ))
+        })?;
+        return Ok(vec![ApiClient::new(&url, Some(token))?]);
+    }
+    let (_, apps) = select_apps(common, false)?;
+    let mut clients: Vec<ApiClient> = Vec::new();
+    for remote in connect_all(apps)? {
+        if !clients.iter().any(|c| c.url() == remote.client.url()) {
+            clients.push(remote.client);
+        }
+    }
+    Ok(clients)
+}
+
+/// `haloy server registry login/logout/list`.
+pub async fn server_registry(
+    common: &CommonArgs,
+    command: &RegistryCommand,
+) -> Result<ExitCode, CliError> {
+    match command {
+        RegistryCommand::Login {
+            registry,
+            username,
+            password_stdin,
+            password,
+            server,
+        } => {
+            let password = registry_password(*password_stdin, password.as_deref())?;
+            let request = RegistryLoginRequest {
+                server: registry.clone(),
+                username: username.clone(),
+                password,
+            };
+            for client in registry_clients(common, server.as_deref())? {
+                let stored = client.registry_login(&request).await?;
+                println!(
+                    "{}: login for {} ({}) stored",
+                    client.url(),
+                    stored.server,
+                    stored.username
+                );
+            }
+        }
+        RegistryCommand::Logout { registry, server } => {
+            for client in registry_clients(common, server.as_deref())? {
+                client.registry_logout(registry).await?;
+                println!("{}: login for {registry} removed", client.url());
+            }
+        }
+        RegistryCommand::List { server } => {
+            for client in registry_clients(common, server.as_deref())? {
+                let list = client.registries().await?;
+                println!("{}", client.url());
+                let rows: Vec<[String; 2]> =
+                    list.into_iter().map(|e| [e.server, e.username]).collect();
+                print_table(&["REGISTRY", "USERNAME"], &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The password from stdin's first line (`--password-stdin`) or `-p`.
+fn registry_password(
+    from_stdin: bool,
+    argument: Option<&str>,
+) -> Result<crate::config::SecretString, CliError> {
+    let password = if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|source| CliError::Io {
+                action: "read the password from",
+                path: std::path::PathBuf::from("<stdin>"),
+                source,
+            })?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        argument.unwrap_or_default().to_string()
+    };
+    if password.is_empty() {
+        return Err(CliError::Usage(
+            "no registry password: pipe it in with --password-stdin".into(),
+        ));
+    }
+    Ok(crate::config::SecretString::new(password))
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub const ROOT_ONLY_KEYS: &[&str] = &[
     "targets",
     "global_pre_deploy",
     "global_post_deploy",
+    "secret_providers",
 ];
 const IMAGE_KEYS: &[&str] = &[
     "repository",
@@ -165,6 +166,9 @@ struct Root {
     targets: Vec<(String, Pos, Layer)>,
     global_pre_deploy: Vec<String>,
     global_post_deploy: Vec<String>,
+    secret_providers: Option<super::secrets::SecretProviders>,
+    /// Set by `resolve_document` from `secret_providers`.
+    secrets: Option<std::sync::Arc<super::secrets::SecretResolver>>,
 }
 
 fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
@@ -174,6 +178,8 @@ fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
         targets: Vec::new(),
         global_pre_deploy: Vec::new(),
         global_post_deploy: Vec::new(),
+        secret_providers: None,
+        secrets: None,
     };
     let known: Vec<&str> = TARGET_KEYS.iter().chain(ROOT_ONLY_KEYS).copied().collect();
     if node.value == super::tree::Value::Null {
@@ -203,6 +209,9 @@ fn decode_root(dec: &mut Decoder, node: &Node) -> Root {
             }
             "global_pre_deploy" => root.global_pre_deploy = dec.string_list(v, &key),
             "global_post_deploy" => root.global_post_deploy = dec.string_list(v, &key),
+            "secret_providers" => {
+                root.secret_providers = Some(super::secrets::decode(dec, v, &key));
+            }
             _ => decode_layer_key(dec, &mut root.layer, &key, v, &key),
         }
     }
@@ -224,6 +233,10 @@ fn decode_layer(dec: &mut Decoder, node: &Node, path: &str) -> Layer {
         (
             "global_post_deploy",
             "`global_post_deploy` is only allowed at the top level",
+        ),
+        (
+            "secret_providers",
+            "`secret_providers` is only allowed at the top level",
         ),
     ];
     for (key, entry) in dec.map_hinted(node, path, TARGET_KEYS, &misplaced) {
@@ -800,7 +813,14 @@ pub fn resolve_document(
     dir: &Path,
     process_env: &HashMap<String, String>,
 ) -> Vec<ResolvedApp> {
-    let root = decode_root(dec, node);
+    let mut root = decode_root(dec, node);
+    root.secrets = root.secret_providers.clone().map(|providers| {
+        std::sync::Arc::new(super::secrets::SecretResolver::new(
+            providers,
+            dir,
+            super::secrets::Programs::default(),
+        ))
+    });
     let root_image = layer_image(dec, &root.layer, &root.images);
     let mut inputs = Vec::new();
     if root.targets.is_empty() {
@@ -873,7 +893,8 @@ fn resolve_target(
             return None;
         }
     }
-    let sources = EnvSources::load(dir, input.key, process_env, dec);
+    let sources =
+        EnvSources::load(dir, input.key, process_env, dec).with_secrets(root.secrets.clone());
     let preset = l.preset;
     let preset_defaults = preset.is_some();
     let deployment_strategy =
@@ -928,13 +949,19 @@ fn resolve_target(
         post_deploy: l.post_deploy.clone().unwrap_or_default(),
         global_pre_deploy: root.global_pre_deploy.clone(),
         global_post_deploy: root.global_post_deploy.clone(),
-        protected: l.protected.unwrap_or(preset == Some(Preset::Database)),
+        // Haloy's applyPreset sets `protected` for databases whatever the file says.
+        protected: preset == Some(Preset::Database) || l.protected.unwrap_or(false),
         preset,
         acme_email: l.acme_email.clone(),
         resources: l.resources,
         security: l.security.unwrap_or_default(),
         stop_timeout: l.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
         init: l.init.unwrap_or(false),
+        secret_values: sources
+            .revealed_secrets()
+            .into_iter()
+            .map(SecretString::new)
+            .collect(),
     })
 }
 
@@ -1017,16 +1044,13 @@ fn resolve_source(dec: &mut Decoder, s: &Sp<Source>, sources: &EnvSources) -> Op
                 None
             }
         },
-        Source::Secret(r) => {
-            dec.problem(
-                s.pos,
-                &s.path,
-                format!(
-                    "`from.secret: {r}` needs a secret provider, and haloy has none configured; use `from: {{env: VAR}}` (a .env file works too)"
-                ),
-            );
-            None
-        }
+        Source::Secret(r) => match sources.secret(r) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                dec.problem(s.pos, &s.path, e.to_string());
+                None
+            }
+        },
     }
 }
 
@@ -1187,6 +1211,39 @@ fn resolve_image(
         build: raw.build.unwrap_or(build_default),
         build_config,
     })
+    .inspect(|img| check_push_strategy(dec, raw, img))
+}
+
+/// Haloy's build push rules (haloydev/haloy internal/config/image.go `Validate`,
+/// `GetEffectivePushStrategy`): a built image goes to the registry when `build_config.push`
+/// says so or, unset, when `registry` auth is given, otherwise it is uploaded to the server;
+/// pushing needs auth, uploading must not have any.
+fn check_push_strategy(dec: &mut Decoder, raw: &RawImage, img: &ResolvedImage) {
+    if !img.build {
+        return;
+    }
+    let push = img
+        .build_config
+        .as_ref()
+        .and_then(|b| b.push.as_deref())
+        .unwrap_or(if img.registry.is_some() {
+            "registry"
+        } else {
+            "server"
+        });
+    match (push, img.registry.is_some()) {
+        ("registry", false) => dec.problem(
+            raw.pos,
+            &raw.path,
+            "registry authentication required when building with the registry push strategy (`build_config.push: registry`); add `registry: {username: …, password: …}` or use `push: server`",
+        ),
+        ("server", true) => dec.problem(
+            raw.pos,
+            &raw.path,
+            "`registry` cannot be set when `build_config.push` is `server` (uploaded images don't use registry authentication); remove `registry` or use `push: registry`",
+        ),
+        _ => {}
+    }
 }
 
 fn resolve_history(dec: &mut Decoder, h: &RawHistory, tag: &str) -> Option<ImageHistory> {

@@ -7,14 +7,19 @@
 //! `.env`.
 
 use super::decode::Decoder;
+use super::secrets::{SecretError, SecretResolver};
 use super::tree::Pos;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Named variable maps in lookup order.
 #[derive(Debug, Clone, Default)]
 pub struct EnvSources {
     layers: Vec<(String, HashMap<String, String>)>,
+    /// `secret_providers` of the config, for `from: {secret: …}`; shared by all targets so
+    /// each source is fetched once.
+    secrets: Option<Arc<SecretResolver>>,
 }
 
 impl EnvSources {
@@ -41,7 +46,34 @@ impl EnvSources {
             let vars = parse_dotenv(&text, &path.display().to_string(), dec);
             layers.push((name, vars));
         }
-        EnvSources { layers }
+        EnvSources {
+            layers,
+            secrets: None,
+        }
+    }
+
+    /// These sources with the config's secret providers.
+    pub fn with_secrets(mut self, secrets: Option<Arc<SecretResolver>>) -> EnvSources {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The value of a `from: {secret: PROVIDER:SOURCE:KEY}` reference.
+    pub fn secret(&self, reference: &str) -> Result<String, SecretError> {
+        match &self.secrets {
+            Some(resolver) => resolver.resolve(reference),
+            None => Err(SecretError::NoProviders {
+                reference: reference.to_string(),
+            }),
+        }
+    }
+
+    /// Every secret value resolved so far (to hide them wherever a config is printed).
+    pub fn revealed_secrets(&self) -> Vec<String> {
+        self.secrets
+            .as_ref()
+            .map(|r| r.revealed())
+            .unwrap_or_default()
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {

@@ -7,9 +7,12 @@ pub mod deploy;
 pub mod env;
 pub mod limits;
 pub mod resolved;
+pub mod secrets;
 pub mod server;
+pub mod server_edit;
 pub mod tree;
 pub mod values;
+pub mod yaml_hint;
 
 pub use decode::{Problem, Problems};
 pub use resolved::*;
@@ -130,7 +133,13 @@ pub fn resolve_text(
     let node = match tree::parse(format, text) {
         Ok(n) => n,
         Err(e) => {
-            dec.problem(e.pos, "", format!("syntax error: {}", e.message));
+            let hint = match format {
+                Format::Yaml => yaml_hint::missing_colon(text, e.pos.line)
+                    .map(|h| format!("; {h}"))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            dec.problem(e.pos, "", format!("syntax error: {}{hint}", e.message));
             return Err(ConfigError::Invalid(Problems(dec.problems)));
         }
     };

@@ -195,11 +195,12 @@ pub struct ResolvedApp {
     pub env: Vec<EnvVar>,
     pub volumes: Vec<VolumeSpec>,
     pub network: Option<String>,
-    /// Hooks are kept for compatibility but not run yet.
+    /// Shell commands the CLI runs on the deploying machine (`cli::hooks`); haloyd ignores them.
     pub pre_deploy: Vec<String>,
     pub post_deploy: Vec<String>,
     pub global_pre_deploy: Vec<String>,
     pub global_post_deploy: Vec<String>,
+    /// Left out of `deploy --all` unless `--include-protected`.
     pub protected: bool,
     pub preset: Option<Preset>,
     pub acme_email: Option<String>,
@@ -213,6 +214,10 @@ pub struct ResolvedApp {
     /// format 1 of the history: absent in older records and deploy requests.
     #[serde(default)]
     pub init: bool,
+    /// Values resolved from `secret_providers` (CLI side only, never serialized): printed
+    /// configs show `<hidden>` in their place.
+    #[serde(skip)]
+    pub secret_values: Vec<SecretString>,
 }
 
 impl ResolvedApp {

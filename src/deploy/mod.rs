@@ -31,7 +31,7 @@ pub use replica::{LiveReplica, Phase};
 use crate::api::types::{
     AppStatus, DeployEvent, DeploymentSummary, LogLine, LogsQuery, ReplicaState, ReplicaStatus,
 };
-use crate::config::{DeploymentStrategy, ResolvedApp};
+use crate::config::{DeploymentStrategy, HistoryStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
 use crate::runtime::{Runtime, RuntimeError};
@@ -353,7 +353,8 @@ impl Deployer {
         self.progress.subscribe(deployment_id)
     }
 
-    /// Earlier successful deployments whose image is still on this server, newest first.
+    /// Earlier successful deployments whose image is still on this server (or in the registry,
+    /// for history strategy `registry`), newest first.
     pub async fn rollback_targets(&self, app: &str) -> Result<Vec<DeploymentSummary>, DeployError> {
         let history = self.state.history(app)?;
         if history.is_empty() {
@@ -366,7 +367,11 @@ impl Deployer {
             .rev()
             .filter(|r| matches!(r.status, DeployStatus::Succeeded | DeployStatus::Superseded))
         {
-            if !self.image_present(app, &record.image).await {
+            // Haloy (internal/deploy/rollback.go isImageAvailable): under history strategy
+            // `registry` only the current image stays here and the registry keeps the rest,
+            // so a rollback pulls the old tag again.
+            let in_registry = record.config.image.history.strategy == HistoryStrategy::Registry;
+            if !in_registry && !self.image_present(app, &record.image).await {
                 continue;
             }
             targets.push(DeploymentSummary {
@@ -379,6 +384,105 @@ impl Deployer {
             });
         }
         Ok(targets)
+    }
+
+    /// Haloy's `prune-images`: the images of the app's successful deployments on this server,
+    /// the newest `keep` (at least the running one) kept and the rest removed when `apply`.
+    /// Refused while a job holds the app (it may be pulling or starting an image).
+    pub async fn prune_images(
+        &self,
+        app: &str,
+        keep: u32,
+        apply: bool,
+    ) -> Result<crate::api::types::PruneImagesResponse, DeployError> {
+        use crate::api::types::{PruneImagesResponse, PrunedImage};
+        let entry = self
+            .existing_entry(app)
+            .ok_or_else(|| DeployError::UnknownApp(app.to_string()))?;
+        let guard = entry.claim_for_deploy(&format!("prune-images-{}", ulid::Ulid::new()))?;
+        let history = self.state.history(app);
+        let history = match history {
+            Ok(history) => history,
+            Err(e) => {
+                entry.release_deploy(guard);
+                return Err(e.into());
+            }
+        };
+        let mut images: Vec<PrunedImage> = Vec::new();
+        for record in history
+            .iter()
+            .rev()
+            .filter(|r| matches!(r.status, DeployStatus::Succeeded | DeployStatus::Superseded))
+        {
+            match images.iter_mut().find(|i| i.image == record.image) {
+                Some(seen) => seen.deployment_ids.push(record.id.clone()),
+                None => images.push(PrunedImage {
+                    image: record.image.clone(),
+                    deployment_ids: vec![record.id.clone()],
+                    action: String::new(),
+                }),
+            }
+        }
+        let keep_count = (keep as usize).max(1);
+        let mut present = Vec::new();
+        for (i, image) in images.into_iter().enumerate() {
+            if !self.image_present(app, &image.image).await {
+                continue;
+            }
+            let action = if i < keep_count { "keep" } else { "remove" };
+            present.push(PrunedImage {
+                action: action.to_string(),
+                ..image
+            });
+        }
+        let result = if apply {
+            let kept: Vec<String> = present
+                .iter()
+                .filter(|i| i.action == "keep")
+                .map(|i| i.image.clone())
+                .collect();
+            self.runtime.remove_unused_images(app, &kept).await
+        } else {
+            Ok(())
+        };
+        entry.release_deploy(guard);
+        result?;
+        tracing::info!(app, keep, apply, "prune-images");
+        Ok(PruneImagesResponse {
+            keep: keep_count as u32,
+            applied: apply,
+            images: present,
+        })
+    }
+
+    /// The app's image request; without `image.registry` credentials, the login stored with
+    /// `haloy server registry login` for the image's registry (Haloy's server-side logins).
+    pub(crate) fn image_request_with_login(
+        &self,
+        app: &ResolvedApp,
+    ) -> crate::runtime::ImageRequest {
+        let mut request = app.image_request();
+        if request.credentials.is_some() {
+            return request;
+        }
+        let Ok(reference) = crate::runtime::image::reference::ImageRef::parse(&request.reference)
+        else {
+            return request;
+        };
+        match self.state.registry_logins().get(&reference.registry) {
+            Ok(Some(login)) => {
+                tracing::info!(app = %app.name, registry = %reference.registry, "pulling with the stored registry login");
+                request.credentials = Some(crate::runtime::RegistryCredentials {
+                    username: login.username,
+                    password: login.password,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(app = %app.name, error = %e, "stored registry logins unreadable; pulling without")
+            }
+        }
+        request
     }
 
     async fn image_present(&self, app: &str, image: &str) -> bool {
@@ -405,7 +509,8 @@ impl Deployer {
             });
         }
         let mut config = record.config.clone();
-        // The image was kept on the server for exactly this; never wait on a registry.
+        // The image was kept on the server for exactly this; never wait on a registry (under
+        // history strategy `registry` it is gone, and `if_missing` pulls it again).
         config.image.pull_policy = crate::config::PullPolicy::IfMissing;
         self.deploy(config, Some(id.to_string())).await
     }

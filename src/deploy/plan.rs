@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{HistoryStrategy, ResolvedApp, VolumeSpec};
+use crate::config::{HistoryStrategy, NamingStrategy, ResolvedApp, VolumeSpec};
 use crate::runtime::{
     ImageInfo, ImageRequest, RegistryCredentials, ReplicaSpec, VolumeMount, VolumeSource,
 };
@@ -28,11 +28,26 @@ impl ResolvedApp {
         }
     }
 
+    /// `naming_strategy: static` travels to the runtime as a label: the container is then
+    /// named after the app (validation keeps such apps at one replica, strategy replace).
+    fn naming_labels(&self) -> std::collections::BTreeMap<String, String> {
+        let mut labels = std::collections::BTreeMap::new();
+        if self.naming_strategy == NamingStrategy::Static {
+            labels.insert(
+                crate::runtime::labels::NAMING.to_string(),
+                "static".to_string(),
+            );
+        }
+        labels
+    }
+
     /// How many successful deploys keep their image for rollback.
     pub fn image_history_count(&self) -> usize {
         match self.image.history.strategy {
-            HistoryStrategy::None => 1,
-            HistoryStrategy::Local | HistoryStrategy::Registry => self.image.history.count as usize,
+            // Haloy (internal/deploy/deploy.go): `registry` keeps only the current image on
+            // the server; a rollback pulls the old tag again.
+            HistoryStrategy::None | HistoryStrategy::Registry => 1,
+            HistoryStrategy::Local => self.image.history.count as usize,
         }
     }
 
@@ -77,7 +92,7 @@ impl ResolvedApp {
                 .iter()
                 .flat_map(|d| std::iter::once(d.domain.clone()).chain(d.aliases.iter().cloned()))
                 .collect(),
-            labels: Default::default(),
+            labels: self.naming_labels(),
             volumes: self.volumes.iter().map(volume_mount).collect(),
             resources: self.resources.unwrap_or_default(),
             seccomp: self.security.seccomp,

@@ -91,7 +91,10 @@ async fn execute(
     })?;
     let reference = app.image_reference();
     reporter.step(None, "pulling", format!("pulling {reference}"));
-    let image = deployer.runtime.ensure_image(&app.image_request()).await?;
+    let image = deployer
+        .runtime
+        .ensure_image(&deployer.image_request_with_login(app))
+        .await?;
     reporter.step(None, "pulled", format!("{} ({})", image.name, image.digest));
     let specs: Vec<ReplicaSpec> = (0..app.replicas)
         .map(|i| app.replica_spec(&reporter.deployment_id, i, &image))

@@ -205,7 +205,12 @@ impl Runtime for FakeRuntime {
             .copied()
             .unwrap_or(Behaviour::Healthy);
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let container_id = format!("{}-{}-{}", spec.app, spec.replica, n);
+        let container_id =
+            if spec.labels.get(super::labels::NAMING).map(String::as_str) == Some("static") {
+                spec.app.clone()
+            } else {
+                format!("{}-{}-{}", spec.app, spec.replica, n)
+            };
         if behaviour == Behaviour::FailStart {
             return Err(RuntimeError::Container {
                 container_id,

@@ -44,6 +44,9 @@ pub mod labels {
     pub const IMAGE: &str = "dev.haloy.image";
     /// Prefix of the image-record labels `dev.haloy.app/<app>` naming the apps that use it.
     pub const IMAGE_APP_PREFIX: &str = "dev.haloy.app/";
+    /// `static` when the app's `naming_strategy` is static: the container is named after the
+    /// app (set in `ReplicaSpec::labels` by the deployer, read by `task::replica_container_id`).
+    pub const NAMING: &str = "dev.haloy.naming";
 }
 
 /// Errors of the runtime module; each names what a user needs to act on.

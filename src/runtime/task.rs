@@ -109,6 +109,16 @@ fn sanitize(part: &str) -> String {
     out.trim_end_matches('-').to_string()
 }
 
+/// The containerd id of a replica: the app's own name under `naming_strategy: static` (Haloy
+/// names its single container after the app, haloydev/haloy internal/docker/container.go;
+/// app names are valid ids), else `container_id`.
+pub fn replica_container_id(spec: &ReplicaSpec) -> String {
+    if spec.labels.get(base_labels::NAMING).map(String::as_str) == Some("static") {
+        return spec.app.clone();
+    }
+    container_id(&spec.app, &spec.deployment_id, spec.replica)
+}
+
 /// `<app>-<deployment>-<replica>`: unique per replica of a deployment and a valid containerd
 /// identifier, CNI container id and file name. The app part is shortened to fit.
 pub fn container_id(app: &str, deployment_id: &str, replica: u32) -> String {
@@ -247,7 +257,7 @@ impl Tasks {
     /// CNI ADD runs while the container and its task are created (it only needs the
     /// namespace to exist); the task starts once both are done.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<StartedReplica, RuntimeError> {
-        let id = container_id(&spec.app, &spec.deployment_id, spec.replica);
+        let id = replica_container_id(spec);
         let netns = self.create_namespace(&id).await?;
         let (connected, created) = tokio::join!(
             self.network.connect(&id),

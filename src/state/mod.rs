@@ -151,6 +151,7 @@ fn format_one() -> u32 {
 /// Deployment history, one JSON file per app, each write atomic and durable.
 pub struct StateStore {
     dir: PathBuf,
+    registry_logins: registries::RegistryLogins,
     /// Serialises read-modify-write cycles; never held across an await.
     write_lock: Mutex<()>,
 }
@@ -165,9 +166,15 @@ impl StateStore {
         // Owner-only, so history files written by older versions are protected too.
         let _ = fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700));
         Ok(Self {
+            registry_logins: registries::RegistryLogins::new(state_dir),
             dir,
             write_lock: Mutex::new(()),
         })
+    }
+
+    /// Registry logins kept by this haloyd (`haloy server registry login`).
+    pub fn registry_logins(&self) -> &registries::RegistryLogins {
+        &self.registry_logins
     }
 
     /// All records of `app`, oldest first.
@@ -366,6 +373,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), StateError> {
         source,
     })
 }
+
+pub mod registries;
 
 #[cfg(test)]
 #[path = "tests/state.rs"]

@@ -164,7 +164,10 @@ fn missing_env_secret_and_cycle() {
     .unwrap_err();
     assert_eq!(err.len(), 3, "{err:?}");
     assert!(err[0].contains("env[0]: environment variable `NOPE_NOT_SET` is not set"));
-    assert!(err[1].contains("env[1]: `from.secret: op:x` needs a secret provider"));
+    assert!(
+        err[1].contains("env[1]: found `from.secret: op:x` but no `secret_providers` block"),
+        "{err:?}"
+    );
     assert!(err[2].contains("env references form a cycle"), "{err:?}");
 }
 
