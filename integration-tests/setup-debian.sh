@@ -6,7 +6,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
     containerd runc containernetworking-plugins iproute2 iptables \
-    docker-registry pebble busybox-static tini protobuf-compiler apache2-utils \
+    docker-registry pebble busybox-static tini protobuf-compiler apache2-utils docker.io \
     wrk nginx-light haproxy curl ca-certificates gcc pkg-config
 # Debian starts some daemons on install where an init system exists; haloy's tests run their
 # own private instances, so the packaged services must not hold ports 80/443/5000.
