@@ -61,8 +61,12 @@ async fn main() -> anyhow::Result<()> {
         .context("haloyd has no folder")?
         .to_path_buf();
     let drivers = measure_drivers(&bin_dir)?;
-
+    eprintln!(
+        "log drivers measured: {} KiB each as haloyd, {} KiB each as haloy-logd",
+        drivers.haloyd_as_driver, drivers.haloy_logd
+    );
     let (haloy, haloyd_growth) = haloy_stack().await?;
+    eprintln!("haloy stack measured: {haloy:?}, haloyd growth per replica {haloyd_growth} KiB");
     let docker = docker_stack().await?;
 
     report(&drivers, &haloy, haloyd_growth, &docker);
@@ -268,13 +272,14 @@ struct Dockerd {
 impl Dockerd {
     fn start(containerd: &Containerd) -> anyhow::Result<Dockerd> {
         let dockerd = require_binary("dockerd", "docker.io");
-        // The CLI from the same package (a newer one elsewhere on PATH may refuse the API).
-        let docker = dockerd.with_file_name("docker");
-        anyhow::ensure!(
-            docker.is_file(),
-            "{} missing: apt-get install docker.io",
-            docker.display()
-        );
+        // The CLI from the same package first (a newer one elsewhere on PATH may refuse the
+        // older daemon's API).
+        let packaged = PathBuf::from("/usr/bin/docker");
+        let docker = if packaged.is_file() {
+            packaged
+        } else {
+            require_binary("docker", "docker.io")
+        };
         let dir = tempfile::Builder::new()
             .prefix("haloy-fp-docker-")
             .tempdir()?;
