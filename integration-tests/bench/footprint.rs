@@ -210,6 +210,17 @@ fn read_haloy_stack(haloyd_pid: u32, containerd: &Containerd) -> Stack {
     let procs = processes();
     let shims = shims_of(&procs, containerd.socket());
     let drivers = pss::children_with_arg(&procs, &shims, DRIVER_ARG);
+    let logd = procs
+        .iter()
+        .filter(|p| drivers.contains(&p.pid) && p.program() == "haloy-logd")
+        .count();
+    if logd != drivers.len() {
+        eprintln!(
+            "note: {} of {} log drivers are haloyd itself (no haloy-logd beside haloyd)",
+            drivers.len() - logd,
+            drivers.len()
+        );
+    }
     Stack {
         daemon: pss_kib(haloyd_pid),
         containerd: containerd.pid().map(pss_kib).unwrap_or(0),
