@@ -10,7 +10,7 @@ mkdir -p "$DEMO" /etc/haloy
 
 bash integration-tests/setup-debian.sh
 cargo build --release --bins --examples
-install -m 0755 target/release/haloy target/release/haloyd /usr/local/bin/
+install -m 0755 target/release/haloy target/release/haloyd target/release/haloy-logd /usr/local/bin/
 
 wait_for() { # wait_for DESCRIPTION COMMAND...
     local what=$1; shift

@@ -704,6 +704,10 @@ fn built_binary(from_cargo: Option<&'static str>, name: &str) -> PathBuf {
     if let Some(path) = from_cargo {
         return PathBuf::from(path);
     }
+    // A benchmark built in the dev profile measuring release binaries (footprint.sh).
+    if let Some(dir) = std::env::var_os("HALOY_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
     let exe = std::env::current_exe().expect("path of the running test binary");
     let mut dir = exe.parent().expect("test binary folder").to_path_buf();
     if dir.ends_with("deps") || dir.ends_with("examples") {

@@ -22,7 +22,7 @@ use containerd_client::types::v1::{Process, Status};
 use containerd_client::types::Mount;
 use tonic::Code;
 
-use super::log_driver::{log_uri, LogDriverConfig};
+use super::log_driver::{driver_binary_beside, log_uri, LogDriverConfig};
 use super::logs::{log_files, read_logs, remove_log_files};
 use super::spec::{
     build_spec, hosts_file, nofile_limit, resolve_user, resolve_volumes, spec_any,
@@ -68,7 +68,8 @@ pub struct TaskSettings {
     pub log_dir: PathBuf,
     pub log_max_size: u64,
     pub log_max_files: u32,
-    /// The binary the shim runs as log driver; haloyd itself when None.
+    /// The binary the shim runs as log driver; when None `haloy-logd` beside the running
+    /// executable, or that executable itself (`log_driver::driver_binary_beside`).
     pub log_driver_binary: Option<PathBuf>,
     /// cgroupfs parent of every task's cgroup.
     pub cgroup_parent: String,
@@ -232,10 +233,12 @@ impl Tasks {
     fn log_driver_uri(&self, id: &str) -> Result<String, RuntimeError> {
         let binary = match &self.settings.log_driver_binary {
             Some(path) => path.clone(),
-            None => std::env::current_exe().map_err(|source| RuntimeError::Io {
-                path: PathBuf::from("/proc/self/exe"),
-                source,
-            })?,
+            None => std::env::current_exe()
+                .map(|exe| driver_binary_beside(&exe))
+                .map_err(|source| RuntimeError::Io {
+                    path: PathBuf::from("/proc/self/exe"),
+                    source,
+                })?,
         };
         // The shim runs the driver from its own working directory: relative paths break there.
         let absolute = |path: &Path| {

@@ -181,3 +181,16 @@ fn restrict_log_dir_tightens_every_file() {
     restrict_log_dir(&fresh).unwrap();
     assert_eq!(mode_of(&fresh), 0o700);
 }
+
+#[test]
+fn driver_binary_is_haloy_logd_beside_haloyd_when_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let haloyd = dir.path().join("haloyd");
+    std::fs::write(&haloyd, b"").unwrap();
+    assert_eq!(driver_binary_beside(&haloyd), haloyd);
+    std::fs::write(dir.path().join(DRIVER_BINARY), b"").unwrap();
+    assert_eq!(
+        driver_binary_beside(&haloyd),
+        dir.path().join(DRIVER_BINARY)
+    );
+}
