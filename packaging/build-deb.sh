@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Builds target/debian/haloy_<version>_<arch>.deb: the binaries in the given cargo profile
-# (default `dist`, the fat-LTO package build; `release` is faster to build), then the generated
+# (default `release`; `dist` is the fat-LTO candidate, see Cargo.toml), then the generated
 # man pages, completions and default server config (`haloyd dist-assets`), then cargo-deb.
 # Usage: packaging/build-deb.sh [PROFILE [CARGO-DEB ARGS…]]   Prints the .deb's path last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROFILE=${1:-dist}
+PROFILE=${1:-release}
 command -v cargo-deb >/dev/null || {
     echo "error: cargo-deb missing: run integration-tests/setup-debian.sh (cargo install cargo-deb --locked)" >&2
     exit 1
