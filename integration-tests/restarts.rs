@@ -756,7 +756,7 @@ fn shipped_systemd_units_pass_systemd_analyze_verify() {
     let haloyd = harness::haloyd::haloyd_binary();
     for name in ["haloyd.service", "haloyd.socket"] {
         let text = std::fs::read_to_string(units.join(name)).expect("read unit");
-        let text = text.replace("/usr/local/bin/haloyd", &haloyd.display().to_string());
+        let text = text.replace("/usr/bin/haloyd", &haloyd.display().to_string());
         std::fs::write(dir.path().join(name), text).expect("write unit");
     }
     let out = std::process::Command::new(analyze)

@@ -7,7 +7,7 @@ apt-get update
 apt-get install -y --no-install-recommends \
     containerd runc containernetworking-plugins iproute2 iptables \
     docker-registry pebble busybox-static tini protobuf-compiler apache2-utils systemd \
-    wrk nginx-light haproxy curl ca-certificates gcc pkg-config \
+    wrk nginx-light haproxy curl ca-certificates gcc pkg-config dpkg-dev bc time \
     umoci buildah skopeo
 # Debian starts some daemons on install where an init system exists; haloy's tests run their
 # own private instances, so the packaged services must not hold ports 80/443/5000.
@@ -20,3 +20,5 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo not found; install Rust (rustup) first" >&2
     exit 1
 fi
+# Builds the Debian package (packaging/build-deb.sh, integration-tests/package.rs).
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --locked

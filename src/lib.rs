@@ -19,3 +19,4 @@ pub mod state;
 pub mod sys;
 pub mod timefmt;
 pub mod tls;
+pub mod verify;

@@ -17,7 +17,8 @@
 # and add the same X-Forwarded-For/-Proto/-Host headers.
 #
 # Env: DURATION (s per wrk run, default 10), CONNS (default 64), ROUNDS (default 3),
-# BASE_PORT (default 18580).
+# BASE_PORT (default 18580), PROFILE (cargo profile, default release; PROFILE=dist measures the
+# package's fat-LTO build: compare its CPU per request with release's from a run right after).
 # Needs: wrk (Debian package wrk), nginx (nginx-light), haproxy (haproxy), cargo.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-3}
 BASE_PORT=${BASE_PORT:-18580}
+PROFILE=${PROFILE:-release}
 BACKEND_PORT=$BASE_PORT
 HALOY_PORT=$((BASE_PORT + 1))
 NGINX_PORT=$((BASE_PORT + 2))
@@ -40,9 +42,10 @@ need haproxy haproxy
 NGINX=$(command -v nginx)
 HAPROXY=$(command -v haproxy)
 
-cargo build --release --example bench-backend --example bench-proxy >&2
+cargo build --profile "$PROFILE" --example bench-backend --example bench-proxy >&2
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-EXAMPLES="$TARGET_DIR/release/examples"
+EXAMPLES="$TARGET_DIR/$PROFILE/examples"
+echo "profile: $PROFILE"
 
 WORK=$(mktemp -d)
 PIDS=()

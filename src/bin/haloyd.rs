@@ -1,6 +1,7 @@
 //! `haloyd`, the daemon on each server: `serve` wires config → runtime → proxy → deployer →
-//! API and runs until SIGTERM, or hands over to a new binary on SIGUSR2 (`upgrade`); `init` prepares a fresh server; the hidden log-driver mode is
-//! what containerd's shim runs to keep each task's output.
+//! API and runs until SIGTERM, or hands over to a new binary on SIGUSR2 (`upgrade`); `init` prepares a fresh server; `verify` checks one
+//! (`haloy::verify`); the hidden log-driver mode is what containerd's shim runs to keep each
+//! task's output, the hidden `dist-assets` writes the package's man pages and completions.
 
 #![forbid(unsafe_code)]
 
@@ -76,12 +77,28 @@ enum Command {
         #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Check that this server can run haloyd with this config: containerd answers with the v1
+    /// services haloyd uses, runc and the CNI plugins are installed, the listen ports are free
+    /// or held by haloyd, the config/state dirs and the token file are private. Prints what to
+    /// fix for each problem; exits 1 if any check fails.
+    Verify {
+        /// Server config to check against.
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Print the version.
     Version,
     /// Read or change the server config (as Haloy's `haloyd config get/set`)
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Write man pages, shell completions and the default server config into a directory
+    /// (the Debian package's generated files; see packaging/build-deb.sh).
+    #[command(hide = true)]
+    DistAssets {
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -133,6 +150,8 @@ fn main() -> ExitCode {
             new_token,
         } => init(&config, &state_dir, new_token),
         Command::Upgrade { config, timeout } => upgrade_command(&config, timeout),
+        Command::Verify { config } => verify_command(&config),
+        Command::DistAssets { out } => dist_assets(&out),
         Command::Version => {
             println!("haloyd {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -814,12 +833,7 @@ fn init(config_path: &Path, state_dir: &Path, new_token: bool) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if !config_path.exists() {
-        let text = format!(
-            "state_dir: {state}\napi:\n  token_file: {token}\n\n{template}",
-            state = state_dir.display(),
-            token = token_file.display(),
-            template = haloy::config::server::TEMPLATE_YAML
-        );
+        let text = default_config(state_dir, &token_file);
         write_file(config_path, text.as_bytes(), 0o644)?;
         println!("wrote {}", config_path.display());
     } else {
@@ -858,6 +872,98 @@ fn config_command(command: ConfigCommand) -> Result<()> {
                 config.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// The server config `haloyd init` writes (and the Debian package ships): the paths, then
+/// every other key commented out with its default.
+fn default_config(state_dir: &Path, token_file: &Path) -> String {
+    format!(
+        "state_dir: {state}\napi:\n  token_file: {token}\n\n{template}",
+        state = state_dir.display(),
+        token = token_file.display(),
+        template = haloy::config::server::TEMPLATE_YAML
+    )
+}
+
+fn verify_command(config_path: &Path) -> Result<()> {
+    let config = ServerConfig::load(config_path).map_err(|e| {
+        anyhow::anyhow!("{e}\nfix: run `haloyd init`, or pass the server config with --config")
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(haloy::verify::run(&config, config_path));
+    print!("{}", report.render());
+    match report.failures() {
+        0 => Ok(()),
+        n => bail!("{n} check(s) failed (see the fix lines above)"),
+    }
+}
+
+/// Man pages (gzipped, one per command and subcommand), bash/zsh/fish completions for both
+/// binaries, and the default server config: generated from the code so they never go stale.
+fn dist_assets(out: &Path) -> Result<()> {
+    use clap::CommandFactory;
+    let commands = [Cli::command(), haloy::cli::Cli::command()];
+    let man_dir = out.join("man");
+    std::fs::create_dir_all(&man_dir)
+        .with_context(|| format!("cannot create {}", man_dir.display()))?;
+    for command in &commands {
+        clap_mangen::generate_to(command.clone(), &man_dir)
+            .with_context(|| format!("cannot write man pages to {}", man_dir.display()))?;
+        write_completions(command.clone(), &out.join("completions"))?;
+    }
+    gzip_each(&man_dir)?;
+    let config = default_config(
+        Path::new("/var/lib/haloy"),
+        Path::new("/etc/haloy/api-token"),
+    );
+    write_file(&out.join("haloyd.yaml"), config.as_bytes(), 0o644)?;
+    println!(
+        "wrote man pages, completions and haloyd.yaml to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+fn write_completions(mut command: clap::Command, dir: &Path) -> Result<()> {
+    use clap_complete::Shell;
+    let name = command.get_name().to_string();
+    for (shell, file) in [
+        (Shell::Bash, name.clone()),
+        (Shell::Zsh, format!("_{name}")),
+        (Shell::Fish, format!("{name}.fish")),
+    ] {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, &name, &mut script);
+        let shell_dir = dir.join(shell.to_string());
+        std::fs::create_dir_all(&shell_dir)
+            .with_context(|| format!("cannot create {}", shell_dir.display()))?;
+        write_file(&shell_dir.join(file), &script, 0o644)?;
+    }
+    Ok(())
+}
+
+/// Debian keeps man pages gzipped (`-n`-style: no name or time in the header, so the package
+/// is reproducible).
+fn gzip_each(dir: &Path) -> Result<()> {
+    use std::io::Write;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "gz") {
+            continue;
+        }
+        let page =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&page)?;
+        let mut gz_name = path.clone().into_os_string();
+        gz_name.push(".gz");
+        write_file(Path::new(&gz_name), &encoder.finish()?, 0o644)?;
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
     Ok(())
 }
