@@ -1,7 +1,7 @@
 //! Apps reach each other by name (issue 15) and `network` keeps names apart (issue 14): a
 //! private containerd, registry and haloyd per test, apps deployed with the real `haloy` CLI,
 //! and lookups made from inside a replica (the fixture's `/cgi-bin/lookup?NAME` runs busybox
-//! `nslookup`, `/cgi-bin/fetch?HOST:PORT/PATH` runs `wget`, both against the replica's own
+//! `nslookup`, `/cgi-bin/fetch?HOST:PORT/PATH` runs `nc` (getaddrinfo), both against the replica's own
 //! resolv.conf). Names outside haloy go to a resolver this test runs on loopback; no query
 //! leaves the machine.
 
@@ -188,7 +188,14 @@ impl Rig {
             "GET {path} on {host}: {head}\n--- haloyd log (tail)\n{}",
             self.haloyd.log_tail(30)
         );
-        body.to_string()
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_string()
+        }
     }
 
     /// `nslookup NAME` run inside a replica of the app serving `host`.
@@ -196,7 +203,7 @@ impl Rig {
         self.page(host, &format!("/cgi-bin/lookup?{name}")).await
     }
 
-    /// `wget http://TARGET` run inside a replica of the app serving `host`.
+    /// A GET of `http://TARGET` made with `nc` inside a replica of the app serving `host`.
     async fn fetch_from(&self, host: &str, target: &str) -> String {
         self.page(host, &format!("/cgi-bin/fetch?{target}")).await
     }
@@ -224,6 +231,22 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The payload of a chunked body (CGI output reaches the client chunked).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// The addresses in nslookup's answer section (after the `Name:` line; the lines before it

@@ -57,7 +57,8 @@ printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/html\\r\\n\\r\\n%s\\n' "\$page"
 EOT
 chmod +x /www/cgi-bin/slow
 # Service discovery from inside a replica: /cgi-bin/lookup?NAME runs nslookup NAME against the
-# replica's resolver, /cgi-bin/fetch?HOST:PORT/PATH fetches that URL by name.
+# replica's resolver, /cgi-bin/fetch?HOST:PORT/PATH fetches that URL by name with nc (the
+# static busybox's wget crashes in glibc's service lookup; nc resolves with getaddrinfo).
 cat > /www/cgi-bin/lookup <<'EOT'
 #!/bin/sh
 printf 'Content-Type: text/plain\r\n\r\n'
@@ -66,7 +67,10 @@ EOT
 cat > /www/cgi-bin/fetch <<'EOT'
 #!/bin/sh
 printf 'Content-Type: text/plain\r\n\r\n'
-wget -q -T 5 -O - "http://$QUERY_STRING" 2>&1 || echo "fetch failed: $?"
+hostport=${QUERY_STRING%%/*}
+path=/${QUERY_STRING#*/}
+host=${hostport%:*}
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$host" | nc -w 5 "$host" "${hostport##*:}" 2>&1 || echo "fetch failed: $?"
 EOT
 chmod +x /www/cgi-bin/lookup /www/cgi-bin/fetch
 "#;
