@@ -353,8 +353,8 @@ async fn web_app_reaches_database_by_name_across_redeploy_and_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn apps_resolve_only_apps_on_their_own_network() {
-    let rig = Rig::start().await;
+async fn apps_resolve_only_apps_on_their_own_network_also_after_an_upgrade() {
+    let mut rig = Rig::start().await;
     let ledger = rig.app("ledger", "v1", "preset: database\nnetwork: billing\n");
     let billing = rig.app(
         "billing",
@@ -390,4 +390,57 @@ async fn apps_resolve_only_apps_on_their_own_network() {
     );
     let out = rig.lookup_from("billing.test", "shop.haloy.internal").await;
     assert!(is_nxdomain(&out), "billing must not see shop:\n{out}");
+
+    // `haloyd upgrade`: the successor binds the DNS sockets beside its predecessor
+    // (SO_REUSEPORT) and answers alone once the old one exited; no replica restarts.
+    let old = rig.haloyd.pid().expect("haloyd runs") as i32;
+    let upgrade = rig.haloyd.upgrade_command();
+    let new = rig
+        .haloyd
+        .pid_file_pid()
+        .expect("a pid file after the upgrade");
+    if new != old {
+        rig.haloyd.adopt_successor(new);
+    }
+    assert!(
+        upgrade.status.success() && new != old,
+        "haloyd upgrade failed ({}):\n{}{}\n--- haloyd log\n{}",
+        upgrade.status,
+        String::from_utf8_lossy(&upgrade.stdout),
+        String::from_utf8_lossy(&upgrade.stderr),
+        rig.haloyd.log_tail(40)
+    );
+    let exited = rig.haloyd.wait_exit(Duration::from_secs(30));
+    assert!(
+        exited.is_some_and(|s| s.success()),
+        "the old haloyd did not exit: {exited:?}\n{}",
+        rig.haloyd.log_tail(40)
+    );
+    let log = rig.haloyd.log();
+    assert_eq!(
+        log.matches("dns for replicas").count(),
+        2,
+        "both daemons listened for DNS:\n{}",
+        rig.haloyd.log_tail(40)
+    );
+    assert!(
+        !log.contains("app names will not resolve"),
+        "{}",
+        rig.haloyd.log_tail(40)
+    );
+    let out = rig
+        .lookup_from("billing.test", "ledger.haloy.internal")
+        .await;
+    assert_eq!(
+        answered_addresses(&out),
+        ledger_ips,
+        "after the upgrade:\n{out}"
+    );
+    assert_eq!(
+        rig.replica_ips(&ledger),
+        ledger_ips,
+        "ledger was not replaced"
+    );
+    let out = rig.lookup_from("shop.test", "ledger.haloy.internal").await;
+    assert!(is_nxdomain(&out), "after the upgrade:\n{out}");
 }

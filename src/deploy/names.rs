@@ -44,3 +44,7 @@ impl Directory for Deployer {
         Some(addresses)
     }
 }
+
+#[cfg(test)]
+#[path = "tests/names.rs"]
+mod tests;
