@@ -36,6 +36,17 @@ pub struct BoundSockets {
     tcp: Vec<std::net::TcpListener>,
 }
 
+impl BoundSockets {
+    /// The bound UDP and TCP addresses, in `listen` order (ports resolved when 0 was asked).
+    pub fn local_addrs(&self) -> std::io::Result<Vec<(SocketAddr, SocketAddr)>> {
+        self.udp
+            .iter()
+            .zip(&self.tcp)
+            .map(|(u, t)| Ok((u.local_addr()?, t.local_addr()?)))
+            .collect()
+    }
+}
+
 /// Binds UDP and TCP on every `settings.listen` address.
 pub fn bind(settings: &DnsSettings) -> Result<BoundSockets, DnsError> {
     let mut bound = BoundSockets {
@@ -212,3 +223,7 @@ impl DnsServer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests/server.rs"]
+mod tests;
