@@ -178,9 +178,9 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
     let state = StateStore::open(&config.state_dir)?;
     let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
     let dns_shutdown = CancellationToken::new();
-    if let Some((_, sockets, upstream)) = dns {
+    if let Some((_, sockets, settings)) = dns {
         let directory: Arc<dyn dns::Directory> = deployer.clone();
-        let server = dns::DnsServer::new(directory, upstream);
+        let server = dns::DnsServer::new(directory, &settings);
         tokio::spawn(server.serve(sockets, dns_shutdown.clone()));
     }
 
@@ -544,7 +544,7 @@ fn read_token(path: &Path) -> Result<String> {
 /// are pointed at it only when it listens. Returns the gateway, the sockets and the upstream
 /// resolvers; None (logged) when DNS is off or cannot listen: replicas then get the host's
 /// resolvers and no app names.
-fn bind_dns(config: &ServerConfig) -> Option<(IpAddr, dns::BoundSockets, Vec<SocketAddr>)> {
+fn bind_dns(config: &ServerConfig) -> Option<(IpAddr, dns::BoundSockets, dns::DnsSettings)> {
     if !config.dns.enabled {
         return None;
     }
@@ -564,13 +564,15 @@ fn bind_dns(config: &ServerConfig) -> Option<(IpAddr, dns::BoundSockets, Vec<Soc
     };
     let settings = dns::DnsSettings {
         listen: vec![SocketAddr::new(gateway, 53)],
-        upstream: upstream.clone(),
+        upstream,
+        clients: vec![config.network.subnet],
     };
     match dns::bind(&settings) {
         Ok(sockets) => {
-            let upstream_list: Vec<String> = upstream.iter().map(|u| u.to_string()).collect();
+            let upstream_list: Vec<String> =
+                settings.upstream.iter().map(|u| u.to_string()).collect();
             tracing::info!(listen = %settings.listen[0], upstream = %upstream_list.join(","), "dns for replicas");
-            Some((gateway, sockets, upstream))
+            Some((gateway, sockets, settings))
         }
         Err(e) => {
             tracing::error!(error = %e, "replicas get the host's resolvers; app names will not resolve");

@@ -16,6 +16,8 @@ mod upstream;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::config::server::IpCidr;
+
 pub use query::{decide, Decision, INTERNAL_ZONE};
 pub use server::{bind, BoundSockets, DnsServer};
 pub use upstream::{host_upstreams, upstreams_from_resolv_conf};
@@ -40,6 +42,9 @@ pub struct DnsSettings {
     pub listen: Vec<SocketAddr>,
     /// Resolvers for names that are not apps', tried in order.
     pub upstream: Vec<SocketAddr>,
+    /// Who may ask (the bridge subnets; the host asks from the gateway address). Anyone else
+    /// who routes to a gateway gets no answer: this is no open resolver. Empty: anyone.
+    pub clients: Vec<IpCidr>,
 }
 
 #[derive(Debug, thiserror::Error)]

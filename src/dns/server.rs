@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::query::{decide, server_failure, Decision};
 use super::upstream::{forward_tcp, forward_udp, read_framed, write_framed};
 use super::{Directory, DnsError, DnsSettings};
+use crate::config::server::IpCidr;
 
 /// Plain DNS over UDP carries at most this much unless the asker says more (EDNS, which the
 /// relay passes on untouched; our own answers stay within it).
@@ -90,15 +91,17 @@ fn socket_for(addr: SocketAddr, kind: Type, proto: Protocol) -> std::io::Result<
 pub struct DnsServer {
     directory: Arc<dyn Directory>,
     upstream: Arc<[SocketAddr]>,
+    clients: Vec<IpCidr>,
     rotation: AtomicUsize,
     in_flight: Arc<Semaphore>,
 }
 
 impl DnsServer {
-    pub fn new(directory: Arc<dyn Directory>, upstream: Vec<SocketAddr>) -> Arc<Self> {
+    pub fn new(directory: Arc<dyn Directory>, settings: &DnsSettings) -> Arc<Self> {
         Arc::new(DnsServer {
             directory,
-            upstream: upstream.into(),
+            upstream: settings.upstream.clone().into(),
+            clients: settings.clients.clone(),
             rotation: AtomicUsize::new(0),
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         })
@@ -124,8 +127,15 @@ impl DnsServer {
     }
 
     fn decide(&self, query: &[u8], source: IpAddr, max_len: usize) -> Decision {
+        if !self.may_ask(source) {
+            return Decision::Ignore;
+        }
         let rotation = self.rotation.fetch_add(1, Ordering::Relaxed);
         decide(query, source, self.directory.as_ref(), max_len, rotation)
+    }
+
+    fn may_ask(&self, source: IpAddr) -> bool {
+        self.clients.is_empty() || self.clients.iter().any(|net| net.contains(&source))
     }
 
     async fn serve_udp(self: Arc<Self>, socket: Arc<UdpSocket>, shutdown: CancellationToken) {

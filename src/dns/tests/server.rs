@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::super::upstream::{read_framed, write_framed};
 use super::{bind, DnsServer};
+use crate::config::server::IpCidr;
 use crate::dns::{Directory, DnsSettings};
 
 struct OneApp;
@@ -56,14 +57,22 @@ async fn echo_upstream() -> SocketAddr {
 }
 
 async fn start(upstream: Vec<SocketAddr>) -> (SocketAddr, SocketAddr, CancellationToken) {
+    start_for(upstream, vec![IpCidr::parse("127.0.0.0/8").unwrap()]).await
+}
+
+async fn start_for(
+    upstream: Vec<SocketAddr>,
+    clients: Vec<IpCidr>,
+) -> (SocketAddr, SocketAddr, CancellationToken) {
     let settings = DnsSettings {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
-        upstream: upstream.clone(),
+        upstream,
+        clients,
     };
     let sockets = bind(&settings).unwrap();
     let (udp, tcp) = sockets.local_addrs().unwrap()[0];
     let stop = CancellationToken::new();
-    let server = DnsServer::new(Arc::new(OneApp), upstream);
+    let server = DnsServer::new(Arc::new(OneApp), &settings);
     tokio::spawn(server.serve(sockets, stop.clone()));
     (udp, tcp, stop)
 }
@@ -116,5 +125,27 @@ async fn no_upstream_answer_is_servfail() {
     let (udp, _, stop) = start(vec![silent.local_addr().unwrap()]).await;
     let m = ask_udp(udp, &query(11, "example.org")).await;
     assert_eq!((m.id(), m.response_code()), (11, ResponseCode::ServFail));
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn askers_outside_the_client_networks_get_nothing() {
+    let (udp, tcp, stop) =
+        start_for(Vec::new(), vec![IpCidr::parse("10.89.0.0/16").unwrap()]).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(&query(12, "db"), udp).await.unwrap();
+    let mut buf = [0u8; 512];
+    // Silence, not an error answer: a stranger gets nothing to amplify.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), socket.recv_from(&mut buf))
+            .await
+            .is_err()
+    );
+    let mut stream = TcpStream::connect(tcp).await.unwrap();
+    write_framed(&mut stream, &query(13, "db")).await.unwrap();
+    assert!(
+        read_framed(&mut stream).await.is_err(),
+        "closed without answer"
+    );
     stop.cancel();
 }
