@@ -4,6 +4,8 @@
 //! load. Prints both rates and their ratio. Not a test: nothing is asserted.
 //!
 //! `cargo run --release --example dns-bench -- [--queries N] [--clients C]`
+//! Measured on the 2-core dev machine under load (release without fat LTO, 40 000 queries,
+//! 8 clients): haloyd 109 884/s, dnsmasq 107 291/s, ratio 1.02.
 //! (needs /usr/sbin/dnsmasq: Debian package dnsmasq-base, see integration-tests/setup-debian.sh).
 
 // Benchmarks start real peers (see clippy.toml).

@@ -115,6 +115,20 @@ async fn names_follow_deploys_networks_and_stops() {
     assert_eq!(deployer.network_of(ledger[0]).as_deref(), Some("billing"));
     assert_eq!(deployer.network_of(IpAddr::from([192, 0, 2, 1])), None);
 
+    // A replica its health monitor took out of rotation is no longer an answer.
+    let route = deployer.routes.app("db").expect("db is routed");
+    // (Its monitor may flip it back between the two calls: then the answer is not judged.)
+    let left: Vec<IpAddr> = route.backends[1..].iter().map(|b| b.addr().ip()).collect();
+    loop {
+        route.backends[0].set_ready(false);
+        let answer = deployer.addresses("db", "haloy");
+        if !route.backends[0].is_ready() {
+            assert_eq!(answer, Some(left));
+            break;
+        }
+    }
+    route.backends[0].set_ready(true);
+
     // A redeploy moves the name to the new replicas only.
     deploy(
         &deployer,
