@@ -86,6 +86,7 @@ impl Rig {
             pids_limit: haloy::runtime::task::DEFAULT_PIDS_LIMIT,
             apparmor_profile: None,
             init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
+            nameserver: None,
         };
         let network = Arc::new(CniNetwork::new(network_settings).unwrap());
         let runtime = ContainerdRuntime::connect_with_network(config.clone(), network.clone())

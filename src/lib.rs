@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod deploy;
+pub mod dns;
 pub mod export;
 pub mod files;
 pub mod health;

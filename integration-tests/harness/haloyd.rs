@@ -46,6 +46,9 @@ pub struct HaloydOptions {
     pub env: Vec<(String, String)>,
     /// Server config `logs.format` (`text` or `json`); haloyd's default if `None`.
     pub log_format: Option<String>,
+    /// Server config `dns.upstream` (e.g. a resolver the test runs on loopback); the host's
+    /// resolv.conf if empty.
+    pub dns_upstream: Vec<String>,
 }
 
 impl Default for HaloydOptions {
@@ -63,6 +66,7 @@ impl Default for HaloydOptions {
             drain_timeout: None,
             env: Vec::new(),
             log_format: None,
+            dns_upstream: Vec::new(),
         }
     }
 }
@@ -165,6 +169,11 @@ impl Haloyd {
     /// `127.0.0.1:PORT` of the API.
     pub fn api_addr(&self) -> String {
         format!("127.0.0.1:{}", self.api_port)
+    }
+
+    /// The bridge gateway, where haloyd's DNS server for replicas listens.
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.subnet_prefix)
     }
 
     /// `127.0.0.1:PORT` of the proxy's plain-HTTP listener.
@@ -324,6 +333,14 @@ impl Haloyd {
         );
         if let Some(format) = &options.log_format {
             let _ = writeln!(yaml, "logs: {{format: {format}}}");
+        }
+        if !options.dns_upstream.is_empty() {
+            let quoted: Vec<String> = options
+                .dns_upstream
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect();
+            let _ = writeln!(yaml, "dns: {{upstream: [{}]}}", quoted.join(", "));
         }
         if !options.insecure_registries.is_empty() {
             let _ = writeln!(

@@ -21,7 +21,7 @@ const APPLETS: &[&str] = &[
     "sh", "ash", "httpd", "sleep", "echo", "cat", "ls", "mkdir", "rm", "cp", "mv", "ps", "kill",
     "hostname", "env", "nc", "printf", "test", "[", "true", "false", "date", "wget", "grep", "sed",
     "seq", "head", "tail", "wc", "id", "touch", "ip", "ifconfig", "uname", "pwd", "chmod",
-    "unshare", "mount",
+    "unshare", "mount", "nslookup",
 ];
 
 /// The test fixtures: name and the start script run as `sh /app/start.sh`.
@@ -56,6 +56,23 @@ page=\$(cat /www/index.html)
 printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/html\\r\\n\\r\\n%s\\n' "\$page"
 EOT
 chmod +x /www/cgi-bin/slow
+# Service discovery from inside a replica: /cgi-bin/lookup?NAME runs nslookup NAME against the
+# replica's resolver, /cgi-bin/fetch?HOST:PORT/PATH fetches that URL by name with nc (the
+# static busybox's wget crashes in glibc's service lookup; nc resolves with getaddrinfo).
+cat > /www/cgi-bin/lookup <<'EOT'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+nslookup "$QUERY_STRING" 2>&1
+EOT
+cat > /www/cgi-bin/fetch <<'EOT'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n'
+hostport=${QUERY_STRING%%/*}
+path=/${QUERY_STRING#*/}
+host=${hostport%:*}
+printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$host" | nc -w 5 "$host" "${hostport##*:}" 2>&1 || echo "fetch failed: $?"
+EOT
+chmod +x /www/cgi-bin/lookup /www/cgi-bin/fetch
 "#;
 
 pub const FIXTURES: &[Fixture] = &[

@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use haloy::api::server::{ApiLimits, ApiServer};
 use haloy::config::server::{LogFormat, ServerConfig};
 use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
+use haloy::dns;
 use haloy::health::MonitorSettings;
 use haloy::network::CniSettings;
 use haloy::proxy::{self, Proxy, Routes, TlsHooks};
@@ -223,8 +224,10 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
     let log_dir = log_dir(&config);
     log_driver::restrict_log_dir(&log_dir)
         .with_context(|| format!("cannot restrict the modes of {}", log_dir.display()))?;
+    let dns = bind_dns(&config);
+    let nameserver = dns.as_ref().map(|(gateway, _, _)| *gateway);
     let containerd = Arc::new(
-        ContainerdRuntime::connect(runtime_config(&config)?)
+        ContainerdRuntime::connect(runtime_config(&config, nameserver)?)
             .await
             .context("cannot use containerd")?,
     );
@@ -239,6 +242,12 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
     ));
     let state = StateStore::open(&config.state_dir)?;
     let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
+    let dns_shutdown = CancellationToken::new();
+    if let Some((_, sockets, settings)) = dns {
+        let directory: Arc<dyn dns::Directory> = deployer.clone();
+        let server = dns::DnsServer::new(directory, &settings);
+        tokio::spawn(server.serve(sockets, dns_shutdown.clone()));
+    }
 
     // Take or bind every socket before recovering, so a port conflict fails fast and loudly.
     let listeners = Listeners::acquire(
@@ -369,6 +378,7 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
     // Upgraded connections (WebSocket) outlive their client connection's task: they get
     // what is left of drain_timeout too, then end with the process.
     wait_for_tunnels(&routes, drain_until).await;
+    dns_shutdown.cancel();
     tracing::info!(handed_over, "haloyd exits");
     Ok(())
 }
@@ -596,7 +606,48 @@ fn read_token(path: &Path) -> Result<String> {
     Ok(token)
 }
 
-fn runtime_config(config: &ServerConfig) -> Result<RuntimeConfig> {
+/// Binds haloyd's DNS server on the bridge gateway before any replica starts, so replicas
+/// are pointed at it only when it listens. Returns the gateway, the sockets and the upstream
+/// resolvers; None (logged) when DNS is off or cannot listen: replicas then get the host's
+/// resolvers and no app names.
+fn bind_dns(config: &ServerConfig) -> Option<(IpAddr, dns::BoundSockets, dns::DnsSettings)> {
+    if !config.dns.enabled {
+        return None;
+    }
+    let Some(gateway) =
+        dns::bridge_gateway(config.network.subnet.addr(), config.network.subnet.prefix())
+    else {
+        tracing::warn!(subnet = %config.network.subnet, "no gateway address in network.subnet; app names will not resolve");
+        return None;
+    };
+    let upstream = if config.dns.upstream.is_empty() {
+        dns::host_upstreams().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "names outside haloy will not resolve in replicas");
+            Vec::new()
+        })
+    } else {
+        config.dns.upstream.clone()
+    };
+    let settings = dns::DnsSettings {
+        listen: vec![SocketAddr::new(gateway, 53)],
+        upstream,
+        clients: vec![config.network.subnet],
+    };
+    match dns::bind(&settings) {
+        Ok(sockets) => {
+            let upstream_list: Vec<String> =
+                settings.upstream.iter().map(|u| u.to_string()).collect();
+            tracing::info!(listen = %settings.listen[0], upstream = %upstream_list.join(","), "dns for replicas");
+            Some((gateway, sockets, settings))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "replicas get the host's resolvers; app names will not resolve");
+            None
+        }
+    }
+}
+
+fn runtime_config(config: &ServerConfig, nameserver: Option<IpAddr>) -> Result<RuntimeConfig> {
     let mut runtime = RuntimeConfig::new(&config.containerd.address);
     runtime.namespace = config.containerd.namespace.clone();
     runtime.insecure_registries = config.registries.insecure.clone();
@@ -607,6 +658,7 @@ fn runtime_config(config: &ServerConfig) -> Result<RuntimeConfig> {
         log_max_files: config.logs.max_files,
         pids_limit: config.security.pids_limit,
         apparmor_profile: apparmor_profile(),
+        nameserver,
         ..TaskSettings::default()
     };
     // Namespaces, IPAM leases and cached CNI results live under run_dir: a reboot wipes

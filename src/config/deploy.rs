@@ -310,7 +310,7 @@ fn decode_layer_key(dec: &mut Decoder, l: &mut Layer, key: &str, v: &Node, path:
             }
             l.volumes = Some(vols);
         }
-        "network" => l.network = dec.word(v, path),
+        "network" => l.network = network_name(dec, v, path),
         "pre_deploy" => l.pre_deploy = Some(dec.string_list(v, path)),
         "post_deploy" => l.post_deploy = Some(dec.string_list(v, path)),
         "protected" => l.protected = dec.bool(v, path),
@@ -1334,6 +1334,35 @@ fn check_duplicate_names(dec: &mut Decoder, apps: &[ResolvedApp], root: &Root) {
             ),
         );
     }
+}
+
+/// A `network` is a name apps share to see each other (issue 15); Docker's special networks
+/// have no meaning without Docker and are refused rather than silently ignored.
+fn network_name(dec: &mut Decoder, v: &Node, path: &str) -> Option<String> {
+    let name = dec.word(v, path)?;
+    if matches!(name.as_str(), "host" | "none" | "bridge") {
+        dec.problem(
+            v.pos,
+            path,
+            format!("Docker's `{name}` network does not exist here: every app runs on haloyd's bridge; remove `network`, or write a name shared by the apps that must reach each other"),
+        );
+        return None;
+    }
+    let valid = name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        dec.problem(
+            v.pos,
+            path,
+            format!(
+                "`{name}` is not a network name: use up to 63 letters, digits, '-', '_' or '.'"
+            ),
+        );
+        return None;
+    }
+    Some(name)
 }
 
 #[cfg(test)]

@@ -30,6 +30,26 @@ pub struct ServerConfig {
     pub deploy: DeploySection,
     pub logs: LogsConfig,
     pub security: SecurityConfig,
+    pub dns: DnsConfig,
+}
+
+/// haloyd's DNS server for replicas (app names, then the host's resolvers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Replicas use haloyd's DNS server on the bridge gateway (default true); when false they
+    /// get the host's resolvers and no app names.
+    pub enabled: bool,
+    /// Resolvers for other names (`ip` or `ip:port`); empty: the host's /etc/resolv.conf.
+    pub upstream: Vec<SocketAddr>,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enabled: true,
+            upstream: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +248,7 @@ impl Default for ServerConfig {
                 allowed_host_paths: Vec::new(),
                 pids_limit: crate::runtime::task::DEFAULT_PIDS_LIMIT,
             },
+            dns: DnsConfig::default(),
             state_dir,
         }
     }
@@ -285,6 +306,9 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 #   max_size: 10MiB
 #   max_files: 3
 #   format: text                     # haloyd's own log lines; json for log shippers
+# dns:
+#   enabled: true                    # replicas resolve app names through haloyd (bridge gateway:53)
+#   upstream: []                     # resolvers for other names; default: the host's resolv.conf
 # security:
 #   allowed_host_paths: []           # host paths apps may bind although haloyd refuses them
 #   pids_limit: 4096                 # per replica, unless the app sets resources.pids
@@ -303,6 +327,7 @@ const ROOT_KEYS: &[&str] = &[
     "deploy",
     "logs",
     "security",
+    "dns",
 ];
 
 impl ServerConfig {
@@ -369,6 +394,7 @@ fn decode_server(dec: &mut Decoder, node: &Node) -> ServerConfig {
             }
             "logs" => decode_logs(dec, v, &mut c.logs),
             "security" => decode_security(dec, v, &mut c.security),
+            "dns" => decode_dns(dec, v, &mut c.dns),
             _ => {}
         }
     }
@@ -733,6 +759,42 @@ fn decode_security(dec: &mut Decoder, v: &Node, c: &mut SecurityConfig) {
                 dec.int_in(&e.value, &p, 1, crate::config::MAX_PIDS as i64)
                     .map(|n| n as u64),
             ),
+        }
+    }
+}
+
+fn decode_dns(dec: &mut Decoder, v: &Node, c: &mut DnsConfig) {
+    for (k, e) in dec.map(v, "dns", &["enabled", "upstream"]) {
+        let p = join("dns", &k);
+        match k.as_str() {
+            "enabled" => set(&mut c.enabled, dec.bool(&e.value, &p)),
+            _ => {
+                c.upstream = dec
+                    .seq(&e.value, &p)
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, item)| resolver_addr(dec, item, &index(&p, i)))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// `ip` (port 53) or `ip:port` / `[ipv6]:port`.
+fn resolver_addr(dec: &mut Decoder, v: &Node, path: &str) -> Option<SocketAddr> {
+    let s = dec.word(v, path)?;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            dec.problem(
+                v.pos,
+                path,
+                format!("`{s}` is not a resolver address (e.g. `192.0.2.53` or `127.0.0.1:5353`)"),
+            );
+            None
         }
     }
 }

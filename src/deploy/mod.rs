@@ -8,6 +8,7 @@ mod claims;
 mod hostpaths;
 mod jobs;
 mod lifecycle;
+mod names;
 mod plan;
 mod preflight;
 mod progress;

@@ -404,6 +404,29 @@ fn host_resolv_conf() -> String {
     choose_resolv_conf(&candidates)
 }
 
+/// resolv.conf of a task whose resolver is haloyd's DNS server at `nameserver`: app names
+/// are searched under `haloy.internal` first, then the host's own search domains; the host's
+/// options stay.
+pub fn resolv_conf_via(nameserver: IpAddr, host_resolv: &str) -> String {
+    let mut search = vec![crate::dns::INTERNAL_ZONE.to_string()];
+    let mut options = Vec::new();
+    for line in host_resolv.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("search" | "domain") => search.extend(words.map(str::to_string)),
+            Some("options") => options.push(line.trim().to_string()),
+            _ => {}
+        }
+    }
+    search.dedup();
+    let mut text = format!("nameserver {nameserver}\nsearch {}\n", search.join(" "));
+    for line in options {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    text
+}
+
 fn write_file(path: &Path, contents: &str) -> Result<(), SpecError> {
     std::fs::write(path, contents).map_err(|source| SpecError::Io {
         path: path.to_path_buf(),
@@ -412,10 +435,13 @@ fn write_file(path: &Path, contents: &str) -> Result<(), SpecError> {
 }
 
 /// Writes hosts, resolv.conf and hostname for one task into `dir` (created if needed).
+/// `nameserver` is haloyd's DNS server when it runs; without it the task gets the host's
+/// resolvers (minus loopback ones).
 pub fn write_task_files(
     dir: &Path,
     hostname: &str,
     ip: Option<IpAddr>,
+    nameserver: Option<IpAddr>,
 ) -> Result<TaskFiles, SpecError> {
     std::fs::create_dir_all(dir).map_err(|source| SpecError::Io {
         path: dir.to_path_buf(),
@@ -427,7 +453,14 @@ pub fn write_task_files(
         hostname: dir.join("hostname"),
     };
     write_file(&files.hosts, &hosts_file(hostname, ip))?;
-    write_file(&files.resolv_conf, &host_resolv_conf())?;
+    let resolv = match nameserver {
+        Some(ns) => resolv_conf_via(
+            ns,
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        ),
+        None => host_resolv_conf(),
+    };
+    write_file(&files.resolv_conf, &resolv)?;
     write_file(&files.hostname, &format!("{hostname}\n"))?;
     Ok(files)
 }

@@ -79,6 +79,9 @@ pub struct TaskSettings {
     pub apparmor_profile: Option<String>,
     /// The static init mounted into replicas with `init: true`.
     pub init_binary: PathBuf,
+    /// haloyd's DNS server (the bridge gateway) as the replicas' resolver; the host's
+    /// resolvers when None.
+    pub nameserver: Option<std::net::IpAddr>,
 }
 
 impl Default for TaskSettings {
@@ -93,6 +96,7 @@ impl Default for TaskSettings {
             pids_limit: DEFAULT_PIDS_LIMIT,
             apparmor_profile: None,
             init_binary: PathBuf::from(super::DEFAULT_INIT_BINARY),
+            nameserver: None,
         }
     }
 }
@@ -527,7 +531,13 @@ impl Tasks {
         }
         .map_err(spec_err)?;
         let hostname = hostname_for(&spec.app, spec.replica);
-        let files = write_task_files(&self.task_dir(id), &hostname, None).map_err(spec_err)?;
+        let files = write_task_files(
+            &self.task_dir(id),
+            &hostname,
+            None,
+            self.settings.nameserver,
+        )
+        .map_err(spec_err)?;
         let volumes_root = self.settings.state_dir.join("volumes");
         let volumes = resolve_volumes(&spec.volumes, &spec.app, &volumes_root).map_err(spec_err)?;
         let cgroups_path = format!("{}/{id}", self.settings.cgroup_parent.trim_end_matches('/'));

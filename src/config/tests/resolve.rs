@@ -472,3 +472,19 @@ fn init_is_off_by_default_set_per_target_and_checked() {
     let err = resolve("name: a\ninit: sometimes\n").unwrap_err();
     assert!(err[0].starts_with("haloy.yaml:2:7: init:"), "{err:?}");
 }
+
+#[test]
+fn network_names_are_kept_and_docker_special_networks_refused() {
+    let app = &resolve("name: web\nimage: nginx:1\nnetwork: billing\n").unwrap()[0];
+    assert_eq!(app.network.as_deref(), Some("billing"));
+    let problems = resolve("name: web\nimage: nginx:1\nnetwork: host\n").unwrap_err();
+    assert!(
+        problems[0].contains("network: Docker's `host` network does not exist here"),
+        "{problems:?}"
+    );
+    let problems = resolve("name: web\nimage: nginx:1\nnetwork: a/b\n").unwrap_err();
+    assert!(
+        problems[0].contains("`a/b` is not a network name"),
+        "{problems:?}"
+    );
+}

@@ -206,3 +206,26 @@ fn bridge_subnet_and_name_are_checked_with_their_position() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn dns_keys_are_read_and_checked() {
+    assert!(ServerConfig::default().dns.enabled);
+    let c = ServerConfig::parse(
+        "dns:\n  enabled: false\n  upstream: [192.0.2.53, \"127.0.0.1:5353\", \"[2001:db8::1]:53\"]\n",
+        "haloyd.yaml",
+    )
+    .unwrap();
+    assert!(!c.dns.enabled);
+    let want: Vec<SocketAddr> = ["192.0.2.53:53", "127.0.0.1:5353", "[2001:db8::1]:53"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(c.dns.upstream, want);
+    let err =
+        ServerConfig::parse("dns:\n  upstream: [resolver.example]\n", "haloyd.yaml").unwrap_err();
+    assert!(
+        err.lines()[0].contains("dns.upstream[0]: `resolver.example` is not a resolver address"),
+        "{:?}",
+        err.lines()
+    );
+}

@@ -434,10 +434,24 @@ fn volumes_become_bind_mounts() {
 #[test]
 fn task_files_are_written() {
     let dir = tempfile::tempdir().unwrap();
-    let files = write_task_files(&dir.path().join("t1"), "web-1", None).unwrap();
+    let files = write_task_files(&dir.path().join("t1"), "web-1", None, None).unwrap();
     assert_eq!(std::fs::read_to_string(&files.hostname).unwrap(), "web-1\n");
     assert!(std::fs::read_to_string(&files.hosts)
         .unwrap()
         .contains("localhost"));
     assert!(files.resolv_conf.exists());
+}
+
+#[test]
+fn resolv_conf_via_haloyd_searches_the_internal_zone_first() {
+    let host = "nameserver 127.0.0.53\nsearch corp.example\noptions edns0 trust-ad\n";
+    let text = resolv_conf_via("10.89.0.1".parse().unwrap(), host);
+    assert_eq!(
+        text,
+        "nameserver 10.89.0.1\nsearch haloy.internal corp.example\noptions edns0 trust-ad\n"
+    );
+    assert_eq!(
+        resolv_conf_via("10.89.0.1".parse().unwrap(), ""),
+        "nameserver 10.89.0.1\nsearch haloy.internal\n"
+    );
 }
