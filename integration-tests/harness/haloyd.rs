@@ -46,6 +46,8 @@ pub struct HaloydOptions {
     pub env: Vec<(String, String)>,
     /// Server config `logs.format` (`text` or `json`); haloyd's default if `None`.
     pub log_format: Option<String>,
+    /// Whole top-level lines appended to the server config, e.g. `metrics: {listen: ...}`.
+    pub extra_config: Vec<String>,
 }
 
 impl Default for HaloydOptions {
@@ -63,6 +65,7 @@ impl Default for HaloydOptions {
             drain_timeout: None,
             env: Vec::new(),
             log_format: None,
+            extra_config: Vec::new(),
         }
     }
 }
@@ -331,6 +334,9 @@ impl Haloyd {
                 "registries: {{insecure: [{}]}}",
                 options.insecure_registries.join(", ")
             );
+        }
+        for line in &options.extra_config {
+            let _ = writeln!(yaml, "{line}");
         }
         yaml
     }

@@ -28,6 +28,48 @@ pub struct ServerConfig {
     pub deploy: DeploySettings,
     pub logs: LogsConfig,
     pub security: SecurityConfig,
+    pub metrics: MetricsConfig,
+    pub access_log: AccessLogConfig,
+}
+
+/// Where the proxy's access log goes: `off` (default), `stderr` (the journal under systemd)
+/// or `file` (rotated by size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub to: AccessLogTo,
+    pub file: PathBuf,
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogTo {
+    #[default]
+    Off,
+    Stderr,
+    File,
+}
+
+impl AccessLogConfig {
+    /// The access log module's target for this config.
+    pub fn target(&self) -> crate::access_log::AccessLogTarget {
+        use crate::access_log::AccessLogTarget;
+        match self.to {
+            AccessLogTo::Off => AccessLogTarget::Off,
+            AccessLogTo::Stderr => AccessLogTarget::Stderr,
+            AccessLogTo::File => AccessLogTarget::File {
+                path: self.file.clone(),
+                max_size: self.max_size,
+                max_files: self.max_files,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    /// Loopback address of the Prometheus/OpenMetrics endpoint (`GET /metrics`); off when unset.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -290,6 +332,13 @@ impl Default for ServerConfig {
                 allowed_host_paths: Vec::new(),
                 pids_limit: crate::runtime::task::DEFAULT_PIDS_LIMIT,
             },
+            metrics: MetricsConfig::default(),
+            access_log: AccessLogConfig {
+                to: AccessLogTo::Off,
+                file: PathBuf::from("/var/log/haloy/access.log"),
+                max_size: 100 << 20,
+                max_files: 5,
+            },
             state_dir,
         }
     }
@@ -350,6 +399,13 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # security:
 #   allowed_host_paths: []           # host paths apps may bind although haloyd refuses them
 #   pids_limit: 4096                 # per replica, unless the app sets resources.pids
+# metrics:
+#   listen: 127.0.0.1:9923           # Prometheus GET /metrics, loopback only; off when unset
+# access_log:
+#   to: off                          # off, stderr (the journal under systemd) or file
+#   file: /var/log/haloy/access.log
+#   max_size: 100MiB                 # then rotated to access.log.1 … access.log.<max_files>
+#   max_files: 5
 "#;
 
 const ROOT_KEYS: &[&str] = &[
@@ -365,6 +421,8 @@ const ROOT_KEYS: &[&str] = &[
     "deploy",
     "logs",
     "security",
+    "metrics",
+    "access_log",
 ];
 
 impl ServerConfig {
@@ -431,6 +489,8 @@ fn decode_server(dec: &mut Decoder, node: &Node) -> ServerConfig {
             }
             "logs" => decode_logs(dec, v, &mut c.logs),
             "security" => decode_security(dec, v, &mut c.security),
+            "metrics" => decode_metrics(dec, v, &mut c.metrics),
+            "access_log" => decode_access_log(dec, v, &mut c.access_log),
             _ => {}
         }
     }
@@ -783,6 +843,50 @@ fn decode_security(dec: &mut Decoder, v: &Node, c: &mut SecurityConfig) {
                 dec.int_in(&e.value, &p, 1, crate::config::MAX_PIDS as i64)
                     .map(|n| n as u64),
             ),
+        }
+    }
+}
+
+fn decode_access_log(dec: &mut Decoder, v: &Node, c: &mut AccessLogConfig) {
+    let keys = &["to", "file", "max_size", "max_files"];
+    for (k, e) in dec.map(v, "access_log", keys) {
+        let p = join("access_log", &k);
+        match k.as_str() {
+            "to" => {
+                c.to = match dec
+                    .choice(&e.value, &p, &["off", "stderr", "file"])
+                    .as_deref()
+                {
+                    Some("stderr") => AccessLogTo::Stderr,
+                    Some("file") => AccessLogTo::File,
+                    _ => AccessLogTo::Off,
+                }
+            }
+            "file" => set(&mut c.file, abs_path(dec, &e.value, &p)),
+            "max_size" => set(&mut c.max_size, byte_size(dec, &e.value, &p)),
+            _ => set(
+                &mut c.max_files,
+                dec.int_in(&e.value, &p, 1, 1000).map(|n| n as u32),
+            ),
+        }
+    }
+}
+
+fn decode_metrics(dec: &mut Decoder, v: &Node, c: &mut MetricsConfig) {
+    for (k, e) in dec.map(v, "metrics", &["listen"]) {
+        let p = join("metrics", &k);
+        let Some(addr) = socket_addr(dec, &e.value, &p) else {
+            continue;
+        };
+        if addr.ip().is_loopback() {
+            c.listen = Some(addr);
+        } else {
+            // The endpoint has no token: it must not be reachable from other hosts.
+            dec.problem(
+                e.value.pos,
+                &p,
+                format!("`{addr}` is not a loopback address; metrics have no authentication, use e.g. 127.0.0.1:9923 and scrape locally"),
+            );
         }
     }
 }

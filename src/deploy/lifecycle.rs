@@ -13,6 +13,7 @@ use super::progress::Reporter;
 use super::replica::{LiveReplica, Phase};
 use super::{AppEntry, Deployer};
 use crate::health::{self, Monitor, ReadinessPolicy};
+use crate::metrics::Metrics;
 use crate::proxy::Backend;
 use crate::runtime::{ReplicaSpec, RuntimeError};
 
@@ -36,13 +37,15 @@ impl From<RuntimeError> for Failure {
 
 /// The live view of a container at `addr`: its proxy backend (not ready yet) and replica.
 pub(crate) fn live_replica(
+    metrics: &Metrics,
     container_id: &str,
     spec: ReplicaSpec,
     addr: SocketAddr,
     min_ready: Duration,
     restarts: u32,
 ) -> Arc<LiveReplica> {
-    let backend = Backend::new(container_id.to_string(), spec.replica, addr);
+    let counters = metrics.replica(&spec.app, spec.replica);
+    let backend = Backend::new_metered(container_id.to_string(), spec.replica, addr, counters);
     LiveReplica::new(container_id.to_string(), spec, min_ready, backend, restarts)
 }
 
@@ -56,6 +59,7 @@ pub(crate) async fn start(
     let started = deployer.runtime.start_replica(&spec).await?;
     let addr = SocketAddr::new(started.ip, spec.port);
     Ok(live_replica(
+        &deployer.metrics,
         &started.container_id,
         spec,
         addr,

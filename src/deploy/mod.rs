@@ -33,6 +33,7 @@ use crate::api::types::{
 };
 use crate::config::{DeploymentStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
+use crate::metrics::Metrics;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
 use crate::runtime::{LogStreamKind, Runtime, RuntimeError};
 use crate::state::{
@@ -178,6 +179,8 @@ pub struct Deployer {
     pub(crate) paused: AtomicBool,
     /// Crash restarts skipped while paused; started if the hand-over fails.
     pub(crate) skipped_restarts: Mutex<Vec<(Arc<AppEntry>, Arc<LiveReplica>)>>,
+    /// Per-replica counters handed to each new backend, and deploy outcomes.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Holds every app's deploy lock while a successor starts (see [`Deployer::pause_for_handover`]).
@@ -224,7 +227,13 @@ impl Deployer {
             changes: tokio::sync::watch::Sender::new(0),
             paused: AtomicBool::new(false),
             skipped_restarts: Mutex::new(Vec::new()),
+            metrics: Metrics::new(),
         })
+    }
+
+    /// The metric handles this deployer counts into (for the exporter and the proxy).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Fires after deploys, stops and recovery; read `domain_sets` then.

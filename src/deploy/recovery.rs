@@ -182,6 +182,7 @@ async fn live_replica(
     let addr = std::net::SocketAddr::new(ip, info.port);
     let min_ready = std::time::Duration::from_secs(u64::from(record.config.min_ready_seconds));
     Some(lifecycle::live_replica(
+        &deployer.metrics,
         &info.container_id,
         spec,
         addr,

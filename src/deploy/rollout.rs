@@ -12,6 +12,7 @@ use super::progress::Reporter;
 use super::replica::LiveReplica;
 use super::{AppEntry, Deployer};
 use crate::config::{DeploymentStrategy, ResolvedApp};
+use crate::metrics::DeployOutcome;
 use crate::runtime::{ImageInfo, ReplicaSpec};
 use crate::state::DeployStatus;
 
@@ -25,6 +26,14 @@ pub(crate) async fn run(
 ) -> (bool, String) {
     let started = Instant::now();
     let outcome = execute(deployer, entry, &app, reporter).await;
+    let counted = if outcome.is_ok() {
+        DeployOutcome::Succeeded
+    } else {
+        DeployOutcome::Failed
+    };
+    deployer
+        .metrics
+        .record_deploy(&app.name, counted, started.elapsed());
     let id = reporter.deployment_id.clone();
     match outcome {
         Ok(image) => {

@@ -112,6 +112,7 @@ async fn restart_after_backoff(
             return;
         }
     };
+    fresh.backend.metrics().record_restart();
     fresh.inherit_crashes(&crashed.recent_crashes());
     if looping {
         fresh.set_phase(Phase::CrashLooping);
