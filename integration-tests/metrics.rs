@@ -2,6 +2,8 @@
 //! haloyd (private containerd, registry with the busybox fixtures) with `metrics.listen` on
 //! loopback deploys a two-replica app, the test sends requests through the proxy, and a
 //! private Prometheus scraping haloyd answers a PromQL query with exactly that count.
+//! The access log: written to a file by haloyd's batch writer, and followed live with
+//! `haloy server logs --access-logs --app A` (haloyd's own log with `haloy server logs`).
 
 // Tests start real containerd, registries, Prometheus and tools (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -26,13 +28,18 @@ const SCRAPE_WAIT: Duration = Duration::from_secs(60);
 
 /// GET `/` on the proxy at `addr` with `Host: HOST`; the status.
 fn proxy_get(addr: &str) -> Option<u16> {
+    get_with_host(addr, HOST, "/?ignored=query")
+}
+
+/// GET `target` on the proxy at `addr` with `Host: host`; the status.
+fn get_with_host(addr: &str, host: &str, target: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
     write!(
         stream,
-        "GET /?ignored=query HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = Vec::new();
@@ -150,4 +157,149 @@ async fn prometheus_scrapes_the_request_count_the_test_generated() {
     );
     let latency = format!(r#"sum(haloy_response_first_byte_seconds_count{{app="{APP}"}})"#);
     assert_eq!(prometheus.query_scalar(&latency), Some(REQUESTS as f64));
+}
+
+/// Polls `check` every 200 ms, doing `poke` before each try, until it holds or `wait` passed.
+async fn eventually(
+    wait: Duration,
+    mut poke: impl FnMut(),
+    mut check: impl FnMut() -> bool,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        poke();
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_goes_to_its_file_and_streams_with_server_logs() {
+    const LOGGED: &str = "logged";
+    const LOGGED_HOST: &str = "logged.test";
+    let containerd = Containerd::start().await;
+    let registry = Registry::start().await;
+    registry.push_fixtures().await;
+    let log_dir = tempfile::tempdir().expect("access log dir");
+    let access_file = log_dir.path().join("access.log");
+    let options = HaloydOptions {
+        insecure_registries: vec![registry.addr().to_string()],
+        extra_config: vec![format!(
+            "access_log: {{to: file, file: {}}}",
+            access_file.display()
+        )],
+        ..HaloydOptions::default()
+    };
+    let haloyd = Haloyd::start(&containerd, options).await;
+    let body = format!(
+        "name: {LOGGED}\nimage: {}\nport: 8080\nhealth_check_path: /health\ndomains:\n  - domain: {LOGGED_HOST}\n",
+        registry.fixture_ref("web", "v1")
+    );
+    let config = haloyd.write_app_config(LOGGED, &body);
+    haloyd.cli(&config, &["deploy"]).assert_ok();
+
+    let version = haloyd.cli(&config, &["server", "version"]);
+    version.assert_ok();
+    assert!(
+        version
+            .stdout()
+            .contains(&format!("haloyd {}", env!("CARGO_PKG_VERSION"))),
+        "{}",
+        version.both()
+    );
+
+    let mut access = haloyd.spawn_cli(
+        &config,
+        &["server", "logs", "--access-logs", "--app", LOGGED],
+        "access",
+    );
+    let mut daemon = haloyd.spawn_cli(&config, &["server", "logs"], "daemon");
+    let http = haloyd.http_addr();
+    let followed = eventually(
+        Duration::from_secs(30),
+        || {
+            // A follower sees lines from when its stream opened: keep sending until it does.
+            assert_eq!(
+                get_with_host(&http, LOGGED_HOST, "/version.txt?secret=s3"),
+                Some(200)
+            );
+            assert_eq!(get_with_host(&http, "nobody.test", "/elsewhere"), Some(404));
+        },
+        || haloyd.cli_output("access").contains("path=/version.txt"),
+    )
+    .await;
+    let streamed = haloyd.cli_output("access");
+    assert!(
+        followed,
+        "no access line streamed:\n{streamed}\n{}",
+        haloyd.log_tail(20)
+    );
+    let line = streamed
+        .lines()
+        .find(|l| l.contains("path=/version.txt"))
+        .unwrap_or_default();
+    for field in [
+        format!("app={LOGGED} "),
+        format!("host={LOGGED_HOST} "),
+        "method=GET ".to_string(),
+        "status=200 ".to_string(),
+        "duration_ms=".to_string(),
+        "upstream=".to_string(),
+        "bytes=".to_string(),
+    ] {
+        assert!(line.contains(&field), "no `{field}` in `{line}`");
+    }
+    assert!(
+        !streamed.contains("secret"),
+        "a query reached the log:\n{streamed}"
+    );
+    assert!(
+        !streamed.contains("nobody.test"),
+        "--app let another host's line through:\n{streamed}"
+    );
+
+    let daemon_followed = eventually(
+        Duration::from_secs(30),
+        || {
+            let _ = haloyd.cli(&config, &["status"]);
+        },
+        || haloyd.cli_output("daemon").contains("api request"),
+    )
+    .await;
+    assert!(
+        daemon_followed,
+        "haloyd's own log did not stream:\n{}",
+        haloyd.cli_output("daemon")
+    );
+    harness::stop_child(&mut access, Duration::from_secs(2));
+    harness::stop_child(&mut daemon, Duration::from_secs(2));
+
+    let written = eventually(
+        Duration::from_secs(10),
+        || {},
+        || {
+            std::fs::read_to_string(&access_file)
+                .is_ok_and(|t| t.contains("path=/version.txt") && t.contains("host=nobody.test"))
+        },
+    )
+    .await;
+    let file = std::fs::read_to_string(&access_file).unwrap_or_default();
+    assert!(
+        written,
+        "access log file {}:\n{file}",
+        access_file.display()
+    );
+    assert!(
+        !file.contains("secret"),
+        "a query reached the file:\n{file}"
+    );
+    assert!(
+        file.lines().any(|l| l.contains("host=nobody.test")
+            && l.contains(" app=- ")
+            && l.contains("status=404")),
+        "{file}"
+    );
 }

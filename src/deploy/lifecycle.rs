@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::progress::Reporter;
 use super::replica::{LiveReplica, Phase};
-use super::{AppEntry, Deployer};
+use super::{spans, AppEntry, Deployer};
 use crate::health::{self, Monitor, ReadinessPolicy};
 use crate::metrics::Metrics;
 use crate::proxy::Backend;
@@ -71,6 +72,19 @@ pub(crate) async fn start(
 /// Starts one replica and waits until it may take traffic. On failure it is removed again
 /// and its last log lines are returned.
 pub(crate) async fn start_ready(
+    deployer: &Arc<Deployer>,
+    entry: &Arc<AppEntry>,
+    spec: ReplicaSpec,
+    min_ready_seconds: u32,
+    reporter: &Reporter,
+) -> Result<Arc<LiveReplica>, Failure> {
+    let span = spans::replica(spec.replica);
+    start_ready_in_span(deployer, entry, spec, min_ready_seconds, reporter)
+        .instrument(span)
+        .await
+}
+
+async fn start_ready_in_span(
     deployer: &Arc<Deployer>,
     entry: &Arc<AppEntry>,
     spec: ReplicaSpec,

@@ -13,6 +13,7 @@ mod progress;
 mod recovery;
 mod replica;
 mod rollout;
+mod spans;
 mod supervisor;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use tracing::Instrument;
 
 pub use hostpaths::HostPathPolicy;
 pub use progress::{ProgressHub, Reporter};
@@ -389,13 +391,17 @@ impl Deployer {
         self.job_started(&entry, &deployment_id, kind);
         let reporter = self.progress.start(&deployment_id, &app.name);
         let deployer = self.clone();
+        let span = spans::job(&app.name, &deployment_id);
         // The rollout belongs to this task, not to the API request: a client that goes away
         // leaves it running to the end.
-        tokio::spawn(async move {
-            let (ok, message) = rollout::run(&deployer, &entry, app, &reporter).await;
-            deployer.job_finished(&entry, guard, &reporter, ok, message);
-            drop(domains);
-        });
+        tokio::spawn(
+            async move {
+                let (ok, message) = rollout::run(&deployer, &entry, app, &reporter).await;
+                deployer.job_finished(&entry, guard, &reporter, ok, message);
+                drop(domains);
+            }
+            .instrument(span),
+        );
         Ok(deployment_id)
     }
 
@@ -495,26 +501,30 @@ impl Deployer {
         self.job_started(&entry, &job_id, kind);
         let reporter = self.progress.start(&job_id, app);
         let deployer = self.clone();
-        tokio::spawn(async move {
-            let outcome = deployer
-                .stop_all(&entry, remove_containers, remove_volumes, &reporter)
-                .await;
-            let (ok, message) = match outcome {
-                Ok(stopped) => (
-                    true,
-                    format!(
-                        "{stopped} replica(s) stopped{}",
-                        if remove_containers {
-                            ", containers removed"
-                        } else {
-                            ""
-                        }
+        let span = spans::job(app, &job_id);
+        tokio::spawn(
+            async move {
+                let outcome = deployer
+                    .stop_all(&entry, remove_containers, remove_volumes, &reporter)
+                    .await;
+                let (ok, message) = match outcome {
+                    Ok(stopped) => (
+                        true,
+                        format!(
+                            "{stopped} replica(s) stopped{}",
+                            if remove_containers {
+                                ", containers removed"
+                            } else {
+                                ""
+                            }
+                        ),
                     ),
-                ),
-                Err(e) => (false, e.to_string()),
-            };
-            deployer.job_finished(&entry, guard, &reporter, ok, message);
-        });
+                    Err(e) => (false, e.to_string()),
+                };
+                deployer.job_finished(&entry, guard, &reporter, ok, message);
+            }
+            .instrument(span),
+        );
         Ok(job_id)
     }
 

@@ -55,7 +55,7 @@ pub(crate) async fn run(
                 )
                 .and_then(|()| deployer.state.set_stopped(&app.name, false));
             if let Err(e) = recorded {
-                tracing::error!(app = %app.name, error = %e, "deploy succeeded but its history could not be saved");
+                tracing::error!(error = %e, "deploy succeeded but its history could not be saved");
             }
             deployer.notify_changed();
             collect_old_images(deployer, &app).await;
@@ -80,7 +80,7 @@ pub(crate) async fn run(
                 None,
                 Some(failure.message.clone()),
             ) {
-                tracing::error!(app = %app.name, error = %e, "cannot record the failed deploy");
+                tracing::error!(error = %e, "cannot record the failed deploy");
             }
             (false, failure.message)
         }
@@ -315,7 +315,7 @@ async fn collect_old_images(deployer: &Deployer, app: &ResolvedApp) {
     let history = match deployer.state.history(&app.name) {
         Ok(history) => history,
         Err(e) => {
-            tracing::warn!(app = %app.name, error = %e, "image cleanup not done: history unreadable");
+            tracing::warn!(error = %e, "image cleanup not done: history unreadable");
             return;
         }
     };
@@ -331,6 +331,6 @@ async fn collect_old_images(deployer: &Deployer, app: &ResolvedApp) {
         .remove_unused_images(&app.name, &keep)
         .await
     {
-        tracing::warn!(app = %app.name, error = %e, "image cleanup failed");
+        tracing::warn!(error = %e, "image cleanup failed");
     }
 }
