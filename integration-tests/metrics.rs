@@ -252,6 +252,11 @@ async fn access_log_goes_to_its_file_and_streams_with_server_logs() {
     ] {
         assert!(line.contains(&field), "no `{field}` in `{line}`");
     }
+    let bytes: u64 = line
+        .split_once(" bytes=")
+        .and_then(|(_, n)| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(bytes > 0, "no body bytes counted in `{line}`");
     assert!(
         !streamed.contains("secret"),
         "a query reached the log:\n{streamed}"

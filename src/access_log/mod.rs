@@ -53,10 +53,10 @@ pub struct Entry<'a> {
     /// The request target's path; a query never reaches the log.
     pub path: &'a str,
     pub status: u16,
-    /// Until the response head was ready.
+    /// From the request's arrival until its response ended (the body sent, or the client gone).
     pub duration: Duration,
     pub upstream: Option<SocketAddr>,
-    /// The response's Content-Length (`None` when the body is streamed without one).
+    /// Response body bytes sent to the client (`None` when unknown).
     pub bytes: Option<u64>,
 }
 

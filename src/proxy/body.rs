@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::backend::InFlight;
+use super::handler::AccessLine;
 use super::server::ActiveRequest;
 use super::upstream::{PooledConn, ResponseBody, UpstreamError};
 
@@ -137,10 +138,24 @@ pub struct UpstreamResponse {
     sent_at: Instant,
     /// Body bytes passed to the client so far.
     sent_bytes: u64,
+    /// The access log line, written when the response ends (dropped).
+    access: Option<Box<AccessLine>>,
     _active: ActiveRequest,
 }
 
+impl Drop for UpstreamResponse {
+    fn drop(&mut self) {
+        if let Some(line) = self.access.take() {
+            line.write(Some(self.sent_bytes));
+        }
+    }
+}
+
 impl UpstreamResponse {
+    pub(crate) fn attach_access_line(&mut self, line: Box<AccessLine>) {
+        self.access = Some(line);
+    }
+
     /// The body ended: the connection goes back to the backend's pool when reusable, and
     /// the request stops counting as in flight.
     fn finish(&mut self) {
@@ -177,6 +192,7 @@ impl ProxyBody {
             responded,
             sent_at,
             sent_bytes: 0,
+            access: None,
             _active: active,
         };
         if up.body.is_end_stream() {

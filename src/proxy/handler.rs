@@ -81,13 +81,26 @@ struct Acquired {
 /// The outcome of sending a request: response head, failure, or response timeout.
 type Attempt = Result<Result<Exchanged, SendFailure>, TimedOut>;
 
-/// The fields of the access log line, captured only while the access log is enabled.
-struct AccessLine {
+/// The fields of the access log line, captured only while the access log is enabled. A
+/// backend's response carries it in its body and writes it when the body ended (or the
+/// client went away), with the bytes actually sent and the total time.
+pub(crate) struct AccessLine {
     log: Arc<AccessLog>,
     started: Instant,
     method: Method,
     uri: Uri,
     host: Option<HeaderValue>,
+    status: u16,
+    app: Option<Arc<AppEntry>>,
+    upstream: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for AccessLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLine")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AccessLine {
@@ -100,24 +113,22 @@ impl AccessLine {
             method: req.method().clone(),
             uri: req.uri().clone(),
             host: headers::request_host_value(req),
+            status: 0,
+            app: None,
+            upstream: None,
         }))
     }
 
-    fn write(self, resp: &Response<ProxyBody>, app: Option<&str>, backend: Option<&Backend>) {
-        let bytes = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .or_else(|| resp.body().size_hint().exact());
+    /// Writes the line: `bytes` of body sent, the time since the request arrived.
+    pub(crate) fn write(self, bytes: Option<u64>) {
         self.log.record(&Entry {
-            app,
+            app: self.app.as_deref().map(AppEntry::name),
             host: self.host.as_ref().and_then(|h| h.to_str().ok()),
             method: self.method.as_str(),
             path: self.uri.path(),
-            status: resp.status().as_u16(),
+            status: self.status,
             duration: self.started.elapsed(),
-            upstream: backend.map(Backend::addr),
+            upstream: self.upstream,
             bytes,
         });
     }
@@ -283,14 +294,14 @@ impl Shared {
                             if let Some(backend) = &backend {
                                 backend.metrics().record_status(page.status().as_u16());
                             }
-                            let app = Some(fwd.app.name());
+                            let app = Some(&fwd.app);
                             return Ok(logged(log, page, app, backend.as_deref()));
                         }
                     }
                 }
                 Picked::NoReplica => {
                     let page = no_replica_page(&fwd.app);
-                    return Ok(logged(log, page, Some(fwd.app.name()), None));
+                    return Ok(logged(log, page, Some(&fwd.app), None));
                 }
             };
             let timeout = self.config.backend_response_timeout;
@@ -309,7 +320,7 @@ impl Shared {
             let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
             let client_upgrade = fwd.client_upgrade.take();
             let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
-            Ok(logged(log, resp, Some(fwd.app.name()), backend.as_deref()))
+            Ok(logged(log, resp, Some(&fwd.app), backend.as_deref()))
         }
     }
 
@@ -576,12 +587,21 @@ fn no_replica_page(app: &AppEntry) -> Response<ProxyBody> {
 /// `resp`, after its access log line when the access log is on.
 fn logged(
     log: Option<Box<AccessLine>>,
-    resp: Response<ProxyBody>,
-    app: Option<&str>,
+    mut resp: Response<ProxyBody>,
+    app: Option<&Arc<AppEntry>>,
     backend: Option<&Backend>,
 ) -> Response<ProxyBody> {
-    if let Some(log) = log {
-        log.write(&resp, app, backend);
+    let Some(mut line) = log else {
+        return resp;
+    };
+    line.status = resp.status().as_u16();
+    line.app = app.cloned();
+    line.upstream = backend.map(Backend::addr);
+    let known_size = resp.body().size_hint().exact();
+    match resp.body_mut() {
+        // Written when the body ended (or the client left), with what was sent.
+        ProxyBody::Upstream(up) => up.attach_access_line(line),
+        ProxyBody::Local(_) => line.write(known_size),
     }
     resp
 }
