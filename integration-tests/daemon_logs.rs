@@ -1,7 +1,8 @@
 //! haloyd's own log as journald and log shippers see it (issue 16): a real haloyd (private
 //! containerd, registry with the busybox fixtures) whose stderr is a file deploys an app and
 //! stops; its text log carries no ANSI escape codes and no Rust Debug forms, and with
-//! `logs.format: json` every line is a JSON object with a timestamp, a level and a message.
+//! `logs.format: json` every line is a JSON object with a timestamp, a level and a message,
+//! and deploy steps carry the job's and the replica's span (app, deployment_id, replica).
 
 // Tests start real containerd, registries, Pebble and tools (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -90,6 +91,7 @@ fn strip_ansi(text: &str) -> String {
 async fn json_log_has_one_object_per_line_with_timestamp_level_and_message() {
     let log = log_of_a_deploy(Some("json")).await;
     let mut messages = Vec::new();
+    let mut spanned = false;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let value: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\n--- whole log\n{log}"));
@@ -100,6 +102,22 @@ async fn json_log_has_one_object_per_line_with_timestamp_level_and_message() {
             .as_str()
             .unwrap_or_else(|| panic!("no fields.message in {line}"));
         messages.push(message.to_string());
+        if message.starts_with("starting replica") {
+            // One span per job and per replica carries app, deployment_id and replica.
+            let spans = value["spans"].as_array().cloned().unwrap_or_default();
+            let job = spans.iter().find(|s| s["name"] == "job");
+            assert!(
+                job.is_some_and(|j| j["app"] == "logs" && j["deployment_id"].is_string()),
+                "no job span with app and deployment_id: {line}"
+            );
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s["name"] == "replica" && s["replica"] == 0),
+                "no replica span: {line}"
+            );
+            spanned = true;
+        }
         if message == "replica started" {
             let ip = value["fields"]["ip"].as_str().unwrap_or_default();
             assert!(
@@ -112,4 +130,5 @@ async fn json_log_has_one_object_per_line_with_timestamp_level_and_message() {
         messages.iter().any(|m| m == "replica started"),
         "no deploy in the log:\n{log}"
     );
+    assert!(spanned, "no `starting replica` step in the log:\n{log}");
 }

@@ -7,11 +7,11 @@ apt-get update
 apt-get install -y --no-install-recommends \
     containerd runc containernetworking-plugins iproute2 iptables \
     docker-registry pebble busybox-static tini protobuf-compiler apache2-utils systemd \
-    wrk nginx-light haproxy curl ca-certificates gcc pkg-config dpkg-dev bc time \
+    wrk nginx-light haproxy prometheus curl ca-certificates gcc pkg-config dpkg-dev bc time \
     umoci buildah skopeo dnsmasq-base
 # Debian starts some daemons on install where an init system exists; haloy's tests run their
-# own private instances, so the packaged services must not hold ports 80/443/5000.
-for svc in nginx haproxy docker-registry containerd; do
+# own private instances, so the packaged services must not hold ports 80/443/5000/9090.
+for svc in nginx haproxy docker-registry containerd prometheus; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
     fi

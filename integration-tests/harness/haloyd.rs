@@ -49,6 +49,8 @@ pub struct HaloydOptions {
     /// Server config `dns.upstream` (e.g. a resolver the test runs on loopback); the host's
     /// resolv.conf if empty.
     pub dns_upstream: Vec<String>,
+    /// Whole top-level lines appended to the server config, e.g. `metrics: {listen: ...}`.
+    pub extra_config: Vec<String>,
 }
 
 impl Default for HaloydOptions {
@@ -67,6 +69,7 @@ impl Default for HaloydOptions {
             env: Vec::new(),
             log_format: None,
             dns_upstream: Vec::new(),
+            extra_config: Vec::new(),
         }
     }
 }
@@ -348,6 +351,9 @@ impl Haloyd {
                 "registries: {{insecure: [{}]}}",
                 options.insecure_registries.join(", ")
             );
+        }
+        for line in &options.extra_config {
+            let _ = writeln!(yaml, "{line}");
         }
         yaml
     }

@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod haloyd;
 mod host;
 pub mod images;
+pub mod prometheus;
 pub mod registry;
 pub mod token_server;
 

@@ -433,6 +433,21 @@ impl ApiClient {
             .await
     }
 
+    /// `GET /v1/server/logs`: haloyd's own log, or the access log (of one app), from now on;
+    /// read with `next::<String>()`.
+    pub async fn server_logs(
+        &self,
+        access: bool,
+        app: Option<&str>,
+    ) -> Result<SseStream, ClientError> {
+        let mut path = format!("/v1/server/logs?access={access}");
+        if let Some(app) = app {
+            path.push_str("&app=");
+            path.push_str(&percent_encode(app));
+        }
+        self.stream(&path).await
+    }
+
     /// `POST /v1/deploy`.
     pub async fn deploy(&self, app: &ResolvedApp) -> Result<DeployAccepted, ClientError> {
         let body = DeployRequest { app: app.clone() };

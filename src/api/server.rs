@@ -31,6 +31,8 @@ use super::types::{
     AppStatus, CertificateInfo, LogsQuery, PruneImagesRequest, RegistryEntry, RegistryLoginRequest,
     RegistryLogoutRequest,
 };
+use crate::access_log::AccessLog;
+use crate::daemon_log::DaemonLog;
 use crate::deploy::{DeployError, Deployer};
 use crate::proxy::server::{ActiveRequest, ConnActivity};
 use crate::timefmt::rfc3339;
@@ -80,6 +82,14 @@ pub struct ApiServer {
     /// containerd's image store, for uploaded images (`api::images`); unset in tests
     /// without containerd.
     images: std::sync::OnceLock<crate::runtime::ImageStore>,
+    logs: ServerLogs,
+}
+
+/// haloyd's own log and the proxy's access log, for `GET /v1/server/logs`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerLogs {
+    pub daemon: Option<DaemonLog>,
+    pub access: Option<Arc<AccessLog>>,
 }
 
 impl ApiServer {
@@ -88,6 +98,7 @@ impl ApiServer {
         token: String,
         tls: Option<Arc<CertificateManager>>,
         limits: ApiLimits,
+        logs: ServerLogs,
     ) -> Arc<Self> {
         Arc::new(Self {
             deployer,
@@ -95,6 +106,7 @@ impl ApiServer {
             tls,
             limits,
             images: std::sync::OnceLock::new(),
+            logs,
         })
     }
 
@@ -279,6 +291,7 @@ impl ApiServer {
                 Err(resp) => resp,
             },
             (&Method::GET, ["v1", "deployments" | "jobs", id, "events"]) => self.deploy_events(id),
+            (&Method::GET, ["v1", "server", "logs"]) => self.server_logs(&query),
             (&Method::GET, ["v1", "apps"]) => json(StatusCode::OK, &self.status(None)),
             (&Method::GET, ["v1", "apps", app]) => match self.status(Some(app)).pop() {
                 Some(status) => json(StatusCode::OK, &status),
@@ -445,6 +458,41 @@ impl ApiServer {
         match self.deployer.logs(app, query).await {
             Ok(lines) => sse(lines),
             Err(e) => deploy_error(e),
+        }
+    }
+
+    /// Follows haloyd's own log, or with `access=true` the access log (`app=NAME`: one app's
+    /// lines only), from now on.
+    fn server_logs(&self, query: &str) -> Response<Body> {
+        let mut access = false;
+        let mut app = None;
+        for (key, value) in query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split_once('=').unwrap_or((p, "")))
+        {
+            match key {
+                "access" => access = value == "true" || value == "1",
+                "app" => app = Some(value.to_string()),
+                _ => {
+                    let msg = format!("unknown query parameter `{key}` (known: access, app)");
+                    return error(StatusCode::BAD_REQUEST, &msg, vec![]);
+                }
+            }
+        }
+        match (access, &self.logs.access, &self.logs.daemon) {
+            (true, Some(log), _) => sse(log.follow(app)),
+            (false, _, Some(log)) if app.is_none() => sse(log.follow()),
+            (false, _, Some(_)) => error(
+                StatusCode::BAD_REQUEST,
+                "`app` filters the access log only; add access=true",
+                vec![],
+            ),
+            _ => error(
+                StatusCode::NOT_FOUND,
+                "this server streams no such log",
+                vec![],
+            ),
         }
     }
 

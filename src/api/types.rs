@@ -9,6 +9,7 @@
 //! | POST | `/v1/deploy` | [`DeployRequest`] | 202 [`DeployAccepted`] |
 //! | GET | `/v1/deployments/{id}/events` | – | 200 `text/event-stream`, each `data:` line a [`DeployEvent`] |
 //! | GET | `/v1/jobs/{id}/events` | – | the same, for any job id (deploy, rollback, stop, remove) |
+//! | GET | `/v1/server/logs?access=bool&app=NAME` | – | 200 `text/event-stream`, each `data:` a JSON string: haloyd's log line, or with `access=true` an access log line (of app NAME), from now on |
 //! | GET | `/v1/apps` | – | 200 `[AppStatus]` |
 //! | GET | `/v1/apps/{name}` | – | 200 [`AppStatus`] |
 //! | GET | `/v1/apps/{name}/logs?tail=N&follow=bool&all=bool&container=ID` ([`LogsQuery`]) | – | 200 `text/event-stream` of [`LogLine`] |

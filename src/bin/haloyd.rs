@@ -18,11 +18,14 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use haloy::api::server::{ApiLimits, ApiServer};
+use haloy::access_log::AccessLog;
+use haloy::api::server::{ApiLimits, ApiServer, ServerLogs};
 use haloy::config::server::{LogFormat, ServerConfig};
+use haloy::daemon_log::DaemonLog;
 use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
 use haloy::dns;
 use haloy::health::MonitorSettings;
+use haloy::metrics::{CertificateSource, Exporter};
 use haloy::network::CniSettings;
 use haloy::proxy::{self, Proxy, Routes, TlsHooks};
 use haloy::runtime::apparmor::{self, LsmDecision};
@@ -181,13 +184,13 @@ fn refuse_huge_pages() {
 
 /// Log lines go to stderr (journald under systemd): JSON for log shippers, else text, coloured
 /// only for a person at a terminal (a file or the journal would keep the escape codes).
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, tee: DaemonLog) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr);
+        .with_writer(tee);
     match format {
         LogFormat::Text => builder.with_ansi(colour_wanted()).init(),
         LogFormat::Json => builder.json().with_ansi(false).init(),
@@ -201,7 +204,8 @@ fn colour_wanted() -> bool {
 
 fn serve(config_path: &Path) -> Result<()> {
     let config = ServerConfig::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    init_tracing(config.logs.format);
+    let daemon_log = DaemonLog::default();
+    init_tracing(config.logs.format, daemon_log.clone());
     let handover = Handover::capture()?;
     // Before the async runtime starts: it changes the environment (refused with threads).
     let inherited = Inherited::take().context("cannot take the sockets passed to haloyd")?;
@@ -209,13 +213,18 @@ fn serve(config_path: &Path) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config, inherited, handover))
+    runtime.block_on(run(config, inherited, handover, daemon_log))
 }
 
 /// How long a successor may take from exec to READY (containerd recovery included).
 const SUCCESSOR_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover) -> Result<()> {
+async fn run(
+    config: ServerConfig,
+    mut inherited: Inherited,
+    handover: Handover,
+    daemon_log: DaemonLog,
+) -> Result<()> {
     let token = read_token(&config.api.token_file)?;
     for dir in [&config.state_dir, &config.run_dir] {
         std::fs::create_dir_all(dir)
@@ -235,19 +244,28 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
     let tls = CertificateManager::new(tls_settings(&config)).context("cannot set up TLS")?;
     let routes = Routes::new();
     let hooks: Arc<dyn TlsHooks> = tls.clone();
-    let proxy = Arc::new(Proxy::new(
+    let state = StateStore::open(&config.state_dir)?;
+    let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
+    let metrics = deployer.metrics();
+    let access_log =
+        AccessLog::start(config.access_log.target()).context("cannot start the access log")?;
+    let proxy = Arc::new(Proxy::new_observed(
         proxy_config(&config)?,
         routes.clone(),
         Some(hooks),
+        metrics.proxy(),
+        Some(access_log.clone()),
     ));
-    let state = StateStore::open(&config.state_dir)?;
-    let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
     let dns_shutdown = CancellationToken::new();
     if let Some((_, sockets, settings)) = dns {
         let directory: Arc<dyn dns::Directory> = deployer.clone();
         let server = dns::DnsServer::new(directory, &settings);
         tokio::spawn(server.serve(sockets, dns_shutdown.clone()));
     }
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(haloy::metrics::server::bind(addr).await?),
+        None => None,
+    };
 
     // Take or bind every socket before recovering, so a port conflict fails fast and loudly.
     let listeners = Listeners::acquire(
@@ -288,6 +306,10 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
             idle_timeout: config.api.idle_timeout,
             max_connections: config.api.max_connections as usize,
         },
+        ServerLogs {
+            daemon: Some(daemon_log),
+            access: Some(access_log.clone()),
+        },
     );
     api.enable_image_uploads(containerd.images().clone());
     let mut tasks = tokio::task::JoinSet::new();
@@ -306,6 +328,16 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
                 .serve_https(https, acceptor, stop.cancelled_owned())
                 .await
         });
+    }
+    if let Some(listener) = metrics_listener {
+        let certificates: Arc<dyn CertificateSource> = tls.clone();
+        let exporter = Exporter::new(metrics, routes.clone(), Some(certificates));
+        let stop = shutdown.clone();
+        tasks.spawn(haloy::metrics::server::serve(
+            listener,
+            exporter,
+            stop.cancelled_owned(),
+        ));
     }
     tls.spawn_renewal_task(shutdown.clone());
     if config.acme.enabled || !config.acme.certificates.is_empty() {
@@ -379,6 +411,7 @@ async fn run(config: ServerConfig, mut inherited: Inherited, handover: Handover)
     // what is left of drain_timeout too, then end with the process.
     wait_for_tunnels(&routes, drain_until).await;
     dns_shutdown.cancel();
+    access_log.close();
     tracing::info!(handed_over, "haloyd exits");
     Ok(())
 }

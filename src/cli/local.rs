@@ -348,6 +348,12 @@ pub fn server(command: &ServerCommand) -> Result<ExitCode, CliError> {
             store.save(&path)?;
             println!("removed {normalized}");
         }
+        // These talk to haloyd: `cli::run` sends them to `remote`.
+        ServerCommand::Logs { .. } | ServerCommand::Version { .. } => {
+            return Err(CliError::Usage(
+                "`server logs` and `server version` need a server connection".into(),
+            ));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

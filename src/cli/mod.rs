@@ -283,6 +283,24 @@ pub enum ServerCommand {
     },
     /// List stored servers
     List,
+    /// Follow haloyd's own log (or the proxy's access log) on the server
+    Logs {
+        /// The proxy's access log (one line per request) instead of haloyd's own log
+        #[arg(long)]
+        access_logs: bool,
+        /// Only this app's access log lines
+        #[arg(long, value_name = "APP", requires = "access_logs")]
+        app: Option<String>,
+        /// The server (default: the servers of haloy.yaml's targets)
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Print haloyd's version on the server
+    Version {
+        /// The server (default: the servers of haloy.yaml's targets)
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
     /// Forget a stored server
     Delete { url: String },
     /// Registry logins kept by haloyd (0600 on the server); an app without `image.registry`
@@ -443,6 +461,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Server {
             command: ServerCommand::Registry { command },
         } => remote::server_registry(common, command).await,
+        Command::Server {
+            command:
+                ServerCommand::Logs {
+                    access_logs,
+                    app,
+                    server,
+                },
+        } => remote::server_logs(common, server.as_deref(), *access_logs, app.as_deref()).await,
+        Command::Server {
+            command: ServerCommand::Version { server },
+        } => remote::server_version(common, server.as_deref()).await,
         Command::Server { command } => local::server(command),
         Command::Export { format } => match format {
             ExportFormat::Kubernetes {

@@ -75,6 +75,84 @@ fn connect_all(apps: Vec<ResolvedApp>) -> Result<Vec<Remote>, CliError> {
         .collect()
 }
 
+/// Clients for `url`, or for the servers of haloy.yaml's targets (each once).
+fn server_clients(common: &CommonArgs, url: Option<&str>) -> Result<Vec<ApiClient>, CliError> {
+    let Some(url) = url else {
+        let (_, apps) = select_apps(common, false)?;
+        let mut clients: Vec<ApiClient> = Vec::new();
+        for remote in connect_all(apps)? {
+            if !clients.iter().any(|c| c.url() == remote.client.url()) {
+                clients.push(remote.client);
+            }
+        }
+        return Ok(clients);
+    };
+    let store = ClientConfig::load(&servers::client_config_path()?)?;
+    let url = servers::server_url(url)?;
+    servers::check_transport(&url, &store)?;
+    let token = servers::token_for(None, &url, &store).ok_or_else(|| {
+        CliError::Usage(format!(
+            "no API token for {url}: export {} or run `haloy server add {url} --token-stdin`",
+            servers::TOKEN_ENV
+        ))
+    })?;
+    Ok(vec![ApiClient::new(&url, Some(token))?])
+}
+
+/// `haloy server version`: haloyd's version on each server.
+pub async fn server_version(
+    common: &CommonArgs,
+    server: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let clients = server_clients(common, server)?;
+    let results = join_all(clients.iter().map(ApiClient::version)).await;
+    let mut failed = 0;
+    for (client, result) in clients.iter().zip(results) {
+        match result {
+            Ok(v) => println!("{} haloyd {}", client.url(), v.version),
+            Err(e) => {
+                failed += 1;
+                eprintln!("[{}] error: {e}", client.url());
+            }
+        }
+    }
+    outcome(failed, clients.len())
+}
+
+/// `haloy server logs`: follows haloyd's log or the access log until interrupted; lines are
+/// prefixed with the server when there are several.
+pub async fn server_logs(
+    common: &CommonArgs,
+    server: Option<&str>,
+    access: bool,
+    app: Option<&str>,
+) -> Result<ExitCode, CliError> {
+    let clients = server_clients(common, server)?;
+    let many = clients.len() > 1;
+    let followed = clients.iter().map(|client| async move {
+        let mut stream = match client.server_logs(access, app).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("[{}] error: {e}", client.url());
+                return false;
+            }
+        };
+        loop {
+            match stream.next::<String>().await {
+                Ok(Some(line)) if many => println!("[{}] {line}", client.url()),
+                Ok(Some(line)) => println!("{line}"),
+                Ok(None) => return true,
+                Err(e) => {
+                    eprintln!("[{}] error: {e}", client.url());
+                    return false;
+                }
+            }
+        }
+    });
+    let results = join_all(followed).await;
+    outcome(results.iter().filter(|ok| !**ok).count(), clients.len())
+}
+
 /// Success, or the number of failed targets as an error.
 fn outcome(failed: usize, total: usize) -> Result<ExitCode, CliError> {
     if failed == 0 {

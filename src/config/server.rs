@@ -31,6 +31,48 @@ pub struct ServerConfig {
     pub logs: LogsConfig,
     pub security: SecurityConfig,
     pub dns: DnsConfig,
+    pub metrics: MetricsConfig,
+    pub access_log: AccessLogConfig,
+}
+
+/// Where the proxy's access log goes: `off` (default), `stderr` (the journal under systemd)
+/// or `file` (rotated by size).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    pub to: AccessLogTo,
+    pub file: PathBuf,
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogTo {
+    #[default]
+    Off,
+    Stderr,
+    File,
+}
+
+impl AccessLogConfig {
+    /// The access log module's target for this config.
+    pub fn target(&self) -> crate::access_log::AccessLogTarget {
+        use crate::access_log::AccessLogTarget;
+        match self.to {
+            AccessLogTo::Off => AccessLogTarget::Off,
+            AccessLogTo::Stderr => AccessLogTarget::Stderr,
+            AccessLogTo::File => AccessLogTarget::File {
+                path: self.file.clone(),
+                max_size: self.max_size,
+                max_files: self.max_files,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricsConfig {
+    /// Loopback address of the Prometheus/OpenMetrics endpoint (`GET /metrics`); off when unset.
+    pub listen: Option<SocketAddr>,
 }
 
 /// haloyd's DNS server for replicas (app names, then the host's resolvers).
@@ -249,6 +291,13 @@ impl Default for ServerConfig {
                 pids_limit: crate::runtime::task::DEFAULT_PIDS_LIMIT,
             },
             dns: DnsConfig::default(),
+            metrics: MetricsConfig::default(),
+            access_log: AccessLogConfig {
+                to: AccessLogTo::Off,
+                file: PathBuf::from("/var/log/haloy/access.log"),
+                max_size: 100 << 20,
+                max_files: 5,
+            },
             state_dir,
         }
     }
@@ -312,6 +361,13 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # security:
 #   allowed_host_paths: []           # host paths apps may bind although haloyd refuses them
 #   pids_limit: 4096                 # per replica, unless the app sets resources.pids
+# metrics:
+#   listen: 127.0.0.1:9923           # Prometheus GET /metrics, loopback only; off when unset
+# access_log:
+#   to: off                          # off, stderr (the journal under systemd) or file
+#   file: /var/log/haloy/access.log
+#   max_size: 100MiB                 # then rotated to access.log.1 … access.log.<max_files>
+#   max_files: 5
 "#;
 
 const ROOT_KEYS: &[&str] = &[
@@ -328,6 +384,8 @@ const ROOT_KEYS: &[&str] = &[
     "logs",
     "security",
     "dns",
+    "metrics",
+    "access_log",
 ];
 
 impl ServerConfig {
@@ -395,6 +453,8 @@ fn decode_server(dec: &mut Decoder, node: &Node) -> ServerConfig {
             "logs" => decode_logs(dec, v, &mut c.logs),
             "security" => decode_security(dec, v, &mut c.security),
             "dns" => decode_dns(dec, v, &mut c.dns),
+            "metrics" => decode_metrics(dec, v, &mut c.metrics),
+            "access_log" => decode_access_log(dec, v, &mut c.access_log),
             _ => {}
         }
     }
@@ -780,6 +840,31 @@ fn decode_dns(dec: &mut Decoder, v: &Node, c: &mut DnsConfig) {
     }
 }
 
+fn decode_access_log(dec: &mut Decoder, v: &Node, c: &mut AccessLogConfig) {
+    let keys = &["to", "file", "max_size", "max_files"];
+    for (k, e) in dec.map(v, "access_log", keys) {
+        let p = join("access_log", &k);
+        match k.as_str() {
+            "to" => {
+                c.to = match dec
+                    .choice(&e.value, &p, &["off", "stderr", "file"])
+                    .as_deref()
+                {
+                    Some("stderr") => AccessLogTo::Stderr,
+                    Some("file") => AccessLogTo::File,
+                    _ => AccessLogTo::Off,
+                }
+            }
+            "file" => set(&mut c.file, abs_path(dec, &e.value, &p)),
+            "max_size" => set(&mut c.max_size, byte_size(dec, &e.value, &p)),
+            _ => set(
+                &mut c.max_files,
+                dec.int_in(&e.value, &p, 1, 1000).map(|n| n as u32),
+            ),
+        }
+    }
+}
+
 /// `ip` (port 53) or `ip:port` / `[ipv6]:port`.
 fn resolver_addr(dec: &mut Decoder, v: &Node, path: &str) -> Option<SocketAddr> {
     let s = dec.word(v, path)?;
@@ -795,6 +880,25 @@ fn resolver_addr(dec: &mut Decoder, v: &Node, path: &str) -> Option<SocketAddr> 
                 format!("`{s}` is not a resolver address (e.g. `192.0.2.53` or `127.0.0.1:5353`)"),
             );
             None
+        }
+    }
+}
+
+fn decode_metrics(dec: &mut Decoder, v: &Node, c: &mut MetricsConfig) {
+    for (k, e) in dec.map(v, "metrics", &["listen"]) {
+        let p = join("metrics", &k);
+        let Some(addr) = socket_addr(dec, &e.value, &p) else {
+            continue;
+        };
+        if addr.ip().is_loopback() {
+            c.listen = Some(addr);
+        } else {
+            // The endpoint has no token: it must not be reachable from other hosts.
+            dec.problem(
+                e.value.pos,
+                &p,
+                format!("`{addr}` is not a loopback address; metrics have no authentication, use e.g. 127.0.0.1:9923 and scrape locally"),
+            );
         }
     }
 }

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use super::progress::Reporter;
 use super::replica::{LiveReplica, Phase};
-use super::{AppEntry, Deployer};
+use super::{spans, AppEntry, Deployer};
 use crate::health::{self, Monitor, ReadinessPolicy};
+use crate::metrics::Metrics;
 use crate::proxy::Backend;
 use crate::runtime::{ReplicaSpec, RuntimeError};
 
@@ -36,13 +38,15 @@ impl From<RuntimeError> for Failure {
 
 /// The live view of a container at `addr`: its proxy backend (not ready yet) and replica.
 pub(crate) fn live_replica(
+    metrics: &Metrics,
     container_id: &str,
     spec: ReplicaSpec,
     addr: SocketAddr,
     min_ready: Duration,
     restarts: u32,
 ) -> Arc<LiveReplica> {
-    let backend = Backend::new(container_id.to_string(), spec.replica, addr);
+    let counters = metrics.replica(&spec.app, spec.replica);
+    let backend = Backend::new_metered(container_id.to_string(), spec.replica, addr, counters);
     LiveReplica::new(container_id.to_string(), spec, min_ready, backend, restarts)
 }
 
@@ -56,6 +60,7 @@ pub(crate) async fn start(
     let started = deployer.runtime.start_replica(&spec).await?;
     let addr = SocketAddr::new(started.ip, spec.port);
     Ok(live_replica(
+        &deployer.metrics,
         &started.container_id,
         spec,
         addr,
@@ -67,6 +72,19 @@ pub(crate) async fn start(
 /// Starts one replica and waits until it may take traffic. On failure it is removed again
 /// and its last log lines are returned.
 pub(crate) async fn start_ready(
+    deployer: &Arc<Deployer>,
+    entry: &Arc<AppEntry>,
+    spec: ReplicaSpec,
+    min_ready_seconds: u32,
+    reporter: &Reporter,
+) -> Result<Arc<LiveReplica>, Failure> {
+    let span = spans::replica(spec.replica);
+    start_ready_in_span(deployer, entry, spec, min_ready_seconds, reporter)
+        .instrument(span)
+        .await
+}
+
+async fn start_ready_in_span(
     deployer: &Arc<Deployer>,
     entry: &Arc<AppEntry>,
     spec: ReplicaSpec,

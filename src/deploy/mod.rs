@@ -15,6 +15,7 @@ mod progress;
 mod recovery;
 mod replica;
 mod rollout;
+mod spans;
 mod supervisor;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use tracing::Instrument;
 
 pub use hostpaths::HostPathPolicy;
 pub use progress::{ProgressHub, Reporter};
@@ -34,6 +36,7 @@ use crate::api::types::{
 };
 use crate::config::{DeploymentStrategy, HistoryStrategy, ResolvedApp};
 use crate::health::MonitorSettings;
+use crate::metrics::Metrics;
 use crate::proxy::{AppRoute, DomainRoute, Routes};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::state::{
@@ -134,6 +137,8 @@ pub struct Deployer {
     pub(crate) paused: AtomicBool,
     /// Crash restarts skipped while paused; started if the hand-over fails.
     pub(crate) skipped_restarts: Mutex<Vec<(Arc<AppEntry>, Arc<LiveReplica>)>>,
+    /// Per-replica counters handed to each new backend, and deploy outcomes.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Holds every app's deploy lock while a successor starts (see [`Deployer::pause_for_handover`]).
@@ -180,7 +185,13 @@ impl Deployer {
             changes: tokio::sync::watch::Sender::new(0),
             paused: AtomicBool::new(false),
             skipped_restarts: Mutex::new(Vec::new()),
+            metrics: Metrics::new(),
         })
+    }
+
+    /// The metric handles this deployer counts into (for the exporter and the proxy).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Fires after deploys, stops and recovery; read `domain_sets` then.
@@ -336,13 +347,17 @@ impl Deployer {
         self.job_started(&entry, &deployment_id, kind);
         let reporter = self.progress.start(&deployment_id, &app.name);
         let deployer = self.clone();
+        let span = spans::job(&app.name, &deployment_id);
         // The rollout belongs to this task, not to the API request: a client that goes away
         // leaves it running to the end.
-        tokio::spawn(async move {
-            let (ok, message) = rollout::run(&deployer, &entry, app, &reporter).await;
-            deployer.job_finished(&entry, guard, &reporter, ok, message);
-            drop(domains);
-        });
+        tokio::spawn(
+            async move {
+                let (ok, message) = rollout::run(&deployer, &entry, app, &reporter).await;
+                deployer.job_finished(&entry, guard, &reporter, ok, message);
+                drop(domains);
+            }
+            .instrument(span),
+        );
         Ok(deployment_id)
     }
 
@@ -547,26 +562,30 @@ impl Deployer {
         self.job_started(&entry, &job_id, kind);
         let reporter = self.progress.start(&job_id, app);
         let deployer = self.clone();
-        tokio::spawn(async move {
-            let outcome = deployer
-                .stop_all(&entry, remove_containers, remove_volumes, &reporter)
-                .await;
-            let (ok, message) = match outcome {
-                Ok(stopped) => (
-                    true,
-                    format!(
-                        "{stopped} replica(s) stopped{}",
-                        if remove_containers {
-                            ", containers removed"
-                        } else {
-                            ""
-                        }
+        let span = spans::job(app, &job_id);
+        tokio::spawn(
+            async move {
+                let outcome = deployer
+                    .stop_all(&entry, remove_containers, remove_volumes, &reporter)
+                    .await;
+                let (ok, message) = match outcome {
+                    Ok(stopped) => (
+                        true,
+                        format!(
+                            "{stopped} replica(s) stopped{}",
+                            if remove_containers {
+                                ", containers removed"
+                            } else {
+                                ""
+                            }
+                        ),
                     ),
-                ),
-                Err(e) => (false, e.to_string()),
-            };
-            deployer.job_finished(&entry, guard, &reporter, ok, message);
-        });
+                    Err(e) => (false, e.to_string()),
+                };
+                deployer.job_finished(&entry, guard, &reporter, ok, message);
+            }
+            .instrument(span),
+        );
         Ok(job_id)
     }
 

@@ -129,7 +129,8 @@ impl ProgressHub {
 impl Reporter {
     pub fn step(&self, replica: Option<u32>, step: &str, message: impl Into<String>) {
         let message = message.into();
-        tracing::info!(app = %self.app, deployment_id = %self.deployment_id, replica, step, "{message}");
+        // app and deployment_id come from the job's span (deploy::spans).
+        tracing::info!(replica, step, "{message}");
         self.publish(
             EventKind::Step,
             replica,
@@ -145,7 +146,7 @@ impl Reporter {
 
     pub fn finished(&self, ok: bool, message: impl Into<String>) {
         let message = message.into();
-        tracing::info!(app = %self.app, deployment_id = %self.deployment_id, ok, "deploy finished: {message}");
+        tracing::info!(ok, "deploy finished: {message}");
         self.publish(EventKind::Finished, None, None, message, Some(ok));
     }
 

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use super::lifecycle;
 use super::replica::{LiveReplica, Phase};
 use super::supervisor::restart;
-use super::{AppEntry, DeployError, Deployer};
+use super::{spans, AppEntry, DeployError, Deployer};
 use crate::runtime::{ImageInfo, ImageRequest, PullPolicy, ReplicaInfo, TaskStatus};
 use crate::state::DeploymentRecord;
+use tracing::Instrument;
 
 pub(crate) async fn recover(deployer: &Arc<Deployer>) -> Result<(), DeployError> {
     let found = deployer.runtime.list_replicas(None).await?;
@@ -92,12 +93,10 @@ async fn recover_app(
     }
     deployer.publish_routes(&entry);
     if !strays.is_empty() && !stopped {
-        tokio::spawn(settle_interrupted(
-            deployer.clone(),
-            entry.clone(),
-            current,
-            strays,
-        ));
+        let span = spans::job(&entry.name, &current.id);
+        tokio::spawn(
+            settle_interrupted(deployer.clone(), entry.clone(), current, strays).instrument(span),
+        );
     }
     let serving = entry
         .live_lock()
@@ -148,7 +147,7 @@ async fn settle_interrupted(
             Ok(replica) => lifecycle::enter_rotation(&deployer, &entry, &replica, &reporter),
             Err(failure) => {
                 // Keep the interrupted deployment's replicas serving rather than shrink.
-                tracing::error!(app = %entry.name, replica = index, "cannot restore a replica of the current deployment after an interrupted rollout: {}", failure.message);
+                tracing::error!(replica = index, "cannot restore a replica of the current deployment after an interrupted rollout: {}", failure.message);
                 return;
             }
         }
@@ -156,7 +155,7 @@ async fn settle_interrupted(
     for stray in strays {
         lifecycle::retire(&deployer, &entry, &stray, &reporter).await;
     }
-    tracing::info!(app = %entry.name, deployment = %current.id, "interrupted rollout settled");
+    tracing::info!("interrupted rollout settled");
 }
 
 /// Deletes a stopped container of a deployment that is not the current one.
@@ -182,6 +181,7 @@ async fn live_replica(
     let addr = std::net::SocketAddr::new(ip, info.port);
     let min_ready = std::time::Duration::from_secs(u64::from(record.config.min_ready_seconds));
     Some(lifecycle::live_replica(
+        &deployer.metrics,
         &info.container_id,
         spec,
         addr,

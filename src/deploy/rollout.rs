@@ -12,6 +12,7 @@ use super::progress::Reporter;
 use super::replica::LiveReplica;
 use super::{AppEntry, Deployer};
 use crate::config::{DeploymentStrategy, ResolvedApp};
+use crate::metrics::DeployOutcome;
 use crate::runtime::{ImageInfo, ReplicaSpec};
 use crate::state::DeployStatus;
 
@@ -25,6 +26,14 @@ pub(crate) async fn run(
 ) -> (bool, String) {
     let started = Instant::now();
     let outcome = execute(deployer, entry, &app, reporter).await;
+    let counted = if outcome.is_ok() {
+        DeployOutcome::Succeeded
+    } else {
+        DeployOutcome::Failed
+    };
+    deployer
+        .metrics
+        .record_deploy(&app.name, counted, started.elapsed());
     let id = reporter.deployment_id.clone();
     match outcome {
         Ok(image) => {
@@ -46,7 +55,7 @@ pub(crate) async fn run(
                 )
                 .and_then(|()| deployer.state.set_stopped(&app.name, false));
             if let Err(e) = recorded {
-                tracing::error!(app = %app.name, error = %e, "deploy succeeded but its history could not be saved");
+                tracing::error!(error = %e, "deploy succeeded but its history could not be saved");
             }
             deployer.notify_changed();
             collect_old_images(deployer, &app).await;
@@ -71,7 +80,7 @@ pub(crate) async fn run(
                 None,
                 Some(failure.message.clone()),
             ) {
-                tracing::error!(app = %app.name, error = %e, "cannot record the failed deploy");
+                tracing::error!(error = %e, "cannot record the failed deploy");
             }
             (false, failure.message)
         }
@@ -309,7 +318,7 @@ async fn collect_old_images(deployer: &Deployer, app: &ResolvedApp) {
     let history = match deployer.state.history(&app.name) {
         Ok(history) => history,
         Err(e) => {
-            tracing::warn!(app = %app.name, error = %e, "image cleanup not done: history unreadable");
+            tracing::warn!(error = %e, "image cleanup not done: history unreadable");
             return;
         }
     };
@@ -325,6 +334,6 @@ async fn collect_old_images(deployer: &Deployer, app: &ResolvedApp) {
         .remove_unused_images(&app.name, &keep)
         .await
     {
-        tracing::warn!(app = %app.name, error = %e, "image cleanup failed");
+        tracing::warn!(error = %e, "image cleanup failed");
     }
 }

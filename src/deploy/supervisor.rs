@@ -6,12 +6,13 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use tracing::Instrument;
 
 use tokio::sync::broadcast::error::RecvError;
 
 use super::lifecycle;
 use super::replica::{LiveReplica, Phase};
-use super::{AppEntry, Deployer};
+use super::{spans, AppEntry, Deployer};
 use crate::runtime::TaskStatus;
 
 /// Exits can be missed while containerd restarts (the runtime resubscribes, but events of the
@@ -68,7 +69,8 @@ pub(crate) fn restart(
     entry: Arc<AppEntry>,
     crashed: Arc<LiveReplica>,
 ) -> BoxFuture<'static, ()> {
-    Box::pin(restart_after_backoff(deployer, entry, crashed))
+    let span = spans::restart(&entry.name, &crashed.spec.deployment_id, crashed.replica);
+    Box::pin(restart_after_backoff(deployer, entry, crashed).instrument(span))
 }
 
 async fn restart_after_backoff(
@@ -84,7 +86,7 @@ async fn restart_after_backoff(
     // A successor haloyd is taking over and restarts it itself (recovery); should the
     // hand-over fail, the pause's resume restarts it here.
     if deployer.is_paused() {
-        tracing::info!(app = %entry.name, replica = crashed.replica, "restart left to the new haloyd (hand-over in progress)");
+        tracing::info!("restart left to the new haloyd (hand-over in progress)");
         deployer
             .skipped_restarts
             .lock()
@@ -107,11 +109,12 @@ async fn restart_after_backoff(
     let fresh = match started {
         Ok(fresh) => fresh,
         Err(e) => {
-            tracing::error!(app = %entry.name, replica = crashed.replica, error = %e, "restart failed; trying again after a longer backoff");
+            tracing::error!(error = %e, "restart failed; trying again after a longer backoff");
             retry_later(deployer, entry, crashed);
             return;
         }
     };
+    fresh.backend.metrics().record_restart();
     fresh.inherit_crashes(&crashed.recent_crashes());
     if looping {
         fresh.set_phase(Phase::CrashLooping);
@@ -121,7 +124,7 @@ async fn restart_after_backoff(
         live.replicas.retain(|r| !Arc::ptr_eq(r, &crashed));
         live.replicas.push(fresh.clone());
     }
-    tracing::info!(app = %entry.name, replica = fresh.replica, task_id = %fresh.container_id, restarts, "replica restarted");
+    tracing::info!(task_id = %fresh.container_id, restarts, "replica restarted");
     admit_restarted(&deployer, &entry, &fresh).await;
 }
 
@@ -150,7 +153,7 @@ async fn admit_restarted(
             }
         }
         Err(failure) => {
-            tracing::warn!(app = %entry.name, replica = replica.replica, "restarted replica not ready: {}", failure.message);
+            tracing::warn!("restarted replica not ready: {}", failure.message);
             replica.set_phase(Phase::Exited);
             tokio::spawn(restart(deployer.clone(), entry.clone(), replica.clone()));
         }

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::upstream::PooledConn;
+use crate::metrics::ReplicaMetrics;
 
 /// Upper bounds (in microseconds) of the latency histogram buckets; the last bucket is open.
 const LATENCY_BUCKETS_US: [u64; 14] = [
@@ -45,6 +46,8 @@ pub struct Backend {
     drained: Notify,
     tunnels_closed: CancellationToken,
     idle: Mutex<Vec<PooledConn>>,
+    /// The exported counters of this app's replica index, resolved once at creation.
+    metrics: Arc<ReplicaMetrics>,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +115,16 @@ impl Backend {
     /// A backend for replica `replica` of container `id`, reachable at `addr`. It starts
     /// not ready: the deploy logic calls [`Backend::set_ready`] once readiness passed.
     pub fn new(id: String, replica: u32, addr: SocketAddr) -> Arc<Self> {
+        Self::new_metered(id, replica, addr, Arc::default())
+    }
+
+    /// [`Backend::new`] counting into `metrics` (from `Metrics::replica`) for the exporter.
+    pub fn new_metered(
+        id: String,
+        replica: u32,
+        addr: SocketAddr,
+        metrics: Arc<ReplicaMetrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             replica,
@@ -122,7 +135,13 @@ impl Backend {
             drained: Notify::new(),
             tunnels_closed: CancellationToken::new(),
             idle: Mutex::new(Vec::new()),
+            metrics,
         })
+    }
+
+    /// The exported counters of this replica.
+    pub fn metrics(&self) -> &ReplicaMetrics {
+        &self.metrics
     }
 
     /// Container (task) id.
@@ -235,6 +254,7 @@ impl Backend {
     /// Count a request as started; the guard ends it when dropped (after the response body).
     pub(crate) fn start_request(self: &Arc<Self>) -> InFlight {
         self.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.metrics.request_started();
         InFlight {
             backend: Arc::clone(self),
         }
@@ -251,6 +271,7 @@ impl Backend {
             .position(|&b| us <= b)
             .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
         c.latency_buckets[idx].fetch_add(1, Ordering::Relaxed);
+        self.metrics.record_first_byte(elapsed);
     }
 
     /// Record a failed request (no usable response from this backend).
@@ -328,6 +349,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.backend.metrics.request_ended();
         let before = self
             .backend
             .counters

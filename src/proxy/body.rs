@@ -10,6 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::backend::InFlight;
+use super::handler::AccessLine;
 use super::server::ActiveRequest;
 use super::upstream::{PooledConn, ResponseBody, UpstreamError};
 
@@ -43,6 +44,11 @@ impl UpstreamBody {
             limit,
             seen: 0,
         }
+    }
+
+    /// Body bytes read from the client so far.
+    pub(crate) fn seen(&self) -> u64 {
+        self.seen
     }
 
     pub(crate) fn empty() -> Self {
@@ -128,14 +134,36 @@ pub struct UpstreamResponse {
     in_flight: Option<InFlight>,
     /// When the response head arrived: the idle pool's clock for the connection.
     responded: Instant,
+    /// When the request was sent: the start of the total response time.
+    sent_at: Instant,
+    /// Body bytes passed to the client so far.
+    sent_bytes: u64,
+    /// The access log line, written when the response ends (dropped).
+    access: Option<Box<AccessLine>>,
     _active: ActiveRequest,
 }
 
+impl Drop for UpstreamResponse {
+    fn drop(&mut self) {
+        if let Some(line) = self.access.take() {
+            line.write(Some(self.sent_bytes));
+        }
+    }
+}
+
 impl UpstreamResponse {
+    pub(crate) fn attach_access_line(&mut self, line: Box<AccessLine>) {
+        self.access = Some(line);
+    }
+
     /// The body ended: the connection goes back to the backend's pool when reusable, and
     /// the request stops counting as in flight.
     fn finish(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
+            in_flight
+                .backend()
+                .metrics()
+                .record_done(self.sent_at.elapsed(), self.sent_bytes);
             if let Some(conn) = self.body.take_reusable() {
                 in_flight
                     .backend()
@@ -156,11 +184,15 @@ impl ProxyBody {
         in_flight: InFlight,
         active: ActiveRequest,
         responded: Instant,
+        sent_at: Instant,
     ) -> Self {
         let mut up = UpstreamResponse {
             body,
             in_flight: Some(in_flight),
             responded,
+            sent_at,
+            sent_bytes: 0,
+            access: None,
             _active: active,
         };
         if up.body.is_end_stream() {
@@ -182,6 +214,9 @@ impl Body for ProxyBody {
             ProxyBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(up) => {
                 let polled = ready!(up.body.poll_data(cx));
+                if let Some(Ok(data)) = &polled {
+                    up.sent_bytes += data.len() as u64;
+                }
                 match &polled {
                     Some(Ok(_)) if up.body.is_end_stream() => up.finish(),
                     Some(Ok(_)) => {}

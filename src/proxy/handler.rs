@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures_util::future::{Either, FutureExt as _};
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
@@ -28,6 +29,7 @@ use super::pages;
 use super::routes::{normalize_host, HostMatch, RoutedApp};
 use super::server::{ActiveRequest, Shared};
 use super::upstream::{self, ConnectError, Exchanged, SendFailure, UpstreamConn, UpstreamError};
+use crate::access_log::{AccessLog, Entry};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Other replicas a request the failed replica cannot have acted on is sent to, in turn.
@@ -79,39 +81,56 @@ struct Acquired {
 /// The outcome of sending a request: response head, failure, or response timeout.
 type Attempt = Result<Result<Exchanged, SendFailure>, TimedOut>;
 
-/// The fields of the access log line, captured only while the access log is enabled.
-struct AccessLog {
+/// The fields of the access log line, captured only while the access log is enabled. A
+/// backend's response carries it in its body and writes it when the body ended (or the
+/// client went away), with the bytes actually sent and the total time.
+pub(crate) struct AccessLine {
+    log: Arc<AccessLog>,
     started: Instant,
     method: Method,
     uri: Uri,
     host: Option<HeaderValue>,
+    status: u16,
+    app: Option<Arc<RoutedApp>>,
+    upstream: Option<std::net::SocketAddr>,
 }
 
-impl AccessLog {
+impl std::fmt::Debug for AccessLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLine")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessLine {
     /// Boxed: the request's future carries it, and a pointer keeps that small.
-    fn begin<B>(req: &Request<B>) -> Option<Box<Self>> {
-        if !tracing::enabled!(target: "haloy::access", tracing::Level::INFO) {
-            return None;
-        }
+    fn begin<B>(log: Option<&Arc<AccessLog>>, req: &Request<B>) -> Option<Box<Self>> {
+        let log = log.filter(|log| log.enabled())?;
         Some(Box::new(Self {
+            log: Arc::clone(log),
             started: Instant::now(),
             method: req.method().clone(),
             uri: req.uri().clone(),
             host: headers::request_host_value(req),
+            status: 0,
+            app: None,
+            upstream: None,
         }))
     }
 
-    fn write(self, resp: &Response<ProxyBody>, backend: Option<&Backend>) {
-        tracing::info!(
-            target: "haloy::access",
-            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
-            method = %self.method,
-            path = self.uri.path(),
-            status = resp.status().as_u16(),
-            backend = %backend.map_or_else(|| "-".to_string(), |b| b.addr().to_string()),
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            "request"
-        );
+    /// Writes the line: `bytes` of body sent, the time since the request arrived.
+    pub(crate) fn write(self, bytes: Option<u64>) {
+        self.log.record(&Entry {
+            app: self.app.as_deref().map(RoutedApp::name),
+            host: self.host.as_ref().and_then(|h| h.to_str().ok()),
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            status: self.status,
+            duration: self.started.elapsed(),
+            upstream: self.upstream,
+            bytes,
+        });
     }
 }
 
@@ -123,13 +142,15 @@ impl Shared {
         client: &ClientInfo,
         active: ActiveRequest,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
-        let log = AccessLog::begin(&req);
+        let log = AccessLine::begin(self.access_log.as_ref(), &req);
         // `guard` stops following an HTTP/1 stream at a head with Upgrade, but hyper goes on
         // reading requests when no 101 answers it: such a connection closes after the answer.
         let unwatched =
             req.version() < Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
         let answered = match self.route(req, client) {
-            Routed::Local(resp) => Either::Left(std::future::ready(Ok(logged(log, resp, None)))),
+            Routed::Local(resp) => {
+                Either::Left(std::future::ready(Ok(logged(log, resp, None, None))))
+            }
             Routed::Forward(fwd) => Either::Right(Arc::clone(self).forward(fwd, active, log)),
         };
         answered.map(move |answer| {
@@ -259,7 +280,7 @@ impl Shared {
         self: Arc<Self>,
         mut fwd: Forward,
         active: ActiveRequest,
-        log: Option<Box<AccessLog>>,
+        log: Option<Box<AccessLine>>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         async move {
             // One clock read serves the pool's idle check, the latency and the deadline.
@@ -269,10 +290,19 @@ impl Shared {
                 Picked::Connect(backend) => {
                     match Box::pin(self.connect_any(&fwd.app, backend)).await {
                         Ok(acquired) => acquired,
-                        Err((page, backend)) => return Ok(logged(log, page, backend.as_deref())),
+                        Err((page, backend)) => {
+                            if let Some(backend) = &backend {
+                                backend.metrics().record_status(page.status().as_u16());
+                            }
+                            let app = Some(&fwd.app);
+                            return Ok(logged(log, page, app, backend.as_deref()));
+                        }
                     }
                 }
-                Picked::NoReplica => return Ok(logged(log, no_replica_page(&fwd.app), None)),
+                Picked::NoReplica => {
+                    let page = no_replica_page(&fwd.app);
+                    return Ok(logged(log, page, Some(&fwd.app), None));
+                }
             };
             let timeout = self.config.backend_response_timeout;
             let send = upstream::send(acquired.conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
@@ -286,10 +316,11 @@ impl Shared {
                 let retried = self.retry(&mut fwd, acquired.pooled, in_flight, attempt);
                 (in_flight, attempt) = Box::pin(retried).await;
             }
+            in_flight.backend().metrics().add_bytes_in(fwd.body.seen());
             let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
             let client_upgrade = fwd.client_upgrade.take();
             let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
-            Ok(logged(log, resp, backend.as_deref()))
+            Ok(logged(log, resp, Some(&fwd.app), backend.as_deref()))
         }
     }
 
@@ -308,6 +339,7 @@ impl Shared {
     ) -> (InFlight, Attempt) {
         let mut failed = Arc::clone(in_flight.backend());
         if pooled {
+            failed.metrics().record_retry();
             attempt = self.resend_fresh(&failed, fwd).await;
             if !retry_safe(&attempt) {
                 return (in_flight, attempt);
@@ -324,6 +356,7 @@ impl Shared {
                 break;
             };
             failed.record_error();
+            failed.metrics().record_retry();
             tracing::warn!(
                 app = fwd.app.name(),
                 task_id = failed.id(),
@@ -393,6 +426,7 @@ impl Shared {
             );
             return Err((page, Some(first)));
         };
+        first.metrics().record_retry();
         let in_flight = second.start_request();
         if let Some(conn) = self.checkout(&second, Instant::now()) {
             return Ok(Acquired {
@@ -437,6 +471,7 @@ impl Shared {
 
     fn connect_failed(&self, app: &RoutedApp, backend: &Arc<Backend>, e: &ConnectError) {
         backend.record_error();
+        backend.metrics().record_connect_error();
         tracing::warn!(app = app.name(), task_id = backend.id(), replica = backend.replica(), error = %e, "backend connect failed");
         if e.is_refused() {
             backend.mark_down();
@@ -452,6 +487,7 @@ impl Shared {
         match upstream::connect(backend.addr(), self.config.connect_timeout).await {
             Ok(conn) => self.send_timed(conn, fwd).await,
             Err(e) => {
+                backend.metrics().record_connect_error();
                 tracing::warn!(task_id = backend.id(), error = %e, "backend reconnect failed");
                 if e.is_refused() {
                     backend.mark_down();
@@ -480,6 +516,7 @@ impl Shared {
             Ok(Ok(exchanged)) => exchanged,
             Ok(Err(failure)) => {
                 let status = status_for_failure(&failure.error);
+                backend.metrics().record_status(status.as_u16());
                 if status == StatusCode::BAD_GATEWAY {
                     backend.record_error();
                     tracing::warn!(task_id = backend.id(), replica = backend.replica(), error = %failure.error, retry_safe = failure.retry_safe, "backend request failed");
@@ -488,6 +525,9 @@ impl Shared {
             }
             Err(_) => {
                 backend.record_error();
+                backend
+                    .metrics()
+                    .record_status(StatusCode::GATEWAY_TIMEOUT.as_u16());
                 tracing::warn!(
                     task_id = backend.id(),
                     replica = backend.replica(),
@@ -504,17 +544,22 @@ impl Shared {
         backend.record_response(responded.saturating_duration_since(sent_at));
         match exchanged {
             Exchanged::Response(mut resp) => {
+                backend.metrics().record_status(resp.status().as_u16());
                 headers::prepare_response(resp.headers_mut(), false);
-                resp.map(|body| ProxyBody::upstream(body, in_flight, active, responded))
+                resp.map(|body| ProxyBody::upstream(body, in_flight, active, responded, sent_at))
             }
             Exchanged::Switched(mut resp, conn) => {
                 let Some(client_upgrade) = client_upgrade else {
                     backend.record_error();
+                    backend
+                        .metrics()
+                        .record_status(StatusCode::BAD_GATEWAY.as_u16());
                     return pages::error_page(
                         StatusCode::BAD_GATEWAY,
                         "The app switched protocols unasked.",
                     );
                 };
+                backend.metrics().record_status(resp.status().as_u16());
                 spawn_tunnel(Arc::clone(backend), client_upgrade.connection, conn, active);
                 if client_upgrade.over_http2 {
                     headers::prepare_switch_over_http2(&mut resp);
@@ -541,12 +586,22 @@ fn no_replica_page(app: &RoutedApp) -> Response<ProxyBody> {
 
 /// `resp`, after its access log line when the access log is on.
 fn logged(
-    log: Option<Box<AccessLog>>,
-    resp: Response<ProxyBody>,
+    log: Option<Box<AccessLine>>,
+    mut resp: Response<ProxyBody>,
+    app: Option<&Arc<RoutedApp>>,
     backend: Option<&Backend>,
 ) -> Response<ProxyBody> {
-    if let Some(log) = log {
-        log.write(&resp, backend);
+    let Some(mut line) = log else {
+        return resp;
+    };
+    line.status = resp.status().as_u16();
+    line.app = app.cloned();
+    line.upstream = backend.map(Backend::addr);
+    let known_size = resp.body().size_hint().exact();
+    match resp.body_mut() {
+        // Written when the body ended (or the client left), with what was sent.
+        ProxyBody::Upstream(up) => up.attach_access_line(line),
+        ProxyBody::Local(_) => line.write(known_size),
     }
     resp
 }

@@ -30,6 +30,8 @@ use super::linger::{self, Reclaim, Socket};
 use super::routes::Routes;
 use super::tls_hooks::TlsHooks;
 use super::ProxyConfig;
+use crate::access_log::AccessLog;
+use crate::metrics::ProxyMetrics;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEADER_BUFFER: usize = 8192;
@@ -49,6 +51,8 @@ pub(crate) struct Shared {
     /// Plain HTTP (:80) is HTTP/1 only: no protocol sniffing in front of every read.
     http1: hyper_http1::Builder,
     connections: Arc<Semaphore>,
+    metrics: Arc<ProxyMetrics>,
+    pub(crate) access_log: Option<Arc<AccessLog>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -63,6 +67,18 @@ impl Proxy {
     /// A proxy serving `routes`. `hooks` (from the tls module) answers ACME challenges and tells
     /// which hosts have a certificate so port 80 redirects them to HTTPS; `None` serves plain HTTP.
     pub fn new(config: ProxyConfig, routes: Routes, hooks: Option<Arc<dyn TlsHooks>>) -> Self {
+        Self::new_observed(config, routes, hooks, Arc::default(), None)
+    }
+
+    /// [`Proxy::new`] counting connections and TLS handshakes into `metrics`, and writing
+    /// one line per request to `access_log` while it is enabled.
+    pub fn new_observed(
+        config: ProxyConfig,
+        routes: Routes,
+        hooks: Option<Arc<dyn TlsHooks>>,
+        metrics: Arc<ProxyMetrics>,
+        access_log: Option<Arc<AccessLog>>,
+    ) -> Self {
         let builder = connection_builder(&config);
         let http1 = http1_builder(&config);
         let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
@@ -74,6 +90,8 @@ impl Proxy {
                 builder,
                 http1,
                 connections,
+                metrics,
+                access_log,
             }),
         }
     }
@@ -123,6 +141,9 @@ impl Proxy {
             "proxy listening"
         );
         loop {
+            if self.shared.connections.available_permits() == 0 {
+                self.shared.metrics.limited();
+            }
             let permit = tokio::select! {
                 _ = &mut shutdown => break,
                 p = Arc::clone(&self.shared.connections).acquire_owned() => match p {
@@ -135,6 +156,7 @@ impl Proxy {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
+                        self.shared.metrics.accept_error();
                         tracing::warn!(addr = local.map(tracing::field::display), error = %e, "accept failed; retrying");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
@@ -142,6 +164,7 @@ impl Proxy {
                 },
             };
             let conn = ClientConn {
+                _counted: Counted::new(&self.shared.metrics),
                 shared: Arc::clone(&self.shared),
                 peer,
                 // A child token of its own: waiting on a shared one locks the shared token's
@@ -205,6 +228,23 @@ struct ClientConn {
     stop: CancellationToken,
     _permit: OwnedSemaphorePermit,
     _open: OpenGuard,
+    _counted: Counted,
+}
+
+/// Counts a client connection as open in the metrics while it lives.
+struct Counted(Arc<ProxyMetrics>);
+
+impl Counted {
+    fn new(metrics: &Arc<ProxyMetrics>) -> Self {
+        metrics.accepted();
+        Counted(Arc::clone(metrics))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.closed();
+    }
 }
 
 impl ClientConn {
@@ -251,7 +291,11 @@ impl ClientConn {
     async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
         let _ = stream.set_nodelay(true);
         let timeout = self.shared.config.header_read_timeout;
-        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        let handshake = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+        self.shared
+            .metrics
+            .tls_handshake(matches!(handshake, Ok(Ok(_))));
+        match handshake {
             Ok(Ok(tls)) => {
                 // HTTP/1 over TLS gets the same framing check as plain connections after a
                 // hand-off; HTTP/2 frames its own messages.

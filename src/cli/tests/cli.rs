@@ -99,3 +99,36 @@ fn prune_images_is_a_dry_run_unless_yes() {
         }
     ));
 }
+
+#[test]
+fn server_logs_takes_access_logs_app_and_server() {
+    let cli = Cli::try_parse_from([
+        "haloy",
+        "server",
+        "logs",
+        "--access-logs",
+        "--app",
+        "web",
+        "--server",
+        "http://127.0.0.1:9922",
+    ])
+    .unwrap();
+    match cli.command {
+        Command::Server {
+            command:
+                ServerCommand::Logs {
+                    access_logs,
+                    app,
+                    server,
+                },
+        } => {
+            assert!(access_logs);
+            assert_eq!(app.as_deref(), Some("web"));
+            assert_eq!(server.as_deref(), Some("http://127.0.0.1:9922"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // `--app` filters access log lines only.
+    assert!(Cli::try_parse_from(["haloy", "server", "logs", "--app", "web"]).is_err());
+    assert!(Cli::try_parse_from(["haloy", "server", "version"]).is_ok());
+}

@@ -229,3 +229,19 @@ fn dns_keys_are_read_and_checked() {
         err.lines()
     );
 }
+
+#[test]
+fn metrics_listen_is_off_by_default_and_loopback_only() {
+    assert_eq!(ServerConfig::default().metrics.listen, None);
+    let c = ServerConfig::parse("metrics: {listen: 127.0.0.1:9923}\n", "f").unwrap();
+    assert_eq!(c.metrics.listen, Some("127.0.0.1:9923".parse().unwrap()));
+    let err = ServerConfig::parse("metrics:\n  listen: 0.0.0.0:9923\n", "haloyd.yaml").unwrap_err();
+    let lines = err.lines();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(
+            "haloyd.yaml:2:11: metrics.listen: `0.0.0.0:9923` is not a loopback address"
+        ),
+        "{lines:?}"
+    );
+}

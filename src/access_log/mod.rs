@@ -1,0 +1,303 @@
+//! The proxy's access log: one line per request (time, app, host, method, path without query,
+//! status, duration, upstream, bytes), formatted on the request's thread into a reused buffer
+//! and appended to a shared batch; a background thread writes the batch every 100 ms (or once
+//! it is large) to the sink — a size-rotated file or stderr (the journal under systemd) — and
+//! hands it to `haloy server logs --access-logs` followers. With no sink and no follower the
+//! request path pays one relaxed atomic load.
+
+mod sink;
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::Stream;
+use tokio::sync::broadcast;
+
+use sink::Sink;
+pub use sink::SinkError;
+
+/// How often pending lines are written.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A batch this large wakes the writer before the interval ends.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// Batches a follower may fall behind before it misses some.
+const FOLLOWER_BATCHES: usize = 256;
+
+/// Where access log lines go (server config `access_log.to`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AccessLogTarget {
+    /// Not written (followers still get lines while they follow).
+    #[default]
+    Off,
+    /// haloyd's stderr: the journal under systemd.
+    Stderr,
+    /// A file rotated at `max_size` into `path.1` … `path.<max_files>`.
+    File {
+        path: PathBuf,
+        max_size: u64,
+        max_files: u32,
+    },
+}
+
+/// One request as the access log records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub app: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub method: &'a str,
+    /// The request target's path; a query never reaches the log.
+    pub path: &'a str,
+    pub status: u16,
+    /// From the request's arrival until its response ended (the body sent, or the client gone).
+    pub duration: Duration,
+    pub upstream: Option<SocketAddr>,
+    /// Response body bytes sent to the client (`None` when unknown).
+    pub bytes: Option<u64>,
+}
+
+/// The access log shared by the proxy (writers) and the API (followers).
+#[derive(Debug)]
+pub struct AccessLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    writes: bool,
+    followers: AtomicUsize,
+    pending: Mutex<Vec<u8>>,
+    batches: broadcast::Sender<Arc<str>>,
+    closed: AtomicBool,
+    writer: OnceLock<std::thread::Thread>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+thread_local! {
+    /// The line being formatted and the last second's formatted `YYYY-MM-DDTHH:MM:SS`.
+    static SCRATCH: RefCell<(String, u64, String)> = RefCell::new((String::with_capacity(256), u64::MAX, String::new()));
+}
+
+impl AccessLog {
+    /// Starts the writer thread for `target`. A file that cannot be opened is an error here,
+    /// so a wrong path fails at start-up rather than silently dropping lines.
+    pub fn start(target: AccessLogTarget) -> Result<Arc<Self>, SinkError> {
+        let writes = target != AccessLogTarget::Off;
+        let sink = Sink::open(target)?;
+        let (batches, _) = broadcast::channel(FOLLOWER_BATCHES);
+        let inner = Arc::new(Inner {
+            writes,
+            followers: AtomicUsize::new(0),
+            pending: Mutex::new(Vec::with_capacity(FLUSH_BYTES)),
+            batches,
+            closed: AtomicBool::new(false),
+            writer: OnceLock::new(),
+            handle: Mutex::new(None),
+        });
+        let worker = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(&worker, sink))
+            .map_err(SinkError::Thread)?;
+        let _ = inner.writer.set(handle.thread().clone());
+        *lock(&inner.handle) = Some(handle);
+        Ok(Arc::new(AccessLog { inner }))
+    }
+
+    /// True when a line would go anywhere (a sink, or someone following).
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.inner.writes || self.inner.followers.load(Ordering::Relaxed) > 0
+    }
+
+    /// Formats `entry` and queues it for the writer.
+    pub fn record(&self, entry: &Entry<'_>) {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let (line, second, stamp) = &mut *scratch;
+            line.clear();
+            format_line(line, second, stamp, SystemTime::now(), entry);
+            let mut pending = lock(&self.inner.pending);
+            pending.extend_from_slice(line.as_bytes());
+            if pending.len() >= FLUSH_BYTES {
+                drop(pending);
+                self.wake_writer();
+            }
+        });
+    }
+
+    /// Lines as they are written, of one app or all, until the stream is dropped. A follower
+    /// that falls far behind gets a line saying how many batches it missed.
+    pub fn follow(&self, app: Option<String>) -> impl Stream<Item = String> + Send + 'static {
+        let receiver = self.inner.batches.subscribe();
+        let guard = Follower::new(Arc::clone(&self.inner));
+        let needle = app.map(|a| format!(" app={a} "));
+        let state = (receiver, guard, needle, std::collections::VecDeque::new());
+        futures_util::stream::unfold(state, |(mut rx, guard, needle, mut queue)| async move {
+            loop {
+                if let Some(line) = queue.pop_front() {
+                    return Some((line, (rx, guard, needle, queue)));
+                }
+                match rx.recv().await {
+                    Ok(batch) => queue.extend(
+                        batch
+                            .lines()
+                            .filter(|l| needle.as_deref().is_none_or(|n| l.contains(n)))
+                            .map(str::to_string),
+                    ),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        queue.push_back(format!(
+                            "({n} batches of access log lines skipped: this follower was too slow)"
+                        ));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
+
+    /// Writes what is pending and stops the writer (at shutdown).
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.wake_writer();
+        if let Some(handle) = lock(&self.inner.handle).take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn wake_writer(&self) {
+        if let Some(thread) = self.inner.writer.get() {
+            thread.unpark();
+        }
+    }
+}
+
+/// Counts a follower while its stream lives.
+#[derive(Debug)]
+struct Follower(Arc<Inner>);
+
+impl Follower {
+    fn new(inner: Arc<Inner>) -> Self {
+        inner.followers.fetch_add(1, Ordering::Relaxed);
+        Follower(inner)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.0.followers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The writer thread: swaps the pending batch out (the two buffers are reused, no allocation
+/// in steady state), writes it, and passes it to followers.
+fn write_loop(inner: &Inner, mut sink: Sink) {
+    let mut batch = Vec::with_capacity(FLUSH_BYTES);
+    loop {
+        std::thread::park_timeout(FLUSH_INTERVAL);
+        let closing = inner.closed.load(Ordering::Acquire);
+        std::mem::swap(&mut *lock(&inner.pending), &mut batch);
+        if !batch.is_empty() {
+            sink.write(&batch);
+            if inner.batches.receiver_count() > 0 {
+                let _ = inner
+                    .batches
+                    .send(Arc::from(String::from_utf8_lossy(&batch).as_ref()));
+            }
+            batch.clear();
+        }
+        if closing {
+            sink.flush();
+            return;
+        }
+    }
+}
+
+/// `2026-01-02T03:04:05.678Z app=web host=example.com method=GET path=/ status=200
+/// duration_ms=1.234 upstream=10.89.0.5:8080 bytes=512` and a newline; `-` for what is unknown.
+pub(crate) fn format_line(
+    line: &mut String,
+    cached_second: &mut u64,
+    stamp: &mut String,
+    now: SystemTime,
+    entry: &Entry<'_>,
+) {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let second = since_epoch.as_secs();
+    if second != *cached_second {
+        *cached_second = second;
+        stamp.clear();
+        stamp.push_str(&second_stamp(second));
+    }
+    line.push_str(stamp);
+    let _ = write!(line, ".{:03}Z", since_epoch.subsec_millis());
+    line.push_str(" app=");
+    push_value(line, entry.app);
+    line.push_str(" host=");
+    push_value(line, entry.host);
+    line.push_str(" method=");
+    push_value(line, Some(entry.method));
+    line.push_str(" path=");
+    push_value(line, Some(entry.path));
+    line.push_str(" status=");
+    line.push_str(itoa::Buffer::new().format(entry.status));
+    let micros = entry.duration.as_micros();
+    line.push_str(" duration_ms=");
+    line.push_str(itoa::Buffer::new().format(micros / 1000));
+    let _ = write!(line, ".{:03}", micros % 1000);
+    line.push_str(" upstream=");
+    match entry.upstream {
+        Some(addr) => {
+            let _ = write!(line, "{addr}");
+        }
+        None => line.push('-'),
+    }
+    line.push_str(" bytes=");
+    match entry.bytes {
+        Some(n) => line.push_str(itoa::Buffer::new().format(n)),
+        None => line.push('-'),
+    }
+    line.push('\n');
+}
+
+/// A value without spaces, quotes or control characters (each becomes `_`), or `-` if empty.
+fn push_value(line: &mut String, value: Option<&str>) {
+    match value.filter(|v| !v.is_empty()) {
+        None => line.push('-'),
+        Some(v) => line.extend(v.chars().map(|c| {
+            if c.is_control() || c.is_whitespace() || c == '"' {
+                '_'
+            } else {
+                c
+            }
+        })),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix second.
+fn second_stamp(second: u64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(i64::try_from(second).unwrap_or(0))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// A poisoned buffer only means a panic elsewhere mid-append; the bytes are still valid.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+#[path = "tests/access_log.rs"]
+mod tests;

@@ -1,0 +1,103 @@
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+
+use super::*;
+
+fn entry(app: &'static str) -> Entry<'static> {
+    Entry {
+        app: Some(app),
+        host: Some("example.com"),
+        method: "GET",
+        path: "/a b",
+        status: 200,
+        duration: Duration::from_micros(1_234),
+        upstream: Some("10.89.0.5:8080".parse().unwrap()),
+        bytes: Some(512),
+    }
+}
+
+#[test]
+fn a_line_has_every_field_and_no_spaces_inside_values() {
+    let mut line = String::new();
+    let (mut second, mut stamp) = (u64::MAX, String::new());
+    let now = UNIX_EPOCH + Duration::from_millis(1_767_323_045_678);
+    format_line(&mut line, &mut second, &mut stamp, now, &entry("web"));
+    assert_eq!(
+        line,
+        "2026-01-02T03:04:05.678Z app=web host=example.com method=GET path=/a_b status=200 duration_ms=1.234 upstream=10.89.0.5:8080 bytes=512\n"
+    );
+    line.clear();
+    let unknown = Entry {
+        app: None,
+        host: None,
+        upstream: None,
+        bytes: None,
+        ..entry("web")
+    };
+    format_line(&mut line, &mut second, &mut stamp, now, &unknown);
+    assert!(
+        line.contains(" app=- host=- ") && line.ends_with(" upstream=- bytes=-\n"),
+        "{line}"
+    );
+}
+
+#[test]
+fn the_file_sink_gets_every_line_and_rotates_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logs/access.log");
+    let log = AccessLog::start(AccessLogTarget::File {
+        path: path.clone(),
+        max_size: 300,
+        max_files: 2,
+    })
+    .unwrap();
+    assert!(log.enabled());
+    for _ in 0..3 {
+        log.record(&entry("web"));
+        // Each batch written on its own, so rotation sees them one by one.
+        std::thread::sleep(FLUSH_INTERVAL * 2);
+    }
+    log.close();
+    let current = std::fs::read_to_string(&path).unwrap();
+    let older = std::fs::read_to_string(numbered(&path, 1)).unwrap();
+    let lines = current.lines().count() + older.lines().count();
+    assert!(lines >= 2, "current:\n{current}\nolder:\n{older}");
+    assert!(
+        current.lines().all(|l| l.contains(" app=web ")),
+        "{current}"
+    );
+    assert!(
+        !numbered(&path, 3).exists(),
+        "more files kept than max_files"
+    );
+}
+
+fn numbered(path: &std::path::Path, n: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.{n}", path.display()))
+}
+
+#[test]
+fn off_is_disabled_until_someone_follows() {
+    let log = AccessLog::start(AccessLogTarget::Off).unwrap();
+    assert!(!log.enabled());
+    let follower = log.follow(None);
+    assert!(log.enabled());
+    drop(follower);
+    assert!(!log.enabled());
+    log.close();
+}
+
+#[tokio::test]
+async fn a_follower_gets_its_apps_lines_only() {
+    let log = AccessLog::start(AccessLogTarget::Off).unwrap();
+    let mut follower = Box::pin(log.follow(Some("api".into())));
+    log.record(&entry("web"));
+    log.record(&entry("api"));
+    let line = tokio::time::timeout(Duration::from_secs(10), follower.next())
+        .await
+        .expect("a line within the flush interval")
+        .expect("stream open");
+    assert!(line.contains(" app=api "), "{line}");
+    log.close();
+}
