@@ -325,3 +325,55 @@ async fn concurrent_deploys_of_two_apps_claiming_one_domain_have_one_winner() {
     let page = String::from_utf8_lossy(&page);
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
 }
+
+/// `GET /v1/version` with `token`; the status code.
+async fn status_with_token(addr: &str, token: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to the API");
+    let head = format!(
+        "GET /v1/version HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let got = read_to_close(&mut stream, Duration::from_secs(10))
+        .await
+        .expect("answer");
+    let text = String::from_utf8_lossy(&got);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+/// `haloyd generate-token` against a running haloyd: the new token is printed and works at
+/// once, the old one keeps working (no client is cut off) until the new one is first used.
+#[tokio::test]
+async fn generate_token_rotates_without_refusing_the_old_token_first() {
+    let containerd = Containerd::start().await;
+    let haloyd = haloyd_with_api(&containerd, "", None).await;
+    let old = haloyd.token().to_string();
+    let addr = haloyd.api_addr();
+    assert_eq!(status_with_token(&addr, &old).await, 200);
+    let out = std::process::Command::new(harness::haloyd::haloyd_binary())
+        .args(["generate-token", "--grace", "1h", "--config"])
+        .arg(haloyd.config_path())
+        .output()
+        .expect("run haloyd generate-token");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(new.len(), 64, "{new:?}");
+    assert_eq!(
+        status_with_token(&addr, &old).await,
+        200,
+        "old token during grace"
+    );
+    assert_eq!(status_with_token(&addr, &new).await, 200, "new token");
+    assert_eq!(
+        status_with_token(&addr, &old).await,
+        401,
+        "the new token's first use ends the old one"
+    );
+    assert_eq!(status_with_token(&addr, "not-a-token").await, 401);
+}

@@ -637,7 +637,10 @@ async fn push_registry_builds_pushes_and_haloyd_pulls() {
     let config = rig.app_config(
         "pushed",
         &format!(
-            "image:\n  repository: {}/pushed-app\n  tag: v1\n  build_config:\n    context: ./ctx\n    push: registry",
+            // Haloy requires registry credentials for `push: registry`; the test registry
+            // has no auth and ignores them.
+            "image:\n  repository: {}/pushed-app\n  tag: v1\n  registry:\n    server: {}\n    username: ci\n    password: ci-password\n  build_config:\n    context: ./ctx\n    push: registry",
+            registry.addr(),
             registry.addr()
         ),
     );
@@ -646,13 +649,17 @@ async fn push_registry_builds_pushes_and_haloyd_pulls() {
     println!("{}", run.both());
     assert!(
         run.stderr().contains(&format!(
-            "$ buildah push --tls-verify=false {}/pushed-app:v1 docker://",
+            "$ buildah push --tls-verify=false --creds ci:*** {}/pushed-app:v1 docker://",
             registry.addr()
         )),
-        "the image is pushed to its registry:\n{}",
+        "the image is pushed to its registry, the password masked:\n{}",
         run.both()
     );
     assert!(!run.stdout().contains("upload:"), "nothing is uploaded");
+    assert!(
+        !run.both().contains("ci-password"),
+        "the password is never shown"
+    );
     assert_eq!(
         rig.page("pushed.test", "/").await,
         "pushed through the registry\n"

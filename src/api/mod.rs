@@ -6,4 +6,5 @@ pub mod exec;
 pub mod images;
 pub mod server;
 pub mod stream;
+pub mod tokens;
 pub mod types;

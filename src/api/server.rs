@@ -18,7 +18,6 @@ use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
-use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
@@ -76,7 +75,7 @@ const QUIET_SAMPLES: u32 = 4;
 
 pub struct ApiServer {
     deployer: Arc<Deployer>,
-    token: String,
+    tokens: super::tokens::Tokens,
     tls: Option<Arc<CertificateManager>>,
     limits: ApiLimits,
     /// containerd's image store, for uploaded images (`api::images`); unset in tests
@@ -95,14 +94,14 @@ pub struct ServerLogs {
 impl ApiServer {
     pub fn new(
         deployer: Arc<Deployer>,
-        token: String,
+        tokens: super::tokens::Tokens,
         tls: Option<Arc<CertificateManager>>,
         limits: ApiLimits,
         logs: ServerLogs,
     ) -> Arc<Self> {
         Arc::new(Self {
             deployer,
-            token,
+            tokens,
             tls,
             limits,
             images: std::sync::OnceLock::new(),
@@ -259,7 +258,7 @@ impl ApiServer {
         let Some(presented) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
             return false;
         };
-        !self.token.is_empty() && bool::from(presented.as_bytes().ct_eq(self.token.as_bytes()))
+        self.tokens.check(presented)
     }
 
     async fn route<B>(&self, req: Request<B>, method: &Method, path: &str) -> Response<Body>

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use haloy::access_log::AccessLog;
 use haloy::api::server::{ApiLimits, ApiServer, ServerLogs};
+use haloy::api::tokens::Tokens;
 use haloy::config::server::{LogFormat, ServerConfig};
 use haloy::daemon_log::DaemonLog;
 use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
@@ -70,6 +71,15 @@ enum Command {
         /// Replace an existing API token.
         #[arg(long)]
         new_token: bool,
+    },
+    /// Replace the API token without downtime: the new token is printed, and the running
+    /// haloyd accepts the old one too until the new one is first used or --grace ends
+    GenerateToken {
+        #[arg(long, short = 'c', default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long the old token stays valid at most (0s: refused at once)
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        grace: Duration,
     },
     /// Hand the running daemon over to the haloyd binary now installed at its path, without
     /// refusing a connection (sends it SIGUSR2; see ARCHITECTURE.md "Restarts and upgrades").
@@ -155,6 +165,7 @@ fn main() -> ExitCode {
         } => init(&config, &state_dir, new_token),
         Command::Upgrade { config, timeout } => upgrade_command(&config, timeout),
         Command::Verify { config } => verify_command(&config),
+        Command::GenerateToken { config, grace } => generate_token(&config, grace),
         Command::DistAssets { out } => dist_assets(&out),
         Command::Version => {
             println!("haloyd {}", env!("CARGO_PKG_VERSION"));
@@ -617,26 +628,39 @@ fn upgrade_command(config_path: &Path, timeout: Duration) -> Result<()> {
     bail!("no new haloyd took over within {timeout:?}; the old one (pid {old}) keeps serving — see its log for why")
 }
 
-fn read_token(path: &Path) -> Result<String> {
+fn read_token(path: &Path) -> Result<Tokens> {
     if let Ok(token) = std::env::var("HALOY_API_TOKEN") {
         if !token.trim().is_empty() {
-            return Ok(token.trim().to_string());
+            return Ok(Tokens::fixed(token.trim().to_string()));
         }
     }
-    let token = std::fs::read_to_string(path).with_context(|| {
+    Tokens::from_file(path).with_context(|| {
         format!(
-            "cannot read the API token from {} (server config `api.token_file`); run `haloyd init` to create one",
+            "cannot use the API token in {} (server config `api.token_file`); run `haloyd init` to create one",
             path.display()
         )
-    })?;
-    let token = token.trim().to_string();
-    if token.is_empty() {
-        bail!(
-            "the API token file {} is empty; run `haloyd init --new-token`",
-            path.display()
-        );
-    }
-    Ok(token)
+    })
+}
+
+/// `haloyd generate-token`: a new token in `api.token_file`; the running haloyd accepts the
+/// old one too until the new one is first used or `grace` ends.
+fn generate_token(config_path: &Path, grace: Duration) -> Result<()> {
+    let config = ServerConfig::load(config_path)?;
+    let file = &config.api.token_file;
+    let token = fresh_token();
+    haloy::api::tokens::rotate(file, &token, grace)?;
+    println!("{token}");
+    eprintln!(
+        "wrote a new API token to {}; the old one stays valid until the new one is first used{}",
+        file.display(),
+        if grace.is_zero() {
+            " (no grace: it is refused from now on)".to_string()
+        } else {
+            format!(" or for {}", humantime::format_duration(grace))
+        }
+    );
+    eprintln!("next, on each client: haloy server add <url> --token-stdin");
+    Ok(())
 }
 
 /// Binds haloyd's DNS server on the bridge gateway before any replica starts, so replicas

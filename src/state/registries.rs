@@ -28,10 +28,20 @@ pub enum RegistryLoginError {
 }
 
 /// One stored login.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryLogin {
     pub username: String,
     pub password: String,
+}
+
+/// Never prints the password (a `{:?}` in a log line must not leak it).
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -53,6 +63,23 @@ pub struct RegistryLogins {
     lock: Mutex<()>,
 }
 
+/// Haloy's `config.NormalizeRegistryServer` (internal/config/registries.go): lower case, no
+/// scheme, no trailing `/` or `/v1`, Docker Hub's aliases as `docker.io`; so a login given as
+/// `https://GHCR.io/` matches images from `ghcr.io/...`.
+pub fn normalize_registry(server: &str) -> String {
+    let lower = server.trim().to_ascii_lowercase();
+    let no_scheme = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .unwrap_or(&lower);
+    let trimmed = no_scheme.trim_end_matches('/');
+    let trimmed = trimmed.strip_suffix("/v1").unwrap_or(trimmed);
+    match trimmed {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        other => other.to_string(),
+    }
+}
+
 impl RegistryLogins {
     pub fn new(state_dir: &Path) -> RegistryLogins {
         RegistryLogins {
@@ -67,14 +94,15 @@ impl RegistryLogins {
         Ok(self.load()?.registries)
     }
 
-    /// The login for `registry` (`ghcr.io`, `127.0.0.1:5000`, `docker.io`).
+    /// The login for `registry` (`ghcr.io`, `127.0.0.1:5000`, `docker.io`), in any spelling
+    /// [`normalize_registry`] accepts.
     pub fn get(&self, registry: &str) -> Result<Option<RegistryLogin>, RegistryLoginError> {
-        Ok(self.all()?.remove(registry))
+        Ok(self.all()?.remove(&normalize_registry(registry)))
     }
 
     pub fn login(&self, registry: &str, login: RegistryLogin) -> Result<(), RegistryLoginError> {
         self.modify(|file| {
-            file.registries.insert(registry.to_string(), login);
+            file.registries.insert(normalize_registry(registry), login);
             true
         })
         .map(|_| ())
@@ -82,7 +110,11 @@ impl RegistryLogins {
 
     /// False when there was no login for `registry`.
     pub fn logout(&self, registry: &str) -> Result<bool, RegistryLoginError> {
-        self.modify(|file| file.registries.remove(registry).is_some())
+        self.modify(|file| {
+            file.registries
+                .remove(&normalize_registry(registry))
+                .is_some()
+        })
     }
 
     fn modify(
@@ -125,3 +157,7 @@ impl RegistryLogins {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "tests/registries.rs"]
+mod tests;
