@@ -345,6 +345,11 @@ impl Shared {
                 return (in_flight, attempt);
             }
         }
+        // The table may have changed since the request arrived (a restarted replica back in
+        // rotation, a dead one out): choose from the current one. A rare path, so one load.
+        if let Some(current) = self.routes.load().routed_app(fwd.app.name()) {
+            fwd.app = Arc::clone(current);
+        }
         // Each further replica once at most, as nginx's proxy_next_upstream tries every server.
         for _ in 0..OTHER_REPLICA_TRIES {
             let Some(next) = fwd.app.pick(Some(&failed)).cloned() else {

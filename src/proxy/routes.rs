@@ -91,6 +91,11 @@ impl RouteTable {
         }
     }
 
+    /// The routed app named `app`, as the proxy holds it.
+    pub(crate) fn routed_app(&self, app: &str) -> Option<&Arc<RoutedApp>> {
+        self.apps.get(app)
+    }
+
     /// The route of `app`, if any.
     pub fn app(&self, app: &str) -> Option<&AppRoute> {
         self.apps.get(app).map(|e| &e.route)

@@ -62,7 +62,26 @@ impl AcmeClient {
 
     /// Orders one certificate covering `names` (canonical first) and waits for it, as the
     /// account whose contact is `email` (the app's `acme_email`), else `acme.email`.
+    /// A request the CA refused for its nonce (`badNonce`, which RFC 8555 §6.5 says to retry,
+    /// and which CAs send now and then) starts the order again, up to three times in all.
     pub async fn issue(&self, names: &[String], email: Option<&str>) -> Result<Issued, TlsError> {
+        let mut attempt = 1;
+        loop {
+            match self.issue_once(names, email).await {
+                Err(e) if attempt < BAD_NONCE_ATTEMPTS && is_bad_nonce(&e) => {
+                    tracing::info!(
+                        domain = names.first().map(String::as_str).unwrap_or_default(),
+                        attempt,
+                        "the CA refused a nonce; ordering again"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn issue_once(&self, names: &[String], email: Option<&str>) -> Result<Issued, TlsError> {
         let domain = names.first().cloned().unwrap_or_default();
         let email = email.or(self.settings.email.as_deref()).map(str::to_string);
         let account = self.account(email).await?;
@@ -311,4 +330,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Orders tried when the CA keeps refusing nonces.
+const BAD_NONCE_ATTEMPTS: u32 = 3;
+
+fn is_bad_nonce(err: &TlsError) -> bool {
+    matches!(err, TlsError::Acme { detail, .. } if detail.contains("badNonce"))
 }
