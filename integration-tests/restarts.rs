@@ -567,22 +567,7 @@ async fn upgrade_hands_over_without_refusing_a_connection() {
     let load = Load::start(rig.haloyd.http_addr(), 2, 2, false);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let started = Instant::now();
-    let upgrade = rig.haloyd.upgrade_command();
-    let new = rig
-        .haloyd
-        .pid_file_pid()
-        .expect("a pid file after the upgrade");
-    if new != old {
-        rig.haloyd.adopt_successor(new);
-    }
-    assert!(
-        upgrade.status.success() && new != old,
-        "haloyd upgrade failed ({}):\n{}{}\n--- haloyd log\n{}",
-        upgrade.status,
-        String::from_utf8_lossy(&upgrade.stdout),
-        String::from_utf8_lossy(&upgrade.stderr),
-        rig.haloyd.log_tail(40)
-    );
+    rig.haloyd.upgrade_to_successor();
     let exited = rig.haloyd.wait_exit(Duration::from_secs(30));
     assert!(
         exited.is_some_and(|s| s.success()),
@@ -650,17 +635,7 @@ async fn upgrade_lets_an_open_tunnel_finish() {
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     echo(&mut tunnel, "before");
 
-    let old = rig.haloyd.pid().expect("haloyd runs") as i32;
-    let upgrade = rig.haloyd.upgrade_command();
-    let new = rig.haloyd.pid_file_pid().expect("pid file");
-    if new != old {
-        rig.haloyd.adopt_successor(new);
-    }
-    assert!(
-        upgrade.status.success() && new != old,
-        "{upgrade:?}\n{}",
-        rig.haloyd.log_tail(30)
-    );
+    rig.haloyd.upgrade_to_successor();
     // The old daemon drains: it must not exit while the tunnel is open.
     assert!(
         rig.haloyd.wait_exit(Duration::from_secs(2)).is_none(),

@@ -451,6 +451,26 @@ impl Haloyd {
             .expect("run haloyd upgrade")
     }
 
+    /// Runs `haloyd upgrade`, adopts the daemon that took over (so drop stops it) and
+    /// returns its pid; panics with the command's output and the log if no new daemon did.
+    pub fn upgrade_to_successor(&mut self) -> i32 {
+        let old = self.pid().expect("haloyd runs") as i32;
+        let upgrade = self.upgrade_command();
+        let new = self.pid_file_pid().expect("a pid file after the upgrade");
+        if new != old {
+            self.adopt_successor(new);
+        }
+        assert!(
+            upgrade.status.success() && new != old,
+            "haloyd upgrade failed ({}):\n{}{}\n--- haloyd log\n{}",
+            upgrade.status,
+            String::from_utf8_lossy(&upgrade.stdout),
+            String::from_utf8_lossy(&upgrade.stderr),
+            self.log_tail(40)
+        );
+        new
+    }
+
     /// The pid in haloyd's pid file (written once a daemon is ready).
     pub fn pid_file_pid(&self) -> Option<i32> {
         std::fs::read_to_string(self.dir().join("run").join("haloyd.pid"))
