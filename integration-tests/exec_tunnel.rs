@@ -33,11 +33,17 @@ struct Rig {
 impl Rig {
     /// haloyd with the `web` fixture deployed as app `app` with `replicas` replicas.
     async fn deployed(app: &str, replicas: u32) -> Rig {
+        Rig::deployed_with(app, replicas, None).await
+    }
+
+    /// The same, with `api_extra` added to haloyd's `api:` section.
+    async fn deployed_with(app: &str, replicas: u32, api_extra: Option<&str>) -> Rig {
         let containerd = Containerd::start().await;
         let registry = Registry::start().await;
         registry.push_fixtures().await;
         let options = HaloydOptions {
             insecure_registries: vec![registry.addr().to_string()],
+            api_extra: api_extra.map(str::to_string),
             ..HaloydOptions::default()
         };
         let haloyd = Haloyd::start(&containerd, options).await;
@@ -712,4 +718,69 @@ async fn tunnel_forwards_tcp_and_http_to_a_replica() {
         "no audit line for the tunnel:\n{}",
         rig.haloyd.log_tail(30)
     );
+}
+
+/// Opens an upgraded tunnel to the app's port 8080 and returns the stream once haloyd
+/// answered 101 (the tunnel then stays open until the stream is dropped).
+async fn open_raw_tunnel(haloyd: &Haloyd) -> TcpStream {
+    let mut stream = TcpStream::connect(haloyd.api_addr())
+        .await
+        .expect("connect to the API");
+    let request = format!(
+        "GET /v1/apps/db/tunnel?port=8080 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: Upgrade\r\nUpgrade: haloy-tunnel.v1\r\n\r\n",
+        haloyd.token()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut byte).await.expect("read the answer");
+            assert!(n > 0, "haloyd closed before answering the tunnel");
+            head.push(byte[0]);
+        }
+    })
+    .await
+    .expect("an answer to the tunnel request");
+    let head = String::from_utf8_lossy(&head).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream
+}
+
+/// Sends `GET /health` on a new API connection; the answer's first line, or None when no
+/// answer came within `wait`.
+async fn health_within(haloyd: &Haloyd, wait: Duration) -> Option<String> {
+    let mut stream = TcpStream::connect(haloyd.api_addr()).await.ok()?;
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(wait, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    text.lines().next().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_tunnels_count_against_api_max_connections() {
+    let rig = Rig::deployed_with("db", 1, Some("max_connections: 2")).await;
+    let first = open_raw_tunnel(&rig.haloyd).await;
+    let second = open_raw_tunnel(&rig.haloyd).await;
+    // Both slots are held by upgraded streams: a third connection waits in the backlog.
+    let waiting = health_within(&rig.haloyd, Duration::from_millis(1500)).await;
+    assert_eq!(
+        waiting, None,
+        "a third API connection was served while two tunnels held both slots"
+    );
+    drop(first);
+    let served = health_within(&rig.haloyd, Duration::from_secs(10)).await;
+    assert_eq!(
+        served.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "closing a tunnel frees its slot"
+    );
+    drop(second);
 }

@@ -36,6 +36,16 @@ use crate::runtime::RuntimeError;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
+/// The API connection's slot of `api.max_connections`, held by an upgraded exec or tunnel
+/// session until it ends (the HTTP connection task finishes at the upgrade).
+#[derive(Clone)]
+pub struct ConnectionSlot(pub Arc<tokio::sync::OwnedSemaphorePermit>);
+
+/// The slot of the connection `req` came on; None when the proxy serves the API.
+fn connection_slot<B>(req: &Request<B>) -> Option<ConnectionSlot> {
+    req.extensions().get::<ConnectionSlot>().cloned()
+}
+
 /// Who is acting, for the audit lines: one token exists, so the peer tells callers apart.
 const PRINCIPAL: &str = "api-token";
 /// How long a replica's port may take to accept a tunnel connection.
@@ -163,7 +173,9 @@ pub(super) async fn exec<B>(
     info!(principal = PRINCIPAL, peer = %audit.peer, app = %audit.target.app, replica = audit.target.replica, task_id = %audit.target.container_id, exec_id = %process.exec_id, command = %audit.command, tty = audit.tty, "exec started");
     let on_upgrade = hyper::upgrade::on(&mut req);
     let timeout = params.timeout_secs.map(Duration::from_secs);
+    let slot = connection_slot(&req);
     tokio::spawn(async move {
+        let _slot = slot;
         let started = Instant::now();
         let control = process.control.clone();
         let end = match on_upgrade.await {
@@ -409,7 +421,9 @@ pub(super) async fn tunnel<B>(
     let _ = upstream.set_nodelay(true);
     info!(principal = PRINCIPAL, %peer, app = %target.app, replica = target.replica, task_id = %target.container_id, port, "tunnel opened");
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let slot = connection_slot(&req);
     tokio::spawn(async move {
+        let _slot = slot;
         let mut upstream = upstream;
         let (sent, received) = match on_upgrade.await {
             Ok(upgraded) => {

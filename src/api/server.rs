@@ -179,14 +179,18 @@ impl ApiServer {
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
-        _permit: OwnedSemaphorePermit,
+        permit: OwnedSemaphorePermit,
     ) {
+        // Shared with exec/tunnel sessions: an upgraded stream outlives this function and
+        // keeps holding its slot of `max_connections` until it ends.
+        let slot = super::exec::ConnectionSlot(Arc::new(permit));
         let activity = Arc::new(ConnActivity::default());
         let service = {
             let activity = activity.clone();
             let server = self.clone();
             service_fn(move |mut req: Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(super::exec::Peer(peer));
+                req.extensions_mut().insert(slot.clone());
                 let active = ActiveRequest::start(&activity);
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(hold_until_sent(server.handle(req).await, active)) }
