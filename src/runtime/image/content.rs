@@ -18,7 +18,7 @@ use tonic::{Code, Streaming};
 use super::super::{Containerd, RuntimeError};
 
 /// Size of the data messages sent to Content.Write (well under containerd's 16 MiB limit).
-const WRITE_CHUNK: usize = 1 << 20;
+pub(super) const WRITE_CHUNK: usize = 1 << 20;
 /// A lease of a pull that died with haloyd expires after this, so GC cleans up after it.
 const LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 
@@ -102,48 +102,99 @@ pub async fn write_stream<S>(
 where
     S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
 {
-    let mut writer = match BlobWriter::open(client, lease, digest, total).await? {
-        Some(writer) => writer,
-        None => return Ok(0),
+    // The ref is unique to this lease, so no earlier partial write exists to resume.
+    let reference = format!("{}-{digest}", lease.id);
+    let written = async {
+        let mut writer = WriteStream::open(client, &lease.id, reference, digest, total).await?;
+        let written = writer.copy_from(source).await?;
+        writer.commit().await?;
+        Ok(written)
     };
-    let written = match writer.copy_from(source).await {
-        Ok(written) => written,
-        Err(WriteFailure::Exists) => return Ok(0),
-        Err(WriteFailure::Failed(err)) => return Err(err),
-    };
-    match writer.commit().await {
-        Ok(()) | Err(WriteFailure::Exists) => Ok(written),
-        Err(WriteFailure::Failed(err)) => Err(err),
+    match written.await {
+        Ok(written) => Ok(written),
+        Err(WriteError::Exists) => Ok(0),
+        Err(WriteError::Source(e)) => Err(RuntimeError::Registry {
+            reference: digest.to_string(),
+            registry: String::new(),
+            reason: format!("reading blob {digest}: {e}"),
+        }),
+        Err(other) => Err(other.into_runtime(client, digest)),
     }
 }
 
-enum WriteFailure {
-    /// containerd has the blob already: success for the caller.
+/// Why a Content.Write stream stopped.
+#[derive(Debug)]
+pub(super) enum WriteError {
+    /// containerd has the blob committed already: success for most callers.
     Exists,
-    Failed(RuntimeError),
+    /// containerd refused a message; `operation` names the step.
+    Status {
+        operation: &'static str,
+        status: tonic::Status,
+    },
+    /// containerd closed the stream without a status.
+    Ended { operation: &'static str },
+    /// The source of the bytes failed; what arrived before was written.
+    Source(std::io::Error),
 }
 
-/// One open Content.Write stream, used in lock-step: one response per request.
-struct BlobWriter<'a> {
-    client: &'a Containerd,
+impl WriteError {
+    /// The runtime error for a failure of containerd's side (not `Exists` or `Source`).
+    pub(super) fn into_runtime(self, client: &Containerd, digest: &str) -> RuntimeError {
+        match self {
+            WriteError::Status { operation, status } => client.rpc_error(operation, status),
+            WriteError::Ended { operation } => RuntimeError::Rpc {
+                operation,
+                code: Code::Aborted,
+                message: format!("containerd ended the write of {digest} early"),
+            },
+            WriteError::Exists => RuntimeError::Rpc {
+                operation: "Content.Write",
+                code: Code::AlreadyExists,
+                message: format!("{digest} exists"),
+            },
+            WriteError::Source(e) => RuntimeError::Rpc {
+                operation: "Content.Write",
+                code: Code::Aborted,
+                message: format!("reading the bytes of {digest}: {e}"),
+            },
+        }
+    }
+
+    fn from_status(operation: &'static str, status: tonic::Status) -> WriteError {
+        if status.code() == Code::AlreadyExists {
+            WriteError::Exists
+        } else {
+            WriteError::Status { operation, status }
+        }
+    }
+}
+
+/// One open Content.Write stream under `reference`, used in lock-step: one response per
+/// request, at most one data message of `WRITE_CHUNK` in flight, so memory stays bounded
+/// whatever the blob's size. Shared by pulls (a fresh ref per lease) and uploads (a ref per
+/// digest, resumed at `offset`).
+pub(super) struct WriteStream {
     digest: String,
     total: i64,
     reference: String,
-    offset: i64,
+    /// Bytes containerd holds of the blob under `reference`.
+    pub(super) offset: u64,
     requests: mpsc::Sender<WriteContentRequest>,
     responses: Streaming<WriteContentResponse>,
 }
 
-impl<'a> BlobWriter<'a> {
-    /// Opens the stream with a STAT; `None` when the blob exists already.
-    async fn open(
-        client: &'a Containerd,
-        lease: &Lease,
+impl WriteStream {
+    /// Opens the stream with a STAT under `lease_id`; `offset` is what an earlier write under
+    /// the same ref left. `Exists` when the blob is committed already.
+    pub(super) async fn open(
+        client: &Containerd,
+        lease_id: &str,
+        reference: String,
         digest: &str,
         total: i64,
-    ) -> Result<Option<BlobWriter<'a>>, RuntimeError> {
-        let reference = format!("{}-{digest}", lease.id);
-        let (requests, receiver) = mpsc::channel(4);
+    ) -> Result<WriteStream, WriteError> {
+        let (requests, receiver) = mpsc::channel(2);
         // The call only returns once containerd answered the first message: queue it first.
         let stat = WriteContentRequest {
             action: WriteAction::Stat as i32,
@@ -155,47 +206,53 @@ impl<'a> BlobWriter<'a> {
         let _ = requests.send(stat).await;
         let mut content = client.content();
         let call =
-            content.write(client.request_with_lease(ReceiverStream::new(receiver), &lease.id));
-        let mut responses = match call.await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::AlreadyExists => return Ok(None),
-            Err(status) => return Err(client.rpc_error("Content.Write", status)),
+            content.write(client.request_with_lease(ReceiverStream::new(receiver), lease_id));
+        let mut responses = call
+            .await
+            .map_err(|status| WriteError::from_status("Content.Write", status))?
+            .into_inner();
+        let offset = match responses.message().await {
+            Ok(Some(stat)) => stat.offset.max(0) as u64,
+            Ok(None) => 0,
+            Err(status) => return Err(WriteError::from_status("Content.Write", status)),
         };
-        // The ref is unique to this lease, so no earlier partial write exists to resume.
-        match responses.message().await {
-            Ok(_) => {}
-            Err(status) if status.code() == Code::AlreadyExists => return Ok(None),
-            Err(status) => return Err(client.rpc_error("Content.Write", status)),
-        }
-        let writer = BlobWriter {
-            client,
+        Ok(WriteStream {
             digest: digest.to_string(),
             total,
             reference,
-            offset: 0,
+            offset,
             requests,
             responses,
-        };
-        Ok(Some(writer))
+        })
     }
 
-    async fn copy_from<S>(&mut self, mut source: S) -> Result<u64, WriteFailure>
+    /// Writes `source` from `offset` on in messages of `WRITE_CHUNK`; returns the bytes
+    /// written. When the source fails, what arrived is written first (kept for a resume).
+    pub(super) async fn copy_from<S>(&mut self, mut source: S) -> Result<u64, WriteError>
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
         let mut buffer = Vec::with_capacity(WRITE_CHUNK);
         let mut written = 0u64;
         while let Some(chunk) = source.next().await {
-            let chunk = chunk.map_err(|e| {
-                WriteFailure::Failed(RuntimeError::Registry {
-                    reference: self.digest.clone(),
-                    registry: String::new(),
-                    reason: format!("reading blob {}: {e}", self.digest),
-                })
-            })?;
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= WRITE_CHUNK {
-                written += self.send_data(std::mem::take(&mut buffer)).await?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    if !buffer.is_empty() {
+                        self.send_data(std::mem::take(&mut buffer)).await?;
+                    }
+                    return Err(WriteError::Source(e));
+                }
+            };
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                let take = (WRITE_CHUNK - buffer.len()).min(rest.len());
+                buffer.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if buffer.len() == WRITE_CHUNK {
+                    written += self.send_data(std::mem::take(&mut buffer)).await?;
+                    buffer.reserve(WRITE_CHUNK);
+                }
             }
         }
         if !buffer.is_empty() {
@@ -204,47 +261,44 @@ impl<'a> BlobWriter<'a> {
         Ok(written)
     }
 
-    async fn send_data(&mut self, data: Vec<u8>) -> Result<u64, WriteFailure> {
-        let len = data.len() as i64;
+    async fn send_data(&mut self, data: Vec<u8>) -> Result<u64, WriteError> {
+        let len = data.len() as u64;
         let request = WriteContentRequest {
             action: WriteAction::Write as i32,
             r#ref: self.reference.clone(),
-            offset: self.offset,
+            offset: self.offset as i64,
             data,
             ..Default::default()
         };
-        self.exchange(request).await?;
+        self.exchange(request, "Content.Write").await?;
         self.offset += len;
-        Ok(len as u64)
+        Ok(len)
     }
 
-    async fn commit(&mut self) -> Result<(), WriteFailure> {
+    /// Commits the blob: containerd verifies size and digest over all bytes under the ref.
+    pub(super) async fn commit(&mut self) -> Result<(), WriteError> {
         let request = WriteContentRequest {
             action: WriteAction::Commit as i32,
             r#ref: self.reference.clone(),
             total: self.total,
             expected: self.digest.clone(),
-            offset: self.offset,
+            offset: self.offset as i64,
             ..Default::default()
         };
-        self.exchange(request).await
+        self.exchange(request, "Content.Commit").await
     }
 
-    async fn exchange(&mut self, request: WriteContentRequest) -> Result<(), WriteFailure> {
-        if self.requests.send(request).await.is_err() {
-            // containerd closed the stream; its status says why.
-        }
+    async fn exchange(
+        &mut self,
+        request: WriteContentRequest,
+        operation: &'static str,
+    ) -> Result<(), WriteError> {
+        // A closed stream shows in the response's status below.
+        let _ = self.requests.send(request).await;
         match self.responses.message().await {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(WriteFailure::Failed(RuntimeError::Rpc {
-                operation: "Content.Write",
-                code: Code::Aborted,
-                message: format!("containerd ended the write of {} early", self.digest),
-            })),
-            Err(status) if status.code() == Code::AlreadyExists => Err(WriteFailure::Exists),
-            Err(status) => Err(WriteFailure::Failed(
-                self.client.rpc_error("Content.Write", status),
-            )),
+            Ok(None) => Err(WriteError::Ended { operation }),
+            Err(status) => Err(WriteError::from_status(operation, status)),
         }
     }
 }

@@ -11,21 +11,15 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use containerd_client::services::v1::{
-    AbortRequest, CreateRequest, DeleteRequest, StatusRequest, WriteAction, WriteContentRequest,
-    WriteContentResponse,
-};
-use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Streaming};
+use containerd_client::services::v1::{AbortRequest, CreateRequest, DeleteRequest, StatusRequest};
+use futures_util::Stream;
+use tonic::Code;
 
-use super::super::{Containerd, ImageInfo, RuntimeError};
+use super::super::{ImageInfo, RuntimeError};
+use super::content::{WriteError, WriteStream};
 use super::manifest::{sha256_digest, Descriptor, Manifest};
 use super::{content, BlobSource, ImageStore, PullReport};
 
-/// Size of the data messages sent to Content.Write (as for pulls).
-const WRITE_CHUNK: usize = 1 << 20;
 /// Uploaded blobs not assembled into an image within this time are collected.
 const UPLOAD_LEASE_EXPIRY: Duration = Duration::from_secs(3600);
 
@@ -152,8 +146,18 @@ impl ImageStore {
             return Ok(BlobUploaded { written: 0 });
         }
         self.ensure_upload_lease(digest).await?;
-        let Some(mut writer) = IngestWriter::open(&self.client, digest, size).await? else {
-            return Ok(BlobUploaded { written: 0 });
+        let opened = WriteStream::open(
+            &self.client,
+            &lease_id(digest),
+            ingest_ref(digest),
+            digest,
+            size as i64,
+        )
+        .await;
+        let mut writer = match opened {
+            Ok(writer) => writer,
+            Err(WriteError::Exists) => return Ok(BlobUploaded { written: 0 }),
+            Err(e) => return Err(self.upload_error(e, digest, 0)),
         };
         if writer.offset != offset {
             return Err(UploadError::OffsetMismatch {
@@ -162,18 +166,52 @@ impl ImageStore {
                 held: writer.offset,
             });
         }
-        let written = writer.copy_from(body).await?;
+        let written = match writer.copy_from(body).await {
+            Ok(written) => written,
+            // Committed meanwhile by another upload of the same blob: done.
+            Err(WriteError::Exists) => return Ok(BlobUploaded { written: 0 }),
+            Err(e) => return Err(self.upload_error(e, digest, writer.offset)),
+        };
         match writer.commit().await {
-            Ok(()) => {
+            Ok(()) | Err(WriteError::Exists) => {
                 tracing::info!(digest, size, written, "uploaded blob committed");
                 Ok(BlobUploaded { written })
             }
-            Err(UploadError::Corrupt { digest, reason }) => {
-                self.abort_ingest(&digest).await;
+            // containerd refuses a wrong digest or size with FailedPrecondition or
+            // InvalidArgument; both mean the bytes are not the blob named.
+            Err(WriteError::Status { status, .. })
+                if matches!(
+                    status.code(),
+                    Code::FailedPrecondition | Code::InvalidArgument
+                ) =>
+            {
+                let reason = status.message().to_string();
+                self.abort_ingest(digest).await;
                 tracing::warn!(%digest, %reason, "uploaded blob refused");
-                Err(UploadError::Corrupt { digest, reason })
+                Err(UploadError::Corrupt {
+                    digest: digest.to_string(),
+                    reason,
+                })
             }
-            Err(other) => Err(other),
+            Err(e) => Err(self.upload_error(e, digest, writer.offset)),
+        }
+    }
+
+    /// What the uploader is told about a write that stopped after `received` bytes.
+    fn upload_error(&self, error: WriteError, digest: &str, received: u64) -> UploadError {
+        match error {
+            WriteError::Source(e) => UploadError::Interrupted {
+                digest: digest.to_string(),
+                received,
+                reason: e.to_string(),
+            },
+            // Another stream holds the ingest's ref.
+            WriteError::Status { status, .. } if status.code() == Code::Unavailable => {
+                UploadError::Busy {
+                    digest: digest.to_string(),
+                }
+            }
+            other => other.into_runtime(&self.client, digest).into(),
         }
     }
 
@@ -270,167 +308,6 @@ impl ImageStore {
         }
         tracing::info!(image = %name, digest = %descriptor.digest, "uploaded image assembled");
         Ok(found)
-    }
-}
-
-/// One Content.Write stream under a blob's upload ref, used in lock-step.
-struct IngestWriter<'a> {
-    client: &'a Containerd,
-    digest: String,
-    total: i64,
-    reference: String,
-    offset: u64,
-    requests: mpsc::Sender<WriteContentRequest>,
-    responses: Streaming<WriteContentResponse>,
-}
-
-impl<'a> IngestWriter<'a> {
-    /// Opens (or resumes) the ingest; `None` when the blob is committed already.
-    async fn open(
-        client: &'a Containerd,
-        digest: &str,
-        size: u64,
-    ) -> Result<Option<IngestWriter<'a>>, UploadError> {
-        let reference = ingest_ref(digest);
-        let total = size as i64;
-        let (requests, receiver) = mpsc::channel(2);
-        // The call returns once containerd answered the first message: queue it first.
-        let stat = WriteContentRequest {
-            action: WriteAction::Stat as i32,
-            r#ref: reference.clone(),
-            total,
-            expected: digest.to_string(),
-            ..Default::default()
-        };
-        let _ = requests.send(stat).await;
-        let lease = lease_id(digest);
-        let mut service = client.content();
-        let call = service.write(client.request_with_lease(ReceiverStream::new(receiver), &lease));
-        let busy = || UploadError::Busy {
-            digest: digest.to_string(),
-        };
-        let mut responses = match call.await {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == Code::AlreadyExists => return Ok(None),
-            Err(status) if status.code() == Code::Unavailable => return Err(busy()),
-            Err(status) => return Err(client.rpc_error("Content.Write", status).into()),
-        };
-        let offset = match responses.message().await {
-            Ok(Some(stat)) => stat.offset.max(0) as u64,
-            Ok(None) => 0,
-            Err(status) if status.code() == Code::AlreadyExists => return Ok(None),
-            Err(status) if status.code() == Code::Unavailable => return Err(busy()),
-            Err(status) => return Err(client.rpc_error("Content.Write", status).into()),
-        };
-        Ok(Some(IngestWriter {
-            client,
-            digest: digest.to_string(),
-            total,
-            reference,
-            offset,
-            requests,
-            responses,
-        }))
-    }
-
-    /// Writes the body in chunks of at most `WRITE_CHUNK`, one in flight at a time, so memory
-    /// stays bounded whatever the blob's size.
-    async fn copy_from<S>(&mut self, mut body: S) -> Result<u64, UploadError>
-    where
-        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
-    {
-        let mut buffer = Vec::with_capacity(WRITE_CHUNK);
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => {
-                    // What arrived is kept for a resume.
-                    if !buffer.is_empty() {
-                        self.send_data(std::mem::take(&mut buffer)).await?;
-                    }
-                    return Err(UploadError::Interrupted {
-                        digest: self.digest.clone(),
-                        received: self.offset,
-                        reason: e.to_string(),
-                    });
-                }
-            };
-            let mut rest = &chunk[..];
-            while !rest.is_empty() {
-                let take = (WRITE_CHUNK - buffer.len()).min(rest.len());
-                buffer.extend_from_slice(&rest[..take]);
-                rest = &rest[take..];
-                if buffer.len() == WRITE_CHUNK {
-                    written += self.send_data(std::mem::take(&mut buffer)).await?;
-                    buffer.reserve(WRITE_CHUNK);
-                }
-            }
-        }
-        if !buffer.is_empty() {
-            written += self.send_data(buffer).await?;
-        }
-        Ok(written)
-    }
-
-    async fn send_data(&mut self, data: Vec<u8>) -> Result<u64, UploadError> {
-        let len = data.len() as u64;
-        let request = WriteContentRequest {
-            action: WriteAction::Write as i32,
-            r#ref: self.reference.clone(),
-            offset: self.offset as i64,
-            data,
-            ..Default::default()
-        };
-        self.exchange(request, "Content.Write").await?;
-        self.offset += len;
-        Ok(len)
-    }
-
-    async fn commit(&mut self) -> Result<(), UploadError> {
-        let request = WriteContentRequest {
-            action: WriteAction::Commit as i32,
-            r#ref: self.reference.clone(),
-            total: self.total,
-            expected: self.digest.clone(),
-            offset: self.offset as i64,
-            ..Default::default()
-        };
-        match self.exchange(request, "Content.Commit").await {
-            Ok(()) => Ok(()),
-            // containerd refuses a wrong digest or size with FailedPrecondition or
-            // InvalidArgument; both mean the bytes are not the blob named.
-            Err(UploadError::Runtime(RuntimeError::Rpc {
-                code: Code::FailedPrecondition | Code::InvalidArgument,
-                message,
-                ..
-            })) => Err(UploadError::Corrupt {
-                digest: self.digest.clone(),
-                reason: message,
-            }),
-            Err(other) => Err(other),
-        }
-    }
-
-    async fn exchange(
-        &mut self,
-        request: WriteContentRequest,
-        operation: &'static str,
-    ) -> Result<(), UploadError> {
-        // A closed stream shows in the response's status below.
-        let _ = self.requests.send(request).await;
-        match self.responses.message().await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(RuntimeError::Rpc {
-                operation,
-                code: Code::Aborted,
-                message: format!("containerd ended the write of {} early", self.digest),
-            }
-            .into()),
-            // Committed meanwhile by another upload of the same blob: done.
-            Err(status) if status.code() == Code::AlreadyExists => Ok(()),
-            Err(status) => Err(self.client.rpc_error(operation, status).into()),
-        }
     }
 }
 
