@@ -12,7 +12,7 @@ mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use containerd_client::services::v1::{GetRequest, ListContainersRequest};
 use haloy::api::types::{AppStatus, ReplicaState};
-use harness::haloyd::{CliRun, Haloyd, HaloydOptions};
-use harness::{Containerd, Registry};
+use harness::haloyd::{CliRun, HaloydOptions};
+use harness::stack::Stack;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -29,47 +29,36 @@ use hyper_util::rt::TokioExecutor;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
-/// One private containerd + registry (with the fixtures pushed) + haloyd. Field order is drop
-/// order: haloyd first (so it does not react to the teardown), containerd last.
+/// The shared stack (private containerd, registry with the fixtures, haloyd) and a keep-alive
+/// HTTP client for the proxy.
 struct Rig {
-    haloyd: Haloyd,
-    registry: Registry,
-    containerd: Containerd,
+    stack: Stack,
     http: HttpClient,
+}
+
+impl std::ops::Deref for Rig {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut Stack {
+        &mut self.stack
+    }
 }
 
 impl Rig {
     async fn start(deploy_timeout: Duration) -> Rig {
-        let containerd = Containerd::start().await;
-        let registry = Registry::start().await;
-        registry.push_fixtures().await;
         let options = HaloydOptions {
             deploy_timeout,
-            insecure_registries: vec![registry.addr().to_string()],
             ..HaloydOptions::default()
         };
-        let haloyd = Haloyd::start(&containerd, options).await;
         Rig {
-            haloyd,
-            registry,
-            containerd,
+            stack: Stack::start_with(options).await,
             http: keep_alive_client(),
         }
-    }
-
-    /// Writes haloy.yaml for `app` (domain `<app>.test`) running fixture `image:tag`.
-    fn app_config(&self, app: &str, image: &str, tag: &str, replicas: u32, extra: &str) -> PathBuf {
-        let body = format!(
-            "name: {app}\nimage: {image_ref}\nreplicas: {replicas}\nport: 8080\n\
-             health_check_path: /health\ndomains:\n  - domain: {app}.test\n{extra}",
-            image_ref = self.registry.fixture_ref(image, tag),
-        );
-        self.haloyd
-            .write_app_config(&format!("{app}-{image}-{tag}-{replicas}"), &body)
-    }
-
-    fn haloy(&self, config: &Path, args: &[&str]) -> CliRun {
-        self.haloyd.cli(config, args)
     }
 
     /// `haloy deploy`, which must succeed.
@@ -85,20 +74,6 @@ impl Rig {
             );
         }
         run
-    }
-
-    /// `haloy status --json` of the app in `config`.
-    fn status(&self, config: &Path) -> AppStatus {
-        let run = self.haloy(config, &["status", "--json"]);
-        run.assert_ok();
-        let mut list: Vec<AppStatus> = serde_json::from_str(&run.stdout()).unwrap_or_else(|e| {
-            panic!(
-                "status --json is not a list of app status: {e}\n{}",
-                run.stdout()
-            )
-        });
-        assert_eq!(list.len(), 1, "one status per target: {}", run.stdout());
-        list.remove(0)
     }
 
     /// GET `path` on the proxy with `Host: host`.
@@ -174,30 +149,6 @@ impl Rig {
             .unwrap_or_else(|e| panic!("Tasks.Get {container_id}: {e}"))
             .into_inner();
         task.process.expect("task process").pid
-    }
-
-    /// Polls `haloy status --json` until `done` holds or `timeout` passes.
-    async fn wait_for_status(
-        &self,
-        config: &Path,
-        timeout: Duration,
-        what: &str,
-        done: impl Fn(&AppStatus) -> bool,
-    ) -> AppStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status(config);
-            if done(&status) {
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{what}: not reached within {timeout:?}; last status:\n{status:#?}\n--- haloyd log (tail)\n{}",
-                    self.haloyd.log_tail(40)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
 }
 
@@ -437,7 +388,7 @@ async fn three_replicas_share_requests_round_robin() {
     let rig = Rig::start(Duration::from_secs(30)).await;
     let config = rig.app_config("spread", "web", "v1", 3, "");
     rig.deploy_ok(&config);
-    let status = rig.status(&config);
+    let status = rig.status(&config, &[]);
     assert_eq!(ready_replicas(&status), 3, "{status:#?}");
 
     let pages = rig.get_pages("spread.test", 300).await;
@@ -451,7 +402,7 @@ async fn three_replicas_share_requests_round_robin() {
         );
     }
     // `requests` in status comes from the proxy's per-backend counters.
-    let status = rig.status(&config);
+    let status = rig.status(&config, &[]);
     let served: u64 = status.replicas.iter().map(|r| r.requests).sum();
     assert_eq!(served, 300, "proxy counters in status: {status:#?}");
     for replica in &status.replicas {
@@ -468,7 +419,7 @@ async fn rolling_deploy_under_load_drops_nothing_and_removes_old_containers() {
     let rig = Rig::start(Duration::from_secs(30)).await;
     let v1 = rig.app_config("roll", "web", "v1", 3, "");
     rig.deploy_ok(&v1);
-    let before = rig.status(&v1);
+    let before = rig.status(&v1, &[]);
 
     let load = Load::start(rig.haloyd.http_addr(), "roll.test", 50);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -490,7 +441,7 @@ async fn rolling_deploy_under_load_drops_nothing_and_removes_old_containers() {
     );
     assert_eq!(per_replica(&pages).len(), 3, "{pages:?}");
 
-    let after = rig.status(&v2);
+    let after = rig.status(&v2, &[]);
     assert_ne!(after.deployment_id, before.deployment_id);
     assert_eq!(ready_replicas(&after), 3, "{after:#?}");
     let new_ids = container_ids(&after);
@@ -515,7 +466,7 @@ async fn never_healthy_version_fails_and_old_replicas_keep_serving() {
     let rig = Rig::start(Duration::from_secs(8)).await;
     let v1 = rig.app_config("sick", "web", "v1", 3, "");
     rig.deploy_ok(&v1);
-    let before = rig.status(&v1);
+    let before = rig.status(&v1, &[]);
 
     let load = Load::start(rig.haloyd.http_addr(), "sick.test", 50);
     let bad = rig.app_config("sick", "unhealthy", "v1", 3, "");
@@ -541,7 +492,7 @@ async fn never_healthy_version_fails_and_old_replicas_keep_serving() {
     assert_no_failures(&report, "the failed deploy", &rig);
     assert!(report.pages.iter().all(|p| p.fixture == "web"));
 
-    let after = rig.status(&v1);
+    let after = rig.status(&v1, &[]);
     assert_eq!(after.deployment_id, before.deployment_id, "{after:#?}");
     assert_eq!(ready_replicas(&after), 3, "{after:#?}");
     assert_eq!(container_ids(&after), container_ids(&before));
@@ -565,7 +516,7 @@ async fn replica_dying_inside_min_ready_window_never_gets_traffic() {
     let rig = Rig::start(Duration::from_secs(20)).await;
     let v1 = rig.app_config("settle", "web", "v1", 2, "");
     rig.deploy_ok(&v1);
-    let before = rig.status(&v1);
+    let before = rig.status(&v1, &[]);
 
     let load = Load::start(rig.haloyd.http_addr(), "settle.test", 50);
     let crashing = rig.app_config(
@@ -593,7 +544,7 @@ async fn replica_dying_inside_min_ready_window_never_gets_traffic() {
     let leaked: Vec<&Page> = report.pages.iter().filter(|p| p.fixture != "web").collect();
     assert!(leaked.is_empty(), "crash-after got traffic: {leaked:?}");
 
-    let after = rig.status(&v1);
+    let after = rig.status(&v1, &[]);
     assert_eq!(after.deployment_id, before.deployment_id, "{after:#?}");
     assert_eq!(ready_replicas(&after), 2, "{after:#?}");
 }
@@ -603,7 +554,7 @@ async fn replace_logs_status_rollback_and_stop() {
     let rig = Rig::start(Duration::from_secs(30)).await;
     let v1 = rig.app_config("ops", "web", "v1", 3, "");
     rig.deploy_ok(&v1);
-    let first = rig.status(&v1);
+    let first = rig.status(&v1, &[]);
 
     let v2 = rig.app_config("ops", "web", "v2", 3, "deployment_strategy: replace\n");
     rig.deploy_ok(&v2);
@@ -618,7 +569,7 @@ async fn replace_logs_status_rollback_and_stop() {
         "replace: all 3 new replicas serve: {pages:?}"
     );
 
-    let status = rig.status(&v2);
+    let status = rig.status(&v2, &[]);
     assert_eq!(ready_replicas(&status), 3, "{status:#?}");
     assert_eq!(status.strategy, "replace");
     assert_eq!(rig.containers().await, container_ids(&status));
@@ -676,7 +627,7 @@ async fn replace_logs_status_rollback_and_stop() {
         !rig.containers().await.is_empty(),
         "plain stop keeps the containers"
     );
-    let stopped = rig.status(&v2);
+    let stopped = rig.status(&v2, &[]);
     assert!(
         stopped
             .replicas
@@ -706,7 +657,7 @@ async fn haloyd_killed_with_sigkill_recovers_running_replicas() {
     let mut rig = Rig::start(Duration::from_secs(30)).await;
     let config = rig.app_config("phoenix", "web", "v1", 3, "");
     rig.deploy_ok(&config);
-    let before = rig.status(&config);
+    let before = rig.status(&config, &[]);
     let mut pids = BTreeMap::new();
     for id in container_ids(&before) {
         pids.insert(id.clone(), rig.task_pid(&id).await);
@@ -751,7 +702,7 @@ async fn haloyd_killed_with_sigkill_recovers_running_replicas() {
     rig.deploy_ok(&v2);
     let report = load.finish().await;
     assert_no_failures(&report, "a rolling deploy after the restart", &rig);
-    let latest = rig.status(&v2);
+    let latest = rig.status(&v2, &[]);
     assert_eq!(
         rig.containers().await,
         container_ids(&latest),
@@ -766,7 +717,7 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
     let rig = Rig::start(Duration::from_secs(30)).await;
     let v1 = rig.app_config("strict", "web", "v1", 2, "");
     rig.deploy_ok(&v1);
-    let before = rig.status(&v1);
+    let before = rig.status(&v1, &[]);
 
     let unknown_key = rig.app_config("strict", "web", "v2", 2, "replica_count: 4\n");
     let zero = rig.app_config("strict", "web", "v2", 0, "");
@@ -882,7 +833,7 @@ async fn bad_config_is_refused_and_the_app_keeps_serving() {
         assert!(!error.error.is_empty(), "{what}: {answer}");
     }
 
-    let after = rig.status(&v1);
+    let after = rig.status(&v1, &[]);
     assert_eq!(after.deployment_id, before.deployment_id);
     assert_eq!(container_ids(&after), container_ids(&before));
     assert_eq!(rig.containers().await, container_ids(&before));
@@ -895,7 +846,7 @@ async fn crashed_replica_leaves_rotation_at_once_and_is_restarted() {
     let rig = Rig::start(Duration::from_secs(30)).await;
     let config = rig.app_config("crashy", "web", "v1", 3, "");
     rig.deploy_ok(&config);
-    let before = rig.status(&config);
+    let before = rig.status(&config, &[]);
     let victim = before.replicas[1].clone();
     let pid = rig.task_pid(&victim.container_id).await;
 
@@ -1088,7 +1039,7 @@ async fn two_deploys_at_once_are_never_interleaved() {
         );
     }
 
-    let status = rig.status(&v2);
+    let status = rig.status(&v2, &[]);
     let want = if status.image.ends_with(":v2") { 3 } else { 2 };
     assert_eq!(ready_replicas(&status), want, "{status:#?}");
     assert_eq!(status.replicas.len(), want, "{status:#?}");
@@ -1116,7 +1067,7 @@ async fn rolling_deploy_scales_up_and_down_under_load() {
     let load = Load::start(rig.haloyd.http_addr(), "scale.test", 50);
     let five = rig.app_config("scale", "web", "v2", 5, "");
     rig.deploy_ok(&five);
-    let up = rig.status(&five);
+    let up = rig.status(&five, &[]);
     let two = rig.app_config(
         "scale",
         "web",
@@ -1129,7 +1080,7 @@ async fn rolling_deploy_scales_up_and_down_under_load() {
     assert_no_failures(&report, "scaling 3 → 5 → 2", &rig);
 
     assert_eq!(ready_replicas(&up), 5, "after scaling up: {up:#?}");
-    let down = rig.status(&two);
+    let down = rig.status(&two, &[]);
     assert_eq!(down.replicas.len(), 2, "after scaling down: {down:#?}");
     assert_eq!(ready_replicas(&down), 2, "{down:#?}");
     assert_eq!(
@@ -1226,7 +1177,7 @@ async fn containerd_restart_keeps_replicas_and_crash_restarts_working() {
     let mut rig = Rig::start(Duration::from_secs(30)).await;
     let config = rig.app_config("steady", "web", "v1", 3, "");
     rig.deploy_ok(&config);
-    let before = rig.status(&config);
+    let before = rig.status(&config, &[]);
 
     let load = Load::start(rig.haloyd.http_addr(), "steady.test", 50);
     rig.containerd.restart().await;
@@ -1338,7 +1289,7 @@ async fn haloyd_killed_during_a_rolling_deploy_recovers_to_one_consistent_app() 
     rig.deploy_ok(&v2_again);
     let report = load.finish().await;
     assert_no_failures(&report, "the deploy after an interrupted one", &rig);
-    let last = rig.status(&v2_again);
+    let last = rig.status(&v2_again, &[]);
     assert_eq!(ready_replicas(&last), 3, "{last:#?}");
     assert_eq!(
         rig.containers().await,
@@ -1355,7 +1306,7 @@ async fn rolling_away_from_replicas_that_ignore_sigterm_kills_them_after_stop_ti
     let rig = Rig::start(Duration::from_secs(30)).await;
     let stubborn = rig.app_config("stubborn", "ignore-sigterm", "v1", 2, "stop_timeout: 1\n");
     rig.deploy_ok(&stubborn);
-    let before = rig.status(&stubborn);
+    let before = rig.status(&stubborn, &[]);
 
     let load = Load::start(rig.haloyd.http_addr(), "stubborn.test", 50);
     let web = rig.app_config("stubborn", "web", "v2", 2, "");
@@ -1366,7 +1317,7 @@ async fn rolling_away_from_replicas_that_ignore_sigterm_kills_them_after_stop_ti
     assert_no_failures(&report, "replacing SIGTERM-ignoring replicas", &rig);
     eprintln!("rolling away from 2 SIGTERM-ignoring replicas took {took:?}");
 
-    let after = rig.status(&web);
+    let after = rig.status(&web, &[]);
     assert!(container_ids(&before).is_disjoint(&container_ids(&after)));
     assert_eq!(
         rig.containers().await,

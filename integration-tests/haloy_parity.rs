@@ -11,112 +11,20 @@
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use bytes::Bytes;
-use containerd_client::services::v1::ListImagesRequest;
-use haloy::api::types::AppStatus;
-use harness::haloyd::{CliRun, Haloyd, HaloydOptions};
+use harness::haloyd::{Haloyd, HaloydOptions};
+use harness::stack::Stack;
 use harness::{Containerd, Registry};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
-/// Field order is drop order: haloyd first, containerd last.
-struct Rig {
-    haloyd: Haloyd,
-    registry: Registry,
-    containerd: Containerd,
-}
+type Rig = Stack;
 
-impl Rig {
-    async fn start() -> Rig {
-        let containerd = Containerd::start().await;
-        let registry = Registry::start().await;
-        registry.push_fixtures().await;
-        let options = HaloydOptions {
-            insecure_registries: vec![registry.addr().to_string()],
-            ..HaloydOptions::default()
-        };
-        let haloyd = Haloyd::start(&containerd, options).await;
-        Rig {
-            haloyd,
-            registry,
-            containerd,
-        }
-    }
-
-    /// `haloy.yaml` in `folder`: the `web` fixture at `tag` with `extra` YAML appended.
-    fn config(&self, folder: &str, tag: &str, extra: &str) -> PathBuf {
-        let body = format!(
-            "image: {}\nport: 8080\nhealth_check_path: /health\n{extra}",
-            self.registry.fixture_ref("web", tag)
-        );
-        self.haloyd.write_app_config(folder, &body)
-    }
-
-    fn haloy(&self, config: &Path, args: &[&str]) -> CliRun {
-        self.haloyd.cli(config, args)
-    }
-
-    fn ok(&self, config: &Path, args: &[&str]) -> CliRun {
-        let run = self.haloy(config, args);
-        assert!(
-            run.output.status.success(),
-            "haloy {args:?} failed:\n{}\n--- haloyd log (tail)\n{}",
-            run.both(),
-            self.haloyd.log_tail(40)
-        );
-        run
-    }
-
-    fn status(&self, config: &Path, args: &[&str]) -> AppStatus {
-        let mut all = vec!["status", "--json"];
-        all.extend_from_slice(args);
-        let run = self.ok(config, &all);
-        let mut list: Vec<AppStatus> = serde_json::from_str(&run.stdout())
-            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", run.stdout()));
-        assert_eq!(list.len(), 1, "{}", run.stdout());
-        list.remove(0)
-    }
-
-    /// Names of the images in haloyd's containerd namespace.
-    async fn image_names(&self) -> Vec<String> {
-        let client = self.containerd.client(self.haloyd.namespace()).await;
-        client
-            .images()
-            .list(client.request(ListImagesRequest::default()))
-            .await
-            .expect("Images.List")
-            .into_inner()
-            .images
-            .into_iter()
-            .map(|image| image.name)
-            .collect()
-    }
-
-    /// `GET path` on the proxy with `Host: host`: (status, body).
-    async fn get(&self, host: &str, path: &str) -> (u16, String) {
-        let client: Client<HttpConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let request = http::Request::get(format!("http://{}{path}", self.haloyd.http_addr()))
-            .header(http::header::HOST, host)
-            .body(Empty::new())
-            .expect("request");
-        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-            .await
-            .expect("proxy answers within 10s")
-            .expect("proxy answers");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).to_string())
-    }
+/// `haloy.yaml` in `folder`: the `web` fixture at `tag` with `extra` YAML appended.
+fn app_config(rig: &Rig, folder: &str, tag: &str, extra: &str) -> PathBuf {
+    let body = format!(
+        "image: {}\nport: 8080\nhealth_check_path: /health\n{extra}",
+        rig.registry.fixture_ref("web", tag)
+    );
+    rig.haloyd.write_app_config(folder, &body)
 }
 
 /// Position of `needle` in `text`, failing with the text when absent.
@@ -130,7 +38,7 @@ async fn hooks_run_around_the_deploy_in_the_config_folder() {
     let rig = Rig::start().await;
     // Relative file names prove the working directory; $NO_COLOR (set by the harness for the
     // CLI) proves the hooks get the CLI's environment.
-    let config = rig.config(
+    let config = app_config(&rig,
         "hooks",
         "v1",
         "targets:\n  hooked:\n    domains: [{domain: hooked.test}]\n    \
@@ -156,7 +64,8 @@ async fn hooks_run_around_the_deploy_in_the_config_folder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_pre_deploy_hook_sends_nothing() {
     let rig = Rig::start().await;
-    let config = rig.config(
+    let config = app_config(
+        &rig,
         "hookfail",
         "v1",
         "name: hookfail\ndomains: [{domain: hookfail.test}]\n\
@@ -185,7 +94,8 @@ async fn a_failing_pre_deploy_hook_sends_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_all_skips_protected_targets_unless_included() {
     let rig = Rig::start().await;
-    let config = rig.config(
+    let config = app_config(
+        &rig,
         "protected",
         "v1",
         "targets:\n  open:\n    domains: [{domain: open.test}]\n  \
@@ -225,7 +135,7 @@ async fn static_naming_names_the_one_container_after_the_app() {
     let extra = "name: fixed-name\ndomains: [{domain: fixed.test}]\n\
                  naming_strategy: static\ndeployment_strategy: replace\n";
     for tag in ["v1", "v2"] {
-        let config = rig.config(&format!("static-{tag}"), tag, extra);
+        let config = app_config(&rig, &format!("static-{tag}"), tag, extra);
         rig.ok(&config, &["deploy"]);
         let status = rig.status(&config, &[]);
         let ids: Vec<&str> = status
@@ -239,7 +149,7 @@ async fn static_naming_names_the_one_container_after_the_app() {
         assert!(body.contains(&format!("version: {tag}")), "{body}");
     }
     // A stopped container keeps the name until the next deploy replaces it.
-    let again = rig.config("static-again", "v1", extra);
+    let again = app_config(&rig, "static-again", "v1", extra);
     rig.ok(&again, &["stop"]);
     rig.ok(&again, &["deploy"]);
     let status = rig.status(&again, &[]);
@@ -449,7 +359,8 @@ fn secret_providers_resolve_on_the_deploying_machine_and_never_print() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_raw_prints_bare_lines_and_stop_server_overrides_the_config() {
     let rig = Rig::start().await;
-    let config = rig.config(
+    let config = app_config(
+        &rig,
         "rawlogs",
         "v1",
         "name: rawlogs\nreplicas: 2\ndomains: [{domain: rawlogs.test}]\n",
@@ -538,8 +449,8 @@ fn haloyd_config_get_and_set_as_haloy() {
 async fn prune_images_shows_a_plan_and_removes_with_yes() {
     let rig = Rig::start().await;
     let extra = "name: prunable\ndomains: [{domain: prunable.test}]\n";
-    let v1 = rig.config("prune-v1", "v1", extra);
-    let v2 = rig.config("prune-v2", "v2", extra);
+    let v1 = app_config(&rig, "prune-v1", "v1", extra);
+    let v2 = app_config(&rig, "prune-v2", "v2", extra);
     rig.ok(&v1, &["deploy"]);
     let v1_id = rig.status(&v1, &[]).deployment_id;
     rig.ok(&v2, &["deploy"]);

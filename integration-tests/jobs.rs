@@ -14,155 +14,53 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use containerd_client::services::v1::GetRequest;
 use haloy::api::types::{AppStatus, OperationSummary};
-use harness::haloyd::{CliRun, Haloyd, HaloydOptions};
-use harness::{Containerd, Registry};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use harness::haloyd::HaloydOptions;
+use harness::stack::Stack;
 
 /// haloyd's log line when a task outlived its stop_timeout (src/runtime/task.rs).
 const SIGKILL_LINE: &str = "task ignored SIGTERM; sending SIGKILL";
 
-/// Field order is drop order: haloyd first, containerd last.
-struct Rig {
-    haloyd: Haloyd,
-    registry: Registry,
-    containerd: Containerd,
+type Rig = Stack;
+
+/// haloyd started on the state files in `seed_state`.
+async fn start_on_state(seed_state: PathBuf) -> Rig {
+    Stack::start_with(HaloydOptions {
+        seed_state: Some(seed_state),
+        ..HaloydOptions::default()
+    })
+    .await
 }
 
-impl Rig {
-    async fn start() -> Rig {
-        Rig::start_with(None).await
+/// The task of a container, if it still has one: (host pid, status code).
+async fn task(rig: &Rig, container_id: &str) -> Option<(u32, i32)> {
+    let client = rig.containerd.client(rig.haloyd.namespace()).await;
+    let get = GetRequest {
+        container_id: container_id.to_string(),
+        exec_id: String::new(),
+    };
+    match client.tasks().get(client.request(get)).await {
+        Ok(answer) => answer.into_inner().process.map(|p| (p.pid, p.status)),
+        Err(s) if s.code() == tonic::Code::NotFound => None,
+        Err(s) => panic!("Tasks.Get {container_id}: {s}"),
     }
+}
 
-    async fn start_with(seed_state: Option<PathBuf>) -> Rig {
-        let containerd = Containerd::start().await;
-        let registry = Registry::start().await;
-        registry.push_fixtures().await;
-        let options = HaloydOptions {
-            insecure_registries: vec![registry.addr().to_string()],
-            seed_state,
-            ..HaloydOptions::default()
-        };
-        let haloyd = Haloyd::start(&containerd, options).await;
-        Rig {
-            haloyd,
-            registry,
-            containerd,
+/// Containers of `ids` that still have a running task.
+async fn running(rig: &Rig, ids: &BTreeSet<String>) -> Vec<String> {
+    let mut running = Vec::new();
+    for id in ids {
+        // 2 is RUNNING in containerd's task Status enum.
+        if matches!(task(rig, id).await, Some((_, 2))) {
+            running.push(id.clone());
         }
     }
+    running
+}
 
-    fn app_config(&self, app: &str, image: &str, tag: &str, replicas: u32, extra: &str) -> PathBuf {
-        let body = format!(
-            "name: {app}\nimage: {image_ref}\nreplicas: {replicas}\nport: 8080\n\
-             health_check_path: /health\ndomains:\n  - domain: {app}.test\n{extra}",
-            image_ref = self.registry.fixture_ref(image, tag),
-        );
-        self.haloyd
-            .write_app_config(&format!("{app}-{image}-{tag}-{replicas}"), &body)
-    }
-
-    fn haloy(&self, config: &Path, args: &[&str]) -> CliRun {
-        self.haloyd.cli(config, args)
-    }
-
-    fn ok(&self, config: &Path, args: &[&str]) -> CliRun {
-        let run = self.haloy(config, args);
-        assert!(
-            run.output.status.success(),
-            "haloy {args:?} failed:\n{}\n--- haloyd log (tail)\n{}",
-            run.both(),
-            self.haloyd.log_tail(40)
-        );
-        run
-    }
-
-    fn status(&self, config: &Path) -> AppStatus {
-        let run = self.ok(config, &["status", "--json"]);
-        let mut list: Vec<AppStatus> = serde_json::from_str(&run.stdout())
-            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", run.stdout()));
-        assert_eq!(list.len(), 1, "{}", run.stdout());
-        list.remove(0)
-    }
-
-    /// Polls status until `done` holds.
-    async fn wait_for_status(
-        &self,
-        config: &Path,
-        timeout: Duration,
-        what: &str,
-        done: impl Fn(&AppStatus) -> bool,
-    ) -> AppStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status(config);
-            if done(&status) {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not reached within {timeout:?}; last status:\n{status:#?}\n--- haloyd log (tail)\n{}",
-                self.haloyd.log_tail(40)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-
-    /// The task of a container, if it still has one: (host pid, status code).
-    async fn task(&self, container_id: &str) -> Option<(u32, i32)> {
-        let client = self.containerd.client(self.haloyd.namespace()).await;
-        let get = GetRequest {
-            container_id: container_id.to_string(),
-            exec_id: String::new(),
-        };
-        match client.tasks().get(client.request(get)).await {
-            Ok(answer) => answer.into_inner().process.map(|p| (p.pid, p.status)),
-            Err(s) if s.code() == tonic::Code::NotFound => None,
-            Err(s) => panic!("Tasks.Get {container_id}: {s}"),
-        }
-    }
-
-    /// Containers of `ids` that still have a running task.
-    async fn running(&self, ids: &BTreeSet<String>) -> Vec<String> {
-        let mut running = Vec::new();
-        for id in ids {
-            // 2 is RUNNING in containerd's task Status enum.
-            if matches!(self.task(id).await, Some((_, 2))) {
-                running.push(id.clone());
-            }
-        }
-        running
-    }
-
-    /// `GET /` on the proxy with `Host: <host>`: (status, body).
-    async fn get(&self, host: &str) -> (u16, String) {
-        let client: Client<HttpConnector, Empty<Bytes>> =
-            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let request = http::Request::get(format!("http://{}/", self.haloyd.http_addr()))
-            .header(http::header::HOST, host)
-            .body(Empty::new())
-            .expect("request");
-        let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
-            .await
-            .expect("proxy answers within 10s")
-            .expect("proxy answers");
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        (status, String::from_utf8_lossy(&body).to_string())
-    }
-
-    fn sigkills(&self) -> usize {
-        self.haloyd.log().matches(SIGKILL_LINE).count()
-    }
+fn sigkills(rig: &Rig) -> usize {
+    rig.haloyd.log().matches(SIGKILL_LINE).count()
 }
 
 fn container_ids(status: &AppStatus) -> BTreeSet<String> {
@@ -188,7 +86,7 @@ async fn a_stop_whose_cli_is_killed_midway_still_stops_every_replica() {
     let rig = Rig::start().await;
     let config = rig.app_config("halfstop", "ignore-sigterm", "v1", 2, "stop_timeout: 6\n");
     rig.ok(&config, &["deploy"]);
-    let before = rig.status(&config);
+    let before = rig.status(&config, &[]);
     let ids = container_ids(&before);
     assert_eq!(ids.len(), 2, "{before:#?}");
 
@@ -203,7 +101,7 @@ async fn a_stop_whose_cli_is_killed_midway_still_stops_every_replica() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let running = rig.running(&ids).await;
+        let running = running(&rig, &ids).await;
         if running.is_empty() {
             break;
         }
@@ -226,7 +124,7 @@ async fn a_stop_whose_cli_is_killed_midway_still_stops_every_replica() {
             .all(|r| r.state == haloy::api::types::ReplicaState::Stopped),
         "{after:#?}"
     );
-    assert_eq!(rig.get("halfstop.test").await.0, 503);
+    assert_eq!(rig.get("halfstop.test", "/").await.0, 503);
     let text = rig.ok(&config, &["status"]).stdout();
     assert!(text.contains("last op     stop"), "{text}");
 
@@ -234,12 +132,12 @@ async fn a_stop_whose_cli_is_killed_midway_still_stops_every_replica() {
     let mut rig = rig;
     rig.haloyd.kill();
     rig.haloyd.start_again().await;
-    let restarted = rig.status(&config);
+    let restarted = rig.status(&config, &[]);
     assert!(
         finished(restarted.last_operation.as_ref(), "stop"),
         "{restarted:#?}"
     );
-    assert!(rig.running(&ids).await.is_empty());
+    assert!(running(&rig, &ids).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,11 +145,11 @@ async fn a_rollback_whose_cli_is_killed_midway_still_completes() {
     let rig = Rig::start().await;
     let v1 = rig.app_config("halfback", "web", "v1", 2, "");
     rig.ok(&v1, &["deploy"]);
-    let v1_id = rig.status(&v1).deployment_id;
+    let v1_id = rig.status(&v1, &[]).deployment_id;
     // v2 ignores SIGTERM: rolling back retires each of its replicas only after stop_timeout.
     let v2 = rig.app_config("halfback", "ignore-sigterm", "v1", 2, "stop_timeout: 5\n");
     rig.ok(&v2, &["deploy"]);
-    let v2_ids = container_ids(&rig.status(&v2));
+    let v2_ids = container_ids(&rig.status(&v2, &[]));
 
     let cli = rig
         .haloyd
@@ -280,11 +178,11 @@ async fn a_rollback_whose_cli_is_killed_midway_still_completes() {
     assert_eq!(after.replicas.len(), 2, "{after:#?}");
     assert!(container_ids(&after).is_disjoint(&v2_ids));
     assert!(
-        rig.running(&v2_ids).await.is_empty(),
+        running(&rig, &v2_ids).await.is_empty(),
         "v2 replicas left running"
     );
     for _ in 0..6 {
-        let (code, body) = rig.get("halfback.test").await;
+        let (code, body) = rig.get("halfback.test", "/").await;
         assert_eq!(code, 200, "{body}");
         assert!(
             body.contains("haloy fixture web") && body.contains("version: v1"),
@@ -299,7 +197,7 @@ async fn stop_signals_every_replica_at_once() {
     let stop_timeout = Duration::from_secs(4);
     let config = rig.app_config("together", "ignore-sigterm", "v1", 3, "stop_timeout: 4\n");
     rig.ok(&config, &["deploy"]);
-    let before = rig.sigkills();
+    let before = sigkills(&rig);
 
     let started = Instant::now();
     let run = rig.ok(&config, &["stop"]);
@@ -308,7 +206,7 @@ async fn stop_signals_every_replica_at_once() {
         "stopping 3 SIGTERM-ignoring replicas took {took:?}\n{}",
         run.stdout()
     );
-    assert_eq!(rig.sigkills() - before, 3, "{}", rig.haloyd.log_tail(30));
+    assert_eq!(sigkills(&rig) - before, 3, "{}", rig.haloyd.log_tail(30));
     // One stop_timeout for all, not one each (3 × 4 s); the bound leaves room for a slow host.
     assert!(
         took < 2 * stop_timeout,
@@ -353,10 +251,10 @@ async fn init_true_forwards_sigterm_and_reaps_orphans() {
     let without = rig.app_config("noinit", "no-term-handler", "v1", 1, "stop_timeout: 1\n");
     rig.ok(&with_init, &["deploy"]);
     rig.ok(&without, &["deploy"]);
-    let init_id = rig.status(&with_init).replicas[0].container_id.clone();
-    let plain_id = rig.status(&without).replicas[0].container_id.clone();
-    let (init_pid, _) = rig.task(&init_id).await.expect("task with init");
-    let (plain_pid, _) = rig.task(&plain_id).await.expect("task without init");
+    let init_id = rig.status(&with_init, &[]).replicas[0].container_id.clone();
+    let plain_id = rig.status(&without, &[]).replicas[0].container_id.clone();
+    let (init_pid, _) = task(&rig, &init_id).await.expect("task with init");
+    let (plain_pid, _) = task(&rig, &plain_id).await.expect("task without init");
     let comm = std::fs::read_to_string(format!("/proc/{init_pid}/comm")).unwrap_or_default();
     assert!(
         comm.starts_with("init") || comm.starts_with("tini"),
@@ -389,7 +287,7 @@ async fn init_true_forwards_sigterm_and_reaps_orphans() {
 async fn haloyd_starts_on_the_stored_formats_of_the_previous_release() {
     let fixtures =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("integration-tests/fixtures/state/v1");
-    let rig = Rig::start_with(Some(fixtures.join("state"))).await;
+    let rig = start_on_state(fixtures.join("state")).await;
     let yaml = format!(
         "server: {}\nname: fixture\nimage: registry.test/fixture/web:v1\n",
         rig.haloyd.api_addr()
@@ -399,7 +297,7 @@ async fn haloyd_starts_on_the_stored_formats_of_the_previous_release() {
     std::fs::write(dir.join("haloy.yaml"), yaml).unwrap();
     let config = dir.join("haloy.yaml");
 
-    let status = rig.status(&config);
+    let status = rig.status(&config, &[]);
     assert_eq!(
         status.deployment_id, "01JDFX00000000000000000004",
         "{status:#?}"

@@ -13,6 +13,7 @@ mod host;
 pub mod images;
 pub mod prometheus;
 pub mod registry;
+pub mod stack;
 pub mod token_server;
 
 pub use containerd::Containerd;
