@@ -257,9 +257,11 @@ fn network_pool_defaults_apart_from_the_subnet_and_is_checked_with_its_position(
         .unwrap_err()
         .lines();
     assert!(
-        lines.iter().any(|l| l.starts_with(
+        lines.iter().any(|l| {
+            l.starts_with(
             "haloyd.yaml:3:9: network.pool: `10.89.128.0/20` overlaps network.subnet `10.89.0.0/16`"
-        )),
+        )
+        }),
         "{lines:?}"
     );
     let lines = ServerConfig::parse("network:\n  pool: 10.90.0.0/25\n", "haloyd.yaml")
