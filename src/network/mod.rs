@@ -120,6 +120,11 @@ pub enum NetworkError {
     },
     #[error("network registry {path}: {reason}; move the file aside to start a new one (named networks then get new subnets)")]
     Registry { path: PathBuf, reason: String },
+    #[error("`{program}` not found on PATH: named networks need it; install the Debian package {package}")]
+    ToolMissing {
+        program: String,
+        package: &'static str,
+    },
     #[error("{action} failed: {reason}")]
     Firewall { action: String, reason: String },
     #[error("CNI state file {path}: {source}")]
