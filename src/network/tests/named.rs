@@ -332,7 +332,7 @@ mod flow {
                 ("DEL".to_string(), "hlunit0".to_string()),
             ]
         );
-        assert_eq!(*host.rules.deleted.lock().unwrap(), [backend.clone()]);
+        assert_eq!(*host.rules.deleted.lock().unwrap(), vec![backend.clone()]);
         assert!(host
             .rules
             .isolated
