@@ -535,10 +535,10 @@ async fn a_named_network_is_its_own_bridge_and_subnet_isolated_from_the_default_
     assert_eq!(rig.replica_ips(&db), db_ips, "db was not replaced");
     check_isolation(&rig, &db_ips, &shop_ips, "after a haloyd restart").await;
 
-    // The network's last replica is removed: bridge, leases, results and rules go; shop is
-    // untouched. (A plain stop keeps the stopped containers, attached, as for any app.)
+    // The network's last app stops: bridge, leases, results and rules go (a stopped replica
+    // keeps its container, not its network); shop is untouched.
     for config in [&api, &db] {
-        rig.run_ok(config, &["stop", "--remove-containers"]);
+        rig.run_ok(config, &["stop"]);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -560,7 +560,7 @@ async fn a_named_network_is_its_own_bridge_and_subnet_isolated_from_the_default_
         subnet,
         "the subnet stays reserved for the name"
     );
-    rig.run_ok(&shop, &["stop", "--remove-containers"]);
+    rig.run_ok(&shop, &["stop"]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while rig.haloyd.task_namespaces() > 0 {
         assert!(

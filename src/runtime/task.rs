@@ -650,10 +650,14 @@ impl Tasks {
         Ok(())
     }
 
-    /// SIGTERM, SIGKILL after `timeout`, then delete the task. The container stays.
+    /// SIGTERM, SIGKILL after `timeout`, then delete the task. The container stays; its
+    /// network goes (CNI DEL, namespace removed), as Docker releases a stopped container's
+    /// endpoint: a stopped replica holds no address, and a named network whose last replica
+    /// stopped is removed. Replicas are never started again in place (a restart or deploy
+    /// makes a new container), and `remove` detaches idempotently.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let Some(process) = self.get_task(id).await? else {
-            return Ok(());
+            return self.detach_network(id).await;
         };
         if process.status != Status::Stopped as i32 {
             let signalled = self.kill(id, libc::SIGTERM as u32, false).await?;
@@ -667,8 +671,16 @@ impl Tasks {
             }
         }
         self.delete_task(id).await?;
+        self.detach_network(id).await?;
         tracing::info!(task_id = id, "replica stopped");
         Ok(())
+    }
+
+    async fn detach_network(&self, id: &str) -> Result<(), RuntimeError> {
+        self.network
+            .detach(id)
+            .await
+            .map_err(|e| self.network_error(id, e))
     }
 
     async fn get_container(&self, id: &str) -> Result<Option<Container>, RuntimeError> {
