@@ -538,6 +538,9 @@ mod fake_haloyd {
         pub fail_deploy: bool,
         /// Both fakes of a parallel deploy wait here, so a sequential CLI would time out.
         pub barrier: Option<Arc<Barrier>>,
+        /// Deploy requests (`deploy <app>`) and ends of event streams (`events done`), in
+        /// the order they reached this fake.
+        pub calls: Option<Arc<std::sync::Mutex<Vec<String>>>>,
     }
 
     fn json(status: u16, body: impl serde::Serialize) -> Response<Full<Bytes>> {
@@ -611,6 +614,12 @@ mod fake_haloyd {
                     }
                 };
                 assert_eq!(parsed.app.replicas, 2);
+                if let Some(calls) = &fake.calls {
+                    calls
+                        .lock()
+                        .unwrap()
+                        .push(format!("deploy {}", parsed.app.name));
+                }
                 if let Some(b) = &fake.barrier {
                     if tokio::time::timeout(Duration::from_secs(20), b.wait())
                         .await
@@ -667,6 +676,9 @@ mod fake_haloyd {
                         "2 replicas in rotation",
                         Some(true),
                     ));
+                }
+                if let Some(calls) = &fake.calls {
+                    calls.lock().unwrap().push("events done".into());
                 }
                 sse(events)
             }
@@ -804,11 +816,13 @@ async fn deploy_runs_targets_in_parallel_and_summarizes() {
     let a = fake_haloyd::start(fake_haloyd::Fake {
         fail_deploy: false,
         barrier: Some(barrier.clone()),
+        calls: None,
     })
     .await;
     let b = fake_haloyd::start(fake_haloyd::Fake {
         fail_deploy: true,
         barrier: Some(barrier),
+        calls: None,
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
@@ -858,11 +872,54 @@ async fn deploy_runs_targets_in_parallel_and_summarizes() {
     assert!(stderr.contains("error: 1 of 2 targets failed"), "{stderr}");
 }
 
+/// Haloy's order (internal/haloy/deploy.go): targets on one server deploy one after another,
+/// each job followed to its end before the next target's deploy is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_on_one_server_deploy_one_after_another() {
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = fake_haloyd::start(fake_haloyd::Fake {
+        fail_deploy: false,
+        barrier: None,
+        calls: Some(calls.clone()),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("haloy.yaml"),
+        format!("image: r/web:v1\nreplicas: 2\nserver: {addr}\ntargets:\n  api: {{}}\n  web: {{}}\n  worker: {{}}\n"),
+    )
+    .unwrap();
+    let cfg = dir.path().to_str().unwrap().to_string();
+    let out = haloy_async(
+        vec!["deploy".into(), "-a".into(), "-c".into(), cfg],
+        dir.path().to_path_buf(),
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        *calls.lock().unwrap(),
+        [
+            "deploy api",
+            "events done",
+            "deploy web",
+            "events done",
+            "deploy worker",
+            "events done"
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_logs_and_stop_against_the_api() {
     let addr = fake_haloyd::start(fake_haloyd::Fake {
         fail_deploy: false,
         barrier: None,
+        calls: None,
     })
     .await;
     let dir = tempfile::tempdir().unwrap();

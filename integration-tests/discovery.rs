@@ -428,3 +428,145 @@ async fn apps_resolve_only_apps_on_their_own_network_also_after_an_upgrade() {
     let out = rig.lookup_from("shop.test", "ledger.haloy.internal").await;
     assert!(is_nxdomain(&out), "after the upgrade:\n{out}");
 }
+
+/// `GET /version.txt` through the proxy for `host` shows `version=v1`.
+async fn assert_served(rig: &Rig, host: &str) {
+    let page = rig.page(host, "/version.txt").await;
+    assert!(
+        page.contains("version=v1"),
+        "{host} through the proxy: {page}"
+    );
+}
+
+/// The backend apps reach each other by name and address, shop (default network) neither
+/// resolves nor reaches them, nor they shop; the proxy serves all three.
+async fn check_isolation(rig: &Rig, db_ips: &[String], shop_ips: &[String], label: &str) {
+    for host in ["db.test", "api.test", "shop.test"] {
+        assert_served(rig, host).await;
+    }
+    // Same network: by name and by address.
+    let out = rig.lookup_from("api.test", "db.haloy.internal").await;
+    assert_eq!(answered_addresses(&out), db_ips, "{label}: {out}");
+    let page = rig.fetch_from("api.test", "db:8080/version.txt").await;
+    assert!(
+        page.contains("version=v1"),
+        "{label}: api reaches db by name: {page}"
+    );
+    let page = rig
+        .fetch_from("api.test", &format!("{}:8080/version.txt", db_ips[0]))
+        .await;
+    assert!(
+        page.contains("version=v1"),
+        "{label}: api reaches db by IP: {page}"
+    );
+    // Default network: neither the name nor the address (nc gives up after 5 s).
+    let out = rig.lookup_from("shop.test", "db.haloy.internal").await;
+    assert!(is_nxdomain(&out), "{label}: shop must not see db:\n{out}");
+    let page = rig
+        .fetch_from("shop.test", &format!("{}:8080/version.txt", db_ips[0]))
+        .await;
+    assert!(
+        page.contains("fetch failed") && !page.contains("version="),
+        "{label}: shop must not reach db by IP: {page}"
+    );
+    // Nor the other way round.
+    let page = rig
+        .fetch_from("api.test", &format!("{}:8080/version.txt", shop_ips[0]))
+        .await;
+    assert!(
+        page.contains("fetch failed") && !page.contains("version="),
+        "{label}: api must not reach shop by IP: {page}"
+    );
+}
+
+/// Issue 14: `network: backend` is a CNI network of its own (bridge, /24 from the pool,
+/// isolation rules): its apps reach each other by name and address, an app on the default
+/// network neither resolves nor reaches them, the proxy serves all, a haloyd restart keeps it
+/// so, and stopping the network's last app leaves nothing of it on the host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_network_is_its_own_bridge_and_subnet_isolated_from_the_default_one() {
+    let mut rig = Rig::start().await;
+    let db = rig.app(
+        "db",
+        "v1",
+        "network: backend\ndomains:\n  - domain: db.test\n",
+    );
+    let api = rig.app(
+        "api",
+        "v1",
+        "network: backend\ndomains:\n  - domain: api.test\n",
+    );
+    let shop = rig.app("shop", "v1", "domains:\n  - domain: shop.test\n");
+    for config in [&db, &api, &shop] {
+        rig.run_ok(config, &["deploy"]);
+    }
+
+    // One named network, from the pool, on a bridge of its own.
+    let networks = rig.haloyd.named_networks();
+    assert_eq!(networks.len(), 1, "{networks:?}");
+    let (name, subnet, bridge) = networks[0].clone();
+    assert_eq!(name, "backend");
+    assert_eq!(subnet, format!("{}.0/24", rig.haloyd.pool_prefix()));
+    assert!(
+        bridge.starts_with("hl-") && bridge.len() == 15,
+        "bridge {bridge}"
+    );
+    assert!(Path::new("/sys/class/net").join(&bridge).exists());
+    let db_ips = rig.replica_ips(&db);
+    let shop_ips = rig.replica_ips(&shop);
+    assert!(
+        db_ips
+            .iter()
+            .all(|ip| ip.starts_with(&format!("{}.", rig.haloyd.pool_prefix()))),
+        "db on the backend subnet: {db_ips:?}"
+    );
+    let default_prefix = rig.haloyd.gateway().trim_end_matches(".1").to_string();
+    assert!(
+        shop_ips
+            .iter()
+            .all(|ip| ip.starts_with(&format!("{default_prefix}."))),
+        "shop stays on the default subnet: {shop_ips:?}"
+    );
+
+    check_isolation(&rig, &db_ips, &shop_ips, "after deploy").await;
+
+    rig.haloyd.kill();
+    rig.haloyd.start_again().await;
+    assert_eq!(rig.replica_ips(&db), db_ips, "db was not replaced");
+    check_isolation(&rig, &db_ips, &shop_ips, "after a haloyd restart").await;
+
+    // The network's last app stops: bridge, leases, results and rules go (a stopped replica
+    // keeps its container, not its network); shop is untouched.
+    for config in [&api, &db] {
+        rig.run_ok(config, &["stop"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = rig.haloyd.network_leftovers("backend");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left of network backend after its apps stopped:\n{}\n--- haloyd log (tail)\n{}",
+            left.join("\n"),
+            rig.haloyd.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_served(&rig, "shop.test").await;
+    assert_eq!(
+        rig.haloyd.named_networks()[0].1,
+        subnet,
+        "the subnet stays reserved for the name"
+    );
+    rig.run_ok(&shop, &["stop"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rig.haloyd.task_namespaces() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "task namespaces left after every app stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -5,7 +5,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends \
-    containerd runc containernetworking-plugins iproute2 iptables \
+    containerd runc containernetworking-plugins iproute2 iptables nftables \
     docker-registry pebble busybox-static tini protobuf-compiler apache2-utils systemd \
     wrk nginx-light haproxy prometheus curl ca-certificates gcc pkg-config dpkg-dev bc time \
     umoci buildah skopeo dnsmasq-base

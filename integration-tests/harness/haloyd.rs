@@ -2,7 +2,8 @@
 //! socket and a namespace, a bridge and /24 subnet of its own, free loopback ports, ACME off,
 //! 1 s health interval), a token file, and the daemon running as a child process that can be
 //! SIGKILLed and started again. Helpers drive it with the real `haloy` CLI. On drop only its own
-//! child is stopped, then its bridge, the iptables rules CNI made for its subnet, its netns
+//! child is stopped, then its bridges (named networks' too), its nftables table, the iptables
+//! rules CNI made for its subnets, its netns
 //! mounts and its temp dir are removed (containers and tasks go with the harness containerd).
 
 use std::fmt::Write as _;
@@ -98,6 +99,7 @@ impl Haloyd {
     pub async fn start(containerd: &Containerd, options: HaloydOptions) -> Haloyd {
         require_binary("ip", "iproute2");
         require_binary("iptables", "iptables");
+        require_binary("nft", "nftables");
         assert!(
             Path::new("/usr/lib/cni/bridge").is_file(),
             "/usr/lib/cni/bridge missing: install the Debian package containernetworking-plugins"
@@ -177,6 +179,87 @@ impl Haloyd {
     /// The bridge gateway, where haloyd's DNS server for replicas listens.
     pub fn gateway(&self) -> String {
         format!("{}.1", self.subnet_prefix)
+    }
+
+    /// First three octets of `network.pool`: one /24, so one named network per test haloyd
+    /// (`10.248.N` beside the default subnet `10.249.N`).
+    pub fn pool_prefix(&self) -> String {
+        self.subnet_prefix.replacen("10.249.", "10.248.", 1)
+    }
+
+    /// The default bridge's name.
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// haloyd's nftables table (`network::firewall_table_name`).
+    pub fn nft_table(&self) -> String {
+        haloy::network::firewall_table_name(&self.bridge)
+    }
+
+    /// Named networks haloyd recorded: name → (subnet, bridge).
+    pub fn named_networks(&self) -> Vec<(String, String, String)> {
+        let path = self.dir().join("state/networks.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Vec::new();
+        };
+        let file: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let Some(map) = file["networks"].as_object() else {
+            return Vec::new();
+        };
+        map.iter()
+            .map(|(name, n)| {
+                let field = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+                (name.clone(), field("subnet"), field("bridge"))
+            })
+            .collect()
+    }
+
+    /// Task network namespaces haloyd has pinned (one per replica of any network).
+    pub fn task_namespaces(&self) -> usize {
+        std::fs::read_dir(self.dir().join("run/netns"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// What is left on the host of the named network `name` once its last app stopped: its
+    /// bridge, veths on it, IPAM leases, cached CNI results, isolation rules
+    /// and CNI iptables rules of its subnet. Empty when the network was cleaned up.
+    pub fn network_leftovers(&self, name: &str) -> Vec<String> {
+        let mut left = Vec::new();
+        let Some((_, subnet, bridge)) = self.named_networks().into_iter().find(|n| n.0 == name)
+        else {
+            return vec![format!("network {name} is not in the registry")];
+        };
+        if Path::new("/sys/class/net").join(&bridge).exists() {
+            left.push(format!("bridge {bridge}"));
+        }
+        let links = command_stdout("ip", &["-o", "link", "show", "master", &bridge]);
+        if !links.trim().is_empty() {
+            left.push(format!("links on {bridge}: {links}"));
+        }
+        let run = self.dir().join("run");
+        for dir in [
+            run.join("cni/ipam").join(format!("haloy-{name}")),
+            run.join("cni/results").join(&bridge),
+        ] {
+            if dir.exists() {
+                left.push(format!("{} exists", dir.display()));
+            }
+        }
+        let table = command_stdout("nft", &["list", "table", "inet", &self.nft_table()]);
+        if table.contains(&bridge) {
+            left.push(format!("nft rules for {bridge}:\n{table}"));
+        }
+        let prefix = subnet.trim_end_matches(".0/24");
+        for table in ["nat", "filter"] {
+            let rules = command_stdout("iptables", &["-t", table, "-S"]);
+            for rule in rules.lines().filter(|r| r.contains(&format!("{prefix}."))) {
+                left.push(format!("iptables -t {table}: {rule}"));
+            }
+        }
+        left
     }
 
     /// `127.0.0.1:PORT` of the proxy's plain-HTTP listener.
@@ -319,8 +402,10 @@ impl Haloyd {
         );
         let _ = writeln!(
             yaml,
-            "network: {{bridge: {}, subnet: {}.0/24, cni_bin_dir: /usr/lib/cni}}",
-            self.bridge, self.subnet_prefix
+            "network: {{bridge: {}, subnet: {}.0/24, pool: {}.0/24, cni_bin_dir: /usr/lib/cni}}",
+            self.bridge,
+            self.subnet_prefix,
+            self.pool_prefix()
         );
         let acme = options.acme.as_deref().unwrap_or("{enabled: false}");
         let _ = writeln!(yaml, "acme: {acme}");
@@ -520,7 +605,12 @@ impl Haloyd {
     /// this haloyd's subnet (tasks killed by the containerd teardown never got a CNI DEL).
     /// Rules are deleted by their full spec, not position: other tests edit the same chains.
     fn remove_iptables_rules(&self) {
-        let needle = format!("{}.", self.subnet_prefix);
+        self.remove_iptables_rules_of(&self.subnet_prefix);
+        self.remove_iptables_rules_of(&self.pool_prefix());
+    }
+
+    fn remove_iptables_rules_of(&self, subnet_prefix: &str) {
+        let needle = format!("{subnet_prefix}.");
         for table in ["nat", "filter"] {
             let Ok(out) = Command::new("iptables").args(["-t", table, "-S"]).output() else {
                 continue;
@@ -578,6 +668,15 @@ pub fn split_rule(rule: &str) -> Vec<String> {
         words.push(word);
     }
     words
+}
+
+fn command_stdout(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
 }
 
 fn run_quietly(program: &str, args: &[&str]) {
@@ -646,6 +745,10 @@ impl Drop for Haloyd {
             .args(["link", "del", &self.bridge])
             .stderr(Stdio::null())
             .status();
+        for (_, _, bridge) in self.named_networks() {
+            run_quietly("ip", &["link", "del", &bridge]);
+        }
+        run_quietly("nft", &["delete", "table", "inet", &self.nft_table()]);
         self.remove_iptables_rules();
         if let Some(dir) = self.dir.take() {
             unmount_all_under(dir.path());
@@ -725,7 +828,8 @@ fn free_subnet_prefix() -> String {
     for _ in 0..256 {
         let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256;
         let prefix = format!("10.249.{n}");
-        if !routes.contains(&format!("{prefix}.")) {
+        // The named networks' pool is 10.248.N (`Haloyd::pool_prefix`).
+        if !routes.contains(&format!("{prefix}.")) && !routes.contains(&format!("10.248.{n}.")) {
             return prefix;
         }
     }

@@ -27,7 +27,7 @@ use haloy::deploy::{DeploySettings, Deployer, HostPathPolicy};
 use haloy::dns;
 use haloy::health::MonitorSettings;
 use haloy::metrics::{CertificateSource, Exporter};
-use haloy::network::CniSettings;
+use haloy::network::{CniSettings, NamedSettings};
 use haloy::proxy::{self, Proxy, Routes, TlsHooks};
 use haloy::runtime::apparmor::{self, LsmDecision};
 use haloy::runtime::task::TaskSettings;
@@ -246,8 +246,11 @@ async fn run(
         .with_context(|| format!("cannot restrict the modes of {}", log_dir.display()))?;
     let dns = bind_dns(&config);
     let nameserver = dns.as_ref().map(|(gateway, _, _)| *gateway);
+    let (gateways_tx, gateways_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut runtime_settings = runtime_config(&config, nameserver)?;
+    runtime_settings.network_gateways = Some(gateways_tx);
     let containerd = Arc::new(
-        ContainerdRuntime::connect(runtime_config(&config, nameserver)?)
+        ContainerdRuntime::connect(runtime_settings)
             .await
             .context("cannot use containerd")?,
     );
@@ -271,7 +274,12 @@ async fn run(
     if let Some((_, sockets, settings)) = dns {
         let directory: Arc<dyn dns::Directory> = deployer.clone();
         let server = dns::DnsServer::new(directory, &settings);
-        tokio::spawn(server.serve(sockets, dns_shutdown.clone()));
+        tokio::spawn(server.clone().serve(sockets, dns_shutdown.clone()));
+        tokio::spawn(serve_dns_on_gateways(
+            server,
+            gateways_rx,
+            dns_shutdown.clone(),
+        ));
     }
     let metrics_listener = match config.metrics.listen {
         Some(addr) => Some(haloy::metrics::server::bind(addr).await?),
@@ -688,7 +696,7 @@ fn bind_dns(config: &ServerConfig) -> Option<(IpAddr, dns::BoundSockets, dns::Dn
     let settings = dns::DnsSettings {
         listen: vec![SocketAddr::new(gateway, 53)],
         upstream,
-        clients: vec![config.network.subnet],
+        clients: vec![config.network.subnet, config.network.pool],
     };
     match dns::bind(&settings) {
         Ok(sockets) => {
@@ -700,6 +708,31 @@ fn bind_dns(config: &ServerConfig) -> Option<(IpAddr, dns::BoundSockets, dns::Dn
         Err(e) => {
             tracing::error!(error = %e, "replicas get the host's resolvers; app names will not resolve");
             None
+        }
+    }
+}
+
+/// Named networks' gateways as the runtime announces them (at start for those in the
+/// registry, later for new ones): the DNS server answers there too, with the same scoping.
+async fn serve_dns_on_gateways(
+    server: Arc<dns::DnsServer>,
+    mut gateways: tokio::sync::mpsc::UnboundedReceiver<IpAddr>,
+    shutdown: CancellationToken,
+) {
+    while let Some(gateway) = gateways.recv().await {
+        let listen = dns::DnsSettings {
+            listen: vec![SocketAddr::new(gateway, 53)],
+            upstream: Vec::new(),
+            clients: Vec::new(),
+        };
+        match dns::bind(&listen) {
+            Ok(sockets) => {
+                tracing::info!(listen = %listen.listen[0], "dns for a named network");
+                tokio::spawn(server.clone().serve(sockets, shutdown.clone()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "app names will not resolve on this named network")
+            }
         }
     }
 }
@@ -732,6 +765,11 @@ fn runtime_config(config: &ServerConfig, nameserver: Option<IpAddr>) -> Result<R
             .filter(|p| p.is_file()),
         ..CniSettings::default()
     };
+    runtime.named_networks = Some(NamedSettings {
+        pool: config.network.pool,
+        registry_file: config.state_dir.join("networks.json"),
+        nft_table: haloy::network::firewall_table_name(&config.network.bridge),
+    });
     Ok(runtime)
 }
 

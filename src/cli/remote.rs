@@ -1,4 +1,4 @@
-//! Commands that talk to haloyd: deploy (parallel over targets, with a line-per-step progress
+//! Commands that talk to haloyd: deploy (targets of one server in turn, servers in parallel, with a line-per-step progress
 //! view and a summary), status, logs, stop, rollback, rollback-targets and attach. Deploy,
 //! rollback and stop only start a job on haloyd and then follow its events: cutting the CLI
 //! short never cuts the job short, and `haloy attach ID` follows it again.
@@ -201,13 +201,66 @@ pub async fn deploy(common: &CommonArgs, options: DeployOptions) -> Result<ExitC
     super::images::supply_all(&cfg.file, options.image_from.as_deref(), supplied)
         .await
         .map_err(Box::new)?;
-    let results = join_all(remotes.iter().map(|r| deploy_one(r, options.no_logs, &dir))).await;
+    let results = per_server_in_order(
+        &remotes,
+        |r| r.client.url(),
+        |r| deploy_one(r, options.no_logs, &dir),
+        |r| r.failed("not deployed: an earlier target on the same server failed"),
+    )
+    .await;
     print_summary(&remotes, &results);
     let failed = results.iter().filter(|r| r.is_err()).count();
     if failed == 0 {
         hooks::run(Hook::GlobalPostDeploy, &global_post, &dir).await?;
     }
     outcome(failed, results.len())
+}
+
+/// Runs `run` on every item: items of one server one after another in their order, a failure
+/// skipping the rest of that server (`skipped` gives their error), servers in parallel.
+/// This is Haloy's order (internal/haloy/deploy.go, `configloader.TargetsByServer` then one
+/// errgroup goroutine per server deploying its targets in a loop that stops at the first
+/// error: "deployments to the same server are serialized ... targets that are on different
+/// servers are run in parallel"). Unlike Haloy's errgroup, a failure on one server does not
+/// cancel the others: their jobs run on haloyd to the end anyway. Results are in item order.
+pub(crate) async fn per_server_in_order<'a, T, R, E, Fut>(
+    items: &'a [T],
+    server_of: impl Fn(&'a T) -> String,
+    run: impl Fn(&'a T) -> Fut,
+    skipped: impl Fn(&'a T) -> E,
+) -> Vec<Result<R, E>>
+where
+    Fut: std::future::Future<Output = Result<R, E>>,
+{
+    let mut servers: Vec<(String, Vec<usize>)> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let server = server_of(item);
+        match servers.iter_mut().find(|(s, _)| *s == server) {
+            Some((_, indexes)) => indexes.push(index),
+            None => servers.push((server, vec![index])),
+        }
+    }
+    let run = &run;
+    let skipped = &skipped;
+    let per_server = servers.into_iter().map(|(_, indexes)| async move {
+        let mut results = Vec::with_capacity(indexes.len());
+        let mut failed = false;
+        for index in indexes {
+            let item = &items[index];
+            let result = if failed {
+                Err(skipped(item))
+            } else {
+                run(item).await
+            };
+            failed |= result.is_err();
+            results.push((index, result));
+        }
+        results
+    });
+    let mut all: Vec<(usize, Result<R, E>)> =
+        join_all(per_server).await.into_iter().flatten().collect();
+    all.sort_by_key(|(index, _)| *index);
+    all.into_iter().map(|(_, result)| result).collect()
 }
 
 /// One target: its `pre_deploy` hooks (a failure sends nothing), the deploy job, then its

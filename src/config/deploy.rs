@@ -1336,7 +1336,8 @@ fn check_duplicate_names(dec: &mut Decoder, apps: &[ResolvedApp], root: &Root) {
     }
 }
 
-/// A `network` is a name apps share to see each other (issue 15); Docker's special networks
+/// A `network` is a name apps share to see and reach each other, a CNI network of its own
+/// on the server (issue 14, `network::named`); Docker's special networks
 /// have no meaning without Docker and are refused rather than silently ignored.
 fn network_name(dec: &mut Decoder, v: &Node, path: &str) -> Option<String> {
     let name = dec.word(v, path)?;
@@ -1344,7 +1345,7 @@ fn network_name(dec: &mut Decoder, v: &Node, path: &str) -> Option<String> {
         dec.problem(
             v.pos,
             path,
-            format!("Docker's `{name}` network does not exist here: every app runs on haloyd's bridge; remove `network`, or write a name shared by the apps that must reach each other"),
+            format!("Docker's `{name}` network does not exist here: apps without `network` share haloyd's default bridge; remove `network`, or write a name shared by the apps that must reach each other (each name is a bridge and subnet of its own)"),
         );
         return None;
     }

@@ -153,6 +153,8 @@ pub struct NetworkConfig {
     pub cni_bin_dir: PathBuf,
     /// Where haloyd writes its CNI conflist (default `<state_dir>/cni`).
     pub cni_conf_dir: PathBuf,
+    /// Apps with a `network` name get a /24 of their own from here (default 10.90.0.0/16).
+    pub pool: IpCidr,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -260,6 +262,8 @@ impl Default for ServerConfig {
                 bridge: "haloy0".into(),
                 cni_bin_dir: default_cni_bin_dir(),
                 cni_conf_dir: state_dir.join("cni"),
+                pool: IpCidr::new(IpAddr::from([10, 90, 0, 0]), 16)
+                    .expect("16 is a valid IPv4 prefix length"),
             },
             run_dir: PathBuf::from("/run/haloy"),
             registries: RegistriesConfig::default(),
@@ -656,15 +660,22 @@ fn decode_proxy(dec: &mut Decoder, v: &Node, c: &mut ProxySection) {
 
 fn decode_network(dec: &mut Decoder, v: &Node, c: &mut NetworkConfig) -> Option<PathBuf> {
     let mut conf_dir = None;
+    let mut pool_pos = None;
     for (k, e) in dec.map(
         v,
         "network",
-        &["subnet", "bridge", "cni_bin_dir", "cni_conf_dir"],
+        &["subnet", "bridge", "cni_bin_dir", "cni_conf_dir", "pool"],
     ) {
         let p = join("network", &k);
         let v = &e.value;
         match k.as_str() {
             "subnet" => set(&mut c.subnet, bridge_subnet(dec, v, &p)),
+            "pool" => {
+                if let Some(pool) = network_pool(dec, v, &p) {
+                    c.pool = pool;
+                    pool_pos = Some(v.pos);
+                }
+            }
             "bridge" => {
                 if let Some(b) = dec.word(v, &p) {
                     match crate::network::check_bridge_name(&b) {
@@ -677,7 +688,32 @@ fn decode_network(dec: &mut Decoder, v: &Node, c: &mut NetworkConfig) -> Option<
             _ => conf_dir = abs_path(dec, v, &p),
         }
     }
+    if crate::network::overlaps(&c.pool, &c.subnet) {
+        dec.problem(
+            pool_pos.unwrap_or(v.pos),
+            "network.pool",
+            format!(
+                "`{}` overlaps network.subnet `{}`: named networks need addresses of their own; pick a pool outside the subnet",
+                c.pool, c.subnet
+            ),
+        );
+    }
     conf_dir
+}
+
+/// `network.pool`: an IPv4 network of /24s for named networks.
+fn network_pool(dec: &mut Decoder, v: &Node, path: &str) -> Option<IpCidr> {
+    let pool = cidr(dec, v, path)?;
+    let prefix = crate::network::NETWORK_PREFIX;
+    if !pool.addr().is_ipv4() || !(8..=prefix).contains(&pool.prefix()) {
+        dec.problem(
+            v.pos,
+            path,
+            format!("`{pool}`: use an IPv4 network of prefix 8 to {prefix}; it is split into /{prefix}s, one per named network"),
+        );
+        return None;
+    }
+    Some(pool)
 }
 
 fn decode_acme(dec: &mut Decoder, v: &Node, c: &mut AcmeConfig) {

@@ -28,7 +28,7 @@ impl ResolvedApp {
         }
     }
 
-    /// `naming_strategy: static` travels to the runtime as a label: the container is then
+    /// `naming_strategy: static` and `network` travel to the runtime as labels; static: the container is then
     /// named after the app (validation keeps such apps at one replica, strategy replace).
     fn naming_labels(&self) -> std::collections::BTreeMap<String, String> {
         let mut labels = std::collections::BTreeMap::new();
@@ -36,6 +36,18 @@ impl ResolvedApp {
             labels.insert(
                 crate::runtime::labels::NAMING.to_string(),
                 "static".to_string(),
+            );
+        }
+        // The runtime attaches the replica to this network; on the container it survives
+        // haloyd restarts.
+        if let Some(network) = self
+            .network
+            .as_deref()
+            .filter(|n| *n != crate::dns::DEFAULT_NETWORK)
+        {
+            labels.insert(
+                crate::runtime::labels::NETWORK.to_string(),
+                network.to_string(),
             );
         }
         labels

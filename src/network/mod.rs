@@ -7,6 +7,8 @@
 
 mod cidr;
 mod cni;
+mod firewall;
+mod named;
 mod netns;
 
 use std::io;
@@ -20,6 +22,8 @@ pub use cni::{
     check_bridge_name, check_subnet, CniNetwork, CniSettings, PluginExec, PluginOutput,
     ProcessPluginExec,
 };
+pub use firewall::{table_name as firewall_table_name, Firewall, HostFirewall};
+pub use named::{overlaps, NamedSettings, NetworkRecord, NetworkSet, NETWORK_PREFIX};
 pub use netns::{HostNetns, NetnsOps};
 
 /// What a task needs to know about its network once CNI ADD succeeded.
@@ -50,6 +54,20 @@ pub trait Network: Send + Sync {
     }
     /// Runs CNI DEL and removes the namespace. Succeeds when `id` is already gone.
     async fn detach(&self, id: &str) -> Result<(), NetworkError>;
+    /// Readies the app network `network` (None: the default one) before a task joins it and
+    /// returns its gateway, where the task's resolver is. Implementations with one network
+    /// have nothing to ready.
+    async fn prepare(&self, _network: Option<&str>) -> Result<Option<IpAddr>, NetworkError> {
+        Ok(None)
+    }
+    /// `connect` on the app network `network` (None: the default one).
+    async fn connect_to(
+        &self,
+        id: &str,
+        _network: Option<&str>,
+    ) -> Result<Attachment, NetworkError> {
+        self.connect(id).await
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +112,21 @@ pub enum NetworkError {
         action: &'static str,
         source: io::Error,
     },
+    #[error("no free /24 left in network.pool {pool} for network {network:?} ({used} networks recorded): give haloyd's config a larger `network.pool`")]
+    PoolExhausted {
+        pool: String,
+        network: String,
+        used: usize,
+    },
+    #[error("network registry {path}: {reason}; move the file aside to start a new one (named networks then get new subnets)")]
+    Registry { path: PathBuf, reason: String },
+    #[error("`{program}` not found on PATH: named networks need it; install the Debian package {package}")]
+    ToolMissing {
+        program: String,
+        package: &'static str,
+    },
+    #[error("{action} failed: {reason}")]
+    Firewall { action: String, reason: String },
     #[error("CNI state file {path}: {source}")]
     State { path: PathBuf, source: io::Error },
 }

@@ -47,6 +47,9 @@ pub mod labels {
     /// `static` when the app's `naming_strategy` is static: the container is named after the
     /// app (set in `ReplicaSpec::labels` by the deployer, read by `task::replica_container_id`).
     pub const NAMING: &str = "dev.haloy.naming";
+    /// The app's `network` when it is not the default one: the network CNI attaches the
+    /// replica to (set in `ReplicaSpec::labels` by the deployer, read by `task::Tasks::start`).
+    pub const NETWORK: &str = "dev.haloy.network";
 }
 
 /// Errors of the runtime module; each names what a user needs to act on.
@@ -380,6 +383,10 @@ pub struct RuntimeConfig {
     pub insecure_registries: Vec<String>,
     /// CNI plugins, bridge, subnet and state dirs of the task network.
     pub network: crate::network::CniSettings,
+    /// Named networks (pool, registry, nft table); None: every app on `network`.
+    pub named_networks: Option<crate::network::NamedSettings>,
+    /// Where gateways of named networks are announced (haloyd's DNS server listens there).
+    pub network_gateways: Option<tokio::sync::mpsc::UnboundedSender<std::net::IpAddr>>,
     /// State dir, log dir/rotation and log driver binary of the replicas.
     pub tasks: task::TaskSettings,
 }
@@ -391,6 +398,8 @@ impl RuntimeConfig {
             namespace: DEFAULT_NAMESPACE.to_string(),
             insecure_registries: Vec::new(),
             network: Default::default(),
+            named_networks: None,
+            network_gateways: None,
             tasks: Default::default(),
         }
     }
@@ -410,9 +419,22 @@ pub struct ContainerdRuntime {
 impl ContainerdRuntime {
     /// Connects to containerd and creates the namespace.
     pub async fn connect(config: RuntimeConfig) -> Result<ContainerdRuntime, RuntimeError> {
-        let network = crate::network::CniNetwork::new(config.network.clone())
-            .map_err(RuntimeError::NetworkSettings)?;
-        Self::connect_with_network(config, Arc::new(network)).await
+        let network: Arc<dyn crate::network::Network> = match &config.named_networks {
+            Some(named) => Arc::new(
+                crate::network::NetworkSet::open(
+                    config.network.clone(),
+                    named.clone(),
+                    config.network_gateways.clone(),
+                )
+                .await
+                .map_err(RuntimeError::NetworkSettings)?,
+            ),
+            None => Arc::new(
+                crate::network::CniNetwork::new(config.network.clone())
+                    .map_err(RuntimeError::NetworkSettings)?,
+            ),
+        };
+        Self::connect_with_network(config, network).await
     }
 
     /// Like `connect`, with another `Network` implementation for the replicas.

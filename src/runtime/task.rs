@@ -265,10 +265,22 @@ impl Tasks {
     /// namespace to exist); the task starts once both are done.
     pub async fn start(&self, spec: &ReplicaSpec) -> Result<StartedReplica, RuntimeError> {
         let id = replica_container_id(spec);
+        let network = spec.labels.get(base_labels::NETWORK).map(String::as_str);
+        let gateway = self
+            .network
+            .prepare(network)
+            .await
+            .map_err(|e| naming_container(self.network_error(&id, e), &id))?;
+        // haloyd's DNS server answers on every network's gateway; the default network's
+        // address stays what the settings say.
+        let nameserver = match network {
+            Some(_) => self.settings.nameserver.and(gateway),
+            None => self.settings.nameserver,
+        };
         let netns = self.create_namespace(&id).await?;
         let (connected, created) = tokio::join!(
-            self.network.connect(&id),
-            self.create_container_and_task(spec, &id, &netns)
+            self.network.connect_to(&id, network),
+            self.create_container_and_task(spec, &id, &netns, nameserver)
         );
         let started = match (connected, created) {
             (Ok(attachment), Ok(())) => self.start_task(spec, &id, &attachment).await,
@@ -326,10 +338,13 @@ impl Tasks {
         spec: &ReplicaSpec,
         id: &str,
         netns: &Path,
+        nameserver: Option<std::net::IpAddr>,
     ) -> Result<(), RuntimeError> {
         // The lease keeps the new snapshot from GC until the container references it.
         let lease = self.create_lease(id).await?;
-        let created = self.create_container(spec, id, netns, &lease).await;
+        let created = self
+            .create_container(spec, id, netns, &lease, nameserver)
+            .await;
         self.delete_lease(&lease).await;
         let rootfs = created?;
         let uri = self.log_driver_uri(id)?;
@@ -472,6 +487,7 @@ impl Tasks {
         id: &str,
         netns: &Path,
         lease: &str,
+        nameserver: Option<std::net::IpAddr>,
     ) -> Result<Vec<Mount>, RuntimeError> {
         let prepare = PrepareSnapshotRequest {
             snapshotter: SNAPSHOTTER.to_string(),
@@ -488,7 +504,7 @@ impl Tasks {
             .into_inner()
             .mounts;
 
-        let oci = self.build_oci_spec(spec, id, netns, &mounts)?;
+        let oci = self.build_oci_spec(spec, id, netns, &mounts, nameserver)?;
         let container = Container {
             id: id.to_string(),
             labels: self.container_labels(spec, netns),
@@ -519,6 +535,7 @@ impl Tasks {
         id: &str,
         netns: &Path,
         rootfs: &[Mount],
+        nameserver: Option<std::net::IpAddr>,
     ) -> Result<prost_types::Any, RuntimeError> {
         let spec_err = |e: super::spec::SpecError| container_error(id, e);
         let image_user = spec.image.config.user.as_deref();
@@ -531,13 +548,8 @@ impl Tasks {
         }
         .map_err(spec_err)?;
         let hostname = hostname_for(&spec.app, spec.replica);
-        let files = write_task_files(
-            &self.task_dir(id),
-            &hostname,
-            None,
-            self.settings.nameserver,
-        )
-        .map_err(spec_err)?;
+        let files =
+            write_task_files(&self.task_dir(id), &hostname, None, nameserver).map_err(spec_err)?;
         let volumes_root = self.settings.state_dir.join("volumes");
         let volumes = resolve_volumes(&spec.volumes, &spec.app, &volumes_root).map_err(spec_err)?;
         let cgroups_path = format!("{}/{id}", self.settings.cgroup_parent.trim_end_matches('/'));
@@ -638,10 +650,14 @@ impl Tasks {
         Ok(())
     }
 
-    /// SIGTERM, SIGKILL after `timeout`, then delete the task. The container stays.
+    /// SIGTERM, SIGKILL after `timeout`, then delete the task. The container stays; its
+    /// network goes (CNI DEL, namespace removed), as Docker releases a stopped container's
+    /// endpoint: a stopped replica holds no address, and a named network whose last replica
+    /// stopped is removed. Replicas are never started again in place (a restart or deploy
+    /// makes a new container), and `remove` detaches idempotently.
     pub async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
         let Some(process) = self.get_task(id).await? else {
-            return Ok(());
+            return self.detach_network(id).await;
         };
         if process.status != Status::Stopped as i32 {
             let signalled = self.kill(id, libc::SIGTERM as u32, false).await?;
@@ -655,8 +671,16 @@ impl Tasks {
             }
         }
         self.delete_task(id).await?;
+        self.detach_network(id).await?;
         tracing::info!(task_id = id, "replica stopped");
         Ok(())
+    }
+
+    async fn detach_network(&self, id: &str) -> Result<(), RuntimeError> {
+        self.network
+            .detach(id)
+            .await
+            .map_err(|e| self.network_error(id, e))
     }
 
     async fn get_container(&self, id: &str) -> Result<Option<Container>, RuntimeError> {

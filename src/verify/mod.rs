@@ -127,6 +127,7 @@ pub async fn run(config: &ServerConfig, config_path: &Path) -> Report {
     report.findings.push(check_runc());
     report.findings.push(check_cni_plugins(config));
     report.findings.push(check_tini());
+    report.findings.push(check_nft());
     for (key, addr) in [
         ("proxy.http_listen", config.proxy.http_listen),
         ("proxy.https_listen", config.proxy.https_listen),
@@ -343,6 +344,21 @@ fn check_tini() -> Finding {
             ),
             "apt-get install tini",
         )
+    }
+}
+
+/// Named networks (`network` in haloy.yaml) are kept apart with nftables rules.
+fn check_nft() -> Finding {
+    match find_executable("nft", &search_path()) {
+        Some(path) => Finding::ok(
+            "nft",
+            format!("{} is executable (named networks)", path.display()),
+        ),
+        None => Finding::warn(
+            "nft",
+            "no executable `nft`: deploys of apps with a `network` name fail",
+            "apt-get install nftables",
+        ),
     }
 }
 

@@ -245,3 +245,32 @@ fn metrics_listen_is_off_by_default_and_loopback_only() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn network_pool_defaults_apart_from_the_subnet_and_is_checked_with_its_position() {
+    let c = ServerConfig::parse("", "haloyd.yaml").unwrap();
+    assert_eq!(c.network.pool.to_string(), "10.90.0.0/16");
+    let c = ServerConfig::parse("network: {pool: 10.200.0.0/20}\n", "haloyd.yaml").unwrap();
+    assert_eq!(c.network.pool.to_string(), "10.200.0.0/20");
+    let text = "network:\n  subnet: 10.89.0.0/16\n  pool: 10.89.128.0/20\n";
+    let lines = ServerConfig::parse(text, "haloyd.yaml")
+        .unwrap_err()
+        .lines();
+    assert!(
+        lines.iter().any(|l| {
+            l.starts_with(
+            "haloyd.yaml:3:9: network.pool: `10.89.128.0/20` overlaps network.subnet `10.89.0.0/16`"
+        )
+        }),
+        "{lines:?}"
+    );
+    let lines = ServerConfig::parse("network:\n  pool: 10.90.0.0/25\n", "haloyd.yaml")
+        .unwrap_err()
+        .lines();
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "haloyd.yaml:2:9: network.pool: `10.90.0.0/25`: use an IPv4 network of prefix 8 to 24"
+        )),
+        "{lines:?}"
+    );
+}
