@@ -301,6 +301,13 @@ fn check_installed_files() {
     for dep in ["containerd", "runc", "containernetworking-plugins", "tini"] {
         assert!(depends.contains(dep), "Depends lacks {dep}: {depends}");
     }
+    let recommends = run_ok("dpkg-query", &["-W", "-f=${Recommends}", "haloy"]);
+    for dep in ["ca-certificates", "nftables"] {
+        assert!(
+            recommends.contains(dep),
+            "Recommends lacks {dep}: {recommends}"
+        );
+    }
     let conffiles = run_ok("dpkg-query", &["-W", "-f=${Conffiles}", "haloy"]);
     assert!(conffiles.contains("/etc/haloy/haloyd.yaml"), "{conffiles}");
 }
