@@ -9,7 +9,7 @@
 //! Everything here is pure or touches only files under haloyd's state dir, so it is unit-tested
 //! without containerd.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Component, Path, PathBuf};
 
@@ -752,7 +752,8 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .linux(linux)
         .build()?;
     if let Some(group) = input.shim_group {
-        let annotations = HashMap::from([(SHIM_GROUP_ANNOTATION.to_string(), group.to_string())]);
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.insert(SHIM_GROUP_ANNOTATION.to_string(), group.to_string());
         spec.set_annotations(Some(annotations));
     }
     Ok(spec)
