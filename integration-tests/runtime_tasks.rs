@@ -497,8 +497,8 @@ async fn replicas_of_an_app_share_one_shim_yet_exit_log_and_go_one_by_one() {
             started
         }
     };
-    let web1 = start("web", 1).await;
-    let web2 = start("web", 2).await;
+    // Started together: the group's first shim start must not be raced into two shims.
+    let (web1, web2) = tokio::join!(start("web", 1), start("web", 2));
     let other = start("other", 1).await;
     let shim = shim_pid_of(&rig, &web1.container_id).await;
     assert_eq!(shim_pid_of(&rig, &web2.container_id).await, shim);

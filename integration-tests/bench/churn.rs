@@ -10,7 +10,7 @@
 //! - tasks, containers, snapshots, leases, netns mounts, veths, IPAM files: 0;
 //! - haloyd open fds: 4 (a pooled connection more or less);
 //! - haloyd threads: 8 (tokio's blocking pool keeps idle threads for 10 s);
-//! - haloyd's live tokio tasks (`process_tasks` from its /metrics endpoint): 4 (a leaked
+//! - haloyd's live tokio tasks (`haloy_process_tasks` from its /metrics): 4 (a leaked
 //!   health monitor, proxy connection or job would add one per cycle);
 //! - containerd shims: 0;
 //! - haloyd PSS: 3 MiB (allocator and page-cache noise; a 4 KiB-per-cycle leak exceeds it
@@ -199,7 +199,7 @@ impl Rig {
         })
     }
 
-    /// `process_tasks` from haloyd's /metrics.
+    /// `haloy_process_tasks` from haloyd's /metrics.
     fn tokio_tasks(&self) -> anyhow::Result<usize> {
         let mut conn = TcpStream::connect(self.metrics)?;
         conn.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -207,10 +207,10 @@ impl Rig {
         let mut body = String::new();
         conn.read_to_string(&mut body)?;
         body.lines()
-            .find_map(|l| l.strip_prefix("process_tasks "))
+            .find_map(|l| l.strip_prefix("haloy_process_tasks "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|v| v as usize)
-            .with_context(|| format!("no process_tasks in haloyd's /metrics: {body}"))
+            .with_context(|| format!("no haloy_process_tasks in haloyd's /metrics: {body}"))
     }
 
     /// containerd-shim-runc-v2 processes serving this test's containerd.

@@ -4,7 +4,8 @@
 //! 1. Log drivers alone: 9 × `haloyd` re-executed as driver (the old design) and 9 ×
 //!    `haloy-logd`, each fed 1,000 lines through pipes; PSS per driver.
 //! 2. haloy: a private containerd + haloyd (release build, `haloy-logd` beside it), 3 apps × 3
-//!    replicas deployed with the real CLI, then idle; PSS of haloyd, containerd, the shims and
+//!    replicas deployed with the real CLI (one shim per app, or `FOOTPRINT_SHIM=replica|host`
+//!    for haloyd's `containerd.shim`), then idle; PSS of haloyd, containerd, the shims and
 //!    the log drivers; then a 4th app of 3 replicas for haloyd's growth per extra replica.
 //! 3. Docker: a fresh private containerd + `dockerd --containerd <it>` with private data-root,
 //!    exec-root, pidfile, socket, bridge and cgroup parent (no iptables), the same image loaded
@@ -166,6 +167,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
         // Production's default interval; the harness's 1 s would make "idle" busier.
         health_interval: Duration::from_secs(10),
         insecure_registries: vec![registry.addr().to_string()],
+        shim: std::env::var("FOOTPRINT_SHIM").ok(),
         ..HaloydOptions::default()
     };
     let haloyd = Haloyd::start(&containerd, options).await;
@@ -438,8 +440,9 @@ fn report(drivers: &DriverReading, haloy: &Stack, growth: i64, docker: &Stack) {
         mib(drivers.haloy_logd),
         drivers.haloy_logd as f64 / drivers.haloyd_as_driver.max(1) as f64
     );
+    let shim = std::env::var("FOOTPRINT_SHIM").unwrap_or_else(|_| "app (default)".into());
     println!(
-        "\nHost stack PSS (MiB), {} apps x {REPLICAS} replicas, idle:",
+        "\nHost stack PSS (MiB), {} apps x {REPLICAS} replicas, idle; haloyd's containerd.shim: {shim}",
         APPS.len()
     );
     println!("  {:<28} {:>10} {:>10}", "component", "haloy", "docker");

@@ -127,7 +127,8 @@ pub struct ApiConfig {
 pub struct ContainerdConfig {
     pub address: PathBuf,
     pub namespace: String,
-    /// `app` (default): one containerd-shim-runc-v2 per app; `replica`: one per replica.
+    /// `app` (default): one containerd-shim-runc-v2 per app; `replica`: one per replica;
+    /// `host`: one for all.
     pub shim: ShimGrouping,
 }
 
@@ -320,7 +321,7 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # containerd:
 #   address: /run/containerd/containerd.sock
 #   namespace: haloy
-#   shim: app                        # one runc shim per app; `replica`: one per replica
+#   shim: app                        # one runc shim per app; or `replica`, `host`
 # proxy:
 #   http_listen: 0.0.0.0:80
 #   https_listen: 0.0.0.0:443
@@ -619,6 +620,7 @@ fn decode_containerd(dec: &mut Decoder, v: &Node, c: &mut ContainerdConfig) {
                     &[
                         ("app", ShimGrouping::PerApp),
                         ("replica", ShimGrouping::PerReplica),
+                        ("host", ShimGrouping::PerHost),
                     ],
                 ),
             ),

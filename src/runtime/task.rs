@@ -70,6 +70,9 @@ pub enum ShimGrouping {
     PerApp,
     /// One shim per replica (containerd's default): a shim crash stops one replica only.
     PerReplica,
+    /// One shim for every replica of this haloyd: the least memory, and a shim crash stops
+    /// every app at once.
+    PerHost,
 }
 
 impl ShimGrouping {
@@ -80,6 +83,7 @@ impl ShimGrouping {
         match self {
             ShimGrouping::PerApp => Some(format!("haloy.app.{app}")),
             ShimGrouping::PerReplica => None,
+            ShimGrouping::PerHost => Some("haloy.host".to_string()),
         }
     }
 }
@@ -234,6 +238,10 @@ pub struct Tasks {
     client: Containerd,
     network: Arc<dyn Network>,
     settings: TaskSettings,
+    /// One Tasks.Create at a time per shim group: the runc shim's start-up binds the group's
+    /// socket, and a second start racing it can replace that socket and leave a shim serving
+    /// nothing (seen as 4 shims for 3 apps). Keyed by group; one entry per app ever started.
+    shim_starts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -251,7 +259,13 @@ impl Tasks {
             client,
             network,
             settings,
+            shim_starts: Default::default(),
         }
+    }
+
+    fn shim_start_lock(&self, group: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.shim_starts.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group.to_string()).or_default().clone()
     }
 
     pub fn settings(&self) -> &TaskSettings {
@@ -367,6 +381,15 @@ impl Tasks {
             stdout: uri.clone(),
             stderr: uri,
             ..Default::default()
+        };
+        let group_lock = self
+            .settings
+            .shim_grouping
+            .group_for(&spec.app)
+            .map(|group| self.shim_start_lock(&group));
+        let _serial = match &group_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
         };
         self.client
             .tasks()
