@@ -35,7 +35,15 @@ use pss::{mib, processes, pss_kib, pss_sum, shims_of};
 const APPS: [&str; 3] = ["fp-a", "fp-b", "fp-c"];
 const REPLICAS: u32 = 3;
 /// Idle time before reading PSS: lets start-up garbage settle and health checks run a few times.
-const SETTLE: Duration = Duration::from_secs(5);
+/// `FOOTPRINT_SETTLE_SECS` makes it longer for both stacks alike (Go's runtime in containerd
+/// and dockerd forces a GC every 2 minutes and only then returns the pull's heap).
+fn settle() -> Duration {
+    let secs = std::env::var("FOOTPRINT_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    Duration::from_secs(secs)
+}
 const DRIVER_ARG: &str = "_HALOY_LOG_DRIVER";
 
 /// PSS in KiB per component of one stack.
@@ -175,7 +183,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
     for app in APPS {
         deploy(&haloyd, &registry, app, REPLICAS)?;
     }
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let stack = read_haloy_stack(haloyd_pid, &containerd);
     anyhow::ensure!(
         stack.log_count == APPS.len() * REPLICAS as usize,
@@ -184,7 +192,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
         stack.log_count
     );
     deploy(&haloyd, &registry, "fp-d", REPLICAS)?;
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let grown = pss_kib(haloyd_pid);
     let growth = (grown as i64 - stack.daemon as i64) / REPLICAS as i64;
     // Field order of the harness guards: haloyd first, then registry, then containerd.
@@ -256,7 +264,7 @@ async fn docker_stack() -> anyhow::Result<Stack> {
             ])?;
         }
     }
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let procs = processes();
     let shims = shims_of(&procs, containerd.socket());
     let stack = Stack {
@@ -442,8 +450,9 @@ fn report(drivers: &DriverReading, haloy: &Stack, growth: i64, docker: &Stack) {
     );
     let shim = std::env::var("FOOTPRINT_SHIM").unwrap_or_else(|_| "app (default)".into());
     println!(
-        "\nHost stack PSS (MiB), {} apps x {REPLICAS} replicas, idle; haloyd's containerd.shim: {shim}",
-        APPS.len()
+        "\nHost stack PSS (MiB), {} apps x {REPLICAS} replicas, idle {} s; haloyd's containerd.shim: {shim}",
+        APPS.len(),
+        settle().as_secs()
     );
     println!("  {:<28} {:>10} {:>10}", "component", "haloy", "docker");
     let row = |name: &str, h: u64, d: u64| println!("  {name:<28} {:>10} {:>10}", mib(h), mib(d));
