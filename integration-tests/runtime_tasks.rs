@@ -23,7 +23,7 @@ use containerd_client::services::v1::{
 };
 use futures_util::StreamExt;
 use haloy::network::{CniNetwork, CniSettings, Network};
-use haloy::runtime::task::TaskSettings;
+use haloy::runtime::task::{ShimGrouping, TaskSettings};
 use haloy::runtime::{
     ContainerdRuntime, ImageInfo, ImageRequest, LogStreamKind, PullPolicy, ReplicaSpec, Resources,
     Runtime, RuntimeConfig, SeccompMode, TaskExit, TaskStatus,
@@ -44,11 +44,19 @@ struct Rig {
 
 impl Rig {
     async fn start(tag: &str) -> Rig {
+        Rig::start_grouped(tag, ShimGrouping::default()).await
+    }
+
+    async fn start_grouped(tag: &str, shim_grouping: ShimGrouping) -> Rig {
         let subnet = format!("10.251.{}.0/24", rand::random::<u8>());
-        Rig::start_on(tag, subnet).await
+        Rig::start_with(tag, subnet, shim_grouping).await
     }
 
     async fn start_on(tag: &str, subnet: String) -> Rig {
+        Rig::start_with(tag, subnet, ShimGrouping::default()).await
+    }
+
+    async fn start_with(tag: &str, subnet: String, shim_grouping: ShimGrouping) -> Rig {
         harness::require_binary("ip", "iproute2");
         // The bridge plugin's ipMasq and the firewall plugin call iptables.
         harness::require_binary("iptables", "iptables");
@@ -87,6 +95,7 @@ impl Rig {
             apparmor_profile: None,
             init_binary: haloy::runtime::DEFAULT_INIT_BINARY.into(),
             nameserver: None,
+            shim_grouping,
         };
         let network = Arc::new(CniNetwork::new(network_settings).unwrap());
         let runtime = ContainerdRuntime::connect_with_network(config.clone(), network.clone())
@@ -417,6 +426,169 @@ async fn three_web_replicas_get_own_ips_and_teardown_leaves_nothing() {
             .remove_replica(&replica.container_id)
             .await
             .unwrap();
+    }
+    rig.assert_nothing_left().await;
+}
+
+/// The parent of a task's PID 1: the containerd-shim-runc-v2 serving it.
+async fn shim_pid_of(rig: &Rig, container_id: &str) -> i32 {
+    let replicas = rig.runtime().list_replicas(None).await.unwrap();
+    let task_pid = replicas
+        .iter()
+        .find(|r| r.container_id == container_id)
+        .and_then(|r| r.pid)
+        .unwrap_or_else(|| panic!("no running task {container_id}: {replicas:?}"));
+    let stat = std::fs::read_to_string(format!("/proc/{task_pid}/stat")).unwrap();
+    // Fields after the parenthesised command: state, then ppid.
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let ppid: i32 = after_comm.split(' ').nth(1).unwrap().parse().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{ppid}/exe")).unwrap();
+    assert!(
+        exe.to_string_lossy().contains("containerd-shim-runc-v2"),
+        "parent of {container_id}'s PID 1 is {exe:?}"
+    );
+    ppid
+}
+
+async fn log_lines(rig: &Rig, container_id: &str) -> Vec<String> {
+    rig.runtime()
+        .logs(container_id, None, false)
+        .await
+        .unwrap()
+        .map(|l| l.unwrap().line)
+        .collect()
+        .await
+}
+
+async fn wait_log_line(rig: &Rig, container_id: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let lines = log_lines(rig, container_id).await;
+        if lines.iter().any(|l| l.contains(needle)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{container_id}: no log line with {needle:?}: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_of_an_app_share_one_shim_yet_exit_log_and_go_one_by_one() {
+    let rig = Rig::start_grouped("shim", ShimGrouping::PerApp).await;
+    let image = rig.image("web").await;
+    let mut exits = rig.runtime().subscribe_exits();
+    let start = |app: &'static str, replica: u32| {
+        let spec = rig.replica(&image, app, replica);
+        let rig = &rig;
+        async move {
+            let started = rig.runtime().start_replica(&spec).await.unwrap();
+            wait_http(started.ip, "/health").await;
+            started
+        }
+    };
+    // Started together: the group's first shim start must not be raced into two shims.
+    let (web1, web2) = tokio::join!(start("web", 1), start("web", 2));
+    let other = start("other", 1).await;
+    let shim = shim_pid_of(&rig, &web1.container_id).await;
+    assert_eq!(shim_pid_of(&rig, &web2.container_id).await, shim);
+    let other_shim = shim_pid_of(&rig, &other.container_id).await;
+    assert_ne!(other_shim, shim, "another app got the same shim");
+
+    // One replica dies: only its exit arrives, its neighbour keeps serving.
+    let web1_pid = rig.runtime().list_replicas(Some("web")).await.unwrap()[0]
+        .pid
+        .unwrap();
+    sigkill(web1_pid as i32);
+    let exit = next_exit_of(&mut exits, &web1.container_id, Duration::from_secs(10))
+        .await
+        .expect("exit event of the killed replica");
+    assert_eq!(exit.exit_status, 137);
+    assert_eq!(wait_http(web2.ip, "/health").await.0, 200);
+    // Removing the task the shim was started for (its bundle, the shim's working directory,
+    // goes) leaves the shim serving the others, and a new replica still joins it with a
+    // working log driver.
+    rig.runtime()
+        .remove_replica(&web1.container_id)
+        .await
+        .unwrap();
+    let web3 = start("web", 3).await;
+    assert_eq!(shim_pid_of(&rig, &web3.container_id).await, shim);
+    assert_eq!(shim_pid_of(&rig, &web2.container_id).await, shim);
+    wait_log_line(&rig, &web3.container_id, "listening on 8080").await;
+
+    // A graceful stop of one replica: SIGTERM reaches it and its log, not the neighbour.
+    rig.runtime()
+        .stop_replica(&web2.container_id, Duration::from_secs(5))
+        .await
+        .unwrap();
+    wait_log_line(&rig, &web2.container_id, "web: SIGTERM, exiting").await;
+    assert_eq!(wait_http(web3.ip, "/health").await.0, 200);
+    rig.runtime()
+        .remove_replica(&web2.container_id)
+        .await
+        .unwrap();
+
+    // The shared shim crashes: every task it served reports an exit, the other app's does not.
+    let web4 = start("web", 4).await;
+    sigkill(shim);
+    // Both exits, in whatever order they come.
+    let mut waiting: HashSet<String> = [&web3.container_id, &web4.container_id]
+        .into_iter()
+        .cloned()
+        .collect();
+    let all_exited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !waiting.is_empty() {
+            match exits.recv().await {
+                Ok(exit) => {
+                    waiting.remove(&exit.container_id);
+                }
+                Err(err) => panic!("exit channel: {err}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        all_exited.is_ok(),
+        "no exit event after their shim was killed for {waiting:?}"
+    );
+    assert_eq!(wait_http(other.ip, "/health").await.0, 200);
+    for id in [&web3.container_id, &web4.container_id, &other.container_id] {
+        rig.runtime().remove_replica(id).await.unwrap();
+    }
+    rig.assert_nothing_left().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_replica_shims_when_the_server_config_asks() {
+    let rig = Rig::start_grouped("shim1", ShimGrouping::PerReplica).await;
+    let image = rig.image("web").await;
+    let mut ids = Vec::new();
+    for replica in 1..=2 {
+        let started = rig
+            .runtime()
+            .start_replica(&rig.replica(&image, "web", replica))
+            .await
+            .unwrap();
+        wait_http(started.ip, "/health").await;
+        ids.push(started.container_id);
+    }
+    assert_ne!(
+        shim_pid_of(&rig, &ids[0]).await,
+        shim_pid_of(&rig, &ids[1]).await
+    );
+    for id in &ids {
+        rig.runtime().remove_replica(id).await.unwrap();
     }
     rig.assert_nothing_left().await;
 }

@@ -10,6 +10,9 @@
 //! - tasks, containers, snapshots, leases, netns mounts, veths, IPAM files: 0;
 //! - haloyd open fds: 4 (a pooled connection more or less);
 //! - haloyd threads: 8 (tokio's blocking pool keeps idle threads for 10 s);
+//! - haloyd's live tokio tasks (`haloy_process_tasks` from its /metrics): 4 (a leaked
+//!   health monitor, proxy connection or job would add one per cycle);
+//! - containerd shims: 0;
 //! - haloyd PSS: 3 MiB (allocator and page-cache noise; a 4 KiB-per-cycle leak exceeds it
 //!   within the default 1,000 cycles).
 //!
@@ -22,6 +25,8 @@
 mod harness;
 mod pss;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -44,6 +49,8 @@ struct Reading {
     pss_kib: u64,
     fds: usize,
     threads: usize,
+    tokio_tasks: usize,
+    shims: usize,
     tasks: usize,
     containers: usize,
     snapshots: usize,
@@ -60,6 +67,13 @@ fn compare(before: &Reading, after: &Reading) -> Vec<(&'static str, u64, u64, u6
         ("haloyd PSS (KiB)", before.pss_kib, after.pss_kib, 3 * 1024),
         ("haloyd open fds", c(before.fds), c(after.fds), 4),
         ("haloyd threads", c(before.threads), c(after.threads), 8),
+        (
+            "haloyd tokio tasks",
+            c(before.tokio_tasks),
+            c(after.tokio_tasks),
+            4,
+        ),
+        ("containerd shims", c(before.shims), c(after.shims), 0),
         ("containerd tasks", c(before.tasks), c(after.tasks), 0),
         ("containers", c(before.containers), c(after.containers), 0),
         ("snapshots", c(before.snapshots), c(after.snapshots), 0),
@@ -82,6 +96,7 @@ struct Rig {
     ctr: PathBuf,
     config: PathBuf,
     bridge: String,
+    metrics: SocketAddr,
 }
 
 #[tokio::main]
@@ -100,9 +115,11 @@ async fn main() -> anyhow::Result<()> {
         rig.cycle(WARMUP_CYCLES + cycle)?;
         if cycle % 50 == 0 {
             let now = rig.read()?;
+            let per_cycle = (now.pss_kib as f64 - before.pss_kib as f64) / f64::from(cycle);
             println!(
-                "  after {cycle} cycles: haloyd PSS {} KiB, fds {}, threads {}",
-                now.pss_kib, now.fds, now.threads
+                "  after {cycle} cycles: haloyd PSS {} KiB ({per_cycle:+.2} KiB/cycle), fds {}, \
+                 threads {}, tokio tasks {}",
+                now.pss_kib, now.fds, now.threads, now.tokio_tasks
             );
         }
     }
@@ -122,8 +139,10 @@ impl Rig {
         let containerd = Containerd::start().await;
         let registry = Registry::start().await;
         registry.push_fixtures().await;
+        let metrics: SocketAddr = ([127, 0, 0, 1], harness::free_port()).into();
         let options = HaloydOptions {
             insecure_registries: vec![registry.addr().to_string()],
+            extra_config: vec![format!("metrics: {{listen: \"{metrics}\"}}")],
             ..HaloydOptions::default()
         };
         let haloyd = Haloyd::start(&containerd, options).await;
@@ -141,6 +160,7 @@ impl Rig {
             ctr,
             config,
             bridge,
+            metrics,
         })
     }
 
@@ -167,6 +187,8 @@ impl Rig {
             pss_kib: pss::pss_kib(pid),
             fds: pss::open_fds(pid),
             threads: pss::threads(pid),
+            tokio_tasks: self.tokio_tasks()?,
+            shims: self.shims(),
             tasks: self.ctr_count(&["tasks", "ls", "-q"])?,
             containers: self.ctr_count(&["containers", "ls", "-q"])?,
             snapshots: self.ctr_count(&["snapshots", "ls"])?.saturating_sub(1),
@@ -175,6 +197,25 @@ impl Rig {
             veths: pss::veths_on(&self.bridge),
             ipam_files: files_below(&run_dir.join("cni/ipam")),
         })
+    }
+
+    /// `haloy_process_tasks` from haloyd's /metrics.
+    fn tokio_tasks(&self) -> anyhow::Result<usize> {
+        let mut conn = TcpStream::connect(self.metrics)?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(conn, "GET /metrics HTTP/1.0\r\nHost: churn\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("haloy_process_tasks "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as usize)
+            .with_context(|| format!("no haloy_process_tasks in haloyd's /metrics: {body}"))
+    }
+
+    /// containerd-shim-runc-v2 processes serving this test's containerd.
+    fn shims(&self) -> usize {
+        pss::shims_of(&pss::processes(), self.containerd.socket()).len()
     }
 
     /// Lines `ctr` prints for `args` in haloyd's namespace.

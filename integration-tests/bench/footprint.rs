@@ -4,7 +4,8 @@
 //! 1. Log drivers alone: 9 × `haloyd` re-executed as driver (the old design) and 9 ×
 //!    `haloy-logd`, each fed 1,000 lines through pipes; PSS per driver.
 //! 2. haloy: a private containerd + haloyd (release build, `haloy-logd` beside it), 3 apps × 3
-//!    replicas deployed with the real CLI, then idle; PSS of haloyd, containerd, the shims and
+//!    replicas deployed with the real CLI (one shim per app, or `FOOTPRINT_SHIM=replica|host`
+//!    for haloyd's `containerd.shim`), then idle; PSS of haloyd, containerd, the shims and
 //!    the log drivers; then a 4th app of 3 replicas for haloyd's growth per extra replica.
 //! 3. Docker: a fresh private containerd + `dockerd --containerd <it>` with private data-root,
 //!    exec-root, pidfile, socket, bridge and cgroup parent (no iptables), the same image loaded
@@ -33,8 +34,17 @@ use pss::{mib, processes, pss_kib, pss_sum, shims_of};
 
 const APPS: [&str; 3] = ["fp-a", "fp-b", "fp-c"];
 const REPLICAS: u32 = 3;
-/// Idle time before reading PSS: lets start-up garbage settle and health checks run a few times.
-const SETTLE: Duration = Duration::from_secs(5);
+/// Idle time before each PSS reading, the same for both stacks: past Go's forced GC (every 2
+/// minutes), after which containerd and dockerd return the heap a pull or load grew (containerd
+/// measured 42.7 MiB 5 s after the deploys, 28.4 MiB after 130 s). `FOOTPRINT_SETTLE_SECS=5`
+/// for a quick run.
+fn settle() -> Duration {
+    let secs = std::env::var("FOOTPRINT_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(130);
+    Duration::from_secs(secs)
+}
 const DRIVER_ARG: &str = "_HALOY_LOG_DRIVER";
 
 /// PSS in KiB per component of one stack.
@@ -166,6 +176,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
         // Production's default interval; the harness's 1 s would make "idle" busier.
         health_interval: Duration::from_secs(10),
         insecure_registries: vec![registry.addr().to_string()],
+        shim: std::env::var("FOOTPRINT_SHIM").ok(),
         ..HaloydOptions::default()
     };
     let haloyd = Haloyd::start(&containerd, options).await;
@@ -173,7 +184,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
     for app in APPS {
         deploy(&haloyd, &registry, app, REPLICAS)?;
     }
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let stack = read_haloy_stack(haloyd_pid, &containerd);
     anyhow::ensure!(
         stack.log_count == APPS.len() * REPLICAS as usize,
@@ -182,7 +193,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
         stack.log_count
     );
     deploy(&haloyd, &registry, "fp-d", REPLICAS)?;
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let grown = pss_kib(haloyd_pid);
     let growth = (grown as i64 - stack.daemon as i64) / REPLICAS as i64;
     // Field order of the harness guards: haloyd first, then registry, then containerd.
@@ -254,7 +265,7 @@ async fn docker_stack() -> anyhow::Result<Stack> {
             ])?;
         }
     }
-    std::thread::sleep(SETTLE);
+    std::thread::sleep(settle());
     let procs = processes();
     let shims = shims_of(&procs, containerd.socket());
     let stack = Stack {
@@ -438,9 +449,11 @@ fn report(drivers: &DriverReading, haloy: &Stack, growth: i64, docker: &Stack) {
         mib(drivers.haloy_logd),
         drivers.haloy_logd as f64 / drivers.haloyd_as_driver.max(1) as f64
     );
+    let shim = std::env::var("FOOTPRINT_SHIM").unwrap_or_else(|_| "app (default)".into());
     println!(
-        "\nHost stack PSS (MiB), {} apps x {REPLICAS} replicas, idle:",
-        APPS.len()
+        "\nHost stack PSS (MiB), {} apps x {REPLICAS} replicas, idle {} s; haloyd's containerd.shim: {shim}",
+        APPS.len(),
+        settle().as_secs()
     );
     println!("  {:<28} {:>10} {:>10}", "component", "haloy", "docker");
     let row = |name: &str, h: u64, d: u64| println!("  {name:<28} {:>10} {:>10}", mib(h), mib(d));

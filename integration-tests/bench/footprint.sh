@@ -10,6 +10,8 @@
 # here when missing, never started as a system service (the test machine's iptables stay
 # Docker-free: dockerd's FORWARD DROP policy would cut the tests' bridged traffic).
 #   integration-tests/bench/footprint.sh
+#   FOOTPRINT_SHIM=host integration-tests/bench/footprint.sh   # haloyd's containerd.shim
+#   FOOTPRINT_SETTLE_SECS=5 ...   # idle time before each reading (default 130: past Go's GC)
 set -eu
 cd "$(dirname "$0")/../.."
 if ! command -v dockerd >/dev/null 2>&1; then

@@ -52,6 +52,8 @@ pub struct HaloydOptions {
     pub dns_upstream: Vec<String>,
     /// Whole top-level lines appended to the server config, e.g. `metrics: {listen: ...}`.
     pub extra_config: Vec<String>,
+    /// Server config `containerd.shim` (`app`, `replica`, `host`); haloyd's default if `None`.
+    pub shim: Option<String>,
 }
 
 impl Default for HaloydOptions {
@@ -71,6 +73,7 @@ impl Default for HaloydOptions {
             log_format: None,
             dns_upstream: Vec::new(),
             extra_config: Vec::new(),
+            shim: None,
         }
     }
 }
@@ -384,9 +387,14 @@ impl Haloyd {
             self.api_addr(),
             token_file.display()
         );
+        let shim = options
+            .shim
+            .as_ref()
+            .map(|shim| format!(", shim: {shim}"))
+            .unwrap_or_default();
         let _ = writeln!(
             yaml,
-            "containerd: {{address: {}, namespace: {}}}",
+            "containerd: {{address: {}, namespace: {}{shim}}}",
             containerd_socket.display(),
             self.namespace
         );

@@ -749,6 +749,7 @@ fn runtime_config(config: &ServerConfig, nameserver: Option<IpAddr>) -> Result<R
         pids_limit: config.security.pids_limit,
         apparmor_profile: apparmor_profile(),
         nameserver,
+        shim_grouping: config.containerd.shim,
         ..TaskSettings::default()
     };
     // Namespaces, IPAM leases and cached CNI results live under run_dir: a reboot wipes

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::proxy::IpCidr;
+pub use crate::runtime::task::ShimGrouping;
 pub use crate::tls::UnknownSni;
 use crate::tls::{LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING};
 
@@ -126,6 +127,9 @@ pub struct ApiConfig {
 pub struct ContainerdConfig {
     pub address: PathBuf,
     pub namespace: String,
+    /// `app` (default): one containerd-shim-runc-v2 per app; `replica`: one per replica;
+    /// `host`: one for all.
+    pub shim: ShimGrouping,
 }
 
 /// The `proxy:` section (haloyd turns it into the proxy's own `proxy::ProxyConfig`).
@@ -243,6 +247,7 @@ impl Default for ServerConfig {
             containerd: ContainerdConfig {
                 address: PathBuf::from("/run/containerd/containerd.sock"),
                 namespace: "haloy".into(),
+                shim: ShimGrouping::PerApp,
             },
             proxy: ProxySection {
                 http_listen: addr("0.0.0.0:80"),
@@ -320,6 +325,7 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # containerd:
 #   address: /run/containerd/containerd.sock
 #   namespace: haloy
+#   shim: app                        # one runc shim per app; or `replica`, `host`
 # proxy:
 #   http_listen: 0.0.0.0:80
 #   https_listen: 0.0.0.0:443
@@ -602,13 +608,25 @@ fn decode_api(dec: &mut Decoder, v: &Node, api: &mut ApiConfig) -> Option<PathBu
 }
 
 fn decode_containerd(dec: &mut Decoder, v: &Node, c: &mut ContainerdConfig) {
-    for (k, e) in dec.map(v, "containerd", &["address", "namespace"]) {
+    for (k, e) in dec.map(v, "containerd", &["address", "namespace", "shim"]) {
         let p = join("containerd", &k);
         match k.as_str() {
             "address" => set(
                 &mut c.address,
                 dec.word(&e.value, &p)
                     .map(|s| PathBuf::from(s.strip_prefix("unix://").unwrap_or(&s))),
+            ),
+            "shim" => set(
+                &mut c.shim,
+                dec.one_of(
+                    &e.value,
+                    &p,
+                    &[
+                        ("app", ShimGrouping::PerApp),
+                        ("replica", ShimGrouping::PerReplica),
+                        ("host", ShimGrouping::PerHost),
+                    ],
+                ),
             ),
             _ => set(&mut c.namespace, dec.word(&e.value, &p)),
         }

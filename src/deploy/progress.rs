@@ -16,7 +16,9 @@ const CHANNEL_CAPACITY: usize = 1024;
 
 struct Progress {
     events: Vec<DeployEvent>,
-    sender: broadcast::Sender<DeployEvent>,
+    /// None once finished: the channel preallocates all CHANNEL_CAPACITY slots (~170 KiB),
+    /// which the 64 kept finished jobs would otherwise hold for nothing.
+    sender: Option<broadcast::Sender<DeployEvent>>,
     finished: bool,
 }
 
@@ -47,7 +49,7 @@ impl ProgressHub {
             deployment_id.to_string(),
             Progress {
                 events: Vec::new(),
-                sender,
+                sender: Some(sender),
                 finished: false,
             },
         );
@@ -75,7 +77,11 @@ impl ProgressHub {
         let hub = self.lock();
         let progress = hub.deployments.get(deployment_id)?;
         let past = progress.events.clone();
-        let live = (!progress.finished).then(|| progress.sender.subscribe());
+        let live = progress
+            .sender
+            .as_ref()
+            .filter(|_| !progress.finished)
+            .map(broadcast::Sender::subscribe);
         drop(hub);
         let past_done = past.iter().any(|e| e.kind == EventKind::Finished);
         Some(futures_util::stream::unfold(
@@ -109,8 +115,14 @@ impl ProgressHub {
         if let Some(progress) = hub.deployments.get_mut(&id) {
             progress.events.push(event.clone());
             progress.finished |= finished;
-            // No receivers is normal: nobody may be watching.
-            let _ = progress.sender.send(event);
+            if let Some(sender) = &progress.sender {
+                // No receivers is normal: nobody may be watching.
+                let _ = sender.send(event);
+            }
+            if progress.finished {
+                // Watchers already subscribed keep the channel until they read `finished`.
+                progress.sender = None;
+            }
         }
         if finished {
             hub.finished_order.push(id);
@@ -170,3 +182,7 @@ impl Reporter {
         });
     }
 }
+
+#[cfg(test)]
+#[path = "tests/progress.rs"]
+mod tests;

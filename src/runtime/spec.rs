@@ -104,7 +104,15 @@ pub struct SpecInput<'a> {
     /// `init: true`: this host binary (tini) is mounted read-only at `INIT_PATH` and runs as
     /// PID 1 in front of the app's args.
     pub init: Option<&'a Path>,
+    /// Value of `SHIM_GROUP_ANNOTATION`: tasks with the same value share one runc v2 shim.
+    /// None = a shim of its own (containerd's default).
+    pub shim_group: Option<&'a str>,
 }
+
+/// The OCI annotation containerd's runc v2 shim (1.6: runtime/v2/runc/v2 StartShim) reads
+/// from the bundle's config.json: tasks carrying the same value are served by one shim
+/// process instead of one each.
+pub const SHIM_GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 
 /// Where the init binary appears inside a container (like Docker's /sbin/docker-init).
 pub const INIT_PATH: &str = "/.haloy/init";
@@ -735,14 +743,20 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .path("rootfs")
         .readonly(false)
         .build()?;
-    Ok(SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .hostname(input.hostname)
         .root(root)
         .process(process)
         .mounts(task_mounts(input)?)
         .linux(linux)
-        .build()?)
+        .build()?;
+    if let Some(group) = input.shim_group {
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.insert(SHIM_GROUP_ANNOTATION.to_string(), group.to_string());
+        spec.set_annotations(Some(annotations));
+    }
+    Ok(spec)
 }
 
 /// The spec as containerd stores it: JSON inside an Any.

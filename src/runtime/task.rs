@@ -59,6 +59,35 @@ pub mod labels {
     pub const STOP_TIMEOUT: &str = "dev.haloy.stop-timeout";
 }
 
+/// Which replicas share one containerd-shim-runc-v2 process. A shim costs ~3 MiB PSS; it
+/// serves each of its tasks separately (create, kill, delete, exit events, one log driver
+/// per task), so sharing changes only what a shim crash takes down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShimGrouping {
+    /// One shim per app: a crash of that shim stops the app's replicas together, and
+    /// supervision restarts each of them like any other exit.
+    #[default]
+    PerApp,
+    /// One shim per replica (containerd's default): a shim crash stops one replica only.
+    PerReplica,
+    /// One shim for every replica of this haloyd: the least memory, and a shim crash stops
+    /// every app at once.
+    PerHost,
+}
+
+impl ShimGrouping {
+    /// The `SHIM_GROUP_ANNOTATION` value for a replica of `app`, None for a shim of its own.
+    /// App names are unique per containerd namespace, and the shim's socket address hashes
+    /// the namespace with this value.
+    pub fn group_for(self, app: &str) -> Option<String> {
+        match self {
+            ShimGrouping::PerApp => Some(format!("haloy.app.{app}")),
+            ShimGrouping::PerReplica => None,
+            ShimGrouping::PerHost => Some("haloy.host".to_string()),
+        }
+    }
+}
+
 /// Where task files and logs live and how the task process is wrapped.
 #[derive(Debug, Clone)]
 pub struct TaskSettings {
@@ -82,6 +111,8 @@ pub struct TaskSettings {
     /// haloyd's DNS server (the bridge gateway) as the replicas' resolver; the host's
     /// resolvers when None.
     pub nameserver: Option<std::net::IpAddr>,
+    /// Which replicas share a shim process.
+    pub shim_grouping: ShimGrouping,
 }
 
 impl Default for TaskSettings {
@@ -97,6 +128,7 @@ impl Default for TaskSettings {
             apparmor_profile: None,
             init_binary: PathBuf::from(super::DEFAULT_INIT_BINARY),
             nameserver: None,
+            shim_grouping: ShimGrouping::default(),
         }
     }
 }
@@ -206,6 +238,10 @@ pub struct Tasks {
     client: Containerd,
     network: Arc<dyn Network>,
     settings: TaskSettings,
+    /// One Tasks.Create at a time per shim group: the runc shim's start-up binds the group's
+    /// socket, and a second start racing it can replace that socket and leave a shim serving
+    /// nothing (seen as 4 shims for 3 apps). Keyed by group; one entry per app ever started.
+    shim_starts: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl std::fmt::Debug for Tasks {
@@ -223,7 +259,13 @@ impl Tasks {
             client,
             network,
             settings,
+            shim_starts: Default::default(),
         }
+    }
+
+    fn shim_start_lock(&self, group: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.shim_starts.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(group.to_string()).or_default().clone()
     }
 
     pub fn settings(&self) -> &TaskSettings {
@@ -354,6 +396,15 @@ impl Tasks {
             stdout: uri.clone(),
             stderr: uri,
             ..Default::default()
+        };
+        let group_lock = self
+            .settings
+            .shim_grouping
+            .group_for(&spec.app)
+            .map(|group| self.shim_start_lock(&group));
+        let _serial = match &group_lock {
+            Some(lock) => Some(lock.lock().await),
+            None => None,
         };
         self.client
             .tasks()
@@ -554,6 +605,7 @@ impl Tasks {
         let volumes = resolve_volumes(&spec.volumes, &spec.app, &volumes_root).map_err(spec_err)?;
         let cgroups_path = format!("{}/{id}", self.settings.cgroup_parent.trim_end_matches('/'));
         let replica_id = spec.replica.to_string();
+        let shim_group = self.settings.shim_grouping.group_for(&spec.app);
         let input = SpecInput {
             hostname: &hostname,
             image: &spec.image.config,
@@ -572,6 +624,7 @@ impl Tasks {
             seccomp: spec.seccomp,
             apparmor_profile: self.settings.apparmor_profile.as_deref(),
             init: spec.init.then_some(self.settings.init_binary.as_path()),
+            shim_group: shim_group.as_deref(),
         };
         let oci = build_spec(&input).map_err(spec_err)?;
         spec_any(&oci).map_err(spec_err)

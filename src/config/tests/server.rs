@@ -8,6 +8,7 @@ fn empty_file_gives_defaults() {
     assert_eq!(c, ServerConfig::default());
     assert_eq!(c.api.listen.to_string(), "127.0.0.1:9922");
     assert_eq!(c.containerd.namespace, "haloy");
+    assert_eq!(c.containerd.shim, ShimGrouping::PerApp);
     assert_eq!(c.proxy.max_header_bytes, 65536);
     assert_eq!(c.network.subnet.to_string(), "10.89.0.0/16");
     assert_eq!(c.health_monitor.fall, 3);
@@ -20,7 +21,7 @@ fn empty_file_gives_defaults() {
 fn every_key_is_read() {
     let text = r#"
 api: {listen: "127.0.0.1:0", domain: API.example.com, token_file: /t/token}
-containerd: {address: /t/containerd.sock, namespace: test-ns}
+containerd: {address: /t/containerd.sock, namespace: test-ns, shim: replica}
 proxy:
   http_listen: "127.0.0.1:8080"
   https_listen: "127.0.0.1:8443"
@@ -53,6 +54,7 @@ logs: {max_size: 1Mi, max_files: 2}
     assert!(c.proxy.trusted_proxies[0].contains("10.1.2.3".parse().unwrap()));
     assert!(!c.proxy.trusted_proxies[1].contains("127.0.0.2".parse().unwrap()));
     assert_eq!(c.network.bridge, "hl-test0");
+    assert_eq!(c.containerd.shim, ShimGrouping::PerReplica);
     assert_eq!(c.network.cni_conf_dir, PathBuf::from("/t/cni"));
     assert_eq!(c.state_dir, PathBuf::from("/t/state"));
     assert_eq!(c.acme.unknown_sni, UnknownSni::SelfSigned);

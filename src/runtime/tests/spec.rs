@@ -61,6 +61,26 @@ fn build_all(
     apparmor_profile: Option<&str>,
     init: Option<&Path>,
 ) -> Spec {
+    build_grouped(
+        image,
+        resources,
+        volumes,
+        seccomp,
+        apparmor_profile,
+        init,
+        None,
+    )
+}
+
+fn build_grouped(
+    image: &ImageConfig,
+    resources: Resources,
+    volumes: &[ResolvedVolume],
+    seccomp: SeccompMode,
+    apparmor_profile: Option<&str>,
+    init: Option<&Path>,
+    shim_group: Option<&str>,
+) -> Spec {
     let files = files();
     let env = vec![("MODE".to_string(), "app".to_string())];
     build_spec(&SpecInput {
@@ -82,8 +102,33 @@ fn build_all(
         seccomp,
         apparmor_profile,
         init,
+        shim_group,
     })
     .unwrap()
+}
+
+#[test]
+fn shim_group_is_the_runc_v2_group_annotation_and_absent_without_one() {
+    let volumes = [];
+    let grouped = build_grouped(
+        &image(),
+        Resources::default(),
+        &volumes,
+        SeccompMode::Default,
+        None,
+        None,
+        Some("haloy.app.web"),
+    );
+    let annotations = grouped.annotations().clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("io.containerd.runc.v2.group")
+            .map(String::as_str),
+        Some("haloy.app.web")
+    );
+    let alone = build(&image(), Resources::default(), &volumes);
+    let alone_annotations = alone.annotations().clone().unwrap_or_default();
+    assert!(!alone_annotations.contains_key("io.containerd.runc.v2.group"));
 }
 
 #[test]
