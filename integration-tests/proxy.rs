@@ -1181,7 +1181,9 @@ fn tls_pair(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    client.alpn_protocols = vec![client_alpn.to_vec()];
+    if !client_alpn.is_empty() {
+        client.alpn_protocols = vec![client_alpn.to_vec()];
+    }
     (
         tokio_rustls::TlsAcceptor::from(Arc::new(server)),
         tokio_rustls::TlsConnector::from(Arc::new(client)),
@@ -1434,6 +1436,77 @@ async fn idempotent_request_on_stale_pooled_connection_is_resent() {
 
 /// HTTPS on HTTP/1.1 is served by hyper throughout: a head with Content-Length beside
 /// Transfer-Encoding is still refused (400, closed), never forwarded as hyper alone would.
+/// HTTPS HTTP/1.1 (ALPN http/1.1, or no ALPN at all) starts on the proxy's own HTTP/1 server:
+/// keep-alive requests with length and chunked answers, then a request with a body hands the
+/// connection to hyper, which serves the rest of it; X-Forwarded-Proto says https throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_http11_keep_alive_then_hand_off_with_and_without_alpn() {
+    for alpn in [&b"http/1.1"[..], &b""[..]] {
+        let b = test_backend("b0").await;
+        let routes = Routes::new();
+        route(
+            &routes,
+            "web",
+            "tls.test",
+            &[],
+            vec![ready_backend(0, b.addr)],
+        );
+        let proxy = start_https_proxy(ProxyConfig::default(), routes, "tls.test", alpn).await;
+        let mut tls = proxy.connect("tls.test").await;
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            (!alpn.is_empty()).then_some(alpn)
+        );
+        tls.write_all(
+            b"GET /length HTTP/1.1\r\nHost: tls.test\r\n\r\n\
+              GET /chunked HTTP/1.1\r\nHost: tls.test\r\n\r\n\
+              POST /echo HTTP/1.1\r\nHost: tls.test\r\nContent-Length: 5\r\n\r\nhello\
+              GET /length HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+            .await
+            .expect("the proxy closes after the last request")
+            .expect("a clean TLS close");
+        let answer = String::from_utf8_lossy(&answer);
+        let statuses: Vec<&str> = answer
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &answer[i + 9..i + 12])
+            .collect();
+        assert_eq!(statuses, ["200", "200", "200", "200"], "{answer}");
+        let first = answer.find("0123456789").expect("length body");
+        let chunked = answer.find("6\r\nhello \r\n").expect("chunked body");
+        let echoed = answer[chunked..]
+            .find("\r\n\r\nhello")
+            .expect("echoed body");
+        let last = answer.rfind("0123456789").expect("last length body");
+        assert!(first < chunked && chunked + echoed < last, "{answer}");
+        assert_eq!(b.hits.load(Ordering::SeqCst), 4);
+
+        let rb = raw_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        let routes = Routes::new();
+        route(
+            &routes,
+            "web",
+            "tls.test",
+            &[],
+            vec![ready_backend(0, rb.addr)],
+        );
+        let proxy = start_https_proxy(ProxyConfig::default(), routes, "tls.test", alpn).await;
+        let mut tls = proxy.connect("tls.test").await;
+        tls.write_all(b"GET /p HTTP/1.1\r\nHost: tls.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut answer)).await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        let got = rb.requests().join("").to_ascii_lowercase();
+        assert!(got.contains("x-forwarded-proto: https"), "{got}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_length_and_chunked_together_are_refused() {
     let b = test_backend("b0").await;

@@ -313,6 +313,7 @@ async fn run(
     if let Some(domain) = &config.api.domain {
         route_api_domain(&routes, domain, config.api.listen);
     }
+    install_bench_routes(&routes)?;
 
     let shutdown = CancellationToken::new();
     let (api_stop_tx, api_stop_rx) = tokio::sync::watch::channel(false);
@@ -871,6 +872,21 @@ fn route_api_domain(routes: &Routes, domain: &str, api: SocketAddr) {
     if let Err(e) = routes.set_app(route) {
         tracing::error!(domain, error = %e, "cannot route the API domain");
     }
+}
+
+/// Benchmark-only static routes (integration-tests/bench/proxy.sh): see `proxy::bench_route`.
+fn install_bench_routes(routes: &Routes) -> Result<()> {
+    let Some(value) = std::env::var_os(proxy::bench_route::BENCH_ROUTES_ENV) else {
+        return Ok(());
+    };
+    let value = value.to_string_lossy();
+    let count = proxy::bench_route::install_bench_routes(routes, &value)?;
+    tracing::warn!(
+        routes = count,
+        variable = proxy::bench_route::BENCH_ROUTES_ENV,
+        "benchmark-only static routes installed; unset the variable outside benchmarks"
+    );
+    Ok(())
 }
 
 /// Keeps certificates in line with the deployed domains (and the API domain).

@@ -160,7 +160,13 @@ pub(crate) trait Socket {
     fn into_tcp(self) -> TcpStream;
 }
 
-/// TLS is done with by then: hyper's shutdown sent the close_notify.
+impl Socket for TcpStream {
+    fn into_tcp(self) -> TcpStream {
+        self
+    }
+}
+
+/// TLS is done with by then: hyper's shutdown (or `http1`'s caller) sent the close_notify.
 impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     fn into_tcp(self) -> TcpStream {
         self.into_inner().0

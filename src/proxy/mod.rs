@@ -23,6 +23,7 @@
 //! ```
 
 mod backend;
+pub mod bench_route;
 mod body;
 mod deadline;
 mod guard;

@@ -252,24 +252,11 @@ impl ClientConn {
     /// serves the rest of the connection.
     async fn serve_plain(self, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
-        // Without a request in progress an HTTP/1 connection is either idle or still sending
-        // its head: both end at the header timeout (slowloris), and at the idle timeout.
         let config = &self.shared.config;
         let quiet_limit = config.header_read_timeout.min(config.idle_timeout);
         let activity = Arc::new(ConnActivity::default());
-        let own = http1::serve(
-            Arc::clone(&self.shared),
-            self.client_info(false),
-            Arc::clone(&activity),
-            stream,
-        );
-        let ended = self
-            .drive(own, &activity, quiet_limit, |_| activity.close())
-            .await;
-        let io = match ended {
-            Some(http1::Ended::Handoff(io)) => io,
-            Some(http1::Ended::Linger(stream)) => return linger::close(stream).await,
-            Some(http1::Ended::Closed) | None => return,
+        let Some(io) = self.serve_own_http1(stream, false, &activity).await else {
+            return;
         };
         let watched = HeadGuard::new(
             io,
@@ -288,6 +275,45 @@ impl ClientConn {
         close_reclaimed(back).await;
     }
 
+    /// HTTP/1 on `stream` through the proxy's own server (`http1`) until the connection ends
+    /// (closed here, with lingering when the client may still send) or a request needs hyper:
+    /// then the stream with the bytes read so far in front.
+    async fn serve_own_http1<S>(
+        &self,
+        stream: S,
+        https: bool,
+        activity: &Arc<ConnActivity>,
+    ) -> Option<http1::Rewind<S>>
+    where
+        S: AsyncRead + AsyncWrite + Socket + Unpin,
+    {
+        // Without a request in progress an HTTP/1 connection is either idle or still sending
+        // its head: both end at the header timeout (slowloris), and at the idle timeout.
+        let config = &self.shared.config;
+        let quiet_limit = config.header_read_timeout.min(config.idle_timeout);
+        let own = http1::serve(
+            Arc::clone(&self.shared),
+            self.client_info(https),
+            Arc::clone(activity),
+            stream,
+        );
+        let ended = self
+            .drive(own, activity, quiet_limit, |_| activity.close())
+            .await;
+        match ended {
+            Some(http1::Ended::Handoff(io)) => Some(io),
+            Some(http1::Ended::Linger(mut stream)) => {
+                if https {
+                    // close_notify before the TCP half-close, as hyper's shutdown does.
+                    let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                }
+                linger::close(stream.into_tcp()).await;
+                None
+            }
+            Some(http1::Ended::Closed) | None => None,
+        }
+    }
+
     async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
         let _ = stream.set_nodelay(true);
         let timeout = self.shared.config.header_read_timeout;
@@ -297,11 +323,19 @@ impl ClientConn {
             .tls_handshake(matches!(handshake, Ok(Ok(_))));
         match handshake {
             Ok(Ok(tls)) => {
-                // HTTP/1 over TLS gets the same framing check as plain connections after a
-                // hand-off; HTTP/2 frames its own messages.
-                let http2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let limit = self.shared.config.max_header_bytes.max(MIN_HEADER_BUFFER);
-                self.serve(HeadGuard::new(tls, limit, !http2), true).await
+                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    // HTTP/2 frames its own messages: no HTTP/1 framing check.
+                    return self.serve(HeadGuard::new(tls, limit, false), true).await;
+                }
+                // HTTP/1.1 (or no ALPN) starts on the proxy's own server like plain HTTP; what
+                // it hands off gets hyper's auto connection (which also recognises an HTTP/2
+                // preface sent without ALPN) behind the same framing check as plain hand-offs.
+                let activity = Arc::new(ConnActivity::default());
+                let Some(io) = self.serve_own_http1(tls, true, &activity).await else {
+                    return;
+                };
+                self.serve(HeadGuard::new(io, limit, true), true).await
             }
             Ok(Err(e)) => tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),

@@ -18,6 +18,29 @@ fn entry(app: &'static str) -> Entry<'static> {
 }
 
 #[test]
+fn hand_formatted_fields_match_the_formatter() {
+    for n in [0, 7, 42, 999] {
+        let mut line = String::new();
+        push_three_digits(&mut line, n);
+        assert_eq!(line, format!("{n:03}"));
+    }
+    for addr in [
+        "10.89.0.5:8080",
+        "0.0.0.0:0",
+        "255.255.255.255:65535",
+        "[::1]:80",
+    ] {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let mut line = String::new();
+        push_addr(&mut line, addr);
+        assert_eq!(line, addr.to_string());
+    }
+    let mut line = String::new();
+    push_value(&mut line, Some("/ok/é\"q\u{7f}"));
+    assert_eq!(line, "/ok/é_q_");
+}
+
+#[test]
 fn a_line_has_every_field_and_no_spaces_inside_values() {
     let mut line = String::new();
     let (mut second, mut stamp) = (u64::MAX, String::new());
