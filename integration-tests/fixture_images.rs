@@ -1,4 +1,5 @@
-//! `cargo run --example fixture-images -- --registry 127.0.0.1:5000 [--user U --password P]`:
+//! `cargo run --features fixture-tool --bin haloy-fixture-images -- --registry 127.0.0.1:5000
+//! [--user U --password P]`:
 //! builds the haloy test images from /bin/busybox and pushes them (`haloy-fixtures/<name>:v1`,
 //! and `web:v2`) to a running registry, for the README demo.
 
@@ -22,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
             "--registry" => registry = args.next(),
             "--user" => user = args.next(),
             "--password" => password = args.next(),
-            other => bail!("unknown argument `{other}`; usage: fixture-images --registry HOST:PORT [--user U --password P]"),
+            other => bail!("unknown argument `{other}`; usage: haloy-fixture-images --registry HOST:PORT [--user U --password P]"),
         }
     }
     let registry = registry.context("--registry HOST:PORT is required")?;

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash integration-tests/setup-debian.sh
 cargo fmt --all -- --check
-# Also compiles the examples and benchmarks, so they cannot rot.
-cargo clippy --all-targets --locked -- -D warnings
+# Also compiles the examples and benchmarks (and the demo's fixture tool), so they cannot rot.
+cargo clippy --all-targets --features fixture-tool --locked -- -D warnings
 # Test binaries share one 2-core machine: two test threads each keep CI well inside its budget.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

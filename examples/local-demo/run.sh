@@ -9,8 +9,8 @@ DEMO=/var/lib/haloy-demo
 mkdir -p "$DEMO" /etc/haloy
 
 bash integration-tests/setup-debian.sh
-# Only the example the demo runs: the benchmark examples pull in crates the demo never uses.
-cargo build --release --bins --example fixture-images
+# The fixture image tool is a bin behind a feature: examples would build every dev-dependency.
+cargo build --release --bins --features fixture-tool
 install -m 0755 target/release/haloy target/release/haloyd target/release/haloy-logd /usr/local/bin/
 
 wait_for() { # wait_for DESCRIPTION COMMAND...
@@ -37,7 +37,7 @@ EOC
     echo $! >"$DEMO/registry.pid"
 fi
 wait_for "the registry on 127.0.0.1:5000" curl -fsS http://127.0.0.1:5000/v2/
-target/release/examples/fixture-images --registry 127.0.0.1:5000
+target/release/haloy-fixture-images --registry 127.0.0.1:5000
 
 # haloyd with a fresh config and API token on first run.
 [ -f /etc/haloy/haloyd.yaml ] || haloyd init

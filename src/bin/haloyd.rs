@@ -261,8 +261,8 @@ async fn run(
     let state = StateStore::open(&config.state_dir)?;
     let deployer = Deployer::new(runtime, routes.clone(), state, deploy_settings(&config));
     let metrics = deployer.metrics();
-    let access_log =
-        AccessLog::start(config.access_log.target()).context("cannot start the access log")?;
+    let access_log = AccessLog::start(config.access_log.target(), config.logs.format)
+        .context("cannot start the access log")?;
     let proxy = Arc::new(Proxy::new_observed(
         proxy_config(&config)?,
         routes.clone(),

@@ -208,11 +208,12 @@ pub struct DeploySection {
 pub struct LogsConfig {
     pub max_size: u64,
     pub max_files: u32,
-    /// How haloyd writes its own log lines to stderr.
+    /// How haloyd writes its own log lines to stderr, and the access log's lines.
     pub format: LogFormat,
 }
 
-/// haloyd's own log line format: `text` for people (and journald), `json` for log shippers.
+/// haloyd's log and access log line format: `text` for people (and journald), `json` for log
+/// shippers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
@@ -364,7 +365,7 @@ pub const TEMPLATE_YAML: &str = r#"# haloyd server config. Every key is optional
 # logs:
 #   max_size: 10MiB
 #   max_files: 3
-#   format: text                     # haloyd's own log lines; json for log shippers
+#   format: text                     # haloyd's log and access log lines; json for log shippers
 # dns:
 #   enabled: true                    # replicas resolve app names through haloyd (bridge gateway:53)
 #   upstream: []                     # resolvers for other names; default: the host's resolv.conf
