@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod daemon_log;
 pub mod deploy;
 pub mod dns;

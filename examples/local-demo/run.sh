@@ -10,8 +10,16 @@ mkdir -p "$DEMO" /etc/haloy
 
 bash integration-tests/setup-debian.sh
 # The fixture image tool is a bin behind a feature: examples would build every dev-dependency.
-cargo build --release --bins --features fixture-tool
-install -m 0755 target/release/haloy target/release/haloyd target/release/haloy-logd /usr/local/bin/
+cargo build --locked --release --bins --features fixture-tool
+# Installed as on a server: the Debian package of these binaries (/usr/bin, systemd units,
+# /etc/haloy/haloyd.yaml, man pages, completions). Its postinst writes the API token and,
+# where systemd runs, starts haloyd. Older versions of this script copied the binaries to
+# /usr/local/bin, which comes first in PATH: those copies go.
+DEB=$(NO_BUILD=1 bash packaging/build-deb.sh release --fast)
+rm -f /usr/local/bin/haloy /usr/local/bin/haloyd /usr/local/bin/haloy-logd
+# --reinstall: a rebuild keeps the version number; confold: keep a haloyd.yaml already there.
+apt-get install -y --reinstall -o Dpkg::Options::=--force-confdef \
+    -o Dpkg::Options::=--force-confold "$DEB"
 
 wait_for() { # wait_for DESCRIPTION COMMAND...
     local what=$1; shift
@@ -39,10 +47,9 @@ fi
 wait_for "the registry on 127.0.0.1:5000" curl -fsS http://127.0.0.1:5000/v2/
 target/release/haloy-fixture-images --registry 127.0.0.1:5000
 
-# haloyd with a fresh config and API token on first run.
-[ -f /etc/haloy/haloyd.yaml ] || haloyd init
+# haloyd: the packaged service where systemd started it, else a background process.
 if ! curl -fsS http://127.0.0.1:9922/health >/dev/null 2>&1; then
-    nohup haloyd serve --config /etc/haloy/haloyd.yaml >"$DEMO/haloyd.log" 2>&1 &
+    nohup /usr/bin/haloyd serve --config /etc/haloy/haloyd.yaml >"$DEMO/haloyd.log" 2>&1 &
     echo $! >"$DEMO/haloyd.pid"
 fi
 wait_for "haloyd on 127.0.0.1:9922" curl -fsS http://127.0.0.1:9922/health
@@ -56,4 +63,4 @@ for _ in 1 2 3 4 5 6; do
     curl -fsS -H 'Host: demo.localhost' http://127.0.0.1/ | grep -E 'version|replica' | tr -d '\n'; echo
 done
 echo
-echo "haloyd log: $DEMO/haloyd.log   stop the app: haloy stop -c examples/local-demo/haloy.yaml"
+echo "haloyd log: $DEMO/haloyd.log (or journalctl -u haloyd)   stop the app: haloy stop -c examples/local-demo/haloy.yaml"

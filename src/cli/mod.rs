@@ -383,6 +383,36 @@ impl CliError {
     }
 }
 
+/// The `haloy` process: parses the command line and runs it on a small tokio runtime. Config
+/// problems are printed one per line (`FILE:LINE:COL: KEY.PATH: …`); every failure exits 1.
+/// A plain function so that the binary compiles none of the CLI's async code itself (rustc
+/// builds async bodies in the crate that polls them: 40 s of each release build).
+pub fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns `haloy logs | head` into a panic on the next write;
+    // die quietly like other Unix tools instead.
+    crate::sys::restore_default_sigpipe();
+    let cli = Cli::parse_from(exec::rewrite_tty_flag(std::env::args_os()));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            for line in e.report_lines() {
+                eprintln!("{line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let common = &cli.common;

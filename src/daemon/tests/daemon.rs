@@ -1,4 +1,4 @@
-//! Unit tests of `the haloyd binary`.
+//! Unit tests of haloyd's wiring (`crate::daemon`).
 
 use super::publicly_issuable;
 
