@@ -42,6 +42,8 @@
 # package's fat-LTO build), SCHEMES (default "http https"), LOGS (default "off on"),
 # PROXY_CPUS (default 0), LOAD_CPUS (default 1), HALOYD and BACKEND (prebuilt binaries to
 # measure instead of building, e.g. to compare two haloyd builds; both must be set).
+# HALOYD_B (a second haloyd binary, measured as "haloydB" beside the first in the same
+# interleaved rounds, with its ratio to it: an A/B of a change on this noisy shared machine),
 # P99_ROUNDS (fixed-rate rounds, default 5), SYSCALL_SECS (perf stat window per proxy, default 3;
 # 0 skips it), PERF_RECORD_DIR (if set, `perf record -g` of each proxy over a 3 s
 # saturation window of its own, into DIR/SCHEME-LOG-PROXY.data, for `perf report -i`;
@@ -70,6 +72,9 @@ HALOY_TLS_PORT=$((BASE_PORT + 4))
 NGINX_TLS_PORT=$((BASE_PORT + 5))
 HAPROXY_TLS_PORT=$((BASE_PORT + 6))
 HALOY_API_PORT=$((BASE_PORT + 7))
+HALOYB_PORT=$((BASE_PORT + 8))
+HALOYB_TLS_PORT=$((BASE_PORT + 9))
+HALOYB_API_PORT=$((BASE_PORT + 10))
 # HTTP requests name a host without certificate (haloyd would redirect one with a
 # certificate to HTTPS); HTTPS requests go to `localhost`, which the certificate names and
 # which resolves to 127.0.0.1 for wrk's SNI.
@@ -162,27 +167,27 @@ PIDS+=($!)
 for _ in $(seq 1 100); do [ -S "$WORK/containerd/containerd.sock" ] && break; sleep 0.1; done
 
 # Peers are (re)started per access-log variant; these hold the current pids.
-HALOY_PID='' NGINX_PID='' HAPROXY_PID=''
+HALOY_PID='' HALOYB_PID='' NGINX_PID='' HAPROXY_PID=''
 
-start_haloyd() { # log: off|on
-    local access="{to: off}"
-    [ "$1" = on ] && access="{to: file, file: $WORK/haloyd-access.log}"
-    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/token"
-    cat >"$WORK/haloyd.yaml" <<EOF
-state_dir: $WORK/haloyd/state
-run_dir: $WORK/haloyd/run
-api: {listen: 127.0.0.1:$HALOY_API_PORT, token_file: $WORK/token}
-containerd: {address: $WORK/containerd/containerd.sock, namespace: proxybench}
-proxy: {http_listen: 127.0.0.1:$HALOY_PORT, https_listen: 127.0.0.1:$HALOY_TLS_PORT}
-network: {bridge: hlbench0, subnet: 10.249.250.0/24, cni_conf_dir: $WORK/haloyd/cni}
+start_haloyd() { # log: off|on, name (haloyd|haloydB), binary, http port, https port, api port, net
+    local access="{to: off}" name=$2 dir="$WORK/$2"
+    [ "$1" = on ] && access="{to: file, file: $WORK/$name-access.log}"
+    mkdir -p "$dir"
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/token"
+    cat >"$dir/haloyd.yaml" <<EOF
+state_dir: $dir/state
+run_dir: $dir/run
+api: {listen: 127.0.0.1:$6, token_file: $dir/token}
+containerd: {address: $WORK/containerd/containerd.sock, namespace: proxybench$7}
+proxy: {http_listen: 127.0.0.1:$4, https_listen: 127.0.0.1:$5}
+network: {bridge: hlbench$7, subnet: 10.249.$((250 + $7)).0/24, cni_conf_dir: $dir/cni}
 acme: {enabled: false, certificates: [{domain: $TLS_HOST, cert_file: $WORK/cert.pem, key_file: $WORK/key.pem}]}
 dns: {enabled: false}
 access_log: $access
 EOF
     TOKIO_WORKER_THREADS=1 \
         HALOYD_BENCH_STATIC_ROUTES="$HTTP_HOST=127.0.0.1:$BACKEND_PORT $TLS_HOST=127.0.0.1:$BACKEND_PORT" \
-        taskset -c "$PROXY_CPUS" "$HALOYD" serve --config "$WORK/haloyd.yaml" >>"$WORK/haloyd.log" 2>&1 &
-    HALOY_PID=$!
+        taskset -c "$PROXY_CPUS" "$3" serve --config "$dir/haloyd.yaml" >>"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
 }
 
@@ -266,7 +271,14 @@ EOF
 }
 
 start_peers() { # log
-    start_haloyd "$1"
+    start_haloyd "$1" haloyd "$HALOYD" "$HALOY_PORT" "$HALOY_TLS_PORT" "$HALOY_API_PORT" 0
+    HALOY_PID=${PIDS[-1]}
+    if [ -n "${HALOYD_B:-}" ]; then
+        start_haloyd "$1" haloydB "$HALOYD_B" "$HALOYB_PORT" "$HALOYB_TLS_PORT" "$HALOYB_API_PORT" 1
+        HALOYB_PID=${PIDS[-1]}
+        wait_port "$HALOYB_PORT"
+        wait_port "$HALOYB_TLS_PORT"
+    fi
     start_nginx "$1"
     start_haproxy "$1"
     for port in $BACKEND_PORT $HALOY_PORT $NGINX_PORT $HAPROXY_PORT \
@@ -277,13 +289,13 @@ start_peers() { # log
 }
 
 stop_peers() {
-    for pid in "$HALOY_PID" "$NGINX_PID" "$HAPROXY_PID"; do stop_pid "$pid"; done
+    for pid in "$HALOY_PID" "$NGINX_PID" "$HAPROXY_PID" $HALOYB_PID; do stop_pid "$pid"; done
 }
 
 # Sanity: every front answers 200 with the 1 KB body, over HTTP and TLS 1.3.
 check_peers() {
     local port reply
-    for port in $HALOY_PORT $NGINX_PORT $HAPROXY_PORT; do
+    for port in $HALOY_PORT $NGINX_PORT $HAPROXY_PORT ${HALOYD_B:+$HALOYB_PORT}; do
         exec 3<>"/dev/tcp/127.0.0.1/$port"
         printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$HTTP_HOST" >&3
         reply=$(cat <&3)
@@ -293,7 +305,7 @@ check_peers() {
             *) echo "port $port did not answer 200: ${reply:0:200}" >&2; exit 1 ;;
         esac
     done
-    for port in $HALOY_TLS_PORT $NGINX_TLS_PORT $HAPROXY_TLS_PORT; do
+    for port in $HALOY_TLS_PORT $NGINX_TLS_PORT $HAPROXY_TLS_PORT ${HALOYD_B:+$HALOYB_TLS_PORT}; do
         reply=$(printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$TLS_HOST" |
             openssl s_client -quiet -tls1_3 -servername "$TLS_HOST" \
                 -connect "127.0.0.1:$port" 2>/dev/null || true)
@@ -409,20 +421,27 @@ record_profile() { # scheme port pid file
     wait "$perf_pid" || true
 }
 
-fixed_rate() { # scheme port rate -> "achieved_rps p50_ms p99_ms"
-    local scheme=$1 port=$2 rate=$3 delay_ms=2
+# CPU per request is also taken at the fixed rate: all proxies then serve the same req/s, so
+# it does not depend on how much each batched at saturation, which follows the load other
+# processes put on the machine (this is the steadier comparison on a shared machine).
+fixed_rate() { # scheme port rate pid -> "achieved_rps p50_ms p99_ms cpu_us_per_request"
+    local scheme=$1 port=$2 rate=$3 pid=$4 delay_ms=2 ut0 st0 ut1 st1
     local conns=$(((rate * delay_ms + 999) / 1000))
     cat >"$WORK/pace.lua" <<EOF
 function delay() return $delay_ms end
 EOF
     local out
+    read -r ut0 st0 <<<"$(cpu_ticks "$pid")"
     out=$(run_wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/pace.lua" \
         -H "$(host_header "$scheme")" "$(url "$scheme" "$port")")
-    local rps p50 p99
+    read -r ut1 st1 <<<"$(cpu_ticks "$pid")"
+    local rps p50 p99 n
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    n=$(awk '/ requests in / { print $1 }' <<<"$out")
     p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v t=$((ut1 + st1 - ut0 - st0)) -v hz="$CLK_TCK" -v n="$n" \
+        'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
 }
 
 median() { # numbers... -> median
@@ -449,22 +468,22 @@ verdict() { # value op bound -> "met" / "NOT met"
 }
 
 SUMMARY=()
-PROXIES="haloyd nginx haproxy"
+PROXIES="haloyd ${HALOYD_B:+haloydB }nginx haproxy"
 
 measure() { # scheme log
     local scheme=$1 log=$2
     declare -A PORT PID
     if [ "$scheme" = https ]; then
-        PORT=([haloyd]=$HALOY_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
+        PORT=([haloyd]=$HALOY_TLS_PORT [haloydB]=$HALOYB_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
     else
-        PORT=([haloyd]=$HALOY_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+        PORT=([haloyd]=$HALOY_PORT [haloydB]=$HALOYB_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
     fi
-    PID=([haloyd]=$HALOY_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+    PID=([haloyd]=$HALOY_PID [haloydB]=$HALOYB_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
     # The machine is shared: rounds interleave the three proxies, medians are reported and
     # the ratios are medians of each round's ratio (the two runs of a round are seconds
     # apart), so a burst of foreign load hits all of them rather than one.
     echo "== $scheme, access log $log: saturation wrk -t1 -c$CONNS -d${DURATION}s, 1 KB body, keep-alive, $ROUNDS interleaved rounds" >&2
-    declare -A RPS CPU USR SYS CSW SC P50 P99 FR
+    declare -A RPS CPU USR SYS CSW SC P50 P99 FR FCPU
     local p r rps cpu usr sys csw
     for _ in $(seq 1 "$ROUNDS"); do
         for p in $PROXIES; do
@@ -491,41 +510,36 @@ measure() { # scheme log
     fi
     local rate
     # shellcheck disable=SC2086 # one word per round
-    rate=$(awk -v a="$(median ${RPS[haloyd]})" -v b="$(median ${RPS[nginx]})" -v c="$(median ${RPS[haproxy]})" \
-        'BEGIN { m = a; if (b < m) m = b; if (c < m) m = c; printf "%d", m / 2 }')
+    rate=$(for p in $PROXIES; do median ${RPS[$p]}; done | sort -g | awk 'NR == 1 { printf "%d", $1 / 2 }')
 
     echo "== $scheme, access log $log: fixed rate ~$rate req/s (half the slowest saturation), wrk pacing 2 ms/connection, $P99_ROUNDS interleaved rounds" >&2
-    local a b round=0 order
+    local a b c order=$PROXIES
     for _ in $(seq 1 "$P99_ROUNDS"); do
         # Each round starts with another proxy, so none always runs right after a saturation.
-        case $((round % 3)) in
-            0) order="haloyd nginx haproxy" ;;
-            1) order="nginx haproxy haloyd" ;;
-            2) order="haproxy haloyd nginx" ;;
-        esac
-        round=$((round + 1))
         for p in $order; do
-            read -r r a b <<<"$(fixed_rate "$scheme" "${PORT[$p]}" "$rate")"
-            FR[$p]+="$r " P50[$p]+="$a " P99[$p]+="$b "
+            read -r r a b c <<<"$(fixed_rate "$scheme" "${PORT[$p]}" "$rate" "${PID[$p]}")"
+            FR[$p]+="$r " P50[$p]+="$a " P99[$p]+="$b " FCPU[$p]+="$c "
         done
+        order="${order#* } ${order%% *}"
     done
     for p in $PROXIES; do
-        echo "   $p: p99 ms ${P99[$p]}" >&2
+        echo "   $p: p99 ms ${P99[$p]}| CPU us ${FCPU[$p]}" >&2
     done
 
     printf '\n[%s, access log %s]\n' "$scheme" "$log"
-    printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s\n' proxy "sat req/s" "CPU us" "CPU range" "user us" "sys us" "ctxsw" "syscalls" "fixed r/s" "p50 ms" "p99 ms"
+    printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' proxy "sat req/s" "CPU us" "CPU range" "user us" "sys us" "ctxsw" "syscalls" "fixed r/s" "CPU us" "p50 ms" "p99 ms"
     for p in $PROXIES; do
         # shellcheck disable=SC2086 # one word per round
-        printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s\n' "$p" \
+        printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' "$p" \
             "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(range ${CPU[$p]})" \
             "$(median ${USR[$p]})" "$(median ${SYS[$p]})" "$(median ${CSW[$p]})" \
-            "$(sc_total "${SC[$p]:-n/a}")" "$(median ${FR[$p]})" "$(median ${P50[$p]})" "$(median ${P99[$p]})"
+            "$(sc_total "${SC[$p]:-n/a}")" "$(median ${FR[$p]})" "$(median ${FCPU[$p]})" \
+            "$(median ${P50[$p]})" "$(median ${P99[$p]})"
     done
     if [ "$SYSCALL_SECS" != 0 ]; then
         for p in $PROXIES; do printf '  syscalls/req %-8s %s\n' "$p" "${SC[$p]}"; done
     fi
-    local line peer rr rc rp
+    local line peer rr rc rp rf
     for peer in nginx haproxy; do
         # shellcheck disable=SC2046,SC2086 # one word per round
         rr=$(median $(ratios ${RPS[haloyd]} -- ${RPS[$peer]}))
@@ -533,11 +547,29 @@ measure() { # scheme log
         rc=$(median $(ratios ${CPU[haloyd]} -- ${CPU[$peer]}))
         # shellcheck disable=SC2046,SC2086
         rp=$(median $(ratios ${P99[haloyd]} -- ${P99[$peer]}))
-        line=$(printf 'haloyd/%-7s req/s %.2f (>= 1 %s)  CPU/req %.2f (<= 0.9 %s)  p99 %.2f (<= 1 %s)' \
-            "$peer" "$rr" "$(verdict "$rr" '>=' 1)" "$rc" "$(verdict "$rc" '<=' 0.9)" "$rp" "$(verdict "$rp" '<=' 1)")
+        # shellcheck disable=SC2046,SC2086
+        rf=$(median $(ratios ${FCPU[haloyd]} -- ${FCPU[$peer]}))
+        line=$(printf 'haloyd/%-7s req/s %.2f (>= 1 %s)  CPU/req %.2f (<= 0.9 %s; at the fixed rate %.2f)  p99 %.2f (<= 1 %s)' \
+            "$peer" "$rr" "$(verdict "$rr" '>=' 1)" "$rc" "$(verdict "$rc" '<=' 0.9)" "$rf" "$rp" "$(verdict "$rp" '<=' 1)")
         echo "$line"
         [ "$peer" = nginx ] && SUMMARY+=("$(printf '%-5s log %-3s %s' "$scheme" "$log" "$line")")
     done
+    if [ -n "${HALOYD_B:-}" ]; then
+        for peer in haloyd nginx; do
+            # shellcheck disable=SC2046,SC2086 # one word per round
+            line=$(printf 'haloydB/%-6s req/s %.3f  CPU/req %.3f  user %.3f  sys %.3f  (CPU rounds: %s)  fixed-rate CPU/req %.3f (rounds: %s)  p99 %.2f' "$peer" \
+                "$(median $(ratios ${RPS[haloydB]} -- ${RPS[$peer]}))" \
+                "$(median $(ratios ${CPU[haloydB]} -- ${CPU[$peer]}))" \
+                "$(median $(ratios ${USR[haloydB]} -- ${USR[$peer]}))" \
+                "$(median $(ratios ${SYS[haloydB]} -- ${SYS[$peer]}))" \
+                "$(ratios ${CPU[haloydB]} -- ${CPU[$peer]} | tr '\n' ' ')" \
+                "$(median $(ratios ${FCPU[haloydB]} -- ${FCPU[$peer]}))" \
+                "$(ratios ${FCPU[haloydB]} -- ${FCPU[$peer]} | tr '\n' ' ')" \
+                "$(median $(ratios ${P99[haloydB]} -- ${P99[$peer]}))")
+            echo "$line"
+            SUMMARY+=("$(printf '%-5s log %-3s %s' "$scheme" "$log" "$line")")
+        done
+    fi
 }
 
 for log in $LOGS; do
