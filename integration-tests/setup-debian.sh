@@ -8,7 +8,7 @@ apt-get install -y --no-install-recommends \
     containerd runc containernetworking-plugins iproute2 iptables nftables \
     docker-registry pebble busybox-static tini protobuf-compiler apache2-utils systemd \
     wrk nginx-light haproxy prometheus curl ca-certificates gcc pkg-config dpkg-dev bc time \
-    umoci buildah skopeo dnsmasq-base
+    umoci buildah skopeo dnsmasq-base linux-perf
 # Debian starts some daemons on install where an init system exists; haloy's tests run their
 # own private instances, so the packaged services must not hold ports 80/443/5000/9090.
 for svc in nginx haproxy docker-registry containerd prometheus; do

@@ -18,11 +18,15 @@
 # One run, same machine, same load tool (wrk, keep-alive, 1 KB body), per variant
 # (http|https × access log off|on):
 #   1. req/s at saturation (closed loop, $CONNS connections), and each proxy's CPU time per
-#      request (utime+stime deltas of /proc/PID/stat, all threads);
-#   2. p50/p99 latency at a fixed rate below saturation (half of the slowest proxy's
-#      saturation, the same rate for all three).
-# Prints haloyd/nginx and haloyd/haproxy ratios. Targets (issue 17): CPU/req <= 0.9 x nginx,
-# req/s >= nginx, p99 <= nginx.
+#      request (utime+stime deltas of /proc/PID/stat, all threads), split into user and
+#      system time, with context switches per request (/proc/PID/task/*/status);
+#   2. syscalls per request by name, TCP segments and wake-ups per request (`perf stat` over
+#      a saturation window of its own, so tracing costs the timed runs nothing);
+#   3. p50/p99 latency at a fixed rate below saturation (half of the slowest proxy's
+#      saturation, the same rate for all three), P99_ROUNDS rounds in rotating order.
+# Prints haloyd/nginx and haloyd/haproxy ratios (the median of each round's ratio) and
+# whether each target is met. Targets (issue 17): CPU/req <= 0.9 x nginx, req/s >= nginx,
+# p99 <= nginx.
 #
 # Access log "on": each peer writes its default format to a file: haloyd `access_log: {to:
 # file}`, nginx `access_log FILE` (combined), HAProxy `option httplog` to stdout redirected to
@@ -38,13 +42,22 @@
 # package's fat-LTO build), SCHEMES (default "http https"), LOGS (default "off on"),
 # PROXY_CPUS (default 0), LOAD_CPUS (default 1), HALOYD and BACKEND (prebuilt binaries to
 # measure instead of building, e.g. to compare two haloyd builds; both must be set).
-# Run as root. Needs: wrk, nginx (nginx-light), haproxy, openssl, containerd, cargo.
+# HALOYD_B (a second haloyd binary, measured as "haloydB" beside the first in the same
+# interleaved rounds, with its ratio to it: an A/B of a change on this noisy shared machine),
+# P99_ROUNDS (fixed-rate rounds, default 5), SYSCALL_SECS (perf stat window per proxy, default 3;
+# 0 skips it), PERF_RECORD_DIR (if set, `perf record -g` of each proxy over a 3 s
+# saturation window of its own, into DIR/SCHEME-LOG-PROXY.data, for `perf report -i`;
+# PERF_RECORD_ARGS replaces `-g`, e.g. "--call-graph dwarf -F 499" for Rust's call stacks).
+# Run as root. Needs: wrk, nginx (nginx-light), haproxy, openssl, containerd, cargo, perf
+# (linux-perf).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 ROUNDS=${ROUNDS:-3}
+P99_ROUNDS=${P99_ROUNDS:-5}
+SYSCALL_SECS=${SYSCALL_SECS:-3}
 BASE_PORT=${BASE_PORT:-18580}
 PROFILE=${PROFILE:-release}
 SCHEMES=${SCHEMES:-http https}
@@ -59,6 +72,9 @@ HALOY_TLS_PORT=$((BASE_PORT + 4))
 NGINX_TLS_PORT=$((BASE_PORT + 5))
 HAPROXY_TLS_PORT=$((BASE_PORT + 6))
 HALOY_API_PORT=$((BASE_PORT + 7))
+HALOYB_PORT=$((BASE_PORT + 8))
+HALOYB_TLS_PORT=$((BASE_PORT + 9))
+HALOYB_API_PORT=$((BASE_PORT + 10))
 # HTTP requests name a host without certificate (haloyd would redirect one with a
 # certificate to HTTPS); HTTPS requests go to `localhost`, which the certificate names and
 # which resolves to 127.0.0.1 for wrk's SNI.
@@ -74,6 +90,7 @@ need haproxy haproxy
 need openssl openssl
 need containerd containerd
 need taskset util-linux
+[ "$SYSCALL_SECS" = 0 ] && [ -z "${PERF_RECORD_DIR:-}" ] || need perf linux-perf
 NGINX=$(command -v nginx)
 HAPROXY=$(command -v haproxy)
 CONTAINERD=$(command -v containerd)
@@ -150,27 +167,27 @@ PIDS+=($!)
 for _ in $(seq 1 100); do [ -S "$WORK/containerd/containerd.sock" ] && break; sleep 0.1; done
 
 # Peers are (re)started per access-log variant; these hold the current pids.
-HALOY_PID='' NGINX_PID='' HAPROXY_PID=''
+HALOY_PID='' HALOYB_PID='' NGINX_PID='' HAPROXY_PID=''
 
-start_haloyd() { # log: off|on
-    local access="{to: off}"
-    [ "$1" = on ] && access="{to: file, file: $WORK/haloyd-access.log}"
-    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$WORK/token"
-    cat >"$WORK/haloyd.yaml" <<EOF
-state_dir: $WORK/haloyd/state
-run_dir: $WORK/haloyd/run
-api: {listen: 127.0.0.1:$HALOY_API_PORT, token_file: $WORK/token}
-containerd: {address: $WORK/containerd/containerd.sock, namespace: proxybench}
-proxy: {http_listen: 127.0.0.1:$HALOY_PORT, https_listen: 127.0.0.1:$HALOY_TLS_PORT}
-network: {bridge: hlbench0, subnet: 10.249.250.0/24, cni_conf_dir: $WORK/haloyd/cni}
+start_haloyd() { # log: off|on, name (haloyd|haloydB), binary, http port, https port, api port, net
+    local access="{to: off}" name=$2 dir="$WORK/$2"
+    [ "$1" = on ] && access="{to: file, file: $WORK/$name-access.log}"
+    mkdir -p "$dir"
+    head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/token"
+    cat >"$dir/haloyd.yaml" <<EOF
+state_dir: $dir/state
+run_dir: $dir/run
+api: {listen: 127.0.0.1:$6, token_file: $dir/token}
+containerd: {address: $WORK/containerd/containerd.sock, namespace: proxybench$7}
+proxy: {http_listen: 127.0.0.1:$4, https_listen: 127.0.0.1:$5}
+network: {bridge: hlbench$7, subnet: 10.249.$((250 + $7)).0/24, cni_conf_dir: $dir/cni}
 acme: {enabled: false, certificates: [{domain: $TLS_HOST, cert_file: $WORK/cert.pem, key_file: $WORK/key.pem}]}
 dns: {enabled: false}
 access_log: $access
 EOF
     TOKIO_WORKER_THREADS=1 \
         HALOYD_BENCH_STATIC_ROUTES="$HTTP_HOST=127.0.0.1:$BACKEND_PORT $TLS_HOST=127.0.0.1:$BACKEND_PORT" \
-        taskset -c "$PROXY_CPUS" "$HALOYD" serve --config "$WORK/haloyd.yaml" >>"$WORK/haloyd.log" 2>&1 &
-    HALOY_PID=$!
+        taskset -c "$PROXY_CPUS" "$3" serve --config "$dir/haloyd.yaml" >>"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
 }
 
@@ -254,7 +271,14 @@ EOF
 }
 
 start_peers() { # log
-    start_haloyd "$1"
+    start_haloyd "$1" haloyd "$HALOYD" "$HALOY_PORT" "$HALOY_TLS_PORT" "$HALOY_API_PORT" 0
+    HALOY_PID=${PIDS[-1]}
+    if [ -n "${HALOYD_B:-}" ]; then
+        start_haloyd "$1" haloydB "$HALOYD_B" "$HALOYB_PORT" "$HALOYB_TLS_PORT" "$HALOYB_API_PORT" 1
+        HALOYB_PID=${PIDS[-1]}
+        wait_port "$HALOYB_PORT"
+        wait_port "$HALOYB_TLS_PORT"
+    fi
     start_nginx "$1"
     start_haproxy "$1"
     for port in $BACKEND_PORT $HALOY_PORT $NGINX_PORT $HAPROXY_PORT \
@@ -265,13 +289,13 @@ start_peers() { # log
 }
 
 stop_peers() {
-    for pid in "$HALOY_PID" "$NGINX_PID" "$HAPROXY_PID"; do stop_pid "$pid"; done
+    for pid in "$HALOY_PID" "$NGINX_PID" "$HAPROXY_PID" $HALOYB_PID; do stop_pid "$pid"; done
 }
 
 # Sanity: every front answers 200 with the 1 KB body, over HTTP and TLS 1.3.
 check_peers() {
     local port reply
-    for port in $HALOY_PORT $NGINX_PORT $HAPROXY_PORT; do
+    for port in $HALOY_PORT $NGINX_PORT $HAPROXY_PORT ${HALOYD_B:+$HALOYB_PORT}; do
         exec 3<>"/dev/tcp/127.0.0.1/$port"
         printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$HTTP_HOST" >&3
         reply=$(cat <&3)
@@ -281,7 +305,7 @@ check_peers() {
             *) echo "port $port did not answer 200: ${reply:0:200}" >&2; exit 1 ;;
         esac
     done
-    for port in $HALOY_TLS_PORT $NGINX_TLS_PORT $HAPROXY_TLS_PORT; do
+    for port in $HALOY_TLS_PORT $NGINX_TLS_PORT $HAPROXY_TLS_PORT ${HALOYD_B:+$HALOYB_TLS_PORT}; do
         reply=$(printf 'GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$TLS_HOST" |
             openssl s_client -quiet -tls1_3 -servername "$TLS_HOST" \
                 -connect "127.0.0.1:$port" 2>/dev/null || true)
@@ -304,8 +328,12 @@ to_ms() { # wrk latency value like 812.00us / 1.23ms / 1.01s -> ms
 }
 
 CLK_TCK=$(getconf CLK_TCK)
-cpu_ticks() { # pid -> user+system clock ticks used so far, all threads
-    awk '{ print $14 + $15 }' "/proc/$1/stat"
+cpu_ticks() { # pid -> "user system" clock ticks used so far, all threads
+    awk '{ print $14, $15 }' "/proc/$1/stat"
+}
+ctx_switches() { # pid -> voluntary + involuntary context switches so far, all threads
+    cat /proc/"$1"/task/*/status 2>/dev/null |
+        awk '/^(non)?voluntary_ctxt_switches:/ { n += $2 } END { print n + 0 }'
 }
 
 url() { # scheme port -> url; HTTP names its host in a header, HTTPS in the URL (SNI)
@@ -321,38 +349,99 @@ run_wrk() { # wrk args... (pinned to the load cores)
 
 # CPU time per request (user + system, from /proc) is printed next to req/s: it is the
 # proxy's own cost, less disturbed than req/s by the load tool and backend sharing the cores.
-saturate() { # scheme port pid -> "req/s cpu_us_per_request"
+# User and system time are also kept apart (system time is mostly the loopback TCP path, so
+# it follows the number of syscalls), with the context switches per request (wake-ups).
+saturate() { # scheme port pid -> "req/s cpu_us user_us sys_us ctxsw" (per request)
     local u
     u=$(url "$1" "$2")
     run_wrk -t1 -c2 -d2s -H "$(host_header "$1")" "$u" >/dev/null # warm up pools
-    local before after out
-    before=$(cpu_ticks "$3")
+    local ut0 st0 ut1 st1 cs0 cs1 out
+    read -r ut0 st0 <<<"$(cpu_ticks "$3")"
+    cs0=$(ctx_switches "$3")
     out=$(run_wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$(host_header "$1")" "$u")
-    after=$(cpu_ticks "$3")
-    awk -v t=$((after - before)) -v hz="$CLK_TCK" '
+    read -r ut1 st1 <<<"$(cpu_ticks "$3")"
+    cs1=$(ctx_switches "$3")
+    awk -v ut=$((ut1 - ut0)) -v st=$((st1 - st0)) -v cs=$((cs1 - cs0)) -v hz="$CLK_TCK" '
         /^Requests\/sec:/ { rps = $2 }
         / requests in / { n = $1 }
         /Non-2xx/ { bad = $NF }
         END {
             if (bad > 0) { print "non-2xx answers: " bad > "/dev/stderr"; exit 1 }
-            printf "%s %.2f\n", rps, t * 1e6 / hz / n
+            us = 1e6 / hz / n
+            printf "%s %.2f %.2f %.2f %.3f\n", rps, (ut + st) * us, ut * us, st * us, cs / n
         }' <<<"$out"
 }
 
-fixed_rate() { # scheme port rate -> "achieved_rps p50_ms p99_ms"
-    local scheme=$1 port=$2 rate=$3 delay_ms=2
+# Syscalls per request at saturation, counted by `perf stat` on the proxy's threads over a
+# window of its own (SYSCALL_SECS), so the tracepoints cost nothing in the timed runs. Prints
+# the total and the calls that make up the hot path, each per request.
+SYSCALLS="sendto recvfrom read write writev readv sendmsg recvmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl futex sched_yield accept4 close"
+# Also TCP segments sent per request in this network namespace (wrk, backend and proxy
+# together, so only differences between proxies mean something: pure ACKs, split writes).
+tcp_out_segs() { awk '/^Tcp: [0-9]/ { print $12 }' /proc/net/snmp; }
+count_syscalls() { # scheme port pid -> "total name=n ... segs=n" (per request)
+    local u events="-e raw_syscalls:sys_enter" name out perf_pid segs0 segs1
+    u=$(url "$1" "$2")
+    for name in $SYSCALLS; do events="$events -e syscalls:sys_enter_$name"; done
+    # Wake-ups the proxy's threads issue (of wrk, the backend, or its own threads): on a VM
+    # each wake-up of an idle vCPU is an IPI, a large share of the loopback path's cost.
+    events="$events -e sched:sched_wakeup"
+
+    # shellcheck disable=SC2086 # one word per event
+    perf stat -x, -o "$WORK/perf.out" $events -p "$3" &
+    perf_pid=$!
+    sleep 0.3 # perf attaches to every thread before the load starts
+    segs0=$(tcp_out_segs)
+    out=$(run_wrk -t1 -c"$CONNS" -d"${SYSCALL_SECS}s" -H "$(host_header "$1")" "$u")
+    segs1=$(tcp_out_segs)
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+    local n
+    n=$(awk '/ requests in / { print $1 }' <<<"$out")
+    awk -F, -v n="$n" -v segs=$((segs1 - segs0)) '
+        $3 == "raw_syscalls:sys_enter" { total = $1 }
+        $3 == "sched:sched_wakeup" { wakeups = $1 }
+        $3 ~ /^syscalls:sys_enter_/ && $1 > 0 {
+            name = $3; sub(/^syscalls:sys_enter_/, "", name)
+            if ($1 / n >= 0.005) detail = detail sprintf(" %s=%.2f", name, $1 / n)
+        }
+        END { printf "%.2f%s tcp_segs=%.2f wakeups=%.2f\n", total / n, detail, segs / n, wakeups / n }' "$WORK/perf.out"
+}
+
+# A profile with call graphs of one proxy at saturation, outside the timed runs.
+record_profile() { # scheme port pid file
+    local u perf_pid
+    u=$(url "$1" "$2")
+    # shellcheck disable=SC2086 # one word per option
+    perf record -q ${PERF_RECORD_ARGS:--g} -o "$4" -p "$3" 2>/dev/null &
+    perf_pid=$!
+    sleep 0.3
+    run_wrk -t1 -c"$CONNS" -d3s -H "$(host_header "$1")" "$u" >/dev/null
+    kill -INT "$perf_pid"
+    wait "$perf_pid" || true
+}
+
+# CPU per request is also taken at the fixed rate: all proxies then serve the same req/s, so
+# it does not depend on how much each batched at saturation, which follows the load other
+# processes put on the machine (this is the steadier comparison on a shared machine).
+fixed_rate() { # scheme port rate pid -> "achieved_rps p50_ms p99_ms cpu_us_per_request"
+    local scheme=$1 port=$2 rate=$3 pid=$4 delay_ms=2 ut0 st0 ut1 st1
     local conns=$(((rate * delay_ms + 999) / 1000))
     cat >"$WORK/pace.lua" <<EOF
 function delay() return $delay_ms end
 EOF
     local out
+    read -r ut0 st0 <<<"$(cpu_ticks "$pid")"
     out=$(run_wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/pace.lua" \
         -H "$(host_header "$scheme")" "$(url "$scheme" "$port")")
-    local rps p50 p99
+    read -r ut1 st1 <<<"$(cpu_ticks "$pid")"
+    local rps p50 p99 n
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    n=$(awk '/ requests in / { print $1 }' <<<"$out")
     p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v t=$((ut1 + st1 - ut0 - st0)) -v hz="$CLK_TCK" -v n="$n" \
+        'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
 }
 
 median() { # numbers... -> median
@@ -362,67 +451,125 @@ range() { # numbers... -> "min-max"
     printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%s-%s", lo, hi }'
 }
 
+sc_total() { echo "${1%% *}"; } # "total name=n ..." -> total
+
+ratios() { # a-values... -- b-values... -> a[i]/b[i] for each round
+    local a=() b=() seen=0 x i
+    for x in "$@"; do
+        if [ "$x" = -- ]; then seen=1; elif [ $seen = 0 ]; then a+=("$x"); else b+=("$x"); fi
+    done
+    for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.3f\n", x / y }'; done
+}
+verdict() { # value op bound -> "met" / "NOT met"
+    awk -v v="$1" -v op="$2" -v b="$3" 'BEGIN {
+        ok = (op == "<=") ? (v <= b) : (v >= b)
+        print ok ? "met" : "NOT met"
+    }'
+}
+
 SUMMARY=()
+PROXIES="haloyd ${HALOYD_B:+haloydB }nginx haproxy"
 
 measure() { # scheme log
-    local scheme=$1 log=$2 hp np ap
+    local scheme=$1 log=$2
+    declare -A PORT PID
     if [ "$scheme" = https ]; then
-        hp=$HALOY_TLS_PORT np=$NGINX_TLS_PORT ap=$HAPROXY_TLS_PORT
+        PORT=([haloyd]=$HALOY_TLS_PORT [haloydB]=$HALOYB_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
     else
-        hp=$HALOY_PORT np=$NGINX_PORT ap=$HAPROXY_PORT
+        PORT=([haloyd]=$HALOY_PORT [haloydB]=$HALOYB_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
     fi
-    # The machine is shared: rounds interleave the three proxies and the median is reported,
-    # so a burst of foreign load hits all of them rather than one.
+    PID=([haloyd]=$HALOY_PID [haloydB]=$HALOYB_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+    # The machine is shared: rounds interleave the three proxies, medians are reported and
+    # the ratios are medians of each round's ratio (the two runs of a round are seconds
+    # apart), so a burst of foreign load hits all of them rather than one.
     echo "== $scheme, access log $log: saturation wrk -t1 -c$CONNS -d${DURATION}s, 1 KB body, keep-alive, $ROUNDS interleaved rounds" >&2
-    local H_ALL=() N_ALL=() A_ALL=() H_CPU=() N_CPU=() A_CPU=() rps cpu
+    declare -A RPS CPU USR SYS CSW SC P50 P99 FR FCPU
+    local p r rps cpu usr sys csw
     for _ in $(seq 1 "$ROUNDS"); do
-        read -r rps cpu <<<"$(saturate "$scheme" "$hp" "$HALOY_PID")"
-        H_ALL+=("$rps") H_CPU+=("$cpu")
-        read -r rps cpu <<<"$(saturate "$scheme" "$np" "$NGINX_PID")"
-        N_ALL+=("$rps") N_CPU+=("$cpu")
-        read -r rps cpu <<<"$(saturate "$scheme" "$ap" "$HAPROXY_PID")"
-        A_ALL+=("$rps") A_CPU+=("$cpu")
-    done
-    echo "   req/s   haloyd ${H_ALL[*]} | nginx ${N_ALL[*]} | haproxy ${A_ALL[*]}" >&2
-    echo "   CPU us  haloyd ${H_CPU[*]} | nginx ${N_CPU[*]} | haproxy ${A_CPU[*]}" >&2
-    local H_RPS N_RPS A_RPS H_US N_US A_US RATE
-    H_RPS=$(median "${H_ALL[@]}") N_RPS=$(median "${N_ALL[@]}") A_RPS=$(median "${A_ALL[@]}")
-    H_US=$(median "${H_CPU[@]}") N_US=$(median "${N_CPU[@]}") A_US=$(median "${A_CPU[@]}")
-    RATE=$(awk -v a="$H_RPS" -v b="$N_RPS" -v c="$A_RPS" 'BEGIN { m = a; if (b < m) m = b; if (c < m) m = c; printf "%d", m / 2 }')
-
-    echo "== $scheme, access log $log: fixed rate ~$RATE req/s (half the slowest saturation), wrk pacing 2 ms/connection, $ROUNDS rounds" >&2
-    fixed_median() { # port -> "rps p50 p99", medians over rounds
-        local rps=() p50=() p99=() r a b
-        for _ in $(seq 1 "$ROUNDS"); do
-            read -r r a b <<<"$(fixed_rate "$scheme" "$1" "$RATE")"
-            rps+=("$r") p50+=("$a") p99+=("$b")
+        for p in $PROXIES; do
+            read -r rps cpu usr sys csw <<<"$(saturate "$scheme" "${PORT[$p]}" "${PID[$p]}")"
+            RPS[$p]+="$rps " CPU[$p]+="$cpu " USR[$p]+="$usr " SYS[$p]+="$sys " CSW[$p]+="$csw "
         done
-        echo "$(median "${rps[@]}") $(median "${p50[@]}") $(median "${p99[@]}")"
-    }
-    local H_FR H_P50 H_P99 N_FR N_P50 N_P99 A_FR A_P50 A_P99
-    read -r H_FR H_P50 H_P99 <<<"$(fixed_median "$hp")"
-    read -r N_FR N_P50 N_P99 <<<"$(fixed_median "$np")"
-    read -r A_FR A_P50 A_P99 <<<"$(fixed_median "$ap")"
+    done
+    for p in $PROXIES; do
+        echo "   $p: req/s ${RPS[$p]}| CPU us ${CPU[$p]}| user ${USR[$p]}| sys ${SYS[$p]}| ctxsw ${CSW[$p]}" >&2
+    done
+    if [ "$SYSCALL_SECS" != 0 ]; then
+        echo "== $scheme, access log $log: syscalls per request (perf stat, ${SYSCALL_SECS}s window of its own)" >&2
+        for p in $PROXIES; do
+            SC[$p]=$(count_syscalls "$scheme" "${PORT[$p]}" "${PID[$p]}")
+            echo "   $p: ${SC[$p]}" >&2
+        done
+    fi
+    if [ -n "${PERF_RECORD_DIR:-}" ]; then
+        mkdir -p "$PERF_RECORD_DIR"
+        for p in $PROXIES; do
+            record_profile "$scheme" "${PORT[$p]}" "${PID[$p]}" "$PERF_RECORD_DIR/$scheme-$log-$p.data"
+        done
+        echo "== profiles in $PERF_RECORD_DIR" >&2
+    fi
+    local rate
+    # shellcheck disable=SC2086 # one word per round
+    rate=$(for p in $PROXIES; do median ${RPS[$p]}; done | sort -g | awk 'NR == 1 { printf "%d", $1 / 2 }')
+
+    echo "== $scheme, access log $log: fixed rate ~$rate req/s (half the slowest saturation), wrk pacing 2 ms/connection, $P99_ROUNDS interleaved rounds" >&2
+    local a b c order=$PROXIES
+    for _ in $(seq 1 "$P99_ROUNDS"); do
+        # Each round starts with another proxy, so none always runs right after a saturation.
+        for p in $order; do
+            read -r r a b c <<<"$(fixed_rate "$scheme" "${PORT[$p]}" "$rate" "${PID[$p]}")"
+            FR[$p]+="$r " P50[$p]+="$a " P99[$p]+="$b " FCPU[$p]+="$c "
+        done
+        order="${order#* } ${order%% *}"
+    done
+    for p in $PROXIES; do
+        echo "   $p: p99 ms ${P99[$p]}| CPU us ${FCPU[$p]}" >&2
+    done
 
     printf '\n[%s, access log %s]\n' "$scheme" "$log"
-    printf '%-10s %14s %12s %17s %14s %10s %10s\n' proxy "sat req/s" "CPU us/req" "CPU range" "fixed req/s" "p50 ms" "p99 ms"
-    printf '%-10s %14s %12s %17s %14s %10s %10s\n' haloyd "$H_RPS" "$H_US" "$(range "${H_CPU[@]}")" "$H_FR" "$H_P50" "$H_P99"
-    printf '%-10s %14s %12s %17s %14s %10s %10s\n' nginx "$N_RPS" "$N_US" "$(range "${N_CPU[@]}")" "$N_FR" "$N_P50" "$N_P99"
-    printf '%-10s %14s %12s %17s %14s %10s %10s\n' haproxy "$A_RPS" "$A_US" "$(range "${A_CPU[@]}")" "$A_FR" "$A_P50" "$A_P99"
-    local ratios
-    ratios=$(awk -v h="$H_RPS" -v n="$N_RPS" -v a="$A_RPS" -v hp="$H_P99" -v np="$N_P99" -v ap="$A_P99" \
-        -v hc="$H_US" -v nc="$N_US" -v ac="$A_US" \
-        -v h5="$H_P50" -v n5="$N_P50" -v a5="$A_P50" 'BEGIN {
-        printf "ratio req/s   haloyd/nginx = %.2f   haloyd/haproxy = %.2f   (target >= 1)\n", h / n, h / a
-        printf "ratio CPU/req haloyd/nginx = %.2f   haloyd/haproxy = %.2f   (target <= 0.9)\n", hc / nc, hc / ac
-        printf "ratio p50     haloyd/nginx = %.2f   haloyd/haproxy = %.2f\n", h5 / n5, h5 / a5
-        printf "ratio p99     haloyd/nginx = %.2f   haloyd/haproxy = %.2f   (target <= 1)\n", hp / np, hp / ap
-    }')
-    echo "$ratios"
-    SUMMARY+=("$(printf '%-5s log %-3s  req/s %s  CPU/req %s  p99 %s  (haloyd/nginx)' "$scheme" "$log" \
-        "$(awk '/req\/s/ { print $5 }' <<<"$ratios")" \
-        "$(awk '/CPU\/req/ { print $5 }' <<<"$ratios")" \
-        "$(awk '/p99/ { print $5 }' <<<"$ratios")")")
+    printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' proxy "sat req/s" "CPU us" "CPU range" "user us" "sys us" "ctxsw" "syscalls" "fixed r/s" "CPU us" "p50 ms" "p99 ms"
+    for p in $PROXIES; do
+        # shellcheck disable=SC2086 # one word per round
+        printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' "$p" \
+            "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(range ${CPU[$p]})" \
+            "$(median ${USR[$p]})" "$(median ${SYS[$p]})" "$(median ${CSW[$p]})" \
+            "$(sc_total "${SC[$p]:-n/a}")" "$(median ${FR[$p]})" "$(median ${FCPU[$p]})" \
+            "$(median ${P50[$p]})" "$(median ${P99[$p]})"
+    done
+    if [ "$SYSCALL_SECS" != 0 ]; then
+        for p in $PROXIES; do printf '  syscalls/req %-8s %s\n' "$p" "${SC[$p]}"; done
+    fi
+    local line peer rr rc rp rf
+    for peer in nginx haproxy; do
+        # shellcheck disable=SC2046,SC2086 # one word per round
+        rr=$(median $(ratios ${RPS[haloyd]} -- ${RPS[$peer]}))
+        # shellcheck disable=SC2046,SC2086
+        rc=$(median $(ratios ${CPU[haloyd]} -- ${CPU[$peer]}))
+        # shellcheck disable=SC2046,SC2086
+        rp=$(median $(ratios ${P99[haloyd]} -- ${P99[$peer]}))
+        # shellcheck disable=SC2046,SC2086
+        rf=$(median $(ratios ${FCPU[haloyd]} -- ${FCPU[$peer]}))
+        line=$(printf 'haloyd/%-7s req/s %.2f (>= 1 %s)  CPU/req %.2f (<= 0.9 %s; at the fixed rate %.2f)  p99 %.2f (<= 1 %s)' \
+            "$peer" "$rr" "$(verdict "$rr" '>=' 1)" "$rc" "$(verdict "$rc" '<=' 0.9)" "$rf" "$rp" "$(verdict "$rp" '<=' 1)")
+        echo "$line"
+        [ "$peer" = nginx ] && SUMMARY+=("$(printf '%-5s log %-3s %s' "$scheme" "$log" "$line")")
+    done
+    if [ -n "${HALOYD_B:-}" ]; then
+        for peer in haloyd nginx; do
+            # shellcheck disable=SC2046,SC2086 # one word per round
+            line=$(printf 'haloydB/%-6s req/s %.3f  CPU/req %.3f  user %.3f  sys %.3f  (CPU rounds: %s)  fixed-rate CPU/req %.3f (rounds: %s)  p99 %.2f' "$peer" \
+                "$(median $(ratios ${RPS[haloydB]} -- ${RPS[$peer]}))" \
+                "$(median $(ratios ${CPU[haloydB]} -- ${CPU[$peer]}))" \
+                "$(median $(ratios ${USR[haloydB]} -- ${USR[$peer]}))" \
+                "$(median $(ratios ${SYS[haloydB]} -- ${SYS[$peer]}))" \
+                "$(ratios ${CPU[haloydB]} -- ${CPU[$peer]} | tr '\n' ' ')" \
+                "$(median $(ratios ${FCPU[haloydB]} -- ${FCPU[$peer]}))" \
+                "$(ratios ${FCPU[haloydB]} -- ${FCPU[$peer]} | tr '\n' ' ')" \
+                "$(median $(ratios ${P99[haloydB]} -- ${P99[$peer]}))")
+            echo "$line"
+            SUMMARY+=("$(printf '%-5s log %-3s %s' "$scheme" "$log" "$line")")
+        done
+    fi
 }
 
 for log in $LOGS; do
@@ -439,5 +586,5 @@ for log in $LOGS; do
     stop_peers
 done
 
-printf '\nsummary (targets: req/s >= 1, CPU/req <= 0.9, p99 <= 1)\n'
+printf '\nsummary (ratios: medians of the per-round ratios; issue 17 targets vs nginx)\n'
 printf '%s\n' "${SUMMARY[@]}"

@@ -136,6 +136,9 @@ pub struct UpstreamResponse {
     responded: Instant,
     /// When the request was sent: the start of the total response time.
     sent_at: Instant,
+    /// `responded`, when the whole body had arrived with the head (a small response): its
+    /// end time then needs no clock read of its own.
+    arrived_whole: Option<Instant>,
     /// Body bytes passed to the client so far.
     sent_bytes: u64,
     /// The access log line, written when the response ends (dropped).
@@ -160,10 +163,11 @@ impl UpstreamResponse {
     /// the request stops counting as in flight.
     fn finish(&mut self) {
         if let Some(in_flight) = self.in_flight.take() {
-            in_flight
-                .backend()
-                .metrics()
-                .record_done(self.sent_at.elapsed(), self.sent_bytes);
+            let ended = self.arrived_whole.unwrap_or_else(Instant::now);
+            in_flight.backend().metrics().record_done(
+                ended.saturating_duration_since(self.sent_at),
+                self.sent_bytes,
+            );
             if let Some(conn) = self.body.take_reusable() {
                 in_flight
                     .backend()
@@ -186,11 +190,13 @@ impl ProxyBody {
         responded: Instant,
         sent_at: Instant,
     ) -> Self {
+        let arrived_whole = body.is_buffered().then_some(responded);
         let mut up = UpstreamResponse {
             body,
             in_flight: Some(in_flight),
             responded,
             sent_at,
+            arrived_whole,
             sent_bytes: 0,
             access: None,
             _active: active,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::{Either, FutureExt as _};
+use futures_util::future::Either;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Body as _;
@@ -44,7 +44,7 @@ enum Routed {
 }
 
 /// A request bound for a backend, already rewritten for it.
-struct Forward {
+pub(crate) struct Forward {
     app: Arc<RoutedApp>,
     /// HTTP/2 streams run in tasks of their own, which no connection watch wakes.
     own_task: bool,
@@ -52,6 +52,8 @@ struct Forward {
     forwarding: Forwarding,
     body: UpstreamBody,
     client_upgrade: Option<ClientUpgrade>,
+    /// The connection closes after the answer unless it switches protocols (see `begin`).
+    unwatched: bool,
 }
 
 /// The client's side of a protocol switch: its connection, once the response is sent.
@@ -134,6 +136,13 @@ impl AccessLine {
     }
 }
 
+/// A request after routing: answered by the proxy itself, or to be forwarded (by
+/// [`Shared::forward`]).
+pub(crate) enum Begun {
+    Answered(Response<ProxyBody>),
+    Forward(Forward, Option<Box<AccessLine>>),
+}
+
 impl Shared {
     /// Answer one client request: the proxy's own pages at once, everything else from a backend.
     pub(crate) fn respond<B: ClientBody>(
@@ -142,26 +151,30 @@ impl Shared {
         client: &ClientInfo,
         active: ActiveRequest,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
+        match self.begin(req, client) {
+            Begun::Answered(resp) => Either::Left(std::future::ready(Ok(resp))),
+            Begun::Forward(fwd, log) => Either::Right(Arc::clone(self).forward(fwd, active, log)),
+        }
+    }
+
+    /// The synchronous half of [`Shared::respond`], for a server that awaits the forward in
+    /// its own task (`http1`): the forward's future is then moved once, into that task,
+    /// rather than through the wrappers `respond` returns (a few hundred bytes each time).
+    pub(crate) fn begin<B: ClientBody>(&self, req: Request<B>, client: &ClientInfo) -> Begun {
         let log = AccessLine::begin(self.access_log.as_ref(), &req);
         // `guard` stops following an HTTP/1 stream at a head with Upgrade, but hyper goes on
         // reading requests when no 101 answers it: such a connection closes after the answer.
         let unwatched =
             req.version() < Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
-        let answered = match self.route(req, client) {
+        match self.route(req, client) {
             Routed::Local(resp) => {
-                Either::Left(std::future::ready(Ok(logged(log, resp, None, None))))
+                Begun::Answered(close_if_unwatched(logged(log, resp, None, None), unwatched))
             }
-            Routed::Forward(fwd) => Either::Right(Arc::clone(self).forward(fwd, active, log)),
-        };
-        answered.map(move |answer| {
-            answer.map(|resp| {
-                if unwatched && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    close_after(resp)
-                } else {
-                    resp
-                }
-            })
-        })
+            Routed::Forward(mut fwd) => {
+                fwd.unwatched = unwatched;
+                Begun::Forward(fwd, log)
+            }
+        }
     }
 
     fn route<B: ClientBody>(&self, mut req: Request<B>, client: &ClientInfo) -> Routed {
@@ -243,6 +256,7 @@ impl Shared {
             forwarding,
             body: body.into_upstream(self.config.max_body_bytes),
             client_upgrade,
+            unwatched: false,
         })
     }
 
@@ -276,13 +290,14 @@ impl Shared {
     /// A plain fn returning an `async move` block: an `async fn` would keep a second copy of
     /// every argument in its state.
     #[allow(clippy::manual_async_fn)]
-    fn forward(
+    pub(crate) fn forward(
         self: Arc<Self>,
         mut fwd: Forward,
         active: ActiveRequest,
         log: Option<Box<AccessLine>>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         async move {
+            let unwatched = fwd.unwatched;
             // One clock read serves the pool's idle check, the latency and the deadline.
             let now = Instant::now();
             let acquired = match self.pick(&fwd.app, now) {
@@ -295,13 +310,15 @@ impl Shared {
                                 backend.metrics().record_status(page.status().as_u16());
                             }
                             let app = Some(&fwd.app);
-                            return Ok(logged(log, page, app, backend.as_deref()));
+                            let resp = logged(log, page, app, backend.as_deref());
+                            return Ok(close_if_unwatched(resp, unwatched));
                         }
                     }
                 }
                 Picked::NoReplica => {
                     let page = no_replica_page(&fwd.app);
-                    return Ok(logged(log, page, Some(&fwd.app), None));
+                    let resp = logged(log, page, Some(&fwd.app), None);
+                    return Ok(close_if_unwatched(resp, unwatched));
                 }
             };
             let timeout = self.config.backend_response_timeout;
@@ -320,7 +337,8 @@ impl Shared {
             let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
             let client_upgrade = fwd.client_upgrade.take();
             let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
-            Ok(logged(log, resp, Some(&fwd.app), backend.as_deref()))
+            let resp = logged(log, resp, Some(&fwd.app), backend.as_deref());
+            Ok(close_if_unwatched(resp, unwatched))
         }
     }
 
@@ -619,6 +637,16 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
+}
+
+/// `resp`, closing the connection after it when the request asked for an upgrade that this
+/// response does not make (see `Shared::begin`).
+fn close_if_unwatched(resp: Response<ProxyBody>, unwatched: bool) -> Response<ProxyBody> {
+    if unwatched && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        close_after(resp)
+    } else {
+        resp
+    }
 }
 
 /// Ask hyper to close the client connection after this response (framing can't be trusted).

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
+use super::handler::Begun;
 use super::headers::ClientInfo;
 use super::server::{ActiveRequest, ConnActivity, Shared};
 use super::upstream::{self, UpstreamError};
@@ -94,7 +95,13 @@ where
         let client_goes_on = head.keep_alive;
         let mut keep_alive = client_goes_on;
         let version = head.request.version();
-        let Ok(resp) = shared.respond(head.request, &client, active).await;
+        let resp = match shared.begin(head.request, &client) {
+            Begun::Answered(resp) => resp,
+            Begun::Forward(fwd, log) => {
+                let Ok(resp) = Arc::clone(&shared).forward(fwd, active, log).await;
+                resp
+            }
+        };
         keep_alive &= !activity.is_closing();
         let (parts, mut body) = resp.into_parts();
         write_buf.clear();

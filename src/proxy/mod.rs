@@ -26,6 +26,7 @@ mod backend;
 pub mod bench_route;
 mod body;
 mod deadline;
+mod gate;
 mod guard;
 mod handler;
 mod headers;

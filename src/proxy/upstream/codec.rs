@@ -97,7 +97,10 @@ pub(crate) struct ResponseHead {
 /// The head at the start of `buf` split off at its first CRLF CRLF and frozen, so names and
 /// values parsed from it can be shared slices of it; `None` while `buf` holds no CRLF CRLF.
 pub(crate) fn split_crlf_head(buf: &mut BytesMut) -> Option<Bytes> {
-    let end = memchr::memmem::find(buf, b"\r\n\r\n")?;
+    // Built once: `memmem::find` would build a searcher on every call, twice per request.
+    static HEAD_END: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    let end = HEAD_END.find(buf)?;
     Some(buf.split_to(end + 4).freeze())
 }
 

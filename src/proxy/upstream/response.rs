@@ -101,6 +101,16 @@ impl ResponseBody {
         }
     }
 
+    /// True when the rest of the body is already in the read buffer (or there is none).
+    pub(crate) fn is_buffered(&self) -> bool {
+        let buffered = self.conn.as_ref().map_or(0, |c| c.read_buf.len() as u64);
+        match self.state {
+            State::Done => true,
+            State::Length(n) => buffered >= n,
+            State::Chunked(_) | State::UntilClose => false,
+        }
+    }
+
     /// True once every body byte was delivered.
     pub(crate) fn is_end_stream(&self) -> bool {
         matches!(self.state, State::Done)
