@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Builds target/debian/haloy_<version>_<arch>.deb: the binaries in the given cargo profile
-# (default `release`; `dist` is the fat-LTO candidate, see Cargo.toml), then the generated
+# (default `dist`, thin LTO, the production build; the README's demo packages its quick `release`
+# build; see Cargo.toml), then the generated
 # man pages, completions and default server config (`haloyd dist-assets`), then cargo-deb.
 # Usage: packaging/build-deb.sh [PROFILE [CARGO-DEB ARGS…]]   Prints the .deb's path last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PROFILE=${1:-release}
+PROFILE=${1:-dist}
 command -v cargo-deb >/dev/null || {
     echo "error: cargo-deb missing: run integration-tests/setup-debian.sh (cargo install cargo-deb --locked)" >&2
     exit 1

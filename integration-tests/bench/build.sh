@@ -3,15 +3,15 @@
 # path, measured in the same run:
 #   release: `cargo build --release --bins --features fixture-tool`, exactly what
 #            examples/local-demo/run.sh (the README's main command) builds;
-#   dist:    `cargo build --profile dist --bins`, what packaging/build-deb.sh builds when told
-#            to use the fat-LTO profile (see Cargo.toml); release links the fixture tool too.
+#   dist:    `cargo build --profile dist --bins`, what packaging/build-deb.sh builds for the
+#            Debian package (thin LTO, see Cargo.toml); release links the fixture tool too.
 #
 # Each profile's own output directory is removed first (crates already downloaded stay, as
 # after `cargo fetch` in a clean clone). Prints wall clock and CPU (user + system of cargo and
 # every rustc it ran): on a machine shared with other builds the wall time is inflated, CPU
 # time much less; CPU / cores is the floor for an idle machine. Prints dist/release ratios.
-# Follow with `PROFILE=release integration-tests/bench/proxy.sh` and `PROFILE=dist …` to see
-# whether dist's fat LTO pays in CPU per request.
+# Follow with `integration-tests/bench/proxy.sh` with HALOYD=target/release/haloyd
+# HALOYD_B=target/dist/haloyd to see what dist's LTO buys per request.
 #
 # Env: PROFILES (default "release dist"); CARGO_TARGET_DIR to build in a scratch directory.
 set -euo pipefail

@@ -38,8 +38,8 @@
 # achieved rate is printed next to each latency so the runs can be checked to be comparable.
 #
 # Env: DURATION (s per wrk run, default 10), CONNS (default 64), ROUNDS (default 3),
-# BASE_PORT (default 18580), PROFILE (cargo profile, default release; PROFILE=dist for the
-# package's fat-LTO build), SCHEMES (default "http https"), LOGS (default "off on"),
+# BASE_PORT (default 18580), PROFILE (cargo profile, default dist: the Debian
+# package's build; release is the README's quicker build), SCHEMES (default "http https"), LOGS (default "off on"),
 # PROXY_CPUS (default 0), LOAD_CPUS (default 1), HALOYD and BACKEND (prebuilt binaries to
 # measure instead of building, e.g. to compare two haloyd builds; both must be set).
 # HALOYD_B (a second haloyd binary, measured as "haloydB" beside the first in the same
@@ -59,7 +59,7 @@ ROUNDS=${ROUNDS:-3}
 P99_ROUNDS=${P99_ROUNDS:-5}
 SYSCALL_SECS=${SYSCALL_SECS:-3}
 BASE_PORT=${BASE_PORT:-18580}
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-dist}
 SCHEMES=${SCHEMES:-http https}
 LOGS=${LOGS:-off on}
 PROXY_CPUS=${PROXY_CPUS:-0}
