@@ -297,48 +297,47 @@ impl Shared {
         log: Option<Box<AccessLine>>,
     ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
         async move {
-            let unwatched = fwd.unwatched;
             // One clock read serves the pool's idle check, the latency and the deadline.
             let now = Instant::now();
-            let acquired = match self.pick(&fwd.app, now) {
-                Picked::Pooled(acquired) => acquired,
-                Picked::Connect(backend) => {
-                    match Box::pin(self.connect_any(&fwd.app, backend)).await {
-                        Ok(acquired) => acquired,
-                        Err((page, backend)) => {
-                            if let Some(backend) = &backend {
-                                backend.metrics().record_status(page.status().as_u16());
+            // Every outcome leaves through the one exit below, which logs it and closes an
+            // unwatched connection.
+            let (resp, backend) = 'answered: {
+                let acquired = match self.pick(&fwd.app, now) {
+                    Picked::Pooled(acquired) => acquired,
+                    Picked::Connect(backend) => {
+                        match Box::pin(self.connect_any(&fwd.app, backend)).await {
+                            Ok(acquired) => acquired,
+                            Err((page, backend)) => {
+                                if let Some(backend) = &backend {
+                                    backend.metrics().record_status(page.status().as_u16());
+                                }
+                                break 'answered (page, backend);
                             }
-                            let app = Some(&fwd.app);
-                            let resp = logged(log, page, app, backend.as_deref());
-                            return Ok(close_if_unwatched(resp, unwatched));
                         }
                     }
+                    Picked::NoReplica => break 'answered (no_replica_page(&fwd.app), None),
+                };
+                let timeout = self.config.backend_response_timeout;
+                let send =
+                    upstream::send(acquired.conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
+                let mut attempt = if fwd.own_task {
+                    deadline::timed(timeout, send).await
+                } else {
+                    deadline::polled(now + timeout, send).await
+                };
+                let mut in_flight = acquired.in_flight;
+                if retry_safe(&attempt) {
+                    let retried = self.retry(&mut fwd, acquired.pooled, in_flight, attempt);
+                    (in_flight, attempt) = Box::pin(retried).await;
                 }
-                Picked::NoReplica => {
-                    let page = no_replica_page(&fwd.app);
-                    let resp = logged(log, page, Some(&fwd.app), None);
-                    return Ok(close_if_unwatched(resp, unwatched));
-                }
+                in_flight.backend().metrics().add_bytes_in(fwd.body.seen());
+                let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
+                let client_upgrade = fwd.client_upgrade.take();
+                let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
+                (resp, backend)
             };
-            let timeout = self.config.backend_response_timeout;
-            let send = upstream::send(acquired.conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
-            let mut attempt = if fwd.own_task {
-                deadline::timed(timeout, send).await
-            } else {
-                deadline::polled(now + timeout, send).await
-            };
-            let mut in_flight = acquired.in_flight;
-            if retry_safe(&attempt) {
-                let retried = self.retry(&mut fwd, acquired.pooled, in_flight, attempt);
-                (in_flight, attempt) = Box::pin(retried).await;
-            }
-            in_flight.backend().metrics().add_bytes_in(fwd.body.seen());
-            let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
-            let client_upgrade = fwd.client_upgrade.take();
-            let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
             let resp = logged(log, resp, Some(&fwd.app), backend.as_deref());
-            Ok(close_if_unwatched(resp, unwatched))
+            Ok(close_if_unwatched(resp, fwd.unwatched))
         }
     }
 
