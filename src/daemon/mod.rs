@@ -7,7 +7,7 @@
 //!
 //! It lives in the library rather than the binary for build time: rustc compiles the bodies of
 //! async fns (and everything they await) in whichever crate polls them, so a binary that
-//! `block_on`s the daemon recompiled most of the library's async code (80 s of a release
+//! `block_on`s the daemon recompiled most of the library's async code (~100 s CPU of a release
 //! build). Here the binaries only call a plain function.
 
 use std::io::IsTerminal;
