@@ -44,6 +44,10 @@
 # measure instead of building, e.g. to compare two haloyd builds; both must be set).
 # HALOYD_B (a second haloyd binary, measured as "haloydB" beside the first in the same
 # interleaved rounds, with its ratio to it: an A/B of a change on this noisy shared machine),
+# FLOOR=1 (plain HTTP only: peer B is then `bench-floor`, integration-tests/bench/proxy_floor.rs,
+# the least a tokio keep-alive proxy costs here: no parsing beyond the head's end and
+# Content-Length, no routing, hygiene or metrics; printed as "floor". haloyd's distance to it
+# is the cost of its HTTP layer, apart from tokio and the kernel's TCP path),
 # P99_ROUNDS (fixed-rate rounds, default 5), SYSCALL_SECS (perf stat window per proxy, default 3;
 # 0 skips it), PERF_RECORD_DIR (if set, `perf record -g` of each proxy over a 3 s
 # saturation window of its own, into DIR/SCHEME-LOG-PROXY.data, for `perf report -i`;
@@ -103,6 +107,17 @@ if [ -z "${HALOYD:-}" ]; then
     TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
     HALOYD="$TARGET_DIR/$PROFILE/haloyd"
     BACKEND="$TARGET_DIR/$PROFILE/examples/bench-backend"
+fi
+B_LABEL=haloydB
+if [ "${FLOOR:-0}" = 1 ]; then
+    [ "$SCHEMES" = http ] || { echo "FLOOR=1 measures plain HTTP only: set SCHEMES=http" >&2; exit 1; }
+    [ -z "${HALOYD_B:-}" ] || { echo "FLOOR=1 takes peer B's place: unset HALOYD_B" >&2; exit 1; }
+    cargo build --profile "$PROFILE" --example bench-floor >&2
+    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    HALOYD_B="$TARGET_DIR/$PROFILE/examples/bench-floor"
+    # Its HTTPS port only tunnels to haloyd's, so the TLS checks pass.
+    export FLOOR_TLS_UPSTREAM="127.0.0.1:$HALOY_TLS_PORT"
+    B_LABEL=floor
 fi
 echo "profile: $PROFILE; proxies on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
 
@@ -467,6 +482,10 @@ verdict() { # value op bound -> "met" / "NOT met"
     }'
 }
 
+label() { # proxy key -> the name printed for it
+    if [ "$1" = haloydB ]; then echo "$B_LABEL"; else echo "$1"; fi
+}
+
 SUMMARY=()
 PROXIES="haloyd ${HALOYD_B:+haloydB }nginx haproxy"
 
@@ -492,13 +511,13 @@ measure() { # scheme log
         done
     done
     for p in $PROXIES; do
-        echo "   $p: req/s ${RPS[$p]}| CPU us ${CPU[$p]}| user ${USR[$p]}| sys ${SYS[$p]}| ctxsw ${CSW[$p]}" >&2
+        echo "   $(label "$p"): req/s ${RPS[$p]}| CPU us ${CPU[$p]}| user ${USR[$p]}| sys ${SYS[$p]}| ctxsw ${CSW[$p]}" >&2
     done
     if [ "$SYSCALL_SECS" != 0 ]; then
         echo "== $scheme, access log $log: syscalls per request (perf stat, ${SYSCALL_SECS}s window of its own)" >&2
         for p in $PROXIES; do
             SC[$p]=$(count_syscalls "$scheme" "${PORT[$p]}" "${PID[$p]}")
-            echo "   $p: ${SC[$p]}" >&2
+            echo "   $(label "$p"): ${SC[$p]}" >&2
         done
     fi
     if [ -n "${PERF_RECORD_DIR:-}" ]; then
@@ -523,21 +542,21 @@ measure() { # scheme log
         order="${order#* } ${order%% *}"
     done
     for p in $PROXIES; do
-        echo "   $p: p99 ms ${P99[$p]}| CPU us ${FCPU[$p]}" >&2
+        echo "   $(label "$p"): p99 ms ${P99[$p]}| CPU us ${FCPU[$p]}" >&2
     done
 
     printf '\n[%s, access log %s]\n' "$scheme" "$log"
     printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' proxy "sat req/s" "CPU us" "CPU range" "user us" "sys us" "ctxsw" "syscalls" "fixed r/s" "CPU us" "p50 ms" "p99 ms"
     for p in $PROXIES; do
         # shellcheck disable=SC2086 # one word per round
-        printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' "$p" \
+        printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' "$(label "$p")" \
             "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(range ${CPU[$p]})" \
             "$(median ${USR[$p]})" "$(median ${SYS[$p]})" "$(median ${CSW[$p]})" \
             "$(sc_total "${SC[$p]:-n/a}")" "$(median ${FR[$p]})" "$(median ${FCPU[$p]})" \
             "$(median ${P50[$p]})" "$(median ${P99[$p]})"
     done
     if [ "$SYSCALL_SECS" != 0 ]; then
-        for p in $PROXIES; do printf '  syscalls/req %-8s %s\n' "$p" "${SC[$p]}"; done
+        for p in $PROXIES; do printf '  syscalls/req %-8s %s\n' "$(label "$p")" "${SC[$p]}"; done
     fi
     local line peer rr rc rp rf
     for peer in nginx haproxy; do
@@ -557,7 +576,7 @@ measure() { # scheme log
     if [ -n "${HALOYD_B:-}" ]; then
         for peer in haloyd nginx; do
             # shellcheck disable=SC2046,SC2086 # one word per round
-            line=$(printf 'haloydB/%-6s req/s %.3f  CPU/req %.3f  user %.3f  sys %.3f  (CPU rounds: %s)  fixed-rate CPU/req %.3f (rounds: %s)  p99 %.2f' "$peer" \
+            line=$(printf '%s/%-6s req/s %.3f  CPU/req %.3f  user %.3f  sys %.3f  (CPU rounds: %s)  fixed-rate CPU/req %.3f (rounds: %s)  p99 %.2f' "$B_LABEL" "$peer" \
                 "$(median $(ratios ${RPS[haloydB]} -- ${RPS[$peer]}))" \
                 "$(median $(ratios ${CPU[haloydB]} -- ${CPU[$peer]}))" \
                 "$(median $(ratios ${USR[haloydB]} -- ${USR[$peer]}))" \
