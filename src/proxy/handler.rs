@@ -213,9 +213,10 @@ impl Shared {
             let page = pages::error_page(StatusCode::BAD_REQUEST, "The Host header is not valid.");
             return Routed::Local(page);
         };
-        let app = match self.routes.load().lookup(host_str) {
+        let name = normalize_host(host_str);
+        let app = match self.routes.load().lookup_normalized(&name) {
             None => {
-                let msg = format!("No app is served on {}.", normalize_host(host_str));
+                let msg = format!("No app is served on {name}.");
                 return Routed::Local(pages::error_page(StatusCode::NOT_FOUND, &msg));
             }
             Some(HostMatch::Alias(canonical)) => {
@@ -225,11 +226,8 @@ impl Shared {
             Some(HostMatch::App(app)) => Arc::clone(app),
         };
         // Only with TLS hooks can a host have a certificate to redirect to.
-        if !client.https && self.hooks.is_some() {
-            let name = normalize_host(host_str);
-            if self.has_certificate(&name) {
-                return Routed::Local(pages::redirect(&self.location(true, &name, &req)));
-            }
+        if !client.https && self.hooks.is_some() && self.has_certificate(&name) {
+            return Routed::Local(pages::redirect(&self.location(true, &name, &req)));
         }
         if let Some(limit) = self.config.max_body_bytes {
             if declared_length(&req).is_some_and(|len| len > limit) {

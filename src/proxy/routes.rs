@@ -2,8 +2,8 @@
 //! immutable snapshot through `ArcSwap` (no lock on the request path); writers build a new
 //! snapshot under a writer mutex and swap it in.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -83,9 +83,15 @@ pub enum RouteError {
 
 impl RouteTable {
     /// The app serving `host` (any case, with or without port or trailing dot).
+    #[cfg(test)]
     pub(crate) fn lookup(&self, host: &str) -> Option<HostMatch<'_>> {
-        let host = normalize_host(host);
-        match self.hosts.get(host.as_ref())? {
+        self.lookup_normalized(&normalize_host(host))
+    }
+
+    /// [`RouteTable::lookup`] of a name [`normalize_host`] returned: the proxy normalizes a
+    /// request's host once, for this and for the TLS side's certificate check.
+    pub(crate) fn lookup_normalized(&self, host: &str) -> Option<HostMatch<'_>> {
+        match self.hosts.get(host)? {
             HostEntry::App(app) => self.apps.get(app).map(HostMatch::App),
             HostEntry::Alias(canonical) => Some(HostMatch::Alias(canonical)),
         }

@@ -3,7 +3,7 @@
 //! for `haloy status`, retries failures with backoff, renews in the background and deletes
 //! certificates of domains that stayed unused for the grace period.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -551,7 +551,7 @@ impl CertificateManager {
     fn publish(&self) {
         let now = SystemTime::now();
         let state = lock(&self.state);
-        let mut map: CertMap = HashMap::new();
+        let mut map = CertMap::default();
         for entry in state.entries.values() {
             let Some(cert) = &entry.cert else { continue };
             if cert.not_after <= now {
@@ -574,7 +574,7 @@ impl TlsHooks for CertificateManager {
     }
 
     fn has_certificate(&self, host: &str) -> bool {
-        self.resolver.contains(host)
+        self.resolver.contains_normalized(host)
     }
 }
 

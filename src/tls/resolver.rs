@@ -2,7 +2,6 @@
 //! `ArcSwap`: a handshake reads it lock-free, a renewal publishes a new map, and connections
 //! already established keep the key they negotiated with.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,7 +10,9 @@ use rustls::sign::CertifiedKey;
 
 use crate::proxy::normalize_host;
 
-pub type CertMap = HashMap<String, Arc<CertifiedKey>>;
+/// Keyed by normalized names the operator configured: looked up, never filled, by clients,
+/// so a fast hasher is safe.
+pub type CertMap = foldhash::HashMap<String, Arc<CertifiedKey>>;
 
 pub struct SniResolver {
     by_name: ArcSwap<CertMap>,
@@ -32,7 +33,7 @@ impl std::fmt::Debug for SniResolver {
 impl SniResolver {
     pub fn new(fallback: Option<Arc<CertifiedKey>>) -> Self {
         SniResolver {
-            by_name: ArcSwap::from_pointee(CertMap::new()),
+            by_name: ArcSwap::from_pointee(CertMap::default()),
             fallback,
         }
     }
@@ -53,6 +54,12 @@ impl SniResolver {
         self.by_name
             .load()
             .contains_key(normalize_host(host).as_ref())
+    }
+
+    /// [`SniResolver::contains`] of a name that is normalized already (per request: no
+    /// second pass over it).
+    pub fn contains_normalized(&self, host: &str) -> bool {
+        self.by_name.load().contains_key(host)
     }
 }
 
