@@ -47,7 +47,10 @@
 # FLOOR=1 (plain HTTP only: peer B is then `bench-floor`, integration-tests/bench/proxy_floor.rs,
 # the least a tokio keep-alive proxy costs here: no parsing beyond the head's end and
 # Content-Length, no routing, hygiene or metrics; printed as "floor". haloyd's distance to it
-# is the cost of its HTTP layer, apart from tokio and the kernel's TCP path),
+# is the cost of its HTTP layer, apart from tokio and the kernel's TCP path. FLOOR=lean: the
+# same binary doing the work per request a complete proxy cannot skip (strict parse, routing,
+# header hygiene, X-Forwarded-*, response framing, Date, counters) as plain byte-level code,
+# printed as "lean": what a byte-level rewrite of haloyd's HTTP/1 path could reach),
 # P99_ROUNDS (fixed-rate rounds, default 5), SYSCALL_SECS (perf stat window per proxy, default 3;
 # 0 skips it), PERF_RECORD_DIR (if set, `perf record -g` of each proxy over a 3 s
 # saturation window of its own, into DIR/SCHEME-LOG-PROXY.data, for `perf report -i`;
@@ -109,7 +112,7 @@ if [ -z "${HALOYD:-}" ]; then
     BACKEND="$TARGET_DIR/$PROFILE/examples/bench-backend"
 fi
 B_LABEL=haloydB
-if [ "${FLOOR:-0}" = 1 ]; then
+if [ "${FLOOR:-0}" != 0 ]; then
     [ "$SCHEMES" = http ] || { echo "FLOOR=1 measures plain HTTP only: set SCHEMES=http" >&2; exit 1; }
     [ -z "${HALOYD_B:-}" ] || { echo "FLOOR=1 takes peer B's place: unset HALOYD_B" >&2; exit 1; }
     cargo build --profile "$PROFILE" --example bench-floor >&2
@@ -118,6 +121,7 @@ if [ "${FLOOR:-0}" = 1 ]; then
     # Its HTTPS port only tunnels to haloyd's, so the TLS checks pass.
     export FLOOR_TLS_UPSTREAM="127.0.0.1:$HALOY_TLS_PORT"
     B_LABEL=floor
+    if [ "$FLOOR" = lean ]; then export FLOOR_MODE=lean B_LABEL=lean; fi
 fi
 echo "profile: $PROFILE; proxies on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
 
