@@ -50,14 +50,8 @@ impl SniResolver {
             .cloned()
     }
 
-    pub fn contains(&self, host: &str) -> bool {
-        self.by_name
-            .load()
-            .contains_key(normalize_host(host).as_ref())
-    }
-
-    /// [`SniResolver::contains`] of a name that is normalized already (per request: no
-    /// second pass over it).
+    /// True when `host`, a name [`normalize_host`] returned, has a certificate (the proxy
+    /// asks per request with the name it normalized for routing: no second pass over it).
     pub fn contains_normalized(&self, host: &str) -> bool {
         self.by_name.load().contains_key(host)
     }
