@@ -179,30 +179,54 @@ async fn proxy(mut client: TcpStream, backend: &str) -> anyhow::Result<()> {
         out.extend_from_slice(&request[..end - 2]);
         out.extend_from_slice(ADDED_FIELDS);
         request.drain(..end);
-        let conn = match &mut upstream {
-            Some(conn) => conn,
-            None => {
-                let conn = TcpStream::connect(backend).await?;
-                conn.set_nodelay(true)?;
-                upstream.insert(conn)
-            }
-        };
-        conn.write_all(&out).await?;
-        response.clear();
-        let Some(head_end) = read_head(conn, &mut response).await? else {
-            return Err(anyhow!("the backend closed the connection"));
-        };
+        let conn = connected(&mut upstream, backend).await?;
+        let head_end = send(conn, &out, &mut response).await?;
         let total = head_end + content_length(&response[..head_end])?;
-        while response.len() < total {
-            if conn.read_buf(&mut response).await? == 0 {
-                return Err(anyhow!("the backend closed in the middle of a body"));
-            }
-        }
+        read_to(conn, &mut response, total).await?;
         client.write_all(&response[..total]).await?;
         if close {
             return Ok(());
         }
     }
+}
+
+/// The client connection's upstream connection, opened on first use.
+async fn connected<'a>(
+    upstream: &'a mut Option<TcpStream>,
+    backend: &str,
+) -> anyhow::Result<&'a mut TcpStream> {
+    if upstream.is_none() {
+        let conn = TcpStream::connect(backend).await?;
+        conn.set_nodelay(true)?;
+        *upstream = Some(conn);
+    }
+    upstream
+        .as_mut()
+        .ok_or_else(|| anyhow!("no upstream connection"))
+}
+
+/// Send `request` on `conn` and read the response head into `response` (cleared first); the
+/// head's length.
+async fn send(
+    conn: &mut TcpStream,
+    request: &[u8],
+    response: &mut Vec<u8>,
+) -> anyhow::Result<usize> {
+    conn.write_all(request).await?;
+    response.clear();
+    read_head(conn, response)
+        .await?
+        .ok_or_else(|| anyhow!("the backend closed the connection"))
+}
+
+/// Read until `buf` holds `total` bytes.
+async fn read_to(conn: &mut TcpStream, buf: &mut Vec<u8>, total: usize) -> anyhow::Result<()> {
+    while buf.len() < total {
+        if conn.read_buf(buf).await? == 0 {
+            return Err(anyhow!("the backend closed in the middle of a body"));
+        }
+    }
+    Ok(())
 }
 
 /// Read until `buf` holds a blank line; the length of the head including it, or `None` when
@@ -451,28 +475,13 @@ async fn proxy_lean(
         let started = Instant::now();
         let backend =
             &taken.app.backends[taken.app.next.fetch_add(1, Relaxed) % taken.app.backends.len()];
-        let conn = match &mut upstream {
-            Some(conn) => conn,
-            None => {
-                let conn = TcpStream::connect(backend).await?;
-                conn.set_nodelay(true)?;
-                upstream.insert(conn)
-            }
-        };
-        conn.write_all(&out).await?;
-        response.clear();
-        let Some(head_end) = read_head(conn, &mut response).await? else {
-            return Err(anyhow!("the backend closed the connection"));
-        };
+        let conn = connected(&mut upstream, backend).await?;
+        let head_end = send(conn, &out, &mut response).await?;
         let Some((status, length)) = lean_response(&response[..head_end], taken.close, &mut out)
         else {
             return Ok(());
         };
-        while response.len() < head_end + length {
-            if conn.read_buf(&mut response).await? == 0 {
-                return Err(anyhow!("the backend closed in the middle of a body"));
-            }
-        }
+        read_to(conn, &mut response, head_end + length).await?;
         out.extend_from_slice(&response[head_end..head_end + length]);
         taken.app.record(status, length, started);
         client.write_all(&out).await?;
