@@ -102,22 +102,24 @@ NGINX=$(command -v nginx)
 HAPROXY=$(command -v haproxy)
 CONTAINERD=$(command -v containerd)
 
+target_dir() { # cargo's target directory
+    cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
 if [ -z "${HALOYD:-}" ]; then
     # Two invocations: built together, the example's dev-dependencies would change the
     # features haloyd is built with (tokio test-util), and it would not be the shipped binary.
     cargo build --profile "$PROFILE" --bin haloyd >&2
     cargo build --profile "$PROFILE" --example bench-backend >&2
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    HALOYD="$TARGET_DIR/$PROFILE/haloyd"
-    BACKEND="$TARGET_DIR/$PROFILE/examples/bench-backend"
+    HALOYD="$(target_dir)/$PROFILE/haloyd"
+    BACKEND="$(target_dir)/$PROFILE/examples/bench-backend"
 fi
 B_LABEL=haloydB
 if [ "${FLOOR:-0}" != 0 ]; then
     [ "$SCHEMES" = http ] || { echo "FLOOR=1 measures plain HTTP only: set SCHEMES=http" >&2; exit 1; }
     [ -z "${HALOYD_B:-}" ] || { echo "FLOOR=1 takes peer B's place: unset HALOYD_B" >&2; exit 1; }
     cargo build --profile "$PROFILE" --example bench-floor >&2
-    TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-    HALOYD_B="$TARGET_DIR/$PROFILE/examples/bench-floor"
+    HALOYD_B="$(target_dir)/$PROFILE/examples/bench-floor"
     # Its HTTPS port only tunnels to haloyd's, so the TLS checks pass.
     export FLOOR_TLS_UPSTREAM="127.0.0.1:$HALOY_TLS_PORT"
     B_LABEL=floor
