@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use super::backend::InFlight;
 use super::handler::AccessLine;
 use super::server::ActiveRequest;
-use super::upstream::{PooledConn, ResponseBody, UpstreamError};
+use super::upstream::{PooledConn, ResponseBody, UpstreamError, Verbatim};
 
 /// Errors while streaming the client's request body upstream.
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +178,14 @@ impl UpstreamResponse {
 }
 
 impl ProxyBody {
+    /// A backend's head fields that pass to the client as they are (`upstream::Verbatim`).
+    pub(crate) fn verbatim(&self) -> Option<&Verbatim> {
+        match self {
+            ProxyBody::Upstream(up) => up.body.verbatim(),
+            ProxyBody::Local(_) => None,
+        }
+    }
+
     pub(crate) fn local(bytes: Bytes) -> Self {
         ProxyBody::Local(if bytes.is_empty() { None } else { Some(bytes) })
     }

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http::request::Parts;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Body as _;
 use hyper::upgrade::OnUpgrade;
@@ -22,16 +21,18 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::backend::{Backend, InFlight};
-use super::body::{BodyError, ClientBody, ProxyBody, UpstreamBody};
+use super::body::{BodyError, ClientBody, ProxyBody};
 use super::deadline::{self, TimedOut};
-use super::headers::{self, ClientInfo, Forwarding};
+use super::headers::{self, ClientInfo};
 use super::pages;
 use super::routes::{normalize_host, HostMatch, RoutedApp};
 use super::server::{ActiveRequest, Shared};
-use super::upstream::{self, ConnectError, Exchanged, SendFailure, UpstreamConn, UpstreamError};
+use super::upstream::{
+    self, ConnectError, Exchanged, Outgoing, SendFailure, UpstreamConn, UpstreamError,
+};
 use crate::access_log::{AccessLog, Entry};
 
-const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Other replicas a request the failed replica cannot have acted on is sent to, in turn.
 const OTHER_REPLICA_TRIES: usize = 2;
 
@@ -48,12 +49,23 @@ pub(crate) struct Forward {
     app: Arc<RoutedApp>,
     /// HTTP/2 streams run in tasks of their own, which no connection watch wakes.
     own_task: bool,
-    parts: Parts,
-    forwarding: Forwarding,
-    body: UpstreamBody,
+    request: Outgoing,
     client_upgrade: Option<ClientUpgrade>,
     /// The connection closes after the answer unless it switches protocols (see `begin`).
     unwatched: bool,
+}
+
+impl Forward {
+    /// A bodiless HTTP/1 request whose backend head is already written (`proxy::simple`).
+    pub(crate) fn encoded(app: Arc<RoutedApp>, method: Method, head: Bytes) -> Self {
+        Self {
+            app,
+            own_task: false,
+            request: Outgoing::Encoded { method, head },
+            client_upgrade: None,
+            unwatched: false,
+        }
+    }
 }
 
 /// The client's side of a protocol switch: its connection, once the response is sent.
@@ -119,6 +131,32 @@ impl AccessLine {
             app: None,
             upstream: None,
         }))
+    }
+
+    /// The line of a request `proxy::simple` took: its target and Host as the client sent
+    /// them. `None` when the log is off, or when they are not a valid URI and header value
+    /// (the request then takes the general path, which logs it).
+    pub(crate) fn begin_simple(
+        log: Option<&Arc<AccessLog>>,
+        method: Method,
+        target: Bytes,
+        host: Bytes,
+    ) -> Result<Option<Box<Self>>, ()> {
+        let Some(log) = log.filter(|log| log.enabled()) else {
+            return Ok(None);
+        };
+        let uri = Uri::from_maybe_shared(target).map_err(drop)?;
+        let host = HeaderValue::from_maybe_shared(host).map_err(drop)?;
+        Ok(Some(Box::new(Self {
+            log: Arc::clone(log),
+            started: Instant::now(),
+            method,
+            uri,
+            host: Some(host),
+            status: 0,
+            app: None,
+            upstream: None,
+        })))
     }
 
     /// Writes the line: `bytes` of body sent, the time since the request arrived.
@@ -247,12 +285,15 @@ impl Shared {
         });
         let forwarding = headers::prepare_request(&mut req, client, &host, upgrade);
         let (parts, body) = req.into_parts();
-        Routed::Forward(Forward {
-            app,
-            own_task,
+        let request = Outgoing::Parts {
             parts,
             forwarding,
             body: body.into_upstream(self.config.max_body_bytes),
+        };
+        Routed::Forward(Forward {
+            app,
+            own_task,
+            request,
             client_upgrade,
             unwatched: false,
         })
@@ -269,7 +310,7 @@ impl Shared {
         }
     }
 
-    fn has_certificate(&self, host: &str) -> bool {
+    pub(crate) fn has_certificate(&self, host: &str) -> bool {
         self.hooks.as_ref().is_some_and(|h| h.has_certificate(host))
     }
 
@@ -316,8 +357,7 @@ impl Shared {
                     Picked::NoReplica => break 'answered (no_replica_page(&fwd.app), None),
                 };
                 let timeout = self.config.backend_response_timeout;
-                let send =
-                    upstream::send(acquired.conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
+                let send = upstream::send(acquired.conn, &mut fwd.request);
                 let mut attempt = if fwd.own_task {
                     deadline::timed(timeout, send).await
                 } else {
@@ -328,7 +368,10 @@ impl Shared {
                     let retried = self.retry(&mut fwd, acquired.pooled, in_flight, attempt);
                     (in_flight, attempt) = Box::pin(retried).await;
                 }
-                in_flight.backend().metrics().add_bytes_in(fwd.body.seen());
+                in_flight
+                    .backend()
+                    .metrics()
+                    .add_bytes_in(fwd.request.body_seen());
                 let backend = log.is_some().then(|| Arc::clone(in_flight.backend()));
                 let client_upgrade = fwd.client_upgrade.take();
                 let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
@@ -400,7 +443,7 @@ impl Shared {
     /// Sends the request on `conn` under the response timeout (tokio's timer: a rare path,
     /// whichever task it runs in).
     async fn send_timed(&self, conn: UpstreamConn, fwd: &mut Forward) -> Attempt {
-        let send = upstream::send(conn, &fwd.parts, &fwd.forwarding, &mut fwd.body);
+        let send = upstream::send(conn, &mut fwd.request);
         deadline::timed(self.config.backend_response_timeout, send).await
     }
 

@@ -338,10 +338,16 @@ pub(crate) enum FieldKind {
     EndToEnd,
 }
 
-/// The kind of `name`. A string match: the compiler turns it into a length switch and a few
-/// compares, cheaper than looking the name up in a table per field.
+/// The kind of `name`.
 pub(crate) fn field_kind(name: &HeaderName) -> FieldKind {
-    match name.as_str() {
+    lowercase_field_kind(name.as_str())
+}
+
+/// The kind of the field named `name`, which is in lower case. A string match: the compiler
+/// turns it into a length switch and a few compares, cheaper than looking the name up in a
+/// table per field.
+pub(crate) fn lowercase_field_kind(name: &str) -> FieldKind {
+    match name {
         "connection"
         | "keep-alive"
         | "proxy-connection"
@@ -393,6 +399,20 @@ fn passes_to_backend(
     }
 }
 
+/// True for a hop-by-hop field name, in any case.
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// `HeaderValue`'s rule for a field value: no control characters but tab, no DEL.
+pub(crate) fn is_field_value(value: &[u8]) -> bool {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+}
+
 /// True when Connection names a field other than the hop-by-hop ones (which never pass
 /// anyway): only then is every field checked against its tokens. Browsers send
 /// `Connection: keep-alive`, which needs no per-field check.
@@ -402,12 +422,7 @@ fn connection_names_end_to_end_fields(headers: &HeaderMap) -> bool {
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
-        .any(|token| {
-            !token.is_empty()
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
-        })
+        .any(|token| !token.is_empty() && !is_hop_by_hop(token))
 }
 
 /// `ours` after the values of `name` the (trusted) peer sent: `a, b, ours`.

@@ -29,10 +29,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::ProxyBody;
-use super::handler::Begun;
+use super::handler::{Begun, Forward};
 use super::headers::ClientInfo;
 use super::server::{ActiveRequest, ConnActivity, Shared};
-use super::upstream::{self, UpstreamError};
+use super::simple::{self, Simple};
+use super::upstream::{self, UpstreamError, Verbatim};
 
 /// Header fields a head may have on this path; more go to hyper (which allows 100).
 const MAX_FIELDS: usize = 64;
@@ -81,8 +82,16 @@ where
 {
     let mut read_buf = BytesMut::with_capacity(READ_BUFFER);
     let mut write_buf = Vec::with_capacity(READ_BUFFER);
+    // Backend heads of simple requests, split off one by one: the allocation is reused once
+    // the previous request's head was dropped.
+    let mut backend_heads = BytesMut::new();
     loop {
-        let head = match next_head(&mut stream, &mut read_buf, &activity, &shared).await? {
+        let mut taking = Taking {
+            shared: &shared,
+            client: &client,
+            backend_heads: &mut backend_heads,
+        };
+        let head = match next_head(&mut stream, &mut read_buf, &activity, &mut taking).await? {
             NextHead::Request(head) => head,
             NextHead::Closed => return Ok(Ended::Closed),
             // A request may be crossing the close (shutdown or idle timeout): closing with it
@@ -91,29 +100,42 @@ where
             NextHead::Handoff => return Ok(Ended::Handoff(Rewind::new(stream, read_buf))),
         };
         let active = ActiveRequest::start(&activity);
-        let is_head = head.request.method() == Method::HEAD;
-        let client_goes_on = head.keep_alive;
-        let mut keep_alive = client_goes_on;
-        let version = head.request.version();
-        let resp = match shared.begin(head.request, &client) {
-            Begun::Answered(resp) => resp,
-            Begun::Forward(fwd, log) => {
-                let Ok(resp) = Arc::clone(&shared).forward(fwd, active, log).await;
-                resp
+        let (is_head, version, client_goes_on, resp) = match head {
+            Head::Simple(simple) => {
+                let is_head = simple.method == Method::HEAD;
+                let (version, goes_on) = (simple.version, simple.keep_alive);
+                let fwd = Forward::encoded(simple.app, simple.method, simple.backend_head);
+                let forwarded = Arc::clone(&shared).forward(fwd, active, simple.log);
+                let Ok(resp) = forwarded.await;
+                (is_head, version, goes_on, resp)
+            }
+            Head::General {
+                request,
+                keep_alive,
+            } => {
+                let is_head = request.method() == Method::HEAD;
+                let version = request.version();
+                let resp = match shared.begin(request, &client) {
+                    Begun::Answered(resp) => resp,
+                    Begun::Forward(fwd, log) => {
+                        let Ok(resp) = Arc::clone(&shared).forward(fwd, active, log).await;
+                        resp
+                    }
+                };
+                (is_head, version, keep_alive, resp)
             }
         };
+        let mut keep_alive = client_goes_on;
         keep_alive &= !activity.is_closing();
         let (parts, mut body) = resp.into_parts();
         write_buf.clear();
         let length = body.size_hint().exact();
-        let framing = encode_head(
-            &parts,
-            version,
-            is_head,
+        let response = ClientHead {
+            parts: &parts,
+            verbatim: body.verbatim(),
             length,
-            &mut keep_alive,
-            &mut write_buf,
-        );
+        };
+        let framing = encode_head(&response, version, is_head, &mut keep_alive, &mut write_buf);
         drop(parts);
         write_body(&mut stream, &mut write_buf, &mut body, framing).await?;
         drop(body);
@@ -128,9 +150,22 @@ where
 }
 
 /// A request head read and accepted by this path.
-struct Head {
-    request: Request<()>,
-    keep_alive: bool,
+enum Head {
+    /// Taken byte by byte (`proxy::simple`): its backend head is written.
+    Simple(Simple),
+    /// Goes through the handler's checks and routing.
+    General {
+        request: Request<()>,
+        keep_alive: bool,
+    },
+}
+
+/// What taking a head needs besides the head: the simple way routes it and writes its backend
+/// head.
+struct Taking<'a> {
+    shared: &'a Shared,
+    client: &'a ClientInfo,
+    backend_heads: &'a mut BytesMut,
 }
 
 #[allow(clippy::large_enum_variant)] // unpacked at once; a Box would cost an allocation
@@ -147,12 +182,12 @@ async fn next_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     activity: &ConnActivity,
-    shared: &Shared,
+    taking: &mut Taking<'_>,
 ) -> Result<NextHead, ConnError> {
-    let limit = shared.config.max_header_bytes;
+    let limit = taking.shared.config.max_header_bytes;
     loop {
         if !buf.is_empty() {
-            match parse_head(buf, limit) {
+            match parse_head(buf, limit, taking) {
                 Parsed::Complete(head) => return Ok(NextHead::Request(head)),
                 Parsed::Other => return Ok(NextHead::Handoff),
                 Parsed::Partial => {}
@@ -192,7 +227,7 @@ enum Parsed {
 ///
 /// The head's end is found first, so it can be split off and frozen before it is parsed:
 /// names and values then become shared slices of it, with no copy and no table of offsets.
-fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
+fn parse_head(buf: &mut BytesMut, limit: usize, taking: &mut Taking<'_>) -> Parsed {
     let Some(head) = upstream::split_crlf_head(buf) else {
         // A head ending in bare LFs is complete too, but rare: hyper decides about it.
         let lenient_end = memchr::memmem::find(buf, b"\n\n").is_some()
@@ -205,7 +240,7 @@ fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
     };
     // Over the limit hyper answers 431.
     let taken = (head.len() <= limit)
-        .then(|| build_request(&head))
+        .then(|| build_request(&head, taking))
         .flatten();
     match taken {
         Some(head) => Parsed::Complete(head),
@@ -222,12 +257,21 @@ fn parse_head(buf: &mut BytesMut, limit: usize) -> Parsed {
 /// A head whose framing is ambiguous (Content-Length twice, or beside Transfer-Encoding) is
 /// taken with all its fields, so `headers::check_framing` refuses it here: handed to hyper,
 /// it would be smoothed over (hyper drops the Content-Length beside Transfer-Encoding).
-fn build_request(head: &Bytes) -> Option<Head> {
+/// A simple request (`proxy::simple`) is taken byte by byte.
+fn build_request(head: &Bytes, taking: &mut Taking<'_>) -> Option<Head> {
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     match req.parse_with_uninit_headers(head, &mut slots) {
         Ok(httparse::Status::Complete(len)) if len == head.len() => {}
         _ => return None,
+    }
+    let Taking {
+        shared,
+        client,
+        backend_heads,
+    } = taking;
+    if let Some(simple) = simple::take(&req, head, shared, client, backend_heads) {
+        return Some(Head::Simple(simple));
     }
     let version = match req.version? {
         0 => Version::HTTP_10,
@@ -256,7 +300,7 @@ fn build_request(head: &Bytes) -> Option<Head> {
     *request.version_mut() = version;
     *request.headers_mut() = headers;
     let keep_alive = upstream::connection_keep_alive(version, request.headers());
-    Some(Head {
+    Some(Head::General {
         request,
         keep_alive,
     })
@@ -304,16 +348,29 @@ enum Framing {
     UntilClose,
 }
 
-/// Write the status line and fields of `parts` into `out`; decide body framing (from the
-/// body's `length` when known) and whether the connection stays open.
+/// A response head on its way to the client.
+struct ClientHead<'a> {
+    parts: &'a http::response::Parts,
+    /// The backend's fields, to write as they are (then `parts` has no fields).
+    verbatim: Option<&'a Verbatim>,
+    /// The body's length, when known.
+    length: Option<u64>,
+}
+
+/// Write the status line and fields of `head` into `out`; decide body framing and whether the
+/// connection stays open.
 fn encode_head(
-    parts: &http::response::Parts,
+    head: &ClientHead<'_>,
     client_version: Version,
     is_head: bool,
-    length: Option<u64>,
     keep_alive: &mut bool,
     out: &mut Vec<u8>,
 ) -> Framing {
+    let ClientHead {
+        parts,
+        verbatim,
+        length,
+    } = *head;
     let status = parts.status;
     let no_body = is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body {
@@ -337,6 +394,13 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(verbatim) = verbatim {
+        // Content-Length is among them, and it is the body's length (or, for HEAD, the
+        // length of the body it describes).
+        out.extend_from_slice(&verbatim.fields);
+        finish_head(client_version, verbatim.has_date, *keep_alive, out);
+        return framing;
+    }
     for (name, value) in &parts.headers {
         let framing_field = name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
         // HEAD and 304 keep the length of the body they describe but do not carry.
@@ -359,16 +423,23 @@ fn encode_head(
         Framing::Chunked => upstream::write_field(out, b"transfer-encoding", b"chunked"),
         Framing::None | Framing::UntilClose => {}
     }
-    if !parts.headers.contains_key(header::DATE) {
+    let has_date = parts.headers.contains_key(header::DATE);
+    finish_head(client_version, has_date, *keep_alive, out);
+    framing
+}
+
+/// The fields every response head ends with: Date when the response has none, Connection
+/// when the client needs to be told, and the blank line.
+fn finish_head(client_version: Version, has_date: bool, keep_alive: bool, out: &mut Vec<u8>) {
+    if !has_date {
         date::with_now(|now| upstream::write_field(out, b"date", now));
     }
-    if !*keep_alive {
+    if !keep_alive {
         upstream::write_field(out, b"connection", b"close");
     } else if client_version == Version::HTTP_10 {
         upstream::write_field(out, b"connection", b"keep-alive");
     }
     out.extend_from_slice(b"\r\n");
-    framing
 }
 
 /// Send the head in `buf` and the body after it; frames that are ready join the buffer, which

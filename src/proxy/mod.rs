@@ -35,6 +35,7 @@ mod linger;
 mod pages;
 mod routes;
 pub(crate) mod server;
+mod simple;
 pub mod tls_hooks;
 mod upstream;
 

@@ -1,19 +1,52 @@
 use bytes::BytesMut;
 use http::{header, HeaderValue, Response, StatusCode, Version};
 
-use super::{encode_head, parse_head, Framing, Head, Parsed};
+use super::{encode_head, parse_head, ClientHead, Framing, Head, Parsed, Taking, Verbatim};
+use crate::proxy::headers::ClientInfo;
+use crate::proxy::{Proxy, ProxyConfig, Routes};
 
 const LIMIT: usize = 1024;
 
+/// What `parse_head` makes of `bytes` on a proxy without routes: no request is simple
+/// (`proxy::simple`, tested on its own), so these are the general path's heads.
 fn parsed(bytes: &str) -> (Parsed, BytesMut) {
+    let proxy = Proxy::new(ProxyConfig::default(), Routes::new(), None);
+    let client = ClientInfo::new("10.0.0.9".parse().unwrap(), false, false);
+    let mut backend_heads = BytesMut::new();
+    let mut taking = Taking {
+        shared: &proxy.shared,
+        client: &client,
+        backend_heads: &mut backend_heads,
+    };
     let mut buf = BytesMut::from(bytes);
-    let parsed = parse_head(&mut buf, LIMIT);
+    let parsed = parse_head(&mut buf, LIMIT, &mut taking);
     (parsed, buf)
 }
 
-fn taken(head: &str) -> Head {
+/// A head the general path took.
+struct General {
+    request: http::Request<()>,
+    keep_alive: bool,
+}
+
+fn general(head: Head) -> Option<General> {
+    match head {
+        Head::General {
+            request,
+            keep_alive,
+        } => Some(General {
+            request,
+            keep_alive,
+        }),
+        Head::Simple(_) => None,
+    }
+}
+
+fn taken(head: &str) -> General {
     match parsed(head) {
-        (Parsed::Complete(head), rest) if rest.is_empty() => head,
+        (Parsed::Complete(taken), rest) if rest.is_empty() => {
+            general(taken).unwrap_or_else(|| panic!("simple: {head:?}"))
+        }
         _ => panic!("not taken: {head:?}"),
     }
 }
@@ -78,7 +111,10 @@ fn an_incomplete_head_waits_for_more() {
 fn a_pipelined_request_stays_in_the_buffer() {
     let second = "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n";
     let (first, rest) = parsed(&format!("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n{second}"));
-    assert!(matches!(first, Parsed::Complete(h) if h.request.uri() == "/1"));
+    let Parsed::Complete(first) = first else {
+        panic!("not taken");
+    };
+    assert_eq!(general(first).unwrap().request.uri(), "/1");
     assert_eq!(&rest[..], second.as_bytes());
 }
 
@@ -102,8 +138,52 @@ fn encoded(
     let (parts, ()) = resp.into_parts();
     let mut keep_alive = true;
     let mut out = Vec::new();
-    let framing = encode_head(&parts, version, is_head, length, &mut keep_alive, &mut out);
+    let head = ClientHead {
+        parts: &parts,
+        verbatim: None,
+        length,
+    };
+    let framing = encode_head(&head, version, is_head, &mut keep_alive, &mut out);
     (String::from_utf8(out).unwrap(), framing, keep_alive)
+}
+
+/// A backend's plain head passes as it is; the proxy adds Date when it is missing, and
+/// Connection as the client needs it.
+#[test]
+fn verbatim_fields_pass_as_the_backend_wrote_them() {
+    let (parts, ()) = Response::new(()).into_parts();
+    let encode = |fields: &'static str, has_date: bool, version: Version, is_head: bool| {
+        let verbatim = Verbatim {
+            fields: bytes::Bytes::from_static(fields.as_bytes()),
+            length: 3,
+            has_date,
+        };
+        let head = ClientHead {
+            parts: &parts,
+            verbatim: Some(&verbatim),
+            length: (!is_head).then_some(3),
+        };
+        let (mut keep_alive, mut out) = (true, Vec::new());
+        let framing = encode_head(&head, version, is_head, &mut keep_alive, &mut out);
+        (String::from_utf8(out).unwrap(), framing)
+    };
+    let fields = "Content-Type: text/plain\r\nContent-Length: 3\r\nDate: d\r\n";
+    assert_eq!(
+        encode(fields, true, Version::HTTP_11, false),
+        (format!("HTTP/1.1 200 OK\r\n{fields}\r\n"), Framing::Length)
+    );
+    assert_eq!(
+        encode(fields, true, Version::HTTP_10, true),
+        (
+            format!("HTTP/1.1 200 OK\r\n{fields}connection: keep-alive\r\n\r\n"),
+            Framing::None
+        )
+    );
+    let (head, _) = encode("Content-Length: 3\r\n", false, Version::HTTP_11, false);
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\nContent-Length: 3\r\ndate: "),
+        "{head}"
+    );
 }
 
 fn response(status: StatusCode, fields: &[(header::HeaderName, &'static str)]) -> Response<()> {

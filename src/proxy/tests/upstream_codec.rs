@@ -4,7 +4,7 @@ use super::*;
 
 fn head_of(raw: &str) -> (ResponseHead, BytesMut) {
     let mut buf = BytesMut::from(raw.as_bytes());
-    let head = parse_response_head(&mut buf)
+    let head = parse_response_head(&mut buf, false)
         .unwrap()
         .expect("complete head");
     (head, buf)
@@ -71,17 +71,17 @@ fn heads_with_bare_lf_line_ends_or_leading_blank_lines_are_found_by_the_parser()
 #[test]
 fn partial_head_needs_more_and_oversized_or_invalid_heads_fail() {
     let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-    assert!(parse_response_head(&mut partial).unwrap().is_none());
+    assert!(parse_response_head(&mut partial, false).unwrap().is_none());
     assert_eq!(partial.len(), 27, "nothing consumed");
     let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: "[..]);
     huge.extend_from_slice(&vec![b'a'; MAX_RESPONSE_HEAD_BYTES]);
     assert!(matches!(
-        parse_response_head(&mut huge),
+        parse_response_head(&mut huge, false),
         Err(UpstreamError::HeadTooLarge)
     ));
     let mut folded = BytesMut::from(&b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n"[..]);
     assert!(matches!(
-        parse_response_head(&mut folded),
+        parse_response_head(&mut folded, false),
         Err(UpstreamError::BadResponse(_))
     ));
 }
@@ -214,4 +214,59 @@ fn chunked_decoding_rejects_bad_sizes_and_missing_crlf() {
             String::from_utf8_lossy(bad)
         );
     }
+}
+
+/// Which heads keep their fields as they are: HTTP/1.1 with one valid Content-Length, a status
+/// with a body, CRLF line ends, no hop-by-hop field. The rest parse into a header map.
+#[test]
+fn plain_heads_keep_their_fields_verbatim() {
+    let plain =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nDate: d\r\n\r\nabc";
+    let mut buf = BytesMut::from(plain.as_bytes());
+    let head = parse_response_head(&mut buf, true).unwrap().unwrap();
+    let verbatim = head.verbatim.expect("verbatim");
+    assert_eq!(
+        &verbatim.fields[..],
+        b"Content-Type: text/plain\r\nContent-Length: 3\r\nDate: d\r\n"
+    );
+    assert_eq!((verbatim.length, verbatim.has_date), (3, true));
+    assert!(head.headers.is_empty());
+    assert_eq!(&buf[..], b"abc");
+    assert_eq!(
+        plain_framing(&Method::GET, &verbatim),
+        ResponseFraming {
+            body: BodyFraming::Length(3),
+            keep_alive: true
+        }
+    );
+    assert_eq!(
+        plain_framing(&Method::HEAD, &verbatim).body,
+        BodyFraming::Empty
+    );
+
+    for general in [
+        "HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nKeep-Alive: timeout=5\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
+        "HTTP/1.1 200 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nX: a\nContent-Length: 3\r\n\r\n",
+    ] {
+        let mut buf = BytesMut::from(general.as_bytes());
+        let head = parse_response_head(&mut buf, true).unwrap();
+        assert!(
+            head.is_some_and(|h| h.verbatim.is_none()),
+            "verbatim or unparsed: {general:?}"
+        );
+    }
+    // Without `verbatim` (requests the general path sent) every head parses into fields.
+    let mut buf = BytesMut::from(plain.as_bytes());
+    let head = parse_response_head(&mut buf, false).unwrap().unwrap();
+    assert!(head.verbatim.is_none() && head.headers.len() == 3);
 }

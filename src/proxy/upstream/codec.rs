@@ -10,6 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::UpstreamError;
+use crate::proxy::headers::{is_field_value, is_hop_by_hop};
 
 /// Most header fields accepted in a backend's response head (hyper's default too).
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -91,7 +92,23 @@ pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
     pub(crate) version: Version,
+    /// Empty when the fields pass on `verbatim`.
     pub(crate) headers: HeaderMap,
+    pub(crate) verbatim: Option<Verbatim>,
+}
+
+/// The fields of a plain response head, which pass to the client as the backend wrote them:
+/// HTTP/1.1, a status with a body (not 1xx, 204 or 304), exactly one valid Content-Length,
+/// CRLF line ends only, and no hop-by-hop field, so there is nothing to take out or rewrite.
+/// Only the proxy's own HTTP/1 server writes such a head (see `Outgoing::Encoded`).
+#[derive(Debug, Clone)]
+pub(crate) struct Verbatim {
+    /// The field lines, each ending in CRLF, without the status line and the blank line.
+    pub(crate) fields: Bytes,
+    /// The Content-Length.
+    pub(crate) length: u64,
+    /// A Date field is among them.
+    pub(crate) has_date: bool,
 }
 
 /// The head at the start of `buf` split off at its first CRLF CRLF and frozen, so names and
@@ -114,12 +131,19 @@ pub(crate) fn put_back(head: &Bytes, buf: &mut BytesMut) {
 }
 
 /// Parse a complete response head at the start of `buf` and remove it from `buf`. `Ok(None)`:
-/// more bytes are needed. Header values share the received bytes (no copy).
+/// more bytes are needed. Header values share the received bytes (no copy). With `verbatim`,
+/// a plain head keeps its fields as they are (see [`Verbatim`]).
 pub(crate) fn parse_response_head(
     buf: &mut BytesMut,
+    verbatim: bool,
 ) -> Result<Option<ResponseHead>, UpstreamError> {
     // Nearly always the head ends at the first CRLF CRLF: split it off and parse it once.
     if let Some(head) = split_crlf_head(buf) {
+        if verbatim {
+            if let Some(plain) = decode_plain_head(&head) {
+                return Ok(Some(plain));
+            }
+        }
         if let Some(parsed) = decode_response_head(&head)? {
             return Ok(Some(parsed));
         }
@@ -187,7 +211,62 @@ fn decode_response_head(head: &Bytes) -> Result<Option<ResponseHead>, UpstreamEr
         status,
         version,
         headers,
+        verbatim: None,
     }))
+}
+
+/// `head` (exactly one head, ending in CRLF CRLF) with its fields kept [`Verbatim`], when it
+/// is plain; `None` sends it through [`decode_response_head`].
+fn decode_plain_head(head: &Bytes) -> Option<ResponseHead> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    match config.parse_response_with_uninit_headers(&mut parsed, head, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        _ => return None,
+    }
+    let status = StatusCode::from_u16(parsed.code?).ok()?;
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if parsed.version != Some(1) || bodiless || !crlf_only(head) {
+        return None;
+    }
+    let mut length = None;
+    let mut has_date = false;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        if !is_field_value(field.value) || is_hop_by_hop(name) {
+            return None;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(parse_decimal(field.value)?);
+        }
+        has_date |= name.eq_ignore_ascii_case(b"date");
+    }
+    let length = length?;
+    // The fields start after the status line and end before the blank line.
+    let status_line = memchr::memchr(b'\n', head)? + 1;
+    let fields = head.slice(status_line..head.len() - 2);
+    Some(ResponseHead {
+        status,
+        version: Version::HTTP_11,
+        headers: HeaderMap::new(),
+        verbatim: Some(Verbatim {
+            fields,
+            length,
+            has_date,
+        }),
+    })
+}
+
+/// Every LF in `head` ends a CRLF: httparse also accepts bare LF line ends, which a client
+/// could read differently.
+fn crlf_only(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).all(|at| at > 0 && head[at - 1] == b'\r')
 }
 
 /// How a response body is delimited (RFC 9112 §6.3), and whether the connection can carry
@@ -239,6 +318,20 @@ pub(crate) fn response_framing(
         keep_alive = false;
     }
     Ok(ResponseFraming { body, keep_alive })
+}
+
+/// The framing of a [`Verbatim`] head, the answer to a request with `method`: HTTP/1.1
+/// without Connection, so the connection stays open.
+pub(crate) fn plain_framing(method: &Method, plain: &Verbatim) -> ResponseFraming {
+    let body = if *method == Method::HEAD {
+        BodyFraming::Empty
+    } else {
+        BodyFraming::Length(plain.length)
+    };
+    ResponseFraming {
+        body,
+        keep_alive: true,
+    }
 }
 
 /// Whether a message of `version` with these fields leaves the connection open: `close`

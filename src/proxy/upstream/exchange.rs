@@ -4,7 +4,7 @@
 
 use std::future::Future;
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 use http::request::Parts;
 use http::{header, Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -35,71 +35,113 @@ pub(crate) struct SendFailure {
     pub(crate) retry_safe: bool,
 }
 
+/// A request on its way to a backend.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // held once per request, in place; a Box would allocate
+pub(crate) enum Outgoing {
+    /// Built from `http` types: the head is encoded from them on each send, the body streams
+    /// from the client.
+    Parts {
+        parts: Parts,
+        forwarding: Forwarding,
+        body: UpstreamBody,
+    },
+    /// A bodiless request whose backend head `proxy::simple` already wrote, sent as it is.
+    Encoded { method: Method, head: Bytes },
+}
+
+impl Outgoing {
+    /// Body bytes read from the client so far.
+    pub(crate) fn body_seen(&self) -> u64 {
+        match self {
+            Outgoing::Parts { body, .. } => body.seen(),
+            Outgoing::Encoded { .. } => 0,
+        }
+    }
+}
+
 /// Why streaming the request body stopped.
 enum BodyStop {
     Client(BodyError),
     Write(std::io::Error),
 }
 
-/// Send `parts` and `body` on `conn` and read the response head.
+/// Send `request` on `conn` and read the response head.
 ///
 /// A plain fn returning an `async move` block: an `async fn` would keep a second copy of
 /// `conn` in its state, which is copied with it on every move.
 #[allow(clippy::manual_async_fn)]
-pub(crate) fn send<'a>(
+pub(crate) fn send(
     mut conn: UpstreamConn,
-    parts: &'a Parts,
-    forwarding: &'a Forwarding,
-    body: &'a mut UpstreamBody,
-) -> impl Future<Output = Result<Exchanged, SendFailure>> + Send + 'a {
+    request: &mut Outgoing,
+) -> impl Future<Output = Result<Exchanged, SendFailure>> + Send + '_ {
     async move {
-        let framing = request_framing(parts, body);
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let UpstreamConn {
             stream,
             read_buf,
             write_buf,
             ..
         } = &mut conn;
-        let fields = headers::backend_fields(&parts.headers, forwarding);
-        codec::encode_request_head(&parts.method, target, fields, framing, write_buf);
+        // Only the proxy's own HTTP/1 server sends encoded requests, and it writes verbatim
+        // fields into the client's response head.
+        let verbatim = matches!(request, Outgoing::Encoded { .. });
+        let (method, head, body) = match request {
+            Outgoing::Parts {
+                parts,
+                forwarding,
+                body,
+            } => {
+                let framing = request_framing(parts, body);
+                let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let fields = headers::backend_fields(&parts.headers, forwarding);
+                codec::encode_request_head(&parts.method, target, fields, framing, write_buf);
+                let body = framing.has_body().then_some((body, framing));
+                (&parts.method, &write_buf[..], body)
+            }
+            Outgoing::Encoded { method, head } => (&*method, &head[..], None),
+        };
         let (mut reader, mut writer) = stream.split();
-        if let Err(e) = writer.write_all(write_buf).await {
+        if let Err(e) = writer.write_all(head).await {
             return Err(SendFailure {
                 error: UpstreamError::Write(e),
                 retry_safe: true,
             });
         }
         let mut received_any = false;
-        let mut body_done = !framing.has_body();
-        let head = if body_done {
-            read_head(&mut reader, read_buf, &mut received_any).await
-        } else {
-            // Boxed: requests without a body, nearly all of them, keep a small future.
-            let chunked = framing == RequestFraming::Chunked;
-            let mut io = BodyIo {
-                reader: &mut reader,
-                writer: &mut writer,
-                read_buf,
-                write_buf,
-                received_any: &mut received_any,
-                body_done: &mut body_done,
-            };
-            Box::pin(io.send_body_while_reading_head(body, chunked)).await?
+        let has_body = body.is_some();
+        let mut body_done = !has_body;
+        let head = match body {
+            None => read_head(&mut reader, read_buf, &mut received_any, verbatim).await,
+            Some((body, framing)) => {
+                // Boxed: requests without a body, nearly all of them, keep a small future.
+                let chunked = framing == RequestFraming::Chunked;
+                let mut io = BodyIo {
+                    reader: &mut reader,
+                    writer: &mut writer,
+                    read_buf,
+                    write_buf,
+                    received_any: &mut received_any,
+                    body_done: &mut body_done,
+                };
+                Box::pin(io.send_body_while_reading_head(body, chunked)).await?
+            }
         };
-        let retry_safe = !received_any && !framing.has_body() && parts.method.is_idempotent();
+        let retry_safe = !received_any && !has_body && method.is_idempotent();
         let mut head = head.map_err(|error| SendFailure { error, retry_safe })?;
         if head.status == StatusCode::SWITCHING_PROTOCOLS {
             return Ok(Exchanged::Switched(into_response(head, ()), conn));
         }
-        let mut framing =
-            codec::response_framing(&parts.method, &mut head).map_err(|error| SendFailure {
+        let mut framing = match &head.verbatim {
+            Some(plain) => codec::plain_framing(method, plain),
+            None => codec::response_framing(method, &mut head).map_err(|error| SendFailure {
                 error,
                 retry_safe: false,
-            })?;
+            })?,
+        };
         // Unread request body bytes would be taken for the next request.
         framing.keep_alive &= body_done;
-        let body = ResponseBody::new(conn, framing);
+        let verbatim = head.verbatim.take();
+        let body = ResponseBody::new(conn, framing, verbatim);
         Ok(Exchanged::Response(into_response(head, body)))
     }
 }
@@ -142,7 +184,7 @@ impl BodyIo<'_, '_> {
         chunked: bool,
     ) -> Result<Result<ResponseHead, UpstreamError>, SendFailure> {
         let sending = send_body(self.writer, body, chunked, self.write_buf);
-        let reading = read_head(self.reader, self.read_buf, self.received_any);
+        let reading = read_head(self.reader, self.read_buf, self.received_any, false);
         tokio::pin!(sending, reading);
         let mut write_error = None;
         loop {
@@ -200,14 +242,16 @@ async fn send_body(
 }
 
 /// Read until a final response head (or 101) is parsed; interim 1xx responses are dropped.
+/// With `verbatim`, a plain head keeps its fields as they are (`codec::Verbatim`).
 async fn read_head(
     reader: &mut ReadHalf<'_>,
     buf: &mut bytes::BytesMut,
     received_any: &mut bool,
+    verbatim: bool,
 ) -> Result<ResponseHead, UpstreamError> {
     loop {
         if !buf.is_empty() {
-            if let Some(head) = codec::parse_response_head(buf)? {
+            if let Some(head) = codec::parse_response_head(buf, verbatim)? {
                 let interim = head.status.is_informational()
                     && head.status != StatusCode::SWITCHING_PROTOCOLS;
                 if !interim {

@@ -17,9 +17,10 @@ use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 pub(crate) use codec::{
-    chunk_header, connection_keep_alive, put_back, split_crlf_head, write_field, LAST_CHUNK,
+    chunk_header, connection_keep_alive, put_back, split_crlf_head, write_field, Verbatim,
+    LAST_CHUNK,
 };
-pub(crate) use exchange::{send, Exchanged, SendFailure};
+pub(crate) use exchange::{send, Exchanged, Outgoing, SendFailure};
 pub(crate) use response::ResponseBody;
 
 /// Read buffer capacity of a fresh connection; grown on demand for large heads.

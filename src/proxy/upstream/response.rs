@@ -7,7 +7,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use hyper::body::SizeHint;
 
-use super::codec::{BodyFraming, Chunked, Decoded, ResponseFraming};
+use super::codec::{BodyFraming, Chunked, Decoded, ResponseFraming, Verbatim};
 use super::{UpstreamConn, UpstreamError, READ_BUFFER};
 
 #[derive(Debug)]
@@ -24,10 +24,16 @@ pub(crate) struct ResponseBody {
     conn: Option<UpstreamConn>,
     state: State,
     keep_alive: bool,
+    /// The head's fields, when they pass to the client as they are.
+    verbatim: Option<Verbatim>,
 }
 
 impl ResponseBody {
-    pub(crate) fn new(conn: UpstreamConn, framing: ResponseFraming) -> Self {
+    pub(crate) fn new(
+        conn: UpstreamConn,
+        framing: ResponseFraming,
+        verbatim: Option<Verbatim>,
+    ) -> Self {
         let state = match framing.body {
             BodyFraming::Empty | BodyFraming::Length(0) => State::Done,
             BodyFraming::Length(n) => State::Length(n),
@@ -38,7 +44,13 @@ impl ResponseBody {
             conn: Some(conn),
             state,
             keep_alive: framing.keep_alive,
+            verbatim,
         }
+    }
+
+    /// The head's fields as the backend wrote them, when they pass on so.
+    pub(crate) fn verbatim(&self) -> Option<&Verbatim> {
+        self.verbatim.as_ref()
     }
 
     /// The next piece of body data; `None` once the body ended.
