@@ -1,7 +1,9 @@
 //! The proxy's own HTTP/1.1 server for plain client connections (port 80), for the requests
 //! that make up nearly all traffic: well-formed heads without a body, upgrade or `Expect`.
 //! The head is parsed in place, the request runs through the handler inside the connection's
-//! task, and the response head and body go out in as few writes as the body allows.
+//! task, and the response head and body go out in as few writes as the body allows. A simple
+//! request (`proxy::simple`) skips the `http::Request` and goes out as its parsed bytes
+//! rewritten; the plain response head it gets keeps the backend's fields as they are.
 //!
 //! Everything else (a request with a body, an upgrade, a malformed or oversized head) is handed
 //! to hyper together with the bytes already read, and hyper serves the rest of that
