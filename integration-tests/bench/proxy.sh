@@ -55,8 +55,13 @@
 # 0 skips it), PERF_RECORD_DIR (if set, `perf record -g` of each proxy over a 3 s
 # saturation window of its own, into DIR/SCHEME-LOG-PROXY.data, for `perf report -i`;
 # PERF_RECORD_ARGS replaces `-g`, e.g. "--call-graph dwarf -F 499" for Rust's call stacks).
+# INSTRUCTIONS=1 runs every proxy under valgrind's callgrind and prints, instead of the timed
+# runs, user-space instructions per request at saturation for each and their ratios. A count,
+# not a time: it does not move with the load on a shared machine, so it shows a change to the
+# request path that the timed runs' noise hides. It leaves out the kernel's share (about 70 %
+# of each proxy's CPU time here, nearly equal for all) and what cache misses cost.
 # Run as root. Needs: wrk, nginx (nginx-light), haproxy, openssl, containerd, cargo, perf
-# (linux-perf).
+# (linux-perf), valgrind for INSTRUCTIONS=1.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -98,6 +103,7 @@ need openssl openssl
 need containerd containerd
 need taskset util-linux
 [ "$SYSCALL_SECS" = 0 ] && [ -z "${PERF_RECORD_DIR:-}" ] || need perf linux-perf
+[ "${INSTRUCTIONS:-0}" = 0 ] || need valgrind valgrind
 NGINX=$(command -v nginx)
 HAPROXY=$(command -v haproxy)
 CONTAINERD=$(command -v containerd)
@@ -128,6 +134,13 @@ fi
 echo "profile: $PROFILE; proxies on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
 
 WORK=$(mktemp -d)
+# Every proxy's command is prefixed with WRAP: callgrind for INSTRUCTIONS=1.
+CALLGRIND_DIR="$WORK/callgrind"
+WRAP=()
+if [ "${INSTRUCTIONS:-0}" != 0 ]; then
+    mkdir -p "$CALLGRIND_DIR"
+    WRAP=(valgrind -q --tool=callgrind "--callgrind-out-file=$CALLGRIND_DIR/%p.out")
+fi
 PIDS=()
 stop_pid() { # pid: SIGTERM, wait, and forget it
     kill "$1" 2>/dev/null || true
@@ -208,7 +221,7 @@ access_log: $access
 EOF
     TOKIO_WORKER_THREADS=1 \
         HALOYD_BENCH_STATIC_ROUTES="$HTTP_HOST=127.0.0.1:$BACKEND_PORT $TLS_HOST=127.0.0.1:$BACKEND_PORT" \
-        taskset -c "$PROXY_CPUS" "$3" serve --config "$dir/haloyd.yaml" >>"$WORK/$name.log" 2>&1 &
+        taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$3" serve --config "$dir/haloyd.yaml" >>"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
 }
 
@@ -250,7 +263,7 @@ http {
     }
 }
 EOF
-    taskset -c "$PROXY_CPUS" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+    taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
     NGINX_PID=$!
     PIDS+=($!)
 }
@@ -286,7 +299,7 @@ backend be
     http-reuse always
     server s1 127.0.0.1:$BACKEND_PORT
 EOF
-    taskset -c "$PROXY_CPUS" "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy-access.log" 2>&1 &
+    taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy-access.log" 2>&1 &
     HAPROXY_PID=$!
     PIDS+=($!)
 }
@@ -465,6 +478,49 @@ EOF
         'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
 }
 
+# User-space instructions per request (INSTRUCTIONS=1): callgrind's counters are zeroed after
+# a warm-up, a saturation run goes through, and the dump is divided by its requests.
+instructions() { # scheme port pid -> instructions per request
+    local u out n dumps
+    u=$(url "$1" "$2")
+    run_wrk -t1 -c2 -d2s -H "$(host_header "$1")" "$u" >/dev/null
+    callgrind_control -z "$3" >/dev/null 2>&1
+    out=$(run_wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "$(host_header "$1")" "$u")
+    dumps=$(ls "$CALLGRIND_DIR/$3.out."* 2>/dev/null | wc -l)
+    callgrind_control -d "$3" >/dev/null 2>&1
+    for _ in $(seq 1 100); do
+        [ "$(ls "$CALLGRIND_DIR/$3.out."* 2>/dev/null | wc -l)" -gt "$dumps" ] && break
+        sleep 0.1
+    done
+    n=$(awk '/ requests in / { print $1 }' <<<"$out")
+    # The newest dump: part numbers grow with each dump.
+    awk -v n="$n" '/^summary:/ { printf "%.0f\n", $2 / n }' \
+        "$(ls -v "$CALLGRIND_DIR/$3.out."* | tail -1)"
+}
+
+measure_instructions() { # scheme log
+    local scheme=$1 log=$2 p peer line
+    declare -A PORT PID IR
+    if [ "$scheme" = https ]; then
+        PORT=([haloyd]=$HALOY_TLS_PORT [haloydB]=$HALOYB_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
+    else
+        PORT=([haloyd]=$HALOY_PORT [haloydB]=$HALOYB_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+    fi
+    PID=([haloyd]=$HALOY_PID [haloydB]=$HALOYB_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+    printf '\n[%s, access log %s: user-space instructions per request, callgrind, wrk -c%s -d%ss]\n' \
+        "$scheme" "$log" "$CONNS" "$DURATION"
+    for p in $PROXIES; do
+        IR[$p]=$(instructions "$scheme" "${PORT[$p]}" "${PID[$p]}")
+        printf '%-8s %8s\n' "$(label "$p")" "${IR[$p]}"
+    done
+    for peer in nginx haproxy ${HALOYD_B:+haloydB}; do
+        line=$(printf 'haloyd/%-7s instructions/req %.3f' "$(label "$peer")" \
+            "$(awk -v a="${IR[haloyd]}" -v b="${IR[$peer]}" 'BEGIN { print a / b }')")
+        echo "$line"
+        SUMMARY+=("$(printf '%-5s log %-3s %s' "$scheme" "$log" "$line")")
+    done
+}
+
 median() { # numbers... -> median
     printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
@@ -600,7 +656,11 @@ measure() { # scheme log
 for log in $LOGS; do
     start_peers "$log"
     for scheme in $SCHEMES; do
-        measure "$scheme" "$log"
+        if [ "${INSTRUCTIONS:-0}" != 0 ]; then
+            measure_instructions "$scheme" "$log"
+        else
+            measure "$scheme" "$log"
+        fi
     done
     if [ "$log" = on ]; then
         # Proof that each peer logged: line counts of the three access logs.
