@@ -28,7 +28,7 @@ use super::pages;
 use super::routes::{normalize_host, HostMatch, RoutedApp};
 use super::server::{ActiveRequest, Shared};
 use super::upstream::{
-    self, ConnectError, Exchanged, Outgoing, SendFailure, UpstreamConn, UpstreamError,
+    self, ConnectError, Exchanged, Outgoing, PartsRequest, SendFailure, UpstreamConn, UpstreamError,
 };
 use crate::access_log::{AccessLog, Entry};
 
@@ -37,6 +37,7 @@ pub(crate) const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 const OTHER_REPLICA_TRIES: usize = 2;
 
 /// What routing decided for a request.
+#[allow(clippy::large_enum_variant)] // unpacked at once; a Box would cost an allocation
 enum Routed {
     /// The proxy answers itself (error page, redirect, ACME challenge).
     Local(Response<ProxyBody>),
@@ -176,6 +177,7 @@ impl AccessLine {
 
 /// A request after routing: answered by the proxy itself, or to be forwarded (by
 /// [`Shared::forward`]).
+#[allow(clippy::large_enum_variant)] // unpacked at once; a Box would cost an allocation
 pub(crate) enum Begun {
     Answered(Response<ProxyBody>),
     Forward(Forward, Option<Box<AccessLine>>),
@@ -205,8 +207,10 @@ impl Shared {
         let unwatched =
             req.version() < Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
         match self.route(req, client) {
-            Routed::Local(resp) => {
-                Begun::Answered(close_if_unwatched(logged(log, resp, None, None), unwatched))
+            Routed::Local(mut resp) => {
+                log_response(log, &mut resp, None, None);
+                close_if_unwatched(&mut resp, unwatched);
+                Begun::Answered(resp)
             }
             Routed::Forward(mut fwd) => {
                 fwd.unwatched = unwatched;
@@ -252,7 +256,7 @@ impl Shared {
             return Routed::Local(page);
         };
         let name = normalize_host(host_str);
-        let app = match self.routes.load().lookup_normalized(&name) {
+        let app = match self.routes.snapshot().lookup_normalized(&name) {
             None => {
                 let msg = format!("No app is served on {name}.");
                 return Routed::Local(pages::error_page(StatusCode::NOT_FOUND, &msg));
@@ -285,11 +289,11 @@ impl Shared {
         });
         let forwarding = headers::prepare_request(&mut req, client, &host, upgrade);
         let (parts, body) = req.into_parts();
-        let request = Outgoing::Parts {
+        let request = Outgoing::Parts(Box::new(PartsRequest {
             parts,
             forwarding,
             body: body.into_upstream(self.config.max_body_bytes),
-        };
+        }));
         Routed::Forward(Forward {
             app,
             own_task,
@@ -340,7 +344,7 @@ impl Shared {
             let now = Instant::now();
             // Every outcome leaves through the one exit below, which logs it and closes an
             // unwatched connection.
-            let (resp, backend) = 'answered: {
+            let (mut resp, backend) = 'answered: {
                 let acquired = match self.pick(&fwd.app, now) {
                     Picked::Pooled(acquired) => acquired,
                     Picked::Connect(backend) => {
@@ -377,8 +381,10 @@ impl Shared {
                 let resp = self.answer(attempt, in_flight, now, client_upgrade, active);
                 (resp, backend)
             };
-            let resp = logged(log, resp, Some(&fwd.app), backend.as_deref());
-            Ok(close_if_unwatched(resp, fwd.unwatched))
+            // In place: a response is a few hundred bytes, and every pass by value copies it.
+            log_response(log, &mut resp, Some(&fwd.app), backend.as_deref());
+            close_if_unwatched(&mut resp, fwd.unwatched);
+            Ok(resp)
         }
     }
 
@@ -647,15 +653,15 @@ fn no_replica_page(app: &RoutedApp) -> Response<ProxyBody> {
     pages::error_page(StatusCode::SERVICE_UNAVAILABLE, &msg)
 }
 
-/// `resp`, after its access log line when the access log is on.
-fn logged(
+/// Completes the access log line of `resp` when the access log is on.
+fn log_response(
     log: Option<Box<AccessLine>>,
-    mut resp: Response<ProxyBody>,
+    resp: &mut Response<ProxyBody>,
     app: Option<&Arc<RoutedApp>>,
     backend: Option<&Backend>,
-) -> Response<ProxyBody> {
+) {
     let Some(mut line) = log else {
-        return resp;
+        return;
     };
     line.status = resp.status().as_u16();
     line.app = app.cloned();
@@ -666,7 +672,6 @@ fn logged(
         ProxyBody::Upstream(up) => up.attach_access_line(line),
         ProxyBody::Local(_) => line.write(known_size),
     }
-    resp
 }
 
 /// Content-Length of the request, when declared.
@@ -679,13 +684,12 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
         .ok()
 }
 
-/// `resp`, closing the connection after it when the request asked for an upgrade that this
+/// Closes the connection after `resp` when the request asked for an upgrade that this
 /// response does not make (see `Shared::begin`).
-fn close_if_unwatched(resp: Response<ProxyBody>, unwatched: bool) -> Response<ProxyBody> {
+fn close_if_unwatched(resp: &mut Response<ProxyBody>, unwatched: bool) {
     if unwatched && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        close_after(resp)
-    } else {
-        resp
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
 }
 

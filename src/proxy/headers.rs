@@ -340,42 +340,42 @@ pub(crate) enum FieldKind {
 
 /// The kind of `name`.
 pub(crate) fn field_kind(name: &HeaderName) -> FieldKind {
-    lowercase_field_kind(name.as_str())
+    lowercase_field_kind(name.as_str().as_bytes())
 }
 
 /// The kind of the field named `name`, which is in lower case. A string match: the compiler
 /// turns it into a length switch and a few compares, cheaper than looking the name up in a
 /// table per field.
-pub(crate) fn lowercase_field_kind(name: &str) -> FieldKind {
+pub(crate) fn lowercase_field_kind(name: &[u8]) -> FieldKind {
     match name {
-        "connection"
-        | "keep-alive"
-        | "proxy-connection"
-        | "te"
-        | "trailer"
-        | "transfer-encoding"
-        | "upgrade"
-        | "proxy-authenticate"
-        | "proxy-authorization" => FieldKind::HopByHop,
-        "content-length" => FieldKind::Framing,
-        "forwarded"
-        | "x-forwarded-for"
-        | "x-forwarded-proto"
-        | "x-forwarded-host"
-        | "x-forwarded-port"
-        | "x-forwarded-prefix"
-        | "x-forwarded-server"
-        | "x-forwarded-ssl"
-        | "x-forwarded-scheme"
-        | "x-real-ip"
-        | "true-client-ip"
-        | "cf-connecting-ip"
-        | "x-client-ip"
-        | "x-cluster-client-ip"
-        | "x-original-url"
-        | "x-rewrite-url"
-        | "x-original-forwarded-for" => FieldKind::Forwarding,
-        other if other.contains('_') => FieldKind::Underscore,
+        b"connection"
+        | b"keep-alive"
+        | b"proxy-connection"
+        | b"te"
+        | b"trailer"
+        | b"transfer-encoding"
+        | b"upgrade"
+        | b"proxy-authenticate"
+        | b"proxy-authorization" => FieldKind::HopByHop,
+        b"content-length" => FieldKind::Framing,
+        b"forwarded"
+        | b"x-forwarded-for"
+        | b"x-forwarded-proto"
+        | b"x-forwarded-host"
+        | b"x-forwarded-port"
+        | b"x-forwarded-prefix"
+        | b"x-forwarded-server"
+        | b"x-forwarded-ssl"
+        | b"x-forwarded-scheme"
+        | b"x-real-ip"
+        | b"true-client-ip"
+        | b"cf-connecting-ip"
+        | b"x-client-ip"
+        | b"x-cluster-client-ip"
+        | b"x-original-url"
+        | b"x-rewrite-url"
+        | b"x-original-forwarded-for" => FieldKind::Forwarding,
+        other if other.contains(&b'_') => FieldKind::Underscore,
         _ => FieldKind::EndToEnd,
     }
 }
@@ -401,16 +401,27 @@ fn passes_to_backend(
 
 /// True for a hop-by-hop field name, in any case.
 pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name))
+    // `HOP_BY_HOP` as bytes: a `HeaderName`'s text is a table lookup per compare.
+    const NAMES: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    ];
+    NAMES.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
 /// `HeaderValue`'s rule for a field value: no control characters but tab, no DEL.
 pub(crate) fn is_field_value(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= b' ' && b != 0x7f))
+    // No early exit: the loop vectorizes, and values are short.
+    value.iter().fold(true, |valid, &b| {
+        valid & ((b == b'\t') | ((b >= b' ') & (b != 0x7f)))
+    })
 }
 
 /// True when Connection names a field other than the hop-by-hop ones (which never pass

@@ -296,6 +296,12 @@ impl Routes {
         self.table.load_full()
     }
 
+    /// The current snapshot for one request: no reference count is taken (arc-swap's guard),
+    /// so hold it only for a lookup, never across an await.
+    pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<RouteTable>> {
+        self.table.load()
+    }
+
     /// Add or replace an app's route (domains, aliases, backends). Fails, changing nothing,
     /// when a host is owned by another app.
     pub fn set_app(&self, route: AppRoute) -> Result<(), RouteError> {

@@ -93,7 +93,7 @@ fn route(shared: &Shared, client: &ClientInfo, host: &[u8]) -> Option<Arc<Routed
     }
     let host = std::str::from_utf8(host).ok()?;
     let name = normalize_host(host);
-    let table = shared.routes.load();
+    let table = shared.routes.snapshot();
     let Some(HostMatch::App(app)) = table.lookup_normalized(&name) else {
         return None;
     };
@@ -252,17 +252,13 @@ fn classify(name: &[u8]) -> Class {
     for (to, from) in lower.bytes.iter_mut().zip(name) {
         *to = from.to_ascii_lowercase();
     }
-    // httparse admits token characters only, which are ASCII.
-    let Ok(text) = std::str::from_utf8(lower.as_slice()) else {
-        return Class::General;
-    };
-    match text {
-        "host" => return Class::Host,
-        "connection" => return Class::Connection,
-        "expect" => return Class::General,
+    match lower.as_slice() {
+        b"host" => return Class::Host,
+        b"connection" => return Class::Connection,
+        b"expect" => return Class::General,
         _ => {}
     }
-    match lowercase_field_kind(text) {
+    match lowercase_field_kind(lower.as_slice()) {
         FieldKind::HopByHop | FieldKind::Framing => Class::General,
         FieldKind::Forwarding => Class::Forwarding,
         FieldKind::Underscore => Class::Dropped,

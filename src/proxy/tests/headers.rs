@@ -269,3 +269,23 @@ fn field_kinds() {
     assert_eq!(kind("x_real_ip"), FieldKind::Underscore);
     assert_eq!(kind("cookie"), FieldKind::EndToEnd);
 }
+
+#[test]
+fn hop_by_hop_names_match_in_any_case_and_agree_with_the_header_list() {
+    for name in &HOP_BY_HOP {
+        assert!(is_hop_by_hop(name.as_str().as_bytes()), "{name}");
+        assert!(
+            is_hop_by_hop(name.as_str().to_uppercase().as_bytes()),
+            "{name}"
+        );
+        assert_eq!(field_kind(name), FieldKind::HopByHop, "{name}");
+    }
+    for other in [
+        "content-length",
+        "host",
+        "x-connection",
+        "upgrade-insecure-requests",
+    ] {
+        assert!(!is_hop_by_hop(other.as_bytes()), "{other}");
+    }
+}

@@ -20,7 +20,7 @@ pub(crate) use codec::{
     chunk_header, connection_keep_alive, put_back, split_crlf_head, write_field, Verbatim,
     LAST_CHUNK,
 };
-pub(crate) use exchange::{send, Exchanged, Outgoing, SendFailure};
+pub(crate) use exchange::{send, Exchanged, Outgoing, PartsRequest, SendFailure};
 pub(crate) use response::ResponseBody;
 
 /// Read buffer capacity of a fresh connection; grown on demand for large heads.
