@@ -59,7 +59,9 @@
 # runs, user-space instructions per request at saturation for each and their ratios. A count,
 # not a time: it does not move with the load on a shared machine, so it shows a change to the
 # request path that the timed runs' noise hides. It leaves out the kernel's share (about 70 %
-# of each proxy's CPU time here, nearly equal for all) and what cache misses cost.
+# of each proxy's CPU time here, nearly equal for all) and what cache misses cost. Over HTTPS
+# the TLS libraries choose their code by the CPU features valgrind presents, which need not be
+# the ones they use natively: compare HTTPS counts of one proxy across builds, not across peers.
 # Run as root. Needs: wrk, nginx (nginx-light), haproxy, openssl, containerd, cargo, perf
 # (linux-perf), valgrind for INSTRUCTIONS=1.
 set -euo pipefail
