@@ -399,7 +399,7 @@ fn encode_head(
     if let Some(verbatim) = verbatim {
         // Content-Length is among them, and it is the body's length (or, for HEAD, the
         // length of the body it describes).
-        out.extend_from_slice(&verbatim.fields);
+        out.extend_from_slice(verbatim.fields());
         finish_head(client_version, verbatim.has_date, *keep_alive, out);
         return framing;
     }

@@ -153,11 +153,7 @@ fn encoded(
 fn verbatim_fields_pass_as_the_backend_wrote_them() {
     let (parts, ()) = Response::new(()).into_parts();
     let encode = |fields: &'static str, has_date: bool, version: Version, is_head: bool| {
-        let verbatim = Verbatim {
-            fields: bytes::Bytes::from_static(fields.as_bytes()),
-            length: 3,
-            has_date,
-        };
+        let verbatim = Verbatim::new(fields.as_bytes(), 3, has_date);
         let head = ClientHead {
             parts: &parts,
             verbatim: Some(&verbatim),

@@ -226,7 +226,7 @@ fn plain_heads_keep_their_fields_verbatim() {
     let head = parse_response_head(&mut buf, true).unwrap().unwrap();
     let verbatim = head.verbatim.expect("verbatim");
     assert_eq!(
-        &verbatim.fields[..],
+        verbatim.fields(),
         b"Content-Type: text/plain\r\nContent-Length: 3\r\nDate: d\r\n"
     );
     assert_eq!((verbatim.length, verbatim.has_date), (3, true));

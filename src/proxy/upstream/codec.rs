@@ -103,8 +103,10 @@ pub(crate) struct ResponseHead {
 /// Only the proxy's own HTTP/1 server writes such a head (see `Outgoing::Encoded`).
 #[derive(Debug, Clone)]
 pub(crate) struct Verbatim {
-    /// The field lines, each ending in CRLF, without the status line and the blank line.
-    pub(crate) fields: Bytes,
+    /// The whole head; the fields start at `fields_at`. Kept whole rather than sliced: a
+    /// slice would count one more reference to the read buffer per response.
+    head: Bytes,
+    fields_at: usize,
     /// The Content-Length.
     pub(crate) length: u64,
     /// A Date field is among them.
@@ -248,19 +250,41 @@ fn decode_plain_head(head: &Bytes) -> Option<ResponseHead> {
         has_date |= name.eq_ignore_ascii_case(b"date");
     }
     let length = length?;
-    // The fields start after the status line and end before the blank line.
-    let status_line = memchr::memchr(b'\n', head)? + 1;
-    let fields = head.slice(status_line..head.len() - 2);
+    let fields_at = memchr::memchr(b'\n', head)? + 1;
     Some(ResponseHead {
         status,
         version: Version::HTTP_11,
         headers: HeaderMap::new(),
         verbatim: Some(Verbatim {
-            fields,
+            head: head.clone(),
+            fields_at,
             length,
             has_date,
         }),
     })
+}
+
+impl Verbatim {
+    /// `head`'s field lines (each ending in CRLF, without the status line and the blank line)
+    /// as a plain head: `fields` must be such lines, with one Content-Length of `length`.
+    #[cfg(test)]
+    pub(crate) fn new(fields: &[u8], length: u64, has_date: bool) -> Self {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        head.extend_from_slice(fields);
+        head.extend_from_slice(b"\r\n");
+        Self {
+            head: Bytes::from(head),
+            fields_at: 17,
+            length,
+            has_date,
+        }
+    }
+
+    /// The field lines, each ending in CRLF, without the status line and the blank line.
+    pub(crate) fn fields(&self) -> &[u8] {
+        let end = self.head.len().saturating_sub(2);
+        self.head.get(self.fields_at..end).unwrap_or_default()
+    }
 }
 
 /// Every LF in `head` ends a CRLF: httparse also accepts bare LF line ends, which a client
