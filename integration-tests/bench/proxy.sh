@@ -480,6 +480,16 @@ EOF
         'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
 }
 
+set_peers() { # scheme -> the globals PORT and PID: each peer's port for scheme, its pid
+    declare -gA PORT PID
+    if [ "$1" = https ]; then
+        PORT=([haloyd]=$HALOY_TLS_PORT [haloydB]=$HALOYB_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
+    else
+        PORT=([haloyd]=$HALOY_PORT [haloydB]=$HALOYB_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
+    fi
+    PID=([haloyd]=$HALOY_PID [haloydB]=$HALOYB_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+}
+
 # User-space instructions per request (INSTRUCTIONS=1): callgrind's counters are zeroed after
 # a warm-up, a saturation run goes through, and the dump is divided by its requests.
 instructions() { # scheme port pid -> instructions per request
@@ -502,13 +512,8 @@ instructions() { # scheme port pid -> instructions per request
 
 measure_instructions() { # scheme log
     local scheme=$1 log=$2 p peer line
-    declare -A PORT PID IR
-    if [ "$scheme" = https ]; then
-        PORT=([haloyd]=$HALOY_TLS_PORT [haloydB]=$HALOYB_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
-    else
-        PORT=([haloyd]=$HALOY_PORT [haloydB]=$HALOYB_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
-    fi
-    PID=([haloyd]=$HALOY_PID [haloydB]=$HALOYB_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+    declare -A IR
+    set_peers "$scheme"
     printf '\n[%s, access log %s: user-space instructions per request, callgrind, wrk -c%s -d%ss]\n' \
         "$scheme" "$log" "$CONNS" "$DURATION"
     for p in $PROXIES; do
@@ -555,13 +560,7 @@ PROXIES="haloyd ${HALOYD_B:+haloydB }nginx haproxy"
 
 measure() { # scheme log
     local scheme=$1 log=$2
-    declare -A PORT PID
-    if [ "$scheme" = https ]; then
-        PORT=([haloyd]=$HALOY_TLS_PORT [haloydB]=$HALOYB_TLS_PORT [nginx]=$NGINX_TLS_PORT [haproxy]=$HAPROXY_TLS_PORT)
-    else
-        PORT=([haloyd]=$HALOY_PORT [haloydB]=$HALOYB_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT)
-    fi
-    PID=([haloyd]=$HALOY_PID [haloydB]=$HALOYB_PID [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID)
+    set_peers "$scheme"
     # The machine is shared: rounds interleave the three proxies, medians are reported and
     # the ratios are medians of each round's ratio (the two runs of a round are seconds
     # apart), so a burst of foreign load hits all of them rather than one.
