@@ -688,16 +688,20 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
 /// response does not make (see `Shared::begin`).
 fn close_if_unwatched(resp: &mut Response<ProxyBody>, unwatched: bool) {
     if unwatched && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        ask_close(resp);
     }
 }
 
 /// Ask hyper to close the client connection after this response (framing can't be trusted).
 fn close_after(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    ask_close(&mut resp);
+    resp
+}
+
+/// [`close_after`] in place.
+fn ask_close(resp: &mut Response<ProxyBody>) {
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    resp
 }
 
 fn status_for_failure(e: &UpstreamError) -> StatusCode {

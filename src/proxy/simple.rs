@@ -22,6 +22,7 @@ use super::handler::{AccessLine, ACME_PREFIX};
 use super::headers::{is_field_value, lowercase_field_kind, ClientInfo, FieldKind};
 use super::routes::{normalize_host, HostMatch, RoutedApp};
 use super::server::Shared;
+use super::upstream::write_field;
 
 /// The longest field name this path classifies from a stack copy; every name it treats
 /// specially is shorter, so a longer one is end-to-end unless it has a `_`.
@@ -170,13 +171,6 @@ fn write_backend_head<'h>(
         target,
         host,
     })
-}
-
-fn write_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
 }
 
 /// The Connection tokens of a simple request: `keep-alive` and `close` only.

@@ -5,7 +5,7 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
@@ -70,11 +70,11 @@ pub(crate) fn encode_request_head<'a>(
 }
 
 /// Append the header field line `name: value` to `out`.
-pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
+pub(crate) fn write_field(out: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
 }
 
 /// Append the chunk header for `len` data bytes (`len` > 0) to `out`.
@@ -141,12 +141,7 @@ pub(crate) fn parse_response_head(
 ) -> Result<Option<ResponseHead>, UpstreamError> {
     // Nearly always the head ends at the first CRLF CRLF: split it off and parse it once.
     if let Some(head) = split_crlf_head(buf) {
-        if verbatim {
-            if let Some(plain) = decode_plain_head(&head) {
-                return Ok(Some(plain));
-            }
-        }
-        if let Some(parsed) = decode_response_head(&head)? {
+        if let Some(parsed) = decode_response_head(&head, verbatim)? {
             return Ok(Some(parsed));
         }
         put_back(&head, buf);
@@ -156,7 +151,8 @@ pub(crate) fn parse_response_head(
         return Ok(None);
     };
     let head = buf.split_to(len).freeze();
-    decode_response_head(&head)?
+    // Not CRLF-only, so never verbatim.
+    decode_response_head(&head, false)?
         .map(Some)
         .ok_or_else(|| UpstreamError::BadResponse("the response head could not be parsed".into()))
 }
@@ -180,7 +176,12 @@ fn response_head_len(buf: &[u8]) -> Result<Option<usize>, UpstreamError> {
 }
 
 /// The response head that is exactly `head`; `None` when `head` holds more or less than one.
-fn decode_response_head(head: &Bytes) -> Result<Option<ResponseHead>, UpstreamError> {
+/// With `verbatim`, a plain head keeps its fields as they are instead of parsing them into a
+/// header map.
+fn decode_response_head(
+    head: &Bytes,
+    verbatim: bool,
+) -> Result<Option<ResponseHead>, UpstreamError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut parsed = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -201,6 +202,16 @@ fn decode_response_head(head: &Bytes) -> Result<Option<ResponseHead>, UpstreamEr
     } else {
         Version::HTTP_11
     };
+    if verbatim {
+        if let Some(plain) = plain_fields(head, &parsed, status) {
+            return Ok(Some(ResponseHead {
+                status,
+                version,
+                headers: HeaderMap::new(),
+                verbatim: Some(plain),
+            }));
+        }
+    }
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
@@ -217,17 +228,12 @@ fn decode_response_head(head: &Bytes) -> Result<Option<ResponseHead>, UpstreamEr
     }))
 }
 
-/// `head` (exactly one head, ending in CRLF CRLF) with its fields kept [`Verbatim`], when it
-/// is plain; `None` sends it through [`decode_response_head`].
-fn decode_plain_head(head: &Bytes) -> Option<ResponseHead> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let config = httparse::ParserConfig::default();
-    match config.parse_response_with_uninit_headers(&mut parsed, head, &mut slots) {
-        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
-        _ => return None,
-    }
-    let status = StatusCode::from_u16(parsed.code?).ok()?;
+/// The fields of `head`, parsed as `parsed`, kept [`Verbatim`] when the head is plain.
+fn plain_fields(
+    head: &Bytes,
+    parsed: &httparse::Response<'_, '_>,
+    status: StatusCode,
+) -> Option<Verbatim> {
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
@@ -249,18 +255,11 @@ fn decode_plain_head(head: &Bytes) -> Option<ResponseHead> {
         }
         has_date |= name.eq_ignore_ascii_case(b"date");
     }
-    let length = length?;
-    let fields_at = memchr::memchr(b'\n', head)? + 1;
-    Some(ResponseHead {
-        status,
-        version: Version::HTTP_11,
-        headers: HeaderMap::new(),
-        verbatim: Some(Verbatim {
-            head: head.clone(),
-            fields_at,
-            length,
-            has_date,
-        }),
+    Some(Verbatim {
+        head: head.clone(),
+        fields_at: memchr::memchr(b'\n', head)? + 1,
+        length: length?,
+        has_date,
     })
 }
 
