@@ -455,15 +455,22 @@ async fn write_body<S: AsyncWrite + Unpin>(
     if framing == Framing::None {
         return flush(stream, buf).await;
     }
+    // A Content-Length body a backend writes apart from its head (busybox httpd does) goes
+    // out with the head: one write, and a client never holds a head whose body never began
+    // because haloyd was killed in between (it re-sends a request that got no byte).
+    let mut head_waits = framing == Framing::Length;
     loop {
         let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await;
         let frame = match ready {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                flush(stream, buf).await?;
+                if !head_waits {
+                    flush(stream, buf).await?;
+                }
                 poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
             }
         };
+        head_waits = false;
         let data = match frame {
             None => break,
             Some(Err(e)) => return Err(ConnError::Body(e)),
