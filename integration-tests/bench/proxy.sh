@@ -62,6 +62,8 @@
 # of each proxy's CPU time here, nearly equal for all) and what cache misses cost. Over HTTPS
 # the TLS libraries choose their code by the CPU features valgrind presents, which need not be
 # the ones they use natively: compare HTTPS counts of one proxy across builds, not across peers.
+# CALLGRIND_KEEP=DIR keeps the callgrind dumps (DIR/PID.out.N, the last one per proxy is its
+# measured run) for `callgrind_annotate --inclusive=yes`: where each proxy's instructions go.
 # Run as root. Needs: wrk, nginx (nginx-light), haproxy, openssl, containerd, cargo, perf
 # (linux-perf), valgrind for INSTRUCTIONS=1.
 set -euo pipefail
@@ -158,6 +160,9 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    if [ -n "${CALLGRIND_KEEP:-}" ] && [ -d "$CALLGRIND_DIR" ]; then
+        mkdir -p "$CALLGRIND_KEEP" && cp "$CALLGRIND_DIR"/* "$CALLGRIND_KEEP"/ 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
