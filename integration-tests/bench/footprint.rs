@@ -3,10 +3,11 @@
 //!
 //! 1. Log drivers alone: 9 × `haloyd` re-executed as driver (the old design) and 9 ×
 //!    `haloy-logd`, each fed 1,000 lines through pipes; PSS per driver.
-//! 2. haloy: a private containerd + haloyd (release build, `haloy-logd` beside it), 3 apps × 3
-//!    replicas deployed with the real CLI (one shim per app, or `FOOTPRINT_SHIM=replica|host`
-//!    for haloyd's `containerd.shim`), then idle; PSS of haloyd, containerd, the shims and
-//!    the log drivers; then a 4th app of 3 replicas for haloyd's growth per extra replica.
+//! 2. haloy: a private containerd + haloyd (the package's build, `haloy-logd` beside it),
+//!    3 apps × 3 replicas deployed with the real CLI (one shim per app, or
+//!    `FOOTPRINT_SHIM=replica|host` for haloyd's `containerd.shim`), then idle; PSS of haloyd,
+//!    containerd, the shims and the log drivers; then a 4th app of 3 replicas for haloyd's
+//!    growth per extra replica.
 //! 3. Docker: a fresh private containerd + `dockerd --containerd <it>` with private data-root,
 //!    exec-root, pidfile, socket, bridge and cgroup parent (no iptables), the same image loaded
 //!    and 9 containers run (json-file logs, written by dockerd itself).
@@ -14,7 +15,8 @@
 //! PSS comes from /proc/<pid>/smaps_rollup, so shared pages are split among all processes
 //! mapping them (other containerd shims on the machine lower both sides alike). Prints every
 //! component, both totals and the ratio (targets: log path ≤ 1 MiB per replica, haloyd ≤ 20
-//! MiB, haloy/Docker ≤ 0.5). Nothing is asserted: run `integration-tests/bench/footprint.sh`.
+//! MiB, haloy/Docker ≤ 0.5), and the same split into anonymous and file-backed PSS (`pss::Pss`).
+//! Nothing is asserted: run `integration-tests/bench/footprint.sh`.
 
 // Benchmarks start real containerd, dockerd, registries and tools (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use harness::haloyd::{Haloyd, HaloydOptions};
 use harness::{require_binary, stop_child, unmount_all_under, Containerd, OciImage, Registry};
-use pss::{mib, processes, pss_kib, pss_sum, shims_of};
+use pss::{mib, processes, pss_kib, pss_split, pss_split_sum, pss_sum, shims_of, Pss};
 
 const APPS: [&str; 3] = ["fp-a", "fp-b", "fp-c"];
 const REPLICAS: u32 = 3;
@@ -50,16 +52,16 @@ const DRIVER_ARG: &str = "_HALOY_LOG_DRIVER";
 /// PSS in KiB per component of one stack.
 #[derive(Debug, Default, Clone, Copy)]
 struct Stack {
-    daemon: u64,
-    containerd: u64,
-    shims: u64,
+    daemon: Pss,
+    containerd: Pss,
+    shims: Pss,
     shim_count: usize,
-    log_path: u64,
+    log_path: Pss,
     log_count: usize,
 }
 
 impl Stack {
-    fn total(&self) -> u64 {
+    fn total(&self) -> Pss {
         self.daemon + self.containerd + self.shims + self.log_path
     }
 }
@@ -195,7 +197,7 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
     deploy(&haloyd, &registry, "fp-d", REPLICAS)?;
     std::thread::sleep(settle());
     let grown = pss_kib(haloyd_pid);
-    let growth = (grown as i64 - stack.daemon as i64) / REPLICAS as i64;
+    let growth = (grown as i64 - stack.daemon.total as i64) / REPLICAS as i64;
     // Field order of the harness guards: haloyd first, then registry, then containerd.
     drop(haloyd);
     drop(registry);
@@ -233,11 +235,11 @@ fn read_haloy_stack(haloyd_pid: u32, containerd: &Containerd) -> Stack {
         );
     }
     Stack {
-        daemon: pss_kib(haloyd_pid),
-        containerd: containerd.pid().map(pss_kib).unwrap_or(0),
-        shims: pss_sum(&shims),
+        daemon: pss_split(haloyd_pid),
+        containerd: containerd.pid().map(pss_split).unwrap_or_default(),
+        shims: pss_split_sum(&shims),
         shim_count: shims.len(),
-        log_path: pss_sum(&drivers),
+        log_path: pss_split_sum(&drivers),
         log_count: drivers.len(),
     }
 }
@@ -269,11 +271,15 @@ async fn docker_stack() -> anyhow::Result<Stack> {
     let procs = processes();
     let shims = shims_of(&procs, containerd.socket());
     let stack = Stack {
-        daemon: dockerd.child.as_ref().map(|c| pss_kib(c.id())).unwrap_or(0),
-        containerd: containerd.pid().map(pss_kib).unwrap_or(0),
-        shims: pss_sum(&shims),
+        daemon: dockerd
+            .child
+            .as_ref()
+            .map(|c| pss_split(c.id()))
+            .unwrap_or_default(),
+        containerd: containerd.pid().map(pss_split).unwrap_or_default(),
+        shims: pss_split_sum(&shims),
         shim_count: shims.len(),
-        log_path: 0,
+        log_path: Pss::default(),
         log_count: 0,
     };
     drop(dockerd);
@@ -455,8 +461,19 @@ fn report(drivers: &DriverReading, haloy: &Stack, growth: i64, docker: &Stack) {
         APPS.len(),
         settle().as_secs()
     );
-    println!("  {:<28} {:>10} {:>10}", "component", "haloy", "docker");
-    let row = |name: &str, h: u64, d: u64| println!("  {name:<28} {:>10} {:>10}", mib(h), mib(d));
+    println!(
+        "  {:<28} {:>10} {:>10}   {:>11} {:>11}",
+        "component", "haloy", "docker", "haloy anon", "docker anon"
+    );
+    let row = |name: &str, h: Pss, d: Pss| {
+        println!(
+            "  {name:<28} {:>10} {:>10}   {:>11} {:>11}",
+            mib(h.total),
+            mib(d.total),
+            mib(h.anon),
+            mib(d.anon)
+        )
+    };
     row("daemon (haloyd / dockerd)", haloy.daemon, docker.daemon);
     row("containerd", haloy.containerd, docker.containerd);
     row(
@@ -469,15 +486,23 @@ fn report(drivers: &DriverReading, haloy: &Stack, growth: i64, docker: &Stack) {
         haloy.log_path,
         docker.log_path,
     );
-    row("total", haloy.total(), docker.total());
+    let (haloy_total, docker_total) = (haloy.total(), docker.total());
+    row("total", haloy_total, docker_total);
     println!(
-        "\nratio haloy/docker: {:.2} (target <= 0.50)",
-        haloy.total() as f64 / docker.total().max(1) as f64
+        "  (anon: heap, stacks and shared memory; the rest is mapped program files, clean page\n   \
+         cache whose resident share depends on the kernel: haloy file-backed {} MiB, docker {} MiB)",
+        mib(haloy_total.file()),
+        mib(docker_total.file())
+    );
+    println!(
+        "\nratio haloy/docker: {:.2} (target <= 0.50); anonymous memory alone: {:.2}",
+        haloy_total.total as f64 / docker_total.total.max(1) as f64,
+        haloy_total.anon as f64 / docker_total.anon.max(1) as f64
     );
     println!(
         "log path per replica: {} MiB (target <= 1.0)",
-        mib(haloy.log_path / haloy.log_count.max(1) as u64)
+        mib(haloy.log_path.total / haloy.log_count.max(1) as u64)
     );
-    println!("haloyd: {} MiB (target <= 20.0)", mib(haloy.daemon));
+    println!("haloyd: {} MiB (target <= 20.0)", mib(haloy.daemon.total));
     println!("haloyd growth per extra replica: {growth} KiB");
 }

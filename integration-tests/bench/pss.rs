@@ -86,6 +86,50 @@ pub fn pss_sum(pids: &[u32]) -> u64 {
     pids.iter().map(|&pid| pss_kib(pid)).sum()
 }
 
+/// A PSS reading in KiB split by what backs it: `anon` is the process's own memory (heap,
+/// stacks, shared memory; `Pss_Anon` + `Pss_Shmem`), the rest (`Pss_File`) is mapped files,
+/// mostly the program's own code and data, clean page cache the kernel can drop and read again.
+/// How much of a binary stays mapped depends on the kernel (fault-around, page-cache folio
+/// sizes) more than on the program, so the split tells a change in a program from a change in
+/// the machine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pss {
+    pub total: u64,
+    pub anon: u64,
+}
+
+impl Pss {
+    /// The file-backed part.
+    pub fn file(&self) -> u64 {
+        self.total.saturating_sub(self.anon)
+    }
+}
+
+impl std::ops::Add for Pss {
+    type Output = Pss;
+    fn add(self, other: Pss) -> Pss {
+        Pss {
+            total: self.total + other.total,
+            anon: self.anon + other.anon,
+        }
+    }
+}
+
+/// PSS of a process split into anonymous and file-backed (zero when it is gone).
+pub fn pss_split(pid: u32) -> Pss {
+    Pss {
+        total: pss_kib(pid),
+        anon: rollup_field(pid, "Pss_Anon:") + rollup_field(pid, "Pss_Shmem:"),
+    }
+}
+
+/// Sum of `pss_split` over `pids`.
+pub fn pss_split_sum(pids: &[u32]) -> Pss {
+    pids.iter()
+        .map(|&pid| pss_split(pid))
+        .fold(Pss::default(), |a, b| a + b)
+}
+
 /// Shim processes serving the containerd at `socket` (`-address <socket>` on their argv).
 pub fn shims_of(procs: &[Proc], socket: &Path) -> Vec<u32> {
     let socket = socket.to_string_lossy();
