@@ -19,7 +19,9 @@
 # (http|https × access log off|on):
 #   1. req/s at saturation (closed loop, $CONNS connections), and each proxy's CPU time per
 #      request (utime+stime deltas of /proc/PID/stat, all threads), split into user and
-#      system time, with context switches per request (/proc/PID/task/*/status);
+#      system time, with context switches per request (/proc/PID/task/*/status), and "busy",
+#      the cores it used (req/s x CPU per request): wrk and the backend share one core, so a
+#      proxy may not fill its own, and then its CPU per request includes idle wake-ups;
 #   2. syscalls per request by name, TCP segments and wake-ups per request (`perf stat` over
 #      a saturation window of its own, so tracing costs the timed runs nothing);
 #   3. p50/p99 latency at a fixed rate below saturation (half of the slowest proxy's
@@ -549,6 +551,13 @@ ratios() { # a-values... -- b-values... -> a[i]/b[i] for each round
     done
     for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.3f\n", x / y }'; done
 }
+busy() { # req/s-values... -- CPU-us-values... -> cores busy in each round (req/s x CPU s/req)
+    local a=() b=() seen=0 x i
+    for x in "$@"; do
+        if [ "$x" = -- ]; then seen=1; elif [ $seen = 0 ]; then a+=("$x"); else b+=("$x"); fi
+    done
+    for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.2f\n", x * y / 1e6 }'; done
+}
 verdict() { # value op bound -> "met" / "NOT met"
     awk -v v="$1" -v op="$2" -v b="$3" 'BEGIN {
         ok = (op == "<=") ? (v <= b) : (v >= b)
@@ -614,11 +623,12 @@ measure() { # scheme log
     done
 
     printf '\n[%s, access log %s]\n' "$scheme" "$log"
-    printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' proxy "sat req/s" "CPU us" "CPU range" "user us" "sys us" "ctxsw" "syscalls" "fixed r/s" "CPU us" "p50 ms" "p99 ms"
+    printf '%-8s %10s %5s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' proxy "sat req/s" busy "CPU us" "CPU range" "user us" "sys us" "ctxsw" "syscalls" "fixed r/s" "CPU us" "p50 ms" "p99 ms"
     for p in $PROXIES; do
-        # shellcheck disable=SC2086 # one word per round
-        printf '%-8s %10s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' "$(label "$p")" \
-            "$(median ${RPS[$p]})" "$(median ${CPU[$p]})" "$(range ${CPU[$p]})" \
+        # shellcheck disable=SC2046,SC2086 # one word per round
+        printf '%-8s %10s %5s %9s %15s %8s %8s %8s %9s %10s %8s %8s %8s\n' "$(label "$p")" \
+            "$(median ${RPS[$p]})" "$(median $(busy ${RPS[$p]} -- ${CPU[$p]}))" \
+            "$(median ${CPU[$p]})" "$(range ${CPU[$p]})" \
             "$(median ${USR[$p]})" "$(median ${SYS[$p]})" "$(median ${CSW[$p]})" \
             "$(sc_total "${SC[$p]:-n/a}")" "$(median ${FR[$p]})" "$(median ${FCPU[$p]})" \
             "$(median ${P50[$p]})" "$(median ${P99[$p]})"
@@ -626,6 +636,9 @@ measure() { # scheme log
     if [ "$SYSCALL_SECS" != 0 ]; then
         for p in $PROXIES; do printf '  syscalls/req %-8s %s\n' "$(label "$p")" "${SC[$p]}"; done
     fi
+    echo "  (busy: cores each proxy used at saturation; below 1.00 the load core set the rate, and"
+    echo "   CPU/req there includes going idle and waking up (epoll_wait, wake-ups), which costs a"
+    echo "   proxy more the more time it has left over; the fixed rate compares at equal load)"
     local line peer rr rc rp rf
     for peer in nginx haproxy; do
         # shellcheck disable=SC2046,SC2086 # one word per round
