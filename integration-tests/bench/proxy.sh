@@ -64,6 +64,11 @@
 # of each proxy's CPU time here, nearly equal for all) and what cache misses cost. Over HTTPS
 # the TLS libraries choose their code by the CPU features valgrind presents, which need not be
 # the ones they use natively: compare HTTPS counts of one proxy across builds, not across peers.
+# CPU_QUOTA=PCT (e.g. 50) runs each proxy in a cpu cgroup of its own capped at PCT % of one core
+# (10 ms periods; cgroup v2 cpu.max or v1 CFS quota): then the proxy, not the core wrk and the
+# backend share, sets the rate at saturation, every proxy's "busy" reads PCT/100, and CPU per
+# request compares proxies that are all saturated. Its p99 figures include throttling: read the
+# latency targets from runs without it.
 # CALLGRIND_KEEP=DIR keeps the callgrind dumps (DIR/PID.out.N, the last one per proxy is its
 # measured run) for `callgrind_annotate --inclusive=yes`: where each proxy's instructions go.
 # Run as root. Needs: wrk, nginx (nginx-light), haproxy, openssl, containerd, cargo, perf
@@ -137,7 +142,7 @@ if [ "${FLOOR:-0}" != 0 ]; then
     B_LABEL=floor
     if [ "$FLOOR" = lean ]; then export FLOOR_MODE=lean B_LABEL=lean; fi
 fi
-echo "profile: $PROFILE; proxies on cpu $PROXY_CPUS, wrk and backend on cpu $LOAD_CPUS"
+echo "profile: $PROFILE; proxies on cpu $PROXY_CPUS${CPU_QUOTA:+ (each capped at $CPU_QUOTA % of one core)}, wrk and backend on cpu $LOAD_CPUS"
 
 WORK=$(mktemp -d)
 # Every proxy's command is prefixed with WRAP: callgrind for INSTRUCTIONS=1.
@@ -162,6 +167,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    for dir in ${CGROUPS[@]+"${CGROUPS[@]}"}; do rmdir "$dir" 2>/dev/null || true; done
     if [ -n "${CALLGRIND_KEEP:-}" ] && [ -d "$CALLGRIND_DIR" ]; then
         mkdir -p "$CALLGRIND_KEEP" && cp "$CALLGRIND_DIR"/* "$CALLGRIND_KEEP"/ 2>/dev/null || true
     fi
@@ -212,6 +218,34 @@ for _ in $(seq 1 100); do [ -S "$WORK/containerd/containerd.sock" ] && break; sl
 # Peers are (re)started per access-log variant; these hold the current pids.
 HALOY_PID='' HALOYB_PID='' NGINX_PID='' HAPROXY_PID=''
 
+# CPU_QUOTA: QUOTA_WRAP becomes a prefix that moves the command into a cpu cgroup of its own
+# before it execs, so every thread it starts is capped with it.
+CGROUPS=()
+QUOTA_WRAP=()
+quota_wrap() { # name
+    QUOTA_WRAP=()
+    [ -n "${CPU_QUOTA:-}" ] || return 0
+    local dir quota=$((CPU_QUOTA * 100)) period=10000
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
+            echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
+        dir=/sys/fs/cgroup/haloy-proxy-bench-$$-$1
+        mkdir -p "$dir"
+        echo "$quota $period" >"$dir/cpu.max"
+    elif [ -d /sys/fs/cgroup/cpu ]; then
+        dir=/sys/fs/cgroup/cpu/haloy-proxy-bench-$$-$1
+        mkdir -p "$dir"
+        echo "$period" >"$dir/cpu.cfs_period_us"
+        echo "$quota" >"$dir/cpu.cfs_quota_us"
+    else
+        echo "CPU_QUOTA needs the cpu cgroup controller (v2 cpu.max or v1 /sys/fs/cgroup/cpu)" >&2
+        exit 1
+    fi
+    CGROUPS+=("$dir")
+    # shellcheck disable=SC2016 # expanded by the inner shell
+    QUOTA_WRAP=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$dir")
+}
+
 start_haloyd() { # log: off|on, name (haloyd|haloydB), binary, http port, https port, api port, net
     local access="{to: off}" name=$2 dir="$WORK/$2"
     [ "$1" = on ] && access="{to: file, file: $WORK/$name-access.log}"
@@ -228,9 +262,10 @@ acme: {enabled: false, certificates: [{domain: $TLS_HOST, cert_file: $WORK/cert.
 dns: {enabled: false}
 access_log: $access
 EOF
+    quota_wrap "$name"
     TOKIO_WORKER_THREADS=1 \
         HALOYD_BENCH_STATIC_ROUTES="$HTTP_HOST=127.0.0.1:$BACKEND_PORT $TLS_HOST=127.0.0.1:$BACKEND_PORT" \
-        taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$3" serve --config "$dir/haloyd.yaml" >>"$WORK/$name.log" 2>&1 &
+        taskset -c "$PROXY_CPUS" ${QUOTA_WRAP[@]+"${QUOTA_WRAP[@]}"} ${WRAP[@]+"${WRAP[@]}"} "$3" serve --config "$dir/haloyd.yaml" >>"$WORK/$name.log" 2>&1 &
     PIDS+=($!)
 }
 
@@ -272,7 +307,8 @@ http {
     }
 }
 EOF
-    taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+    quota_wrap nginx
+    taskset -c "$PROXY_CPUS" ${QUOTA_WRAP[@]+"${QUOTA_WRAP[@]}"} ${WRAP[@]+"${WRAP[@]}"} "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
     NGINX_PID=$!
     PIDS+=($!)
 }
@@ -308,7 +344,8 @@ backend be
     http-reuse always
     server s1 127.0.0.1:$BACKEND_PORT
 EOF
-    taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy-access.log" 2>&1 &
+    quota_wrap haproxy
+    taskset -c "$PROXY_CPUS" ${QUOTA_WRAP[@]+"${QUOTA_WRAP[@]}"} ${WRAP[@]+"${WRAP[@]}"} "$HAPROXY" -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy-access.log" 2>&1 &
     HAPROXY_PID=$!
     PIDS+=($!)
 }
