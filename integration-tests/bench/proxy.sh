@@ -673,9 +673,14 @@ measure() { # scheme log
     if [ "$SYSCALL_SECS" != 0 ]; then
         for p in $PROXIES; do printf '  syscalls/req %-8s %s\n' "$(label "$p")" "${SC[$p]}"; done
     fi
-    echo "  (busy: cores each proxy used at saturation; below 1.00 the load core set the rate, and"
-    echo "   CPU/req there includes going idle and waking up (epoll_wait, wake-ups), which costs a"
-    echo "   proxy more the more time it has left over; the fixed rate compares at equal load)"
+    if [ -n "${CPU_QUOTA:-}" ]; then
+        echo "  (busy: cores each proxy used at saturation; at the cap of $CPU_QUOTA % each proxy set"
+        echo "   its own rate. Latency here includes throttling: read p99 from runs without CPU_QUOTA)"
+    else
+        echo "  (busy: cores each proxy used at saturation; below 1.00 the load core set the rate, and"
+        echo "   CPU/req there includes going idle and waking up (epoll_wait, wake-ups), which costs a"
+        echo "   proxy more the more time it has left over; CPU_QUOTA=50 saturates every proxy)"
+    fi
     local line peer rr rc rp rf
     for peer in nginx haproxy; do
         # shellcheck disable=SC2046,SC2086 # one word per round
