@@ -581,20 +581,18 @@ range() { # numbers... -> "min-max"
 
 sc_total() { echo "${1%% *}"; } # "total name=n ..." -> total
 
-ratios() { # a-values... -- b-values... -> a[i]/b[i] for each round
-    local a=() b=() seen=0 x i
+per_round() { # format awk-expr-of-x-and-y x-values... -- y-values... -> the expression per round
+    local format=$1 expr=$2 a=() b=() seen=0 x i
+    shift 2
     for x in "$@"; do
         if [ "$x" = -- ]; then seen=1; elif [ $seen = 0 ]; then a+=("$x"); else b+=("$x"); fi
     done
-    for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.3f\n", x / y }'; done
-}
-busy() { # req/s-values... -- CPU-us-values... -> cores busy in each round (req/s x CPU s/req)
-    local a=() b=() seen=0 x i
-    for x in "$@"; do
-        if [ "$x" = -- ]; then seen=1; elif [ $seen = 0 ]; then a+=("$x"); else b+=("$x"); fi
+    for i in "${!a[@]}"; do
+        awk -v x="${a[$i]}" -v y="${b[$i]}" "BEGIN { printf \"$format\\n\", $expr }"
     done
-    for i in "${!a[@]}"; do awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { printf "%.2f\n", x * y / 1e6 }'; done
 }
+ratios() { per_round %.3f 'x / y' "$@"; } # a-values... -- b-values... -> a[i]/b[i] per round
+busy() { per_round %.2f 'x * y / 1e6' "$@"; } # req/s... -- CPU us... -> cores busy per round
 verdict() { # value op bound -> "met" / "NOT met"
     awk -v v="$1" -v op="$2" -v b="$3" 'BEGIN {
         ok = (op == "<=") ? (v <= b) : (v >= b)
