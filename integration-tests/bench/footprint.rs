@@ -16,7 +16,8 @@
 //! mapping them (other containerd shims on the machine lower both sides alike). Prints every
 //! component, both totals and the ratio (targets: log path ≤ 1 MiB per replica, haloyd ≤ 20
 //! MiB, haloy/Docker ≤ 0.5), and the same split into anonymous and file-backed PSS (`pss::Pss`).
-//! Nothing is asserted: run `integration-tests/bench/footprint.sh`.
+//! Nothing is asserted: run `integration-tests/bench/footprint.sh`. `FOOTPRINT_HALOY_ONLY=1`
+//! measures haloy's stack alone (A/B of haloy builds).
 
 // Benchmarks start real containerd, dockerd, registries and tools (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -79,6 +80,18 @@ async fn main() -> anyhow::Result<()> {
     );
     let (haloy, haloyd_growth) = haloy_stack().await?;
     eprintln!("haloy stack measured: {haloy:?}, haloyd growth per replica {haloyd_growth} KiB");
+    if std::env::var_os("FOOTPRINT_HALOY_ONLY").is_some() {
+        // A/B of haloy builds: Docker's side does not change between them.
+        let total = haloy.total();
+        println!(
+            "haloy only: haloyd {} MiB (anon {}), total {} MiB (anon {})",
+            mib(haloy.daemon.total),
+            mib(haloy.daemon.anon),
+            mib(total.total),
+            mib(total.anon)
+        );
+        return Ok(());
+    }
     let docker = docker_stack().await?;
 
     report(&drivers, &haloy, haloyd_growth, &docker);
@@ -188,6 +201,9 @@ async fn haloy_stack() -> anyhow::Result<(Stack, i64)> {
     }
     std::thread::sleep(settle());
     let stack = read_haloy_stack(haloyd_pid, &containerd);
+    for (perms, size, rss) in pss::binary_mappings(haloyd_pid) {
+        eprintln!("haloyd's own binary, {perms} mapping: {rss} of {size} KiB resident");
+    }
     anyhow::ensure!(
         stack.log_count == APPS.len() * REPLICAS as usize,
         "expected {} haloy-logd drivers, found {} (is haloy-logd built beside haloyd?)",

@@ -13,6 +13,7 @@
 #   integration-tests/bench/footprint.sh
 #   FOOTPRINT_SHIM=host integration-tests/bench/footprint.sh   # haloyd's containerd.shim
 #   FOOTPRINT_SETTLE_SECS=5 ...   # idle time before each reading (default 130: past Go's GC)
+#   FOOTPRINT_HALOY_ONLY=1 ...    # haloy's stack alone: A/B of haloy builds (HALOY_BIN_DIR=...)
 #   PROFILE=release ...           # measure the README's quick build instead
 set -eu
 cd "$(dirname "$0")/../.."
@@ -35,4 +36,5 @@ TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_d
 # cargo names the dev profile's directory `debug`.
 PROFILE_DIR=$PROFILE
 [ "$PROFILE" = dev ] && PROFILE_DIR=debug
-HALOY_BIN_DIR="$TARGET_DIR/$PROFILE_DIR" "$TARGET_DIR/debug/examples/footprint" "$@"
+# HALOY_BIN_DIR set by the caller measures another build of haloyd, haloy and haloy-logd.
+HALOY_BIN_DIR=${HALOY_BIN_DIR:-$TARGET_DIR/$PROFILE_DIR} "$TARGET_DIR/debug/examples/footprint" "$@"

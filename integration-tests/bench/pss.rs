@@ -187,6 +187,39 @@ pub fn veths_on(bridge: &str) -> usize {
     }
 }
 
+/// Resident KiB of each mapping of `pid`'s own executable, by permissions (`r--p`, `r-xp`,
+/// ...) with the mapping's size: how much of the program's code and constants stay mapped.
+pub fn binary_mappings(pid: u32) -> Vec<(String, u64, u64)> {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut mappings: Vec<(String, u64, u64)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let is_header = fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'));
+        if is_header {
+            current = None;
+            if fields.len() >= 6 && Path::new(fields[5]) == exe {
+                mappings.push((fields[1].to_string(), 0, 0));
+                current = Some(mappings.len() - 1);
+            }
+            continue;
+        }
+        let (Some(i), [key, value, ..]) = (current, fields.as_slice()) else {
+            continue;
+        };
+        let kib: u64 = value.parse().unwrap_or(0);
+        match *key {
+            "Size:" => mappings[i].1 = kib,
+            "Rss:" => mappings[i].2 = kib,
+            _ => {}
+        }
+    }
+    mappings
+}
+
 /// KiB as MiB with one decimal.
 pub fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
