@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds target/debian/haloy_<version>_<arch>.deb: the binaries in the given cargo profile
-# (default `dist`, thin LTO, the production build; the README's demo packages its quick `release`
+# (default `dist`, fat LTO, the production build; the README's demo packages its quick `release`
 # build; see Cargo.toml), then the generated
 # man pages, completions and default server config (`haloyd dist-assets`), then cargo-deb.
 # Usage: packaging/build-deb.sh [PROFILE [CARGO-DEB ARGS…]]   Prints the .deb's path last.
