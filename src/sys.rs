@@ -25,11 +25,17 @@ pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `poll(2)` without timeout, retried on EINTR; returns how many entries have events.
-pub fn poll(fds: &mut [libc::pollfd]) -> io::Result<usize> {
+/// `poll(2)`, waiting at most `timeout` (`None`: without limit), retried on EINTR (with the
+/// full timeout again: callers recompute theirs from a deadline); returns how many entries
+/// have events, 0 when the time ran out.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> io::Result<usize> {
+    let millis = timeout.map_or(-1, |t| {
+        // Rounded up, so a short remainder does not turn into a busy loop of 0 ms polls.
+        libc::c_int::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(libc::c_int::MAX)
+    });
     loop {
         // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd for the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
         if let Ok(n) = usize::try_from(n) {
             return Ok(n);
         }

@@ -12,12 +12,13 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use serde::{Deserialize, Serialize};
 
 /// First argument haloyd gets when the shim starts it as log driver.
@@ -324,24 +325,43 @@ struct Source {
     open: bool,
 }
 
-/// Waits until at least one open source is readable (or hung up).
-fn poll_readable(sources: &[Source]) -> io::Result<Vec<bool>> {
+/// Waits until at least one open source or `stop` is readable (or hung up), or `timeout`
+/// runs out; returns which sources are ready and whether `stop` is.
+fn poll_readable(
+    sources: &[Source],
+    stop: Option<BorrowedFd<'_>>,
+    timeout: Option<Duration>,
+) -> io::Result<([bool; 2], bool)> {
     use std::os::fd::AsRawFd;
-    let mut fds: Vec<libc::pollfd> = sources
-        .iter()
-        .map(|s| libc::pollfd {
-            fd: if s.open { s.file.as_raw_fd() } else { -1 },
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    crate::sys::poll(&mut fds)?;
-    Ok(fds.iter().map(|p| p.revents != 0).collect())
+    let entry = |fd: RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let fd_of = |s: &Source| if s.open { s.file.as_raw_fd() } else { -1 };
+    let mut fds = [
+        entry(fd_of(&sources[0])),
+        entry(fd_of(&sources[1])),
+        entry(stop.map_or(-1, |fd| fd.as_raw_fd())),
+    ];
+    crate::sys::poll(&mut fds, timeout)?;
+    Ok((
+        [fds[0].revents != 0, fds[1].revents != 0],
+        fds[2].revents != 0,
+    ))
 }
 
 /// Reads stdout and stderr in one thread: when both are readable stdout goes first, so lines
 /// a task writes to stdout and then stderr keep that order (two reader threads would race).
-fn pump(stdout: OwnedFd, stderr: OwnedFd, mut write: impl FnMut(LogRecord)) -> io::Result<()> {
+/// Ends when both pipes are closed, or `grace` after `stop` (the SIGTERM signalfd) becomes
+/// readable: the shim has closed its ends by then, so the rest is only what is still buffered.
+fn pump(
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    stop: Option<BorrowedFd<'_>>,
+    grace: Duration,
+    mut write: impl FnMut(LogRecord),
+) -> io::Result<()> {
     let mut sources = [
         Source {
             file: File::from(stdout),
@@ -356,9 +376,21 @@ fn pump(stdout: OwnedFd, stderr: OwnedFd, mut write: impl FnMut(LogRecord)) -> i
             open: true,
         },
     ];
-    let mut chunk = vec![0u8; 64 * 1024];
+    // One line's worth: glibc's calloc clears (and so makes resident) all of a buffer carved
+    // from its heap, and this one is in every replica's driver for the replica's lifetime; a
+    // full 64 KiB pipe takes four reads instead of one.
+    let mut chunk = vec![0u8; MAX_LINE_BYTES];
+    let mut deadline: Option<Instant> = None;
     while sources.iter().any(|s| s.open) {
-        let ready = poll_readable(&sources)?;
+        let remaining = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if remaining.is_some_and(|r| r.is_zero()) {
+            break;
+        }
+        let watched = if deadline.is_none() { stop } else { None };
+        let (ready, stopping) = poll_readable(&sources, watched, remaining)?;
+        if stopping {
+            deadline = Some(Instant::now() + grace);
+        }
         for (source, ready) in sources.iter_mut().zip(ready) {
             if !ready || !source.open {
                 continue;
@@ -385,17 +417,18 @@ fn pump(stdout: OwnedFd, stderr: OwnedFd, mut write: impl FnMut(LogRecord)) -> i
             }
         }
     }
+    // Out of time with a pipe still open: keep the partial lines read so far.
+    for source in sources.iter_mut().filter(|s| s.open) {
+        let stream = source.stream;
+        source.splitter.finish(&mut |line: String| {
+            write(LogRecord {
+                time: now_rfc3339(),
+                stream: stream.to_string(),
+                line,
+            })
+        });
+    }
     Ok(())
-}
-
-/// Exits the process `TERM_GRACE` after SIGTERM; the readers normally hit EOF before that.
-fn spawn_term_watcher(mask: SigSet) {
-    std::thread::spawn(move || {
-        if mask.wait() == Ok(Signal::SIGTERM) {
-            std::thread::sleep(TERM_GRACE);
-            std::process::exit(0);
-        }
-    });
 }
 
 /// Entry point for `haloy-logd|haloyd _HALOY_LOG_DRIVER <config>`; returns the exit code.
@@ -416,11 +449,25 @@ fn drive(args: &[String]) -> Result<(), LogDriverError> {
     if !safe_file_name(&container_id) {
         return Err(LogDriverError::ContainerId { id: container_id });
     }
-    // Block SIGTERM before any thread exists so only the watcher thread receives it.
+    // SIGTERM (the shim stopping the task) arrives through a signalfd in the pump's poll, not
+    // as a handler or a watcher thread: a second thread's stack and allocator arena would
+    // cost every replica's driver more than the rest of its memory. Blocked first, so it is
+    // queued for the signalfd instead of killing the process.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
-    let _ = mask.thread_block();
-    spawn_term_watcher(mask);
+    let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
+    let term = match mask
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&mask, flags))
+    {
+        Ok(term) => Some(term),
+        Err(err) => {
+            // SIGTERM's default action then ends the driver.
+            let _ = mask.thread_unblock();
+            eprintln!("haloyd log driver: no SIGTERM signalfd: {err}");
+            None
+        }
+    };
 
     let stdout = inherited_fd(STDOUT_FD, "CONTAINER_STDOUT")?;
     let stderr = inherited_fd(STDERR_FD, "CONTAINER_STDERR")?;
@@ -433,11 +480,17 @@ fn drive(args: &[String]) -> Result<(), LogDriverError> {
     // Closing the wait pipe tells the shim we are ready; it blocks Tasks.Create until then.
     drop(ready);
 
-    let written = pump(stdout, stderr, |record| {
-        if let Some(Err(err)) = writer.as_mut().map(|w| w.write(&record)) {
-            eprintln!("haloyd log driver: writing {container_id}: {err}");
-        }
-    });
+    let written = pump(
+        stdout,
+        stderr,
+        term.as_ref().map(|t| t.as_fd()),
+        TERM_GRACE,
+        |record| {
+            if let Some(Err(err)) = writer.as_mut().map(|w| w.write(&record)) {
+                eprintln!("haloyd log driver: writing {container_id}: {err}");
+            }
+        },
+    );
     written.map_err(|source| LogDriverError::Io {
         path: PathBuf::from("/proc/self/fd"),
         source,

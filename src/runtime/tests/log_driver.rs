@@ -100,7 +100,10 @@ fn pump_reads_both_streams_stdout_first_when_both_are_ready() {
     err_w.write_all(b"two\n").unwrap();
     drop((out_w, err_w));
     let mut records = Vec::new();
-    pump(out_r, err_r, |r| records.push((r.stream, r.line))).unwrap();
+    pump(out_r, err_r, None, Duration::ZERO, |r| {
+        records.push((r.stream, r.line))
+    })
+    .unwrap();
     let got: Vec<(&str, &str)> = records
         .iter()
         .map(|(s, l)| (s.as_str(), l.as_str()))
@@ -114,6 +117,32 @@ fn pump_reads_both_streams_stdout_first_when_both_are_ready() {
             ("stdout", "partial")
         ]
     );
+}
+
+#[test]
+fn pump_ends_a_grace_period_after_stop_even_with_writers_left() {
+    use std::os::fd::AsFd;
+    let (out_r, out_w) = nix::unistd::pipe().unwrap();
+    let (err_r, _err_w) = nix::unistd::pipe().unwrap();
+    let (stop_r, stop_w) = nix::unistd::pipe().unwrap();
+    let mut out_w = File::from(out_w);
+    out_w.write_all(b"whole\nhalf a line").unwrap();
+    File::from(stop_w).write_all(b"x").unwrap();
+    let started = std::time::Instant::now();
+    let mut lines = Vec::new();
+    pump(
+        out_r,
+        err_r,
+        Some(stop_r.as_fd()),
+        Duration::from_millis(50),
+        |r| lines.push(r.line),
+    )
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(50));
+    // The writers are still open: only the grace period ended the pump, and what it read
+    // by then (the unfinished line too) is kept.
+    assert_eq!(lines, ["whole", "half a line"]);
+    drop(out_w);
 }
 
 #[test]
