@@ -1,7 +1,8 @@
 //! The crate's only unsafe code: thin, checked wrappers over the few libc/std calls that have
 //! no safe form (inherited descriptors, poll, getrlimit, uname, the fork-exec fd placement,
-//! environment changes at start-up). Everything else is `deny(unsafe_code)` (lib.rs); keep
-//! each block here small, with the reason it is sound beside it.
+//! mimalloc's collect, environment changes at start-up). Everything else is
+//! `deny(unsafe_code)` (lib.rs); keep each block here small, with the reason it is sound
+//! beside it.
 #![allow(unsafe_code)]
 
 use std::ffi::OsStr;
@@ -44,6 +45,15 @@ pub fn poll(fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) -> i
             return Err(err);
         }
     }
+}
+
+/// Lets mimalloc, haloyd's allocator, return the calling thread's freed pages whose purge
+/// delay has passed (and expired arena memory) to the OS. A no-op on threads that never
+/// allocated through mimalloc, and so in binaries that use the system allocator.
+pub fn release_freed_heap_memory() {
+    // SAFETY: mi_collect takes no pointers and has no preconditions; it works on the calling
+    // thread's own heap and returns early when that heap was never initialised.
+    unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
 /// The hard RLIMIT_NOFILE of this process, if getrlimit answers.

@@ -21,3 +21,25 @@ fn wrappers_answer_on_linux() {
     assert!(nofile_hard_limit().is_some_and(|n| n > 0));
     assert!(kernel_release().is_some_and(|r| r.chars().next().is_some_and(|c| c.is_ascii_digit())));
 }
+
+#[test]
+fn releasing_heap_memory_is_a_no_op_without_mimalloc_and_after_it() {
+    // The test binary uses the system allocator: mimalloc's heap for this thread was never
+    // initialised, which mi_collect must take in its stride (haloy and haloy-logd link it too).
+    release_freed_heap_memory();
+    let block = vec![0u8; 1 << 20];
+    drop(block);
+    release_freed_heap_memory();
+}
+
+#[test]
+fn poll_times_out_with_nothing_ready() {
+    let (read, _write) = nix::unistd::pipe().expect("pipe");
+    let mut fds = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&read),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ready = poll(&mut fds, Some(std::time::Duration::from_millis(1))).expect("poll");
+    assert_eq!(ready, 0);
+}
