@@ -325,10 +325,29 @@ struct Source {
     open: bool,
 }
 
+impl Source {
+    /// Writes out what is left of a partial line and stops reading this pipe.
+    fn close(&mut self, write: &mut impl FnMut(LogRecord)) {
+        let stream = self.stream;
+        self.splitter
+            .finish(&mut |line| write(record(stream, line)));
+        self.open = false;
+    }
+}
+
+/// `line` of `stream`, stamped now.
+fn record(stream: &'static str, line: String) -> LogRecord {
+    LogRecord {
+        time: now_rfc3339(),
+        stream: stream.to_string(),
+        line,
+    }
+}
+
 /// Waits until at least one open source or `stop` is readable (or hung up), or `timeout`
 /// runs out; returns which sources are ready and whether `stop` is.
 fn poll_readable(
-    sources: &[Source],
+    sources: &[Source; 2],
     stop: Option<BorrowedFd<'_>>,
     timeout: Option<Duration>,
 ) -> io::Result<([bool; 2], bool)> {
@@ -395,38 +414,21 @@ fn pump(
             if !ready || !source.open {
                 continue;
             }
-            let stream = source.stream;
-            let mut emit = |line: String| {
-                write(LogRecord {
-                    time: now_rfc3339(),
-                    stream: stream.to_string(),
-                    line,
-                })
-            };
             match source.file.read(&mut chunk) {
-                Ok(0) => {
-                    source.splitter.finish(&mut emit);
-                    source.open = false;
+                Ok(0) => source.close(&mut write),
+                Ok(n) => {
+                    let stream = source.stream;
+                    let mut emit = |line| write(record(stream, line));
+                    source.splitter.push(&chunk[..n], &mut emit);
                 }
-                Ok(n) => source.splitter.push(&chunk[..n], &mut emit),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    source.splitter.finish(&mut emit);
-                    source.open = false;
-                }
+                Err(_) => source.close(&mut write),
             }
         }
     }
     // Out of time with a pipe still open: keep the partial lines read so far.
     for source in sources.iter_mut().filter(|s| s.open) {
-        let stream = source.stream;
-        source.splitter.finish(&mut |line: String| {
-            write(LogRecord {
-                time: now_rfc3339(),
-                stream: stream.to_string(),
-                line,
-            })
-        });
+        source.close(&mut write);
     }
     Ok(())
 }
@@ -450,9 +452,9 @@ fn drive(args: &[String]) -> Result<(), LogDriverError> {
         return Err(LogDriverError::ContainerId { id: container_id });
     }
     // SIGTERM (the shim stopping the task) arrives through a signalfd in the pump's poll, not
-    // as a handler or a watcher thread: a second thread's stack and allocator arena would
-    // cost every replica's driver more than the rest of its memory. Blocked first, so it is
-    // queued for the signalfd instead of killing the process.
+    // as a handler or a watcher thread: a second thread would cost every replica's driver a
+    // stack and an allocator arena. Blocked first, so it is queued for the signalfd instead
+    // of killing the process.
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     let flags = SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK;
