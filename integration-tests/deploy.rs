@@ -1172,6 +1172,50 @@ async fn replica_crashing_again_and_again_shows_as_crash_looping() {
     );
 }
 
+/// Longer than a shim's retries to publish an event while containerd is away.
+const SHIM_PUBLISH_GIVES_UP: Duration = Duration::from_secs(25);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_while_containerd_is_down_is_restarted_once_it_is_back() {
+    let mut rig = Rig::start(Duration::from_secs(30)).await;
+    let config = rig.app_config("gap", "web", "v1", 2, "");
+    rig.deploy_ok(&config);
+    let before = rig.status(&config, &[]);
+    let victim = before.replicas[0].clone();
+    let pid = rig.task_pid(&victim.container_id).await;
+
+    // Its exit event has nowhere to go: the shim retries publishing it for about 21 s
+    // (containerd 1.6: after 1, 2, ... 6 s) and then drops it; containerd stays away longer.
+    rig.containerd.kill();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the replica's task");
+    tokio::time::sleep(SHIM_PUBLISH_GIVES_UP).await;
+    rig.containerd.start_again().await;
+    let back = Instant::now();
+
+    // The resync after the new subscription finds it; the periodic safety net is minutes
+    // away. 2 s of crash backoff and the readiness gate are inside this bound.
+    let after = rig
+        .wait_for_status(
+            &config,
+            Duration::from_secs(10),
+            "the replica that died during the gap restarted",
+            |s| {
+                ready_replicas(s) == 2
+                    && s.replicas
+                        .iter()
+                        .any(|r| r.replica == victim.replica && r.restarts == 1)
+            },
+        )
+        .await;
+    eprintln!("restarted {:?} after containerd came back", back.elapsed());
+    assert_eq!(after.deployment_id, before.deployment_id);
+    assert_eq!(rig.containers().await, container_ids(&after));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_restart_keeps_replicas_and_crash_restarts_working() {
     let mut rig = Rig::start(Duration::from_secs(30)).await;

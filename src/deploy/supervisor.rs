@@ -1,7 +1,8 @@
 //! Watches task exits from the runtime. An exit takes the replica out of rotation at once
 //! (before any health check notices); an exit haloyd did not ask for is a crash, answered
 //! with a fresh replica after an exponential backoff. Repeated crashes show as crash_looping.
-//! Exits missed while containerd was away are found by comparing with its task list.
+//! Exits missed while containerd was away are found by comparing with its task list, as soon
+//! as the runtime's exit stream is back (a resync) and, as a safety net, every few minutes.
 
 use std::sync::Arc;
 
@@ -15,21 +16,15 @@ use super::replica::{LiveReplica, Phase};
 use super::{spans, AppEntry, Deployer};
 use crate::runtime::TaskStatus;
 
-/// Exits can be missed while containerd restarts (the runtime resubscribes, but events of the
-/// gap are gone); a periodic comparison with containerd's task list catches those.
-const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(15);
+/// Exits missed while containerd restarts are caught by the resync that follows the new
+/// subscription; this slow comparison is for an exit a shim could not publish at all. Not
+/// faster: each comparison lists every container and task, and keeps containerd's heap in
+/// use on an idle host.
+const RECONCILE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub(crate) fn spawn(deployer: Arc<Deployer>) {
-    let periodic = deployer.clone();
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(RECONCILE_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            reconcile_exited(&periodic).await;
-        }
-    });
+    tokio::spawn(reconcile_periodically(deployer.clone()));
+    tokio::spawn(reconcile_on_resync(deployer.clone()));
     let mut exits = deployer.runtime.subscribe_exits();
     tokio::spawn(async move {
         loop {
@@ -60,6 +55,25 @@ pub(crate) fn spawn(deployer: Arc<Deployer>) {
             }
         }
     });
+}
+
+async fn reconcile_periodically(deployer: Arc<Deployer>) {
+    let mut ticker = tokio::time::interval(RECONCILE_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        reconcile_exited(&deployer).await;
+    }
+}
+
+async fn reconcile_on_resync(deployer: Arc<Deployer>) {
+    let mut resyncs = deployer.runtime.subscribe_resyncs();
+    // Err: the runtime is gone, and with it every exit there is to hear.
+    while resyncs.changed().await.is_ok() {
+        tracing::debug!("runtime's exit stream made again; reconciling");
+        reconcile_exited(&deployer).await;
+    }
 }
 
 /// Replaces a crashed replica with a new container of the same spec, after a backoff.
@@ -160,8 +174,21 @@ async fn admit_restarted(
     }
 }
 
-/// After missed exit events: every live replica whose task is gone is handled as a crash.
+/// After exit events may have been missed: every live replica whose task is gone is handled
+/// as a crash. Only replicas live before the listing are judged: one a deploy starts while
+/// the list is on its way is missing from it without having exited.
 pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
+    let candidates: Vec<(Arc<AppEntry>, Arc<LiveReplica>)> = deployer
+        .entries()
+        .into_iter()
+        .flat_map(|entry| {
+            let replicas = entry.live_lock().replicas.clone();
+            replicas.into_iter().map(move |r| (entry.clone(), r))
+        })
+        .collect();
+    if candidates.is_empty() {
+        return;
+    }
     let running: Vec<String> = match deployer.runtime.list_replicas(None).await {
         Ok(found) => found
             .into_iter()
@@ -173,15 +200,18 @@ pub(crate) async fn reconcile_exited(deployer: &Arc<Deployer>) {
             return;
         }
     };
-    for entry in deployer.entries() {
-        let replicas = entry.live_lock().replicas.clone();
-        for replica in replicas {
-            let gone = !running.contains(&replica.container_id);
-            if gone && !replica.exit_expected() && !replica.has_exited() {
-                replica.mark_exited();
-                replica.set_phase(Phase::Exited);
-                tokio::spawn(restart(deployer.clone(), entry.clone(), replica));
-            }
+    for (entry, replica) in candidates {
+        let gone = !running.contains(&replica.container_id);
+        if gone && !replica.exit_expected() && !replica.has_exited() {
+            tracing::warn!(
+                app = %entry.name,
+                replica = replica.replica,
+                task_id = %replica.container_id,
+                "replica's task is gone (its exit event was missed); taken out of rotation"
+            );
+            replica.mark_exited();
+            replica.set_phase(Phase::Exited);
+            tokio::spawn(restart(deployer.clone(), entry, replica));
         }
     }
 }

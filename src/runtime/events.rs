@@ -1,13 +1,15 @@
 //! Task exit events: one long-lived Events.Subscribe stream (filtered to `/tasks/exit` in this
 //! runtime's namespace) running in its own tokio task, decoded into `TaskExit` and broadcast.
 //! The subscription is made again with backoff whenever the stream breaks (containerd restart).
+//! Exits of a gap between two subscriptions are lost; so once each new subscription is in
+//! place, a resync is announced and the caller compares with containerd's task list.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::events::TaskExit as TaskExitEvent;
 use containerd_client::services::v1::SubscribeRequest;
 use prost::Message;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{Containerd, TaskExit};
@@ -15,6 +17,10 @@ use super::{Containerd, TaskExit};
 const EXIT_TOPIC: &str = "/tasks/exit";
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// containerd answers a Subscribe call only with its first event, so there is no reply that
+/// says the subscription is in place. The call went out before the Version call that finds
+/// containerd serving; this margin lets its handler register before the resync is announced.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_millis(200);
 
 /// Owns the subscription task; dropping it ends the subscription.
 #[derive(Debug)]
@@ -29,10 +35,15 @@ impl Drop for ExitWatcher {
 }
 
 impl ExitWatcher {
-    /// Spawns the subscription loop; exits go to `sender` as they arrive.
-    pub fn spawn(client: Containerd, sender: broadcast::Sender<TaskExit>) -> ExitWatcher {
+    /// Spawns the subscription loop; exits go to `sender` as they arrive, and `resyncs` is
+    /// bumped each time a subscription is in place (exits before it may be missing).
+    pub fn spawn(
+        client: Containerd,
+        sender: broadcast::Sender<TaskExit>,
+        resyncs: watch::Sender<u64>,
+    ) -> ExitWatcher {
         ExitWatcher {
-            handle: tokio::spawn(watch_exits(client, sender)),
+            handle: tokio::spawn(watch_exits(client, sender, resyncs)),
         }
     }
 }
@@ -42,10 +53,20 @@ pub fn exit_filter(namespace: &str) -> String {
     format!("topic==\"{EXIT_TOPIC}\",namespace==\"{namespace}\"")
 }
 
-async fn watch_exits(client: Containerd, sender: broadcast::Sender<TaskExit>) {
+async fn watch_exits(
+    client: Containerd,
+    sender: broadcast::Sender<TaskExit>,
+    resyncs: watch::Sender<u64>,
+) {
     let mut backoff = BACKOFF_START;
     loop {
-        match subscribe_once(&client, &sender).await {
+        let subscription = subscribe_once(&client, &sender);
+        tokio::pin!(subscription);
+        let outcome = tokio::select! {
+            outcome = &mut subscription => outcome,
+            () = announce_when_subscribed(&client, &resyncs) => subscription.await,
+        };
+        match outcome {
             // At least one event came through: the connection was good, start backoff over.
             Ok(true) => backoff = BACKOFF_START,
             Ok(false) => {}
@@ -59,6 +80,20 @@ async fn watch_exits(client: Containerd, sender: broadcast::Sender<TaskExit>) {
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
+}
+
+/// Bumps `resyncs` once containerd serves (the Subscribe call sent before is then being
+/// handled). Never returns while containerd does not answer: the subscription's own failure
+/// ends the wait then.
+async fn announce_when_subscribed(client: &Containerd, resyncs: &watch::Sender<u64>) {
+    let mut backoff = BACKOFF_START;
+    while client.server_version().await.is_err() {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    tokio::time::sleep(SUBSCRIBE_SETTLE).await;
+    tracing::debug!("task exit subscription in place; announcing a resync");
+    resyncs.send_modify(|generation| *generation += 1);
 }
 
 /// One subscription until the stream ends; returns whether any event was received.

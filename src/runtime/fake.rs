@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use super::{
@@ -53,6 +53,7 @@ struct State {
 pub struct FakeRuntime {
     state: Arc<Mutex<State>>,
     exits: broadcast::Sender<TaskExit>,
+    resyncs: watch::Sender<u64>,
     /// Second octet of this runtime's loopback addresses: runtimes (and test processes) do
     /// not share addresses, so a spec's port can be bound by every replica.
     octet: u8,
@@ -73,6 +74,7 @@ impl FakeRuntime {
         FakeRuntime {
             state: Arc::default(),
             exits: broadcast::channel(256).0,
+            resyncs: watch::Sender::new(0),
             octet: 10 + (n % 240) as u8,
             next: AtomicU32::new(1),
         }
@@ -88,6 +90,18 @@ impl FakeRuntime {
     /// The replica's task exits now with `status`, as a crash would (no-op if not running).
     pub fn crash(&self, container_id: &str, status: u32) {
         exit(&self.state, &self.exits, container_id, status);
+    }
+
+    /// The replica's task exits while nobody hears it, as during a containerd restart: its
+    /// state changes, no exit event is sent.
+    pub fn crash_unheard(&self, container_id: &str, status: u32) {
+        let lost = broadcast::channel(1).0;
+        exit(&self.state, &lost, container_id, status);
+    }
+
+    /// The exit stream was made again: exits may have been missed.
+    pub fn resync(&self) {
+        self.resyncs.send_modify(|generation| *generation += 1);
     }
 
     /// Containers that exist (running or not), by id.
@@ -301,6 +315,10 @@ impl Runtime for FakeRuntime {
 
     fn subscribe_exits(&self) -> broadcast::Receiver<TaskExit> {
         self.exits.subscribe()
+    }
+
+    fn subscribe_resyncs(&self) -> watch::Receiver<u64> {
+        self.resyncs.subscribe()
     }
 
     async fn logs(

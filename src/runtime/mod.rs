@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use futures_util::Stream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 pub use client::{Containerd, DEFAULT_NAMESPACE};
 pub use image::{ImageStore, PullReport};
@@ -354,6 +354,9 @@ pub trait Runtime: Send + Sync {
     async fn list_replicas(&self, app: Option<&str>) -> Result<Vec<ReplicaInfo>, RuntimeError>;
     /// Task exits of this runtime's containers, as they happen.
     fn subscribe_exits(&self) -> broadcast::Receiver<TaskExit>;
+    /// Changes each time exits may have been missed (the exit stream was made again after a
+    /// break): the caller compares its replicas with `list_replicas` then.
+    fn subscribe_resyncs(&self) -> watch::Receiver<u64>;
     /// Output of a task: the last `tail` lines (all when `None`), then new ones if `follow`.
     async fn logs(
         &self,
@@ -410,6 +413,7 @@ pub struct ContainerdRuntime {
     pub(crate) client: Containerd,
     pub(crate) images: ImageStore,
     pub(crate) exits: broadcast::Sender<TaskExit>,
+    pub(crate) resyncs: watch::Sender<u64>,
     pub(crate) config: Arc<RuntimeConfig>,
     pub(crate) tasks: task::Tasks,
     /// Keeps the exit-event subscription alive as long as the runtime.
@@ -446,11 +450,14 @@ impl ContainerdRuntime {
         let images = ImageStore::new(client.clone(), config.insecure_registries.clone());
         let (exits, _) = broadcast::channel(1024);
         let tasks = task::Tasks::new(client.clone(), network, config.tasks.clone());
-        let exit_watcher = events::ExitWatcher::spawn(client.clone(), exits.clone());
+        let resyncs = watch::Sender::new(0);
+        let exit_watcher =
+            events::ExitWatcher::spawn(client.clone(), exits.clone(), resyncs.clone());
         Ok(ContainerdRuntime {
             client,
             images,
             exits,
+            resyncs,
             config: Arc::new(config),
             tasks,
             _exit_watcher: exit_watcher,
@@ -500,6 +507,10 @@ impl Runtime for ContainerdRuntime {
 
     fn subscribe_exits(&self) -> broadcast::Receiver<TaskExit> {
         self.exits.subscribe()
+    }
+
+    fn subscribe_resyncs(&self) -> watch::Receiver<u64> {
+        self.resyncs.subscribe()
     }
 
     async fn logs(

@@ -281,6 +281,37 @@ async fn a_crash_is_restarted_after_a_backoff() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_exit_missed_while_the_runtime_was_away_is_found_at_its_resync() {
+    let h = Harness::new();
+    h.deployer.start().await.expect("start");
+    assert!(h.deploy(GOOD, 1, "rolling").await);
+    let first = h.replicas()[0].container_id.clone();
+    h.runtime.crash_unheard(&first, 137);
+    // No event: only the health monitor sees it; nothing restarts it yet.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let r = &h.replicas()[0];
+    assert_eq!((r.container_id.as_str(), r.restarts), (first.as_str(), 0));
+
+    let resynced_at = tokio::time::Instant::now();
+    h.runtime.resync();
+    let deployer = h.deployer.clone();
+    let first_id = first.clone();
+    wait_for("the restart after the resync", || {
+        let r = deployer.status(Some("web")).pop()?.replicas.pop()?;
+        (r.container_id != first_id && r.state == Wire::Ready).then_some(())
+    })
+    .await;
+    // Well before the periodic safety net (minutes): the resync found it.
+    assert!(
+        resynced_at.elapsed() < Duration::from_secs(30),
+        "restarted {:?} after the resync",
+        resynced_at.elapsed()
+    );
+    assert_eq!(h.replicas()[0].restarts, 1);
+    assert_eq!(h.serving(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn three_crashes_make_a_replica_crash_looping() {
     let h = Harness::new();
     h.deployer.start().await.expect("start");
