@@ -63,6 +63,8 @@ async fn watch_exits(
         let subscription = subscribe_once(&client, &sender);
         tokio::pin!(subscription);
         let outcome = tokio::select! {
+            // Subscription first: its call goes out before the announcement's Version call.
+            biased;
             outcome = &mut subscription => outcome,
             () = announce_when_subscribed(&client, &resyncs) => subscription.await,
         };
