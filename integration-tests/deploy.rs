@@ -330,6 +330,24 @@ fn ready_replicas(status: &AppStatus) -> usize {
         .count()
 }
 
+/// All `replicas` ready, `victim` among them after exactly one restart.
+fn restarted_once(status: &AppStatus, replicas: usize, victim: u32) -> bool {
+    ready_replicas(status) == replicas
+        && status
+            .replicas
+            .iter()
+            .any(|r| r.replica == victim && r.restarts == 1)
+}
+
+/// SIGKILL to a replica's task from outside, as a crash.
+fn kill_task(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the replica's task");
+}
+
 fn container_ids(status: &AppStatus) -> BTreeSet<String> {
     status
         .replicas
@@ -852,17 +870,10 @@ async fn crashed_replica_leaves_rotation_at_once_and_is_restarted() {
 
     let load = Load::start(rig.haloyd.http_addr(), "crashy.test", 50);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the replica's task");
+    kill_task(pid);
     let after = rig
         .wait_for_status(&config, Duration::from_secs(20), "replica restarted", |s| {
-            ready_replicas(s) == 3
-                && s.replicas
-                    .iter()
-                    .any(|r| r.replica == victim.replica && r.restarts == 1)
+            restarted_once(s, 3, victim.replica)
         })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -942,11 +953,7 @@ async fn replicas_killed_ten_times_under_load_cost_no_request() {
         let pid = rig.task_pid(&victim.container_id).await;
         // Let the load reach it on kept-alive connections first.
         tokio::time::sleep(Duration::from_millis(150)).await;
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .expect("SIGKILL the replica's task");
+        kill_task(pid);
         kills[index] += 1;
         // One replica down at a time: haloyd sees a task exit within milliseconds; the next
         // kill waits for the status to show it.
@@ -1187,11 +1194,7 @@ async fn a_replica_that_dies_while_containerd_is_down_is_restarted_once_it_is_ba
     // Its exit event has nowhere to go: the shim retries publishing it for about 21 s
     // (containerd 1.6: after 1, 2, ... 6 s) and then drops it; containerd stays away longer.
     rig.containerd.kill();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the replica's task");
+    kill_task(pid);
     tokio::time::sleep(SHIM_PUBLISH_GIVES_UP).await;
     rig.containerd.start_again().await;
     let back = Instant::now();
@@ -1203,12 +1206,7 @@ async fn a_replica_that_dies_while_containerd_is_down_is_restarted_once_it_is_ba
             &config,
             Duration::from_secs(10),
             "the replica that died during the gap restarted",
-            |s| {
-                ready_replicas(s) == 2
-                    && s.replicas
-                        .iter()
-                        .any(|r| r.replica == victim.replica && r.restarts == 1)
-            },
+            |s| restarted_once(s, 2, victim.replica),
         )
         .await;
     eprintln!("restarted {:?} after containerd came back", back.elapsed());
@@ -1229,22 +1227,13 @@ async fn containerd_restart_keeps_replicas_and_crash_restarts_working() {
     // haloyd must have resubscribed to task events: a crash after the restart is noticed.
     let victim = before.replicas[0].clone();
     let pid = rig.task_pid(&victim.container_id).await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the replica's task");
+    kill_task(pid);
     let after = rig
         .wait_for_status(
             &config,
             Duration::from_secs(20),
             "replica restarted after containerd restart",
-            |s| {
-                ready_replicas(s) == 3
-                    && s.replicas
-                        .iter()
-                        .any(|r| r.replica == victim.replica && r.restarts == 1)
-            },
+            |s| restarted_once(s, 3, victim.replica),
         )
         .await;
     let report = load.finish().await;

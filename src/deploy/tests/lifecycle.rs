@@ -77,6 +77,15 @@ impl Harness {
         self.finished(&id).await
     }
 
+    /// Waits until the one replica of "web" is another container than `first`, and ready.
+    async fn replaced_and_ready(&self, first: &str) {
+        wait_for("the restart", || {
+            let r = self.deployer.status(Some("web")).pop()?.replicas.pop()?;
+            (r.container_id != first && r.state == Wire::Ready).then_some(())
+        })
+        .await;
+    }
+
     async fn finished(&self, id: &str) -> bool {
         let deployer = self.deployer.clone();
         let id = id.to_string();
@@ -262,13 +271,7 @@ async fn a_crash_is_restarted_after_a_backoff() {
     let first = h.replicas()[0].container_id.clone();
     let crashed_at = tokio::time::Instant::now();
     h.runtime.crash(&first, 1);
-    let deployer = h.deployer.clone();
-    let first_id = first.clone();
-    wait_for("the restart", || {
-        let r = deployer.status(Some("web")).pop()?.replicas.pop()?;
-        (r.container_id != first_id && r.state == Wire::Ready).then_some(())
-    })
-    .await;
+    h.replaced_and_ready(&first).await;
     assert!(
         crashed_at.elapsed() >= Duration::from_secs(2),
         "restarted after {:?}, before the first 2 s backoff",
@@ -294,13 +297,7 @@ async fn an_exit_missed_while_the_runtime_was_away_is_found_at_its_resync() {
 
     let resynced_at = tokio::time::Instant::now();
     h.runtime.resync();
-    let deployer = h.deployer.clone();
-    let first_id = first.clone();
-    wait_for("the restart after the resync", || {
-        let r = deployer.status(Some("web")).pop()?.replicas.pop()?;
-        (r.container_id != first_id && r.state == Wire::Ready).then_some(())
-    })
-    .await;
+    h.replaced_and_ready(&first).await;
     // Well before the periodic safety net (minutes): the resync found it.
     assert!(
         resynced_at.elapsed() < Duration::from_secs(30),
