@@ -12,7 +12,7 @@
 # Docker-free: dockerd's FORWARD DROP policy would cut the tests' bridged traffic).
 #   integration-tests/bench/footprint.sh
 #   FOOTPRINT_SHIM=host integration-tests/bench/footprint.sh   # haloyd's containerd.shim
-#   FOOTPRINT_SETTLE_SECS=5 ...   # idle time before each reading (default 130: past Go's GC)
+#   FOOTPRINT_SETTLE_SECS=5 ...   # idle time before each reading (default 270: two Go GCs)
 #   FOOTPRINT_HALOY_ONLY=1 ...    # haloy's stack alone: A/B of haloy builds (HALOY_BIN_DIR=...)
 #   PROFILE=release ...           # measure the README's quick build instead
 set -eu
