@@ -31,11 +31,23 @@ pub fn require_binary(binary: &str, debian_package: &str) -> PathBuf {
 /// happens with ports picked by binding port 0.
 const PORTS: std::ops::Range<u16> = 20_000..32_000;
 
-/// A TCP port on 127.0.0.1 that is free right now.
+/// Ports this test process handed out already. Tests run in parallel: two of them probing
+/// the same random port before either daemon binds it would both get it (seen in CI as a
+/// haloyd failing with 'Address already in use' on its api.listen).
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A TCP port on 127.0.0.1 that is free right now and was not handed out before in this
+/// process.
 pub fn free_port() -> u16 {
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     for _ in 0..1000 {
         let port = rand::random_range(PORTS);
+        if handed_out.contains(&port) {
+            continue;
+        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return port;
         }
     }
