@@ -125,6 +125,9 @@ pub fn seeds() -> Vec<Input> {
         s("upgrade-with-connection", format!("{}{follow}", get("/ws", "Upgrade: websocket\r\nConnection: upgrade\r\n"))),
         s("upgrade-without-connection", format!("{}{follow}", get("/ws", "Upgrade: websocket\r\n"))),
         s("upgrade-with-body", format!("{}{follow}", post("Upgrade: websocket\r\nConnection: upgrade\r\nContent-Length: 5\r\n", "hello"))),
+        // The body of a request with Upgrade is read like any other (found by the generator).
+        s("upgrade-chunked-trailer-bare-lf-hides-request", post("Upgrade: websocket\r\nTransfer-Encoding: chunked\r\n", &format!("5;ext=val\r\nhello\r\n0\r\n\n{smuggled}"))),
+        s("upgrade-chunked-trailer-line-bare-lf", format!("{}{follow}", post("Upgrade: websocket\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\nX-T: 1\nX-U: 2\r\n\r\n"))),
         s("upgrade-h2c", format!("{}{follow}", get("/h2c", "Upgrade: h2c\r\nConnection: upgrade, http2-settings\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"))),
         // forwarding fields
         s("x-forwarded-underscore", format!("{}{follow}", get("/u", "X_Forwarded_For: 10.9.9.9\r\n"))),

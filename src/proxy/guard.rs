@@ -10,9 +10,11 @@
 //! backend, as on the proxy's own HTTP/1 server.
 //!
 //! The walk mirrors hyper's readers exactly (httparse for heads, hyper's chunked decoder state
-//! for bodies). Where the stream stops being HTTP/1 messages this guard can follow (an upgrade,
-//! HTTP/2, anything hyper itself refuses, the end of input) bytes pass unwatched: hyper closes
-//! the connection in each of those cases or it is no longer HTTP/1.
+//! for bodies). Where the stream stops being HTTP/1 messages this guard can follow (what follows
+//! an upgrade request and its body, HTTP/2, anything hyper itself refuses, the end of input)
+//! bytes pass unwatched: hyper closes the connection in each of those cases (the handler closes
+//! it after an upgrade request that no 101 answers) or it is no longer HTTP/1. The body of an
+//! upgrade request is still followed: hyper reads it as any other body, and forwards it.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -108,8 +110,8 @@ fn chunk_step(chunk: Chunk, byte: u8) -> Result<Option<Chunk>, ()> {
 enum Verdict {
     /// Framing hyper would smooth over: refuse it.
     Ambiguous,
-    /// Framing as hyper reads it: what follows the head.
-    Then(State),
+    /// Framing as hyper reads it: what follows the head, and what follows its body.
+    Then { next: State, after_body: State },
 }
 
 /// The verdict on a parsed head, by hyper's rules (`proto::h1::role::Server::parse`).
@@ -132,18 +134,20 @@ fn verdict(req: &httparse::Request<'_, '_>) -> Verdict {
     if lengths > 1 || (lengths > 0 && transfer_encoding.is_some()) {
         return Verdict::Ambiguous;
     }
+    // Past an upgrade request's body the stream is a tunnel once a 101 answers it: not followed.
+    let after_body = if upgrade { State::Opaque } else { State::Head };
     let next = match (transfer_encoding, length) {
-        // Upgrades and what hyper refuses (bad length, TE not chunked, TE on HTTP/1.0):
-        // the stream is not followed past them.
-        _ if upgrade || (req.version != Some(1) && transfer_encoding.is_some()) => State::Opaque,
+        // What hyper refuses (bad length, TE not chunked, TE on HTTP/1.0): the stream is not
+        // followed past it.
+        _ if req.version != Some(1) && transfer_encoding.is_some() => State::Opaque,
         (Some(true), _) => State::Chunked(Chunk::Start),
         (Some(false), _) => State::Opaque,
-        (None, Some(0)) => State::Head,
+        (None, Some(0)) => after_body,
         (None, Some(len)) => State::Body(len),
         (None, None) if lengths > 0 => State::Opaque,
-        (None, None) => State::Head,
+        (None, None) => after_body,
     };
-    Verdict::Then(next)
+    Verdict::Then { next, after_body }
 }
 
 fn parse_digits(value: &[u8]) -> Option<u64> {
@@ -171,6 +175,9 @@ pub(crate) struct HeadGuard<I> {
     /// How many bytes at the front of `buf` are checked and may go to hyper.
     ready: usize,
     state: State,
+    /// What follows the body being walked: the next head, or (after an upgrade request)
+    /// bytes that are no longer followed.
+    after_body: State,
     /// A head still incomplete at this size is hyper's to refuse (431).
     max_head: usize,
 }
@@ -183,6 +190,7 @@ impl<I> HeadGuard<I> {
             buf: BytesMut::new(),
             ready: 0,
             state: if watch { State::Head } else { State::Opaque },
+            after_body: State::Head,
             max_head,
         }
     }
@@ -208,7 +216,7 @@ impl<I> HeadGuard<I> {
                     let take = left.min(pending as u64);
                     self.ready += take as usize;
                     self.state = if take == left {
-                        State::Head
+                        self.after_body
                     } else {
                         State::Body(left - take)
                     };
@@ -233,7 +241,10 @@ impl<I> HeadGuard<I> {
                 let verdict = verdict(&req);
                 self.ready += len;
                 match verdict {
-                    Verdict::Then(next) => self.state = next,
+                    Verdict::Then { next, after_body } => {
+                        self.state = next;
+                        self.after_body = after_body;
+                    }
                     Verdict::Ambiguous => {
                         tracing::debug!("request with ambiguous framing refused");
                         self.buf[start] = 0;
@@ -274,7 +285,7 @@ impl<I> HeadGuard<I> {
             match chunk_step(chunk, byte) {
                 Ok(Some(next)) => chunk = next,
                 Ok(None) => {
-                    self.state = State::Head;
+                    self.state = self.after_body;
                     return;
                 }
                 Err(()) => {
@@ -317,7 +328,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for HeadGuard<I> {
                     if let (Poll::Ready(Ok(())), State::Body(left)) = (&polled, this.state) {
                         let read = (out.filled().len() - before) as u64;
                         this.state = if read == left {
-                            State::Head
+                            this.after_body
                         } else {
                             State::Body(left - read)
                         };

@@ -138,3 +138,30 @@ async fn bare_lf_in_the_trailer_section_becomes_nul() {
         }
     }
 }
+
+/// hyper reads the body of a request with Upgrade like any other body (and the proxy forwards
+/// it), so that body is walked too; what follows it may be a tunnel and passes untouched.
+#[tokio::test]
+async fn the_body_of_an_upgrade_request_is_followed_and_nothing_after_it() {
+    let upgrade = "POST / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n";
+    let ambiguous = "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx";
+    let chunked = format!("{upgrade}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n");
+    let sized = format!("{upgrade}Content-Length: 5\r\n\r\nhello");
+    for piece in [4096, 7, 1] {
+        let bare_lf = format!("{chunked}\nGET /hidden HTTP/1.1\r\n\r\n");
+        let want = format!("{chunked}\0GET /hidden HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            through_guard(bare_lf.as_bytes(), piece).await,
+            want.as_bytes(),
+            "bare LF after the last chunk, in pieces of {piece}"
+        );
+        for body in [format!("{chunked}\r\n"), sized.clone()] {
+            let input = format!("{body}{ambiguous}");
+            assert_eq!(
+                through_guard(input.as_bytes(), piece).await,
+                input.as_bytes(),
+                "{input:?} in pieces of {piece}"
+            );
+        }
+    }
+}
