@@ -29,6 +29,21 @@ fn host_normalization() {
 }
 
 #[test]
+fn trimming_matches_str_trim_on_every_kind_of_end() {
+    let ends = [
+        "", "a", " ", "\t", "\u{b}", "\u{c}", "\r\n", "\u{a0}", "\u{3000}", "é", ":", ".",
+    ];
+    for start in ends {
+        for end in ends {
+            for middle in ["", "x", "Host.Example:80", " in side "] {
+                let host = format!("{start}{middle}{end}");
+                assert_eq!(trim(&host), host.trim(), "{host:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn lookup_app_and_alias() {
     let routes = Routes::new();
     routes
