@@ -612,15 +612,17 @@ measure() { # scheme log
     set_peers "$scheme"
     # The machine is shared: rounds interleave the three proxies, medians are reported and
     # the ratios are medians of each round's ratio (the two runs of a round are seconds
-    # apart), so a burst of foreign load hits all of them rather than one.
-    echo "== $scheme, access log $log: saturation wrk -t1 -c$CONNS -d${DURATION}s, 1 KB body, keep-alive, $ROUNDS interleaved rounds" >&2
+    # apart), so a burst of foreign load hits all of them rather than one. Each round starts
+    # with another proxy, so none always runs first or right after the same peer.
+    echo "== $scheme, access log $log: saturation wrk -t1 -c$CONNS -d${DURATION}s, 1 KB body, keep-alive, $ROUNDS interleaved rounds (rotating order)" >&2
     declare -A RPS CPU USR SYS CSW SC P50 P99 FR FCPU
-    local p r rps cpu usr sys csw
+    local p r rps cpu usr sys csw order=$PROXIES
     for _ in $(seq 1 "$ROUNDS"); do
-        for p in $PROXIES; do
+        for p in $order; do
             read -r rps cpu usr sys csw <<<"$(saturate "$scheme" "${PORT[$p]}" "${PID[$p]}")"
             RPS[$p]+="$rps " CPU[$p]+="$cpu " USR[$p]+="$usr " SYS[$p]+="$sys " CSW[$p]+="$csw "
         done
+        order="${order#* } ${order%% *}"
     done
     for p in $PROXIES; do
         echo "   $(label "$p"): req/s ${RPS[$p]}| CPU us ${CPU[$p]}| user ${USR[$p]}| sys ${SYS[$p]}| ctxsw ${CSW[$p]}" >&2
@@ -644,7 +646,8 @@ measure() { # scheme log
     rate=$(for p in $PROXIES; do median ${RPS[$p]}; done | sort -g | awk 'NR == 1 { printf "%d", $1 / 2 }')
 
     echo "== $scheme, access log $log: fixed rate ~$rate req/s (half the slowest saturation), wrk pacing 2 ms/connection, $P99_ROUNDS interleaved rounds" >&2
-    local a b c order=$PROXIES
+    local a b c
+    order=$PROXIES
     for _ in $(seq 1 "$P99_ROUNDS"); do
         # Each round starts with another proxy, so none always runs right after a saturation.
         for p in $order; do
