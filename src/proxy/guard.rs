@@ -123,7 +123,7 @@ fn verdict(req: &httparse::Request<'_, '_>) -> Verdict {
     for field in req.headers.iter() {
         if field.name.eq_ignore_ascii_case("content-length") {
             lengths += 1;
-            length = parse_digits(field.value);
+            length = super::headers::parse_decimal(field.value);
         } else if field.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last field decides, as in hyper; `chunked` must be the final coding.
             transfer_encoding = Some(last_coding_is_chunked(field.value));
@@ -148,15 +148,6 @@ fn verdict(req: &httparse::Request<'_, '_>) -> Verdict {
         (None, None) => after_body,
     };
     Verdict::Then { next, after_body }
-}
-
-fn parse_digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
 }
 
 fn last_coding_is_chunked(value: &[u8]) -> bool {

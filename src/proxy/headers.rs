@@ -34,6 +34,8 @@ pub(crate) enum FramingError {
     BadTransferEncoding,
     #[error("Content-Length is not a single valid number")]
     BadContentLength,
+    #[error("Content-Length is larger than {MAX_CONTENT_LENGTH}, the most a backend accepts")]
+    ContentLengthTooLarge,
     #[error("HTTP/1.1 request without Host header")]
     MissingHost,
     #[error("request has more than one Host header")]
@@ -46,6 +48,11 @@ pub(crate) enum FramingError {
 /// (hyper already rejects obs-fold, differing duplicate Content-Length and TE on HTTP/1.0;
 /// `guard` turns what hyper would smooth over, such as Content-Length beside
 /// Transfer-Encoding, into heads hyper refuses.)
+/// The largest request body length passed on: what a signed 64-bit length holds (nginx's
+/// `off_t`, Go's `ParseInt`). hyper accepts up to 2^64 - 3; a backend would refuse more, or read
+/// it differently.
+pub(crate) const MAX_CONTENT_LENGTH: u64 = i64::MAX as u64;
+
 pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     let headers = req.headers();
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
@@ -70,8 +77,23 @@ pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
         if !valid {
             return Err(FramingError::BadContentLength);
         }
+        if parse_decimal(first.as_bytes()).is_none_or(|len| len > MAX_CONTENT_LENGTH) {
+            return Err(FramingError::ContentLengthTooLarge);
+        }
     }
     check_host(req)
+}
+
+/// `digits` as a number: ASCII digits only (no sign, no space), at most `u64::MAX`.
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    // By hand: `str::parse` would first check UTF-8 and signs it never needs here.
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// One Host at most, and the same host as an absolute-form target or HTTP/2 `:authority`

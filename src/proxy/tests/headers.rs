@@ -113,6 +113,34 @@ fn framing_checks() {
     assert_eq!(check_framing(&no_host), Err(FramingError::MissingHost));
 }
 
+/// Backends read a length as a signed 64-bit number (nginx, Go): a larger one is refused here,
+/// not forwarded for the backend to refuse or misread. Leading zeros do not count.
+#[test]
+fn content_length_beyond_i64_is_refused() {
+    let with_length = |value: &str| {
+        Request::builder()
+            .header("host", "a")
+            .header("content-length", value)
+            .body(())
+            .unwrap()
+    };
+    for fits in ["0", "9223372036854775807", "0009223372036854775807"] {
+        assert_eq!(check_framing(&with_length(fits)), Ok(()), "{fits}");
+    }
+    for too_large in [
+        "9223372036854775808",
+        "18446744063709551615",
+        "18446744073709551615",
+        "99999999999999999999999",
+    ] {
+        assert_eq!(
+            check_framing(&with_length(too_large)),
+            Err(FramingError::ContentLengthTooLarge),
+            "{too_large}"
+        );
+    }
+}
+
 #[test]
 fn h2c_upgrade_not_forwarded() {
     let req = |proto: &str| {
@@ -287,5 +315,25 @@ fn hop_by_hop_names_match_in_any_case_and_agree_with_the_header_list() {
         "upgrade-insecure-requests",
     ] {
         assert!(!is_hop_by_hop(other.as_bytes()), "{other}");
+    }
+}
+
+#[test]
+fn decimals_are_digits_only_and_fit_in_u64() {
+    for (digits, want) in [
+        ("0", Some(0)),
+        ("007", Some(7)),
+        ("1024", Some(1024)),
+        ("18446744073709551615", Some(u64::MAX)),
+        ("18446744073709551616", None),
+        ("", None),
+        ("+1", None),
+        ("-0", None),
+        ("1a", None),
+        (" 1", None),
+        ("1 ", None),
+        ("\u{0661}", None),
+    ] {
+        assert_eq!(parse_decimal(digits.as_bytes()), want, "{digits:?}");
     }
 }

@@ -174,26 +174,6 @@ fn content_length_must_be_one_number() {
     assert_eq!(same.unwrap().body, BodyFraming::Length(3));
 }
 
-#[test]
-fn decimals_are_digits_only_and_fit_in_u64() {
-    for (digits, want) in [
-        ("0", Some(0)),
-        ("007", Some(7)),
-        ("1024", Some(1024)),
-        ("18446744073709551615", Some(u64::MAX)),
-        ("18446744073709551616", None),
-        ("", None),
-        ("+1", None),
-        ("-0", None),
-        ("1a", None),
-        (" 1", None),
-        ("1 ", None),
-        ("\u{0661}", None),
-    ] {
-        assert_eq!(parse_decimal(digits.as_bytes()), want, "{digits:?}");
-    }
-}
-
 fn decode_all(chunks: &[&[u8]]) -> Result<Vec<u8>, UpstreamError> {
     let mut decoder = Chunked::Size;
     let mut buf = BytesMut::new();

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::UpstreamError;
-use crate::proxy::headers::{is_field_value, is_hop_by_hop};
+use crate::proxy::headers::{is_field_value, is_hop_by_hop, parse_decimal};
 
 /// Most header fields accepted in a backend's response head (hyper's default too).
 const MAX_RESPONSE_HEADERS: usize = 100;
@@ -397,17 +397,6 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, UpstreamError> {
         }
     }
     Ok(length)
-}
-
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    // By hand: `str::parse` would first check UTF-8 and signs it never needs here.
-    digits.iter().try_fold(0u64, |n, &b| {
-        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
-        n.checked_mul(10)?.checked_add(u64::from(digit))
-    })
 }
 
 /// Where the chunked decoder is.
