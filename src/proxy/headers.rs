@@ -44,15 +44,15 @@ pub(crate) enum FramingError {
     HostMismatch,
 }
 
-/// Reject requests whose framing or host could be read two ways by the proxy and the backend.
-/// (hyper already rejects obs-fold, differing duplicate Content-Length and TE on HTTP/1.0;
-/// `guard` turns what hyper would smooth over, such as Content-Length beside
-/// Transfer-Encoding, into heads hyper refuses.)
 /// The largest request body length passed on: what a signed 64-bit length holds (nginx's
 /// `off_t`, Go's `ParseInt`). hyper accepts up to 2^64 - 3; a backend would refuse more, or read
 /// it differently.
 pub(crate) const MAX_CONTENT_LENGTH: u64 = i64::MAX as u64;
 
+/// Reject requests whose framing or host could be read two ways by the proxy and the backend.
+/// (hyper already rejects obs-fold, differing duplicate Content-Length and TE on HTTP/1.0;
+/// `guard` turns what hyper would smooth over, such as Content-Length beside
+/// Transfer-Encoding, into heads hyper refuses.)
 pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), FramingError> {
     let headers = req.headers();
     let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();

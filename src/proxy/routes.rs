@@ -263,7 +263,7 @@ pub(crate) fn normalize_host(host: &str) -> Cow<'_, str> {
     }
 }
 
-/// `str::trim`, skipping its char-by-char walk when both ends are ASCII and not whitespace:
+/// `str::trim`, without its char-by-char walk when both ends are ASCII and not whitespace:
 /// every Host of every request comes through here, and nearly all are such.
 fn trim(host: &str) -> &str {
     let kept =
